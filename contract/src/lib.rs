@@ -1,0 +1,158 @@
+//! The contract between the asyncpf hypervisor, its guests and the host runner.
+//!
+//! Everything here is mirrored by `docs/abi.md`; change both together.
+//! The crate is `no_std`, has no dependencies and no `unsafe`, so both the EL2 hypervisor,
+//! the EL1 guest kernel and the host runner can use it.
+#![no_std]
+#![forbid(unsafe_code)]
+
+/// SMCCC (Arm DEN0028) function identifier fields and the standard return codes.
+pub mod smccc {
+    /// Bit 31: fast call.
+    pub const FAST_CALL: u32 = 1 << 31;
+    /// Bit 30: SMC64/HVC64 calling convention.
+    pub const CONV_64: u32 = 1 << 30;
+    /// Owning entity numbers (bits 29:24).
+    pub const OWNER_ARCH: u32 = 0;
+    pub const OWNER_STANDARD: u32 = 4;
+    pub const OWNER_VENDOR_HYP: u32 = 6;
+
+    /// SMCCC_VERSION (DEN0028 7.2).
+    pub const SMCCC_VERSION: u32 = 0x8000_0000;
+    /// SMCCC_ARCH_FEATURES (DEN0028 7.3).
+    pub const SMCCC_ARCH_FEATURES: u32 = 0x8000_0001;
+    /// The SMCCC version the hypervisor implements: 1.1.
+    pub const VERSION_1_1: u32 = 0x0001_0001;
+
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const NOT_REQUIRED: i64 = -2;
+    pub const INVALID_PARAMETER: i64 = -3;
+
+    /// The owning entity of a function identifier.
+    pub const fn owner(function_id: u32) -> u32 {
+        (function_id >> 24) & 0x3f
+    }
+    /// The function number within its owner (bits 15:0).
+    pub const fn function_number(function_id: u32) -> u32 {
+        function_id & 0xffff
+    }
+    /// Bits 23:16 must be zero for fast calls (they are reserved, "MBZ").
+    pub const fn is_well_formed_fast(function_id: u32) -> bool {
+        function_id & FAST_CALL != 0 && (function_id >> 16) & 0xff == 0
+    }
+}
+
+/// PSCI (Arm DEN0022) function identifiers and return codes the hypervisor implements.
+pub mod psci {
+    pub const PSCI_VERSION: u32 = 0x8400_0000;
+    pub const CPU_SUSPEND_32: u32 = 0x8400_0001;
+    pub const CPU_SUSPEND_64: u32 = 0xC400_0001;
+    pub const CPU_OFF: u32 = 0x8400_0002;
+    pub const CPU_ON_32: u32 = 0x8400_0003;
+    pub const CPU_ON_64: u32 = 0xC400_0003;
+    pub const AFFINITY_INFO_32: u32 = 0x8400_0004;
+    pub const AFFINITY_INFO_64: u32 = 0xC400_0004;
+    pub const MIGRATE_INFO_TYPE: u32 = 0x8400_0006;
+    pub const SYSTEM_OFF: u32 = 0x8400_0008;
+    pub const SYSTEM_RESET: u32 = 0x8400_0009;
+    pub const PSCI_FEATURES: u32 = 0x8400_000A;
+
+    /// PSCI 1.1 as (major << 16) | minor.
+    pub const VERSION_1_1: u32 = 0x0001_0001;
+
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const INVALID_PARAMETERS: i64 = -2;
+    pub const DENIED: i64 = -3;
+    pub const ALREADY_ON: i64 = -4;
+    pub const ON_PENDING: i64 = -5;
+    pub const INTERNAL_FAILURE: i64 = -6;
+    pub const NOT_PRESENT: i64 = -7;
+    pub const DISABLED: i64 = -8;
+    pub const INVALID_ADDRESS: i64 = -9;
+
+    /// AFFINITY_INFO results.
+    pub const AFFINITY_ON: i64 = 0;
+    pub const AFFINITY_OFF: i64 = 1;
+    pub const AFFINITY_ON_PENDING: i64 = 2;
+
+    /// MIGRATE_INFO_TYPE result: no Trusted OS, migration not required.
+    pub const MIGRATE_NOT_REQUIRED: i64 = 2;
+}
+
+/// The asyncpf vendor-specific hypervisor service (SMCCC owner 6, fast calls).
+pub mod hypcall {
+    /// Call UID query (DEN0028: function number 0xFF01 of every service).
+    pub const CALL_UID: u32 = 0x8600_FF01;
+    /// Revision query (function number 0xFF03).
+    pub const REVISION: u32 = 0x8600_FF03;
+    /// Call count query (0xFF00, deprecated by SMCCC but still answered).
+    pub const CALL_COUNT: u32 = 0x8600_FF00;
+
+    /// The service's UUID, returned in w0..w3 of CALL_UID as SMCCC says
+    /// (bytes 0..3 in w0, little-endian, and so on).
+    /// UUID: 6a7c0e5b-3f1d-4c2e-9a41-a5f00d1e0b64
+    pub const UID: [u32; 4] = [0x5b0e_7c6a, 0x2e4c_1d3f, 0x0da5_419a, 0x640b_1e0d];
+    pub const REVISION_MAJOR: u32 = 0;
+    pub const REVISION_MINOR: u32 = 1;
+    /// Number of functions in the service (for CALL_COUNT).
+    pub const FUNCTION_COUNT: u32 = 0;
+}
+
+/// The protocol between the hypervisor, the guest kernel and the host runner.
+///
+/// The runner passes options to the hypervisor on the hypervisor's command line (QEMU
+/// `-append`, which QEMU puts into `/chosen/bootargs` of the device tree it hands over).
+/// Options are `key=value` words; everything after a lone `--` is the guest's own command line
+/// and is placed into the guest's `/chosen/bootargs`.
+pub mod runner {
+    /// Number of vCPUs (default: every physical CPU).
+    pub const OPT_VCPUS: &str = "vcpus";
+    /// Guest RAM in MiB.
+    pub const OPT_GUEST_MIB: &str = "guest_mib";
+    /// Where the runner placed the guest kernel Image in host physical memory: `ADDR:SIZE`
+    /// (both hexadecimal with 0x, or decimal).
+    pub const OPT_IMAGE: &str = "image";
+    /// Separator between hypervisor options and the guest command line.
+    pub const GUEST_CMDLINE_SEPARATOR: &str = "--";
+
+    /// Guest command line key: which scenario the asyncpf guest kernel runs.
+    pub const GUEST_OPT_SCENARIO: &str = "scenario";
+    /// Guest command line key: the seed of the scenario's pseudo-random choices.
+    pub const GUEST_OPT_SEED: &str = "seed";
+
+    /// A console line carrying a machine-readable result is this prefix followed by one JSON
+    /// object. The guest prints one (`guest` results), the hypervisor prints one (`hyp`
+    /// results) just before it ends the machine.
+    pub const RESULT_PREFIX: &str = "@result ";
+    /// Prefix of every line of guest console output on the host console.
+    pub const GUEST_LINE_PREFIX: &str = "[guest] ";
+    /// Prefix of the hypervisor's own console lines.
+    pub const HYP_LINE_PREFIX: &str = "[hyp] ";
+
+    /// Semihosting exit status: the guest powered the machine off (PSCI SYSTEM_OFF).
+    pub const EXIT_SYSTEM_OFF: u32 = 0;
+    /// Semihosting exit status: the hypervisor panicked.
+    pub const EXIT_HYP_PANIC: u32 = 101;
+    /// Semihosting exit status: the guest asked for SYSTEM_RESET and the hypervisor was told to
+    /// end on reset instead of rebooting the VM.
+    pub const EXIT_SYSTEM_RESET: u32 = 3;
+    /// Semihosting exit status: the hypervisor could not start the VM (bad options or image).
+    pub const EXIT_BAD_CONFIG: u32 = 4;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_id_fields() {
+        assert_eq!(smccc::owner(hypcall::CALL_UID), smccc::OWNER_VENDOR_HYP);
+        assert_eq!(smccc::owner(psci::CPU_ON_64), smccc::OWNER_STANDARD);
+        assert_eq!(smccc::function_number(hypcall::REVISION), 0xff03);
+        assert!(smccc::is_well_formed_fast(psci::SYSTEM_OFF));
+        assert!(!smccc::is_well_formed_fast(0x8401_0000));
+        assert!(!smccc::is_well_formed_fast(0x0400_0000));
+    }
+}
