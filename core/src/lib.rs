@@ -1,1 +1,17 @@
+//! Portable, host-testable logic of the asyncpf hypervisor: everything that needs no hardware
+//! access and can therefore be tested exhaustively with `cargo test` on the host.
+//!
+//! * [`image`]: the arm64 Linux kernel `Image` header and where to load it.
+//! * [`options`]: the hypervisor's command line.
+//!
+//! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
+//! `aarch64-unknown-none` as well as for the host.
 #![no_std]
+#![forbid(unsafe_code)]
+
+extern crate alloc;
+#[cfg(test)]
+extern crate std;
+
+pub mod image;
+pub mod options;

@@ -1,0 +1,379 @@
+//! The hypervisor's command line: the `key=value` words that the runner passes with QEMU
+//! `-append` (QEMU puts them into `/chosen/bootargs`), as specified by
+//! `asyncpf_contract::runner` and `docs/abi.md`.
+//!
+//! ```text
+//! vcpus=4 guest_mib=128 image=0x42000000:0x5000 -- scenario=smp seed=1
+//! ```
+//!
+//! Words are separated by ASCII whitespace. Numbers are decimal or hexadecimal with a `0x`
+//! (or `0X`) prefix. Everything after a lone `--` is the guest's command line, passed through
+//! verbatim (leading and trailing whitespace trimmed). Each key may be given at most once.
+
+use asyncpf_contract::runner;
+use core::fmt;
+
+/// Guest RAM in MiB when `guest_mib` is not given.
+pub const DEFAULT_GUEST_MIB: u64 = 128;
+/// The accepted range of `guest_mib`: at least enough for a small kernel and its page tables,
+/// at most 4 GiB (the size the hypervisor's guest memory map is laid out for).
+pub const GUEST_MIB_RANGE: core::ops::RangeInclusive<u64> = 16..=4096;
+
+/// Where the runner placed the guest kernel Image in host physical memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageLocation {
+    pub addr: u64,
+    pub size: u64,
+}
+
+/// The parsed hypervisor options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HypOptions<'a> {
+    /// Number of vCPUs; `None` means one per physical CPU.
+    pub vcpus: Option<usize>,
+    /// Guest RAM in MiB, within [`GUEST_MIB_RANGE`].
+    pub guest_mib: u64,
+    /// The guest kernel Image, if the runner loaded one.
+    pub image: Option<ImageLocation>,
+    /// The guest's own command line (after `--`), possibly empty.
+    pub guest_cmdline: &'a str,
+}
+
+/// What is wrong with a command line. Borrowed strings are the offending words.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionsError<'a> {
+    /// A `key=value` word with a key this hypervisor does not know.
+    UnknownKey(&'a str),
+    /// A word without `=value`, or with an empty value.
+    MissingValue(&'a str),
+    /// A key given more than once.
+    Duplicate(&'a str),
+    /// A value that is not a decimal or 0x-hexadecimal number fitting in 64 bits.
+    BadNumber { key: &'a str, value: &'a str },
+    /// `vcpus=0`.
+    ZeroVcpus,
+    /// `guest_mib` outside [`GUEST_MIB_RANGE`].
+    GuestMibOutOfRange(u64),
+    /// `image=` not of the form `ADDR:SIZE`.
+    BadImage(&'a str),
+    /// `image=` with a zero size or a range that wraps past the end of the address space.
+    BadImageRange { addr: u64, size: u64 },
+}
+
+impl fmt::Display for OptionsError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            OptionsError::UnknownKey(key) => write!(
+                f,
+                "unknown option `{key}` (known: {}, {}, {}; put guest options after `{}`)",
+                runner::OPT_VCPUS,
+                runner::OPT_GUEST_MIB,
+                runner::OPT_IMAGE,
+                runner::GUEST_CMDLINE_SEPARATOR
+            ),
+            OptionsError::MissingValue(word) => {
+                write!(f, "option `{word}` has no value (expected `key=value`)")
+            }
+            OptionsError::Duplicate(key) => write!(f, "option `{key}` is given more than once"),
+            OptionsError::BadNumber { key, value } => write!(
+                f,
+                "option `{key}`: `{value}` is not a number (decimal, or hexadecimal with 0x)"
+            ),
+            OptionsError::ZeroVcpus => {
+                write!(f, "option `{}`: must be at least 1", runner::OPT_VCPUS)
+            }
+            OptionsError::GuestMibOutOfRange(mib) => write!(
+                f,
+                "option `{}`: {mib} MiB is outside the supported range {}..={} MiB",
+                runner::OPT_GUEST_MIB,
+                GUEST_MIB_RANGE.start(),
+                GUEST_MIB_RANGE.end()
+            ),
+            OptionsError::BadImage(value) => write!(
+                f,
+                "option `{}`: `{value}` is not of the form ADDR:SIZE",
+                runner::OPT_IMAGE
+            ),
+            OptionsError::BadImageRange { addr, size } => write!(
+                f,
+                "option `{}`: image at {addr:#x} of size {size:#x} is empty or wraps past the end \
+                 of the address space",
+                runner::OPT_IMAGE
+            ),
+        }
+    }
+}
+
+/// Parses a decimal or `0x`-hexadecimal number.
+fn parse_number<'a>(key: &'a str, value: &'a str) -> Result<u64, OptionsError<'a>> {
+    let bad = OptionsError::BadNumber { key, value };
+    let (digits, radix) = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => (hex, 16),
+        None => (value, 10),
+    };
+    // from_str_radix accepts a leading '+', which is not one of our number forms.
+    if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
+        return Err(bad);
+    }
+    u64::from_str_radix(digits, radix).map_err(|_| bad)
+}
+
+fn parse_image<'a>(value: &'a str) -> Result<ImageLocation, OptionsError<'a>> {
+    let (addr, size) = value.split_once(':').ok_or(OptionsError::BadImage(value))?;
+    let addr = parse_number(runner::OPT_IMAGE, addr)?;
+    let size = parse_number(runner::OPT_IMAGE, size)?;
+    if size == 0 || addr.checked_add(size).is_none() {
+        return Err(OptionsError::BadImageRange { addr, size });
+    }
+    Ok(ImageLocation { addr, size })
+}
+
+/// Fails with [`OptionsError::Duplicate`] if `slot` is already set.
+fn set_once<'a, T>(slot: &mut Option<T>, key: &'a str, value: T) -> Result<(), OptionsError<'a>> {
+    if slot.replace(value).is_some() {
+        return Err(OptionsError::Duplicate(key));
+    }
+    Ok(())
+}
+
+/// Parses the hypervisor command line.
+pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
+    let mut vcpus = None;
+    let mut guest_mib = None;
+    let mut image = None;
+    let mut guest_cmdline = "";
+
+    let mut rest = cmdline;
+    loop {
+        rest = rest.trim_start_matches(|c: char| c.is_ascii_whitespace());
+        if rest.is_empty() {
+            break;
+        }
+        let end = rest
+            .find(|c: char| c.is_ascii_whitespace())
+            .unwrap_or(rest.len());
+        let (word, after) = rest.split_at(end);
+        rest = after;
+        if word == runner::GUEST_CMDLINE_SEPARATOR {
+            guest_cmdline = rest.trim_matches(|c: char| c.is_ascii_whitespace());
+            break;
+        }
+        let (key, value) = match word.split_once('=') {
+            Some((key, value)) if !value.is_empty() => (key, value),
+            _ => return Err(OptionsError::MissingValue(word)),
+        };
+        match key {
+            runner::OPT_VCPUS => {
+                let n = parse_number(key, value)?;
+                let n = usize::try_from(n).map_err(|_| OptionsError::BadNumber { key, value })?;
+                if n == 0 {
+                    return Err(OptionsError::ZeroVcpus);
+                }
+                set_once(&mut vcpus, key, n)?;
+            }
+            runner::OPT_GUEST_MIB => {
+                let mib = parse_number(key, value)?;
+                if !GUEST_MIB_RANGE.contains(&mib) {
+                    return Err(OptionsError::GuestMibOutOfRange(mib));
+                }
+                set_once(&mut guest_mib, key, mib)?;
+            }
+            runner::OPT_IMAGE => set_once(&mut image, key, parse_image(value)?)?,
+            _ => return Err(OptionsError::UnknownKey(key)),
+        }
+    }
+    Ok(HypOptions {
+        vcpus,
+        guest_mib: guest_mib.unwrap_or(DEFAULT_GUEST_MIB),
+        image,
+        guest_cmdline,
+    })
+}
+
+impl HypOptions<'_> {
+    /// Guest RAM in bytes.
+    pub fn guest_ram_bytes(&self) -> u64 {
+        self.guest_mib << 20
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use proptest::prelude::*;
+
+    #[test]
+    fn full_example() {
+        let o =
+            parse("vcpus=4 guest_mib=128 image=0x42000000:0x5000 -- scenario=smp seed=1").unwrap();
+        assert_eq!(o.vcpus, Some(4));
+        assert_eq!(o.guest_mib, 128);
+        assert_eq!(o.guest_ram_bytes(), 128 << 20);
+        assert_eq!(
+            o.image,
+            Some(ImageLocation {
+                addr: 0x4200_0000,
+                size: 0x5000
+            })
+        );
+        assert_eq!(o.guest_cmdline, "scenario=smp seed=1");
+    }
+
+    #[test]
+    fn defaults() {
+        for empty in ["", "   ", "\t\n"] {
+            let o = parse(empty).unwrap();
+            assert_eq!(
+                o,
+                HypOptions {
+                    vcpus: None,
+                    guest_mib: DEFAULT_GUEST_MIB,
+                    image: None,
+                    guest_cmdline: ""
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn guest_cmdline_is_verbatim_after_separator() {
+        let o = parse("  --   console=ttyAMA0  a=b  -- x  ").unwrap();
+        assert_eq!(o.guest_cmdline, "console=ttyAMA0  a=b  -- x");
+        assert_eq!(o.vcpus, None);
+        assert_eq!(parse("vcpus=2 --").unwrap().guest_cmdline, "");
+        // Unknown keys after the separator are the guest's business.
+        assert_eq!(
+            parse("-- vcpus=0 bogus").unwrap().guest_cmdline,
+            "vcpus=0 bogus"
+        );
+        // "--x" is not the separator.
+        assert_eq!(parse("--x"), Err(OptionsError::MissingValue("--x")));
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse("guest_mib=0x100").unwrap().guest_mib, 256);
+        assert_eq!(parse("guest_mib=0X10").unwrap().guest_mib, 16);
+        assert_eq!(parse("vcpus=8").unwrap().vcpus, Some(8));
+        for bad in [
+            "x",
+            "0x",
+            "+4",
+            "-1",
+            "4k",
+            "0xg",
+            "1_0",
+            "99999999999999999999",
+        ] {
+            let line = alloc::format!("vcpus={bad}");
+            assert_eq!(
+                parse(&line),
+                Err(OptionsError::BadNumber {
+                    key: "vcpus",
+                    value: bad
+                })
+            );
+        }
+    }
+
+    #[test]
+    fn errors() {
+        assert_eq!(parse("cpus=4"), Err(OptionsError::UnknownKey("cpus")));
+        assert_eq!(parse("vcpus"), Err(OptionsError::MissingValue("vcpus")));
+        assert_eq!(parse("vcpus="), Err(OptionsError::MissingValue("vcpus=")));
+        assert_eq!(parse("vcpus=0"), Err(OptionsError::ZeroVcpus));
+        assert_eq!(
+            parse("vcpus=1 vcpus=2"),
+            Err(OptionsError::Duplicate("vcpus"))
+        );
+        assert_eq!(
+            parse("guest_mib=15"),
+            Err(OptionsError::GuestMibOutOfRange(15))
+        );
+        assert_eq!(
+            parse("guest_mib=4097"),
+            Err(OptionsError::GuestMibOutOfRange(4097))
+        );
+        assert_eq!(parse("guest_mib=16").unwrap().guest_mib, 16);
+        assert_eq!(parse("guest_mib=4096").unwrap().guest_mib, 4096);
+        assert_eq!(parse("image=0x1000"), Err(OptionsError::BadImage("0x1000")));
+        assert_eq!(
+            parse("image=0x1000:zz"),
+            Err(OptionsError::BadNumber {
+                key: "image",
+                value: "zz"
+            })
+        );
+        assert_eq!(
+            parse("image=0x1000:0"),
+            Err(OptionsError::BadImageRange {
+                addr: 0x1000,
+                size: 0
+            })
+        );
+        assert_eq!(
+            parse("image=0xffffffffffffffff:2"),
+            Err(OptionsError::BadImageRange {
+                addr: u64::MAX,
+                size: 2
+            })
+        );
+    }
+
+    #[test]
+    fn error_messages_name_the_problem() {
+        let text = parse("cpus=4").unwrap_err().to_string();
+        assert!(
+            text.contains("unknown option `cpus`") && text.contains("vcpus"),
+            "{text}"
+        );
+        let text = parse("guest_mib=8").unwrap_err().to_string();
+        assert!(
+            text.contains("8 MiB") && text.contains("16..=4096"),
+            "{text}"
+        );
+        let text = parse("image=1:x").unwrap_err().to_string();
+        assert!(text.contains("`x` is not a number"), "{text}");
+        let text = parse("image=5").unwrap_err().to_string();
+        assert!(text.contains("ADDR:SIZE"), "{text}");
+        assert!(parse("vcpus=0")
+            .unwrap_err()
+            .to_string()
+            .contains("at least 1"));
+        assert!(parse("vcpus").unwrap_err().to_string().contains("no value"));
+        assert!(parse("vcpus=1 vcpus=1")
+            .unwrap_err()
+            .to_string()
+            .contains("more than once"));
+        assert!(parse("image=0:0")
+            .unwrap_err()
+            .to_string()
+            .contains("empty"));
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics(line in "\\PC{0,64}") {
+            let _ = parse(&line);
+        }
+
+        #[test]
+        fn round_trip(vcpus in 1usize..1024, mib in 16u64..=4096, addr in 0u64..1 << 48,
+                      size in 1u64..1 << 32, hex in any::<bool>(), guest in "[a-z=0-9 ]{0,20}") {
+            let line = if hex {
+                alloc::format!("image={addr:#x}:{size:#x} guest_mib={mib:#x} vcpus={vcpus} -- {guest}")
+            } else {
+                alloc::format!("vcpus={vcpus}\tguest_mib={mib}\nimage={addr}:{size} -- {guest}")
+            };
+            let o = parse(&line).unwrap();
+            prop_assert_eq!(o.vcpus, Some(vcpus));
+            prop_assert_eq!(o.guest_mib, mib);
+            prop_assert_eq!(o.image, Some(ImageLocation { addr, size }));
+            prop_assert_eq!(o.guest_cmdline, guest.trim());
+        }
+    }
+}
