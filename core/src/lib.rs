@@ -3,6 +3,8 @@
 //!
 //! * [`image`]: the arm64 Linux kernel `Image` header and where to load it.
 //! * [`options`]: the hypervisor's command line.
+//! * [`fdt`]: the device tree the guest boots with.
+//! * [`vgic`]: the emulated GICv3 distributor and redistributors.
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -13,5 +15,7 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod fdt;
 pub mod image;
 pub mod options;
+pub mod vgic;

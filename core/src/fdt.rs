@@ -1,0 +1,622 @@
+//! The flattened device tree (DTB, version 17) that the hypervisor hands to its guest.
+//!
+//! Follows the Devicetree Specification v0.4 (structure, `memory`, `cpus`, `chosen`, `aliases`)
+//! and the Linux DT bindings of each device (`Documentation/devicetree/bindings/`):
+//! `arm/cpus.yaml`, `arm/psci.yaml`, `interrupt-controller/arm,gic-v3.yaml`,
+//! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `clock/fixed-clock.yaml`,
+//! `arm/firmware/sdei.txt`. The aim is a tree an unmodified arm64 Linux boots on.
+//!
+//! Where the bindings and QEMU's `virt` tree differ, this follows the bindings:
+//! * the GIC node is `interrupt-controller@…` and the UART `serial@…` (the bindings' node name
+//!   patterns), not QEMU's `intc@…` and `pl011@…`;
+//! * `/psci` is compatible with `"arm,psci-1.0", "arm,psci-0.2"` only: the binding does not allow
+//!   `"arm,psci"` after them, and the PSCI 0.1 function-ID properties it would require are
+//!   meaningless for a PSCI 1.x implementation;
+//! * the fixed clock is `clock-apb-pclk` (the binding's `clock-…` name pattern).
+//!
+//! The blob is written with the `vm-fdt` crate (no_std with its `alloc` feature).
+
+use crate::vgic::{GICD_SIZE, GICR_FRAME_SIZE};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt;
+use vm_fdt::FdtWriter;
+
+/// What the guest sees; all addresses are guest physical addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestPlatform<'a> {
+    pub ram_base: u64,
+    pub ram_size: u64,
+    /// MPIDR_EL1 of each vCPU, in vCPU order; only the affinity fields are used.
+    pub cpu_mpidrs: &'a [u64],
+    /// The 64 KiB distributor.
+    pub gicd_base: u64,
+    /// The redistributors: one [`GICR_FRAME_SIZE`] frame per vCPU, in vCPU order.
+    pub gicr_base: u64,
+    /// The PL011's 4 KiB register page.
+    pub uart_base: u64,
+    /// The PL011 interrupt as an SPI number (INTID = 32 + `uart_spi`).
+    pub uart_spi: u32,
+    /// The guest's command line, `/chosen/bootargs`.
+    pub bootargs: &'a str,
+}
+
+/// Phandle of the GIC (the root's `interrupt-parent`).
+pub const PHANDLE_GIC: u32 = 1;
+/// Phandle of the PL011's fixed 24 MHz APB clock.
+pub const PHANDLE_APB_PCLK: u32 = 2;
+
+/// The `compatible` of the root node.
+pub const MACHINE_COMPATIBLE: &str = "linux,dummy-virt";
+/// Size of the PL011 register page.
+pub const UART_SIZE: u64 = 0x1000;
+/// Frequency of the PL011's clocks.
+pub const UART_CLOCK_HZ: u32 = 24_000_000;
+
+/// Interrupt specifier cells of the GICv3 binding: `<type number flags>`.
+pub mod irq {
+    /// Cell 1: shared peripheral interrupt; cell 2 is then INTID - 32.
+    pub const TYPE_SPI: u32 = 0;
+    /// Cell 1: private peripheral interrupt; cell 2 is then INTID - 16.
+    pub const TYPE_PPI: u32 = 1;
+    /// Cell 3: level-sensitive, active high (`IRQ_TYPE_LEVEL_HIGH`).
+    pub const LEVEL_HIGH: u32 = 4;
+    /// Cells per interrupt specifier (`#interrupt-cells`).
+    pub const CELLS: u32 = 3;
+}
+
+/// The generic timer's PPI numbers, in the order `arm,armv8-timer`'s `interrupts` lists them
+/// (the INTIDs are these plus 16, Arm BSA recommendations).
+pub mod timer_ppi {
+    pub const SECURE_PHYS: u32 = 13;
+    pub const NON_SECURE_PHYS: u32 = 14;
+    pub const VIRT: u32 = 11;
+    pub const HYP_PHYS: u32 = 10;
+}
+
+/// MPIDR_EL1 affinity fields: Aff3 in bits 39:32, Aff2..Aff0 in bits 23:0.
+const MPIDR_AFF3_SHIFT: u32 = 32;
+const MPIDR_AFF3_MASK: u64 = 0xff << MPIDR_AFF3_SHIFT;
+const MPIDR_AFF2_0_MASK: u64 = 0x00ff_ffff;
+
+/// The part of an MPIDR_EL1 value that a `cpu` node's `reg` holds (`arm/cpus.yaml`).
+pub fn mpidr_affinity(mpidr: u64) -> u64 {
+    mpidr & (MPIDR_AFF3_MASK | MPIDR_AFF2_0_MASK)
+}
+
+/// Why no device tree could be built.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FdtError {
+    /// `cpu_mpidrs` is empty.
+    NoCpus,
+    /// Two vCPUs have the same MPIDR affinity.
+    DuplicateCpu { affinity: u64 },
+    /// A region (`what`) is empty or wraps past the end of the address space.
+    BadRegion {
+        what: &'static str,
+        base: u64,
+        size: u64,
+    },
+    /// The guest command line contains a NUL byte.
+    BootargsContainNul,
+    /// The writer refused the tree (a bug in this module).
+    Writer(vm_fdt::Error),
+}
+
+impl fmt::Display for FdtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdtError::NoCpus => write!(f, "device tree: the guest has no vCPUs"),
+            FdtError::DuplicateCpu { affinity } => {
+                write!(
+                    f,
+                    "device tree: two vCPUs have the same MPIDR affinity {affinity:#x}"
+                )
+            }
+            FdtError::BadRegion { what, base, size } => write!(
+                f,
+                "device tree: {what} at {base:#x} of size {size:#x} is empty or wraps past the end \
+                 of the address space"
+            ),
+            FdtError::BootargsContainNul => {
+                write!(f, "device tree: the guest command line contains a NUL byte")
+            }
+            FdtError::Writer(e) => write!(f, "device tree writer: {e}"),
+        }
+    }
+}
+
+impl From<vm_fdt::Error> for FdtError {
+    fn from(e: vm_fdt::Error) -> Self {
+        match e {
+            vm_fdt::Error::InvalidString => FdtError::BootargsContainNul,
+            other => FdtError::Writer(other),
+        }
+    }
+}
+
+fn check_region(what: &'static str, base: u64, size: u64) -> Result<(), FdtError> {
+    if size == 0 || base.checked_add(size).is_none() {
+        return Err(FdtError::BadRegion { what, base, size });
+    }
+    Ok(())
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| String::from(*s)).collect()
+}
+
+impl GuestPlatform<'_> {
+    /// Size of the redistributor region: one frame per vCPU.
+    pub fn gicr_size(&self) -> Option<u64> {
+        GICR_FRAME_SIZE.checked_mul(u64::try_from(self.cpu_mpidrs.len()).ok()?)
+    }
+
+    /// Path of the UART node, which `/chosen/stdout-path` and `/aliases/serial0` name.
+    pub fn uart_path(&self) -> String {
+        format!("/serial@{:x}", self.uart_base)
+    }
+
+    fn validate(&self) -> Result<(), FdtError> {
+        if self.cpu_mpidrs.is_empty() {
+            return Err(FdtError::NoCpus);
+        }
+        for (i, &a) in self.cpu_mpidrs.iter().enumerate() {
+            let affinity = mpidr_affinity(a);
+            if self.cpu_mpidrs[..i]
+                .iter()
+                .any(|&b| mpidr_affinity(b) == affinity)
+            {
+                return Err(FdtError::DuplicateCpu { affinity });
+            }
+        }
+        check_region("guest RAM", self.ram_base, self.ram_size)?;
+        check_region("GIC distributor", self.gicd_base, GICD_SIZE)?;
+        let gicr_size = self.gicr_size().unwrap_or(0);
+        check_region("GIC redistributors", self.gicr_base, gicr_size)?;
+        check_region("PL011", self.uart_base, UART_SIZE)
+    }
+
+    /// Builds the device tree blob.
+    pub fn build_fdt(&self) -> Result<Vec<u8>, FdtError> {
+        self.validate()?;
+        // Aff3 needs a second address cell in /cpus (arm/cpus.yaml).
+        let wide_cpu_reg = self.cpu_mpidrs.iter().any(|&m| m & MPIDR_AFF3_MASK != 0);
+        let mut fdt = FdtWriter::new()?;
+        // The boot CPU's physical ID: the low cell of its reg, as the DT spec defines it.
+        fdt.set_boot_cpuid_phys((mpidr_affinity(self.cpu_mpidrs[0]) & MPIDR_AFF2_0_MASK) as u32);
+
+        let root = fdt.begin_node("")?;
+        fdt.property_string("compatible", MACHINE_COMPATIBLE)?;
+        fdt.property_u32("#address-cells", 2)?;
+        fdt.property_u32("#size-cells", 2)?;
+        fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
+
+        let chosen = fdt.begin_node("chosen")?;
+        fdt.property_string("bootargs", self.bootargs)?;
+        fdt.property_string("stdout-path", &self.uart_path())?;
+        fdt.end_node(chosen)?;
+
+        let aliases = fdt.begin_node("aliases")?;
+        fdt.property_string("serial0", &self.uart_path())?;
+        fdt.end_node(aliases)?;
+
+        let memory = fdt.begin_node(&format!("memory@{:x}", self.ram_base))?;
+        fdt.property_string("device_type", "memory")?;
+        fdt.property_array_u64("reg", &[self.ram_base, self.ram_size])?;
+        fdt.end_node(memory)?;
+
+        let cpus = fdt.begin_node("cpus")?;
+        fdt.property_u32("#address-cells", if wide_cpu_reg { 2 } else { 1 })?;
+        fdt.property_u32("#size-cells", 0)?;
+        for &mpidr in self.cpu_mpidrs {
+            let affinity = mpidr_affinity(mpidr);
+            let cpu = fdt.begin_node(&format!("cpu@{affinity:x}"))?;
+            fdt.property_string("device_type", "cpu")?;
+            fdt.property_string("compatible", "arm,armv8")?;
+            if wide_cpu_reg {
+                fdt.property_u64("reg", affinity)?;
+            } else {
+                fdt.property_u32("reg", affinity as u32)?;
+            }
+            fdt.property_string("enable-method", "psci")?;
+            fdt.end_node(cpu)?;
+        }
+        fdt.end_node(cpus)?;
+
+        let psci = fdt.begin_node("psci")?;
+        fdt.property_string_list("compatible", strings(&["arm,psci-1.0", "arm,psci-0.2"]))?;
+        fdt.property_string("method", "hvc")?;
+        fdt.end_node(psci)?;
+
+        let firmware = fdt.begin_node("firmware")?;
+        let sdei = fdt.begin_node("sdei")?;
+        fdt.property_string("compatible", "arm,sdei-1.0")?;
+        fdt.property_string("method", "hvc")?;
+        fdt.end_node(sdei)?;
+        fdt.end_node(firmware)?;
+
+        let gic = fdt.begin_node(&format!("interrupt-controller@{:x}", self.gicd_base))?;
+        fdt.property_string("compatible", "arm,gic-v3")?;
+        fdt.property_u32("#interrupt-cells", irq::CELLS)?;
+        // No child nodes (no ITS): an interrupt provider states that it has no address cells.
+        fdt.property_u32("#address-cells", 0)?;
+        fdt.property_null("interrupt-controller")?;
+        fdt.property_array_u64(
+            "reg",
+            &[
+                self.gicd_base,
+                GICD_SIZE,
+                self.gicr_base,
+                self.gicr_size().unwrap_or(0),
+            ],
+        )?;
+        fdt.property_u32("#redistributor-regions", 1)?;
+        fdt.property_phandle(PHANDLE_GIC)?;
+        fdt.end_node(gic)?;
+
+        let timer = fdt.begin_node("timer")?;
+        fdt.property_string("compatible", "arm,armv8-timer")?;
+        let mut timer_irqs = Vec::new();
+        for ppi in [
+            timer_ppi::SECURE_PHYS,
+            timer_ppi::NON_SECURE_PHYS,
+            timer_ppi::VIRT,
+            timer_ppi::HYP_PHYS,
+        ] {
+            timer_irqs.extend([irq::TYPE_PPI, ppi, irq::LEVEL_HIGH]);
+        }
+        fdt.property_array_u32("interrupts", &timer_irqs)?;
+        fdt.end_node(timer)?;
+
+        let clock = fdt.begin_node("clock-apb-pclk")?;
+        fdt.property_string("compatible", "fixed-clock")?;
+        fdt.property_u32("#clock-cells", 0)?;
+        fdt.property_u32("clock-frequency", UART_CLOCK_HZ)?;
+        fdt.property_string("clock-output-names", "clk24mhz")?;
+        fdt.property_phandle(PHANDLE_APB_PCLK)?;
+        fdt.end_node(clock)?;
+
+        let uart = fdt.begin_node(&self.uart_path()[1..])?;
+        fdt.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
+        fdt.property_array_u64("reg", &[self.uart_base, UART_SIZE])?;
+        fdt.property_array_u32(
+            "interrupts",
+            &[irq::TYPE_SPI, self.uart_spi, irq::LEVEL_HIGH],
+        )?;
+        fdt.property_array_u32("clocks", &[PHANDLE_APB_PCLK, PHANDLE_APB_PCLK])?;
+        fdt.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
+        fdt.end_node(uart)?;
+
+        fdt.end_node(root)?;
+        Ok(fdt.finish()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::fdt::node::FdtNode;
+    use ::fdt::Fdt;
+    use alloc::string::ToString;
+    use std::collections::BTreeSet;
+
+    const MPIDRS: [u64; 4] = [0x8000_0000, 0x8000_0001, 0x8000_0002, 0x8000_0003];
+
+    fn platform<'a>(mpidrs: &'a [u64], bootargs: &'a str) -> GuestPlatform<'a> {
+        GuestPlatform {
+            ram_base: 0x4000_0000,
+            ram_size: 128 << 20,
+            cpu_mpidrs: mpidrs,
+            gicd_base: 0x0800_0000,
+            gicr_base: 0x080a_0000,
+            uart_base: 0x0900_0000,
+            uart_spi: 1,
+            bootargs,
+        }
+    }
+
+    fn node<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> FdtNode<'b, 'a> {
+        fdt.find_node(path)
+            .unwrap_or_else(|| panic!("no node {path}"))
+    }
+
+    fn raw<'a>(node: FdtNode<'_, 'a>, name: &str) -> &'a [u8] {
+        node.property(name)
+            .unwrap_or_else(|| panic!("no property {name} in {}", node.name))
+            .value
+    }
+
+    fn cells(node: FdtNode<'_, '_>, name: &str) -> Vec<u32> {
+        raw(node, name)
+            .chunks(4)
+            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+
+    fn string_list<'a>(node: FdtNode<'_, 'a>, name: &str) -> Vec<&'a str> {
+        let bytes = raw(node, name);
+        assert_eq!(bytes.last(), Some(&0), "{name} is not NUL-terminated");
+        core::str::from_utf8(&bytes[..bytes.len() - 1])
+            .unwrap()
+            .split('\0')
+            .collect()
+    }
+
+    fn property_names<'a>(node: FdtNode<'_, 'a>) -> BTreeSet<&'a str> {
+        node.properties().map(|p| p.name).collect()
+    }
+
+    fn set<'a>(names: &[&'a str]) -> BTreeSet<&'a str> {
+        names.iter().copied().collect()
+    }
+
+    fn children(node: FdtNode<'_, '_>) -> Vec<String> {
+        node.children().map(|c| c.name.to_string()).collect()
+    }
+
+    #[test]
+    fn every_node_and_property() {
+        let blob = platform(&MPIDRS, "scenario=smp seed=1")
+            .build_fdt()
+            .unwrap();
+        // Header: magic, version 17, boot CPU.
+        assert_eq!(&blob[0..4], &0xd00d_feedu32.to_be_bytes());
+        assert_eq!(u32::from_be_bytes(blob[20..24].try_into().unwrap()), 17);
+        assert_eq!(u32::from_be_bytes(blob[28..32].try_into().unwrap()), 0);
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(fdt.total_size(), blob.len());
+        assert_eq!(fdt.memory_reservations().count(), 0);
+
+        let root = node(&fdt, "/");
+        assert_eq!(
+            children(root),
+            [
+                "chosen",
+                "aliases",
+                "memory@40000000",
+                "cpus",
+                "psci",
+                "firmware",
+                "interrupt-controller@8000000",
+                "timer",
+                "clock-apb-pclk",
+                "serial@9000000"
+            ]
+        );
+        assert_eq!(
+            property_names(root),
+            set(&[
+                "compatible",
+                "#address-cells",
+                "#size-cells",
+                "interrupt-parent"
+            ])
+        );
+        assert_eq!(string_list(root, "compatible"), ["linux,dummy-virt"]);
+        assert_eq!(cells(root, "#address-cells"), [2]);
+        assert_eq!(cells(root, "#size-cells"), [2]);
+        assert_eq!(cells(root, "interrupt-parent"), [PHANDLE_GIC]);
+
+        let chosen = node(&fdt, "/chosen");
+        assert_eq!(property_names(chosen), set(&["bootargs", "stdout-path"]));
+        assert_eq!(fdt.chosen().bootargs(), Some("scenario=smp seed=1"));
+        assert_eq!(string_list(chosen, "stdout-path"), ["/serial@9000000"]);
+        let aliases = node(&fdt, "/aliases");
+        assert_eq!(property_names(aliases), set(&["serial0"]));
+        assert_eq!(string_list(aliases, "serial0"), ["/serial@9000000"]);
+        assert_eq!(
+            fdt.aliases().unwrap().resolve("serial0"),
+            Some("/serial@9000000")
+        );
+
+        let memory = node(&fdt, "/memory@40000000");
+        assert_eq!(property_names(memory), set(&["device_type", "reg"]));
+        assert_eq!(string_list(memory, "device_type"), ["memory"]);
+        assert_eq!(cells(memory, "reg"), [0, 0x4000_0000, 0, 128 << 20]);
+        let region = fdt.memory().regions().next().unwrap();
+        assert_eq!(region.starting_address as u64, 0x4000_0000);
+        assert_eq!(region.size, Some(128 << 20));
+
+        let cpus = node(&fdt, "/cpus");
+        assert_eq!(
+            property_names(cpus),
+            set(&["#address-cells", "#size-cells"])
+        );
+        assert_eq!(cells(cpus, "#address-cells"), [1]);
+        assert_eq!(cells(cpus, "#size-cells"), [0]);
+        assert_eq!(children(cpus), ["cpu@0", "cpu@1", "cpu@2", "cpu@3"]);
+        for (i, cpu) in cpus.children().enumerate() {
+            assert_eq!(
+                property_names(cpu),
+                set(&["device_type", "compatible", "reg", "enable-method"])
+            );
+            assert_eq!(string_list(cpu, "device_type"), ["cpu"]);
+            assert_eq!(string_list(cpu, "compatible"), ["arm,armv8"]);
+            assert_eq!(cells(cpu, "reg"), [i as u32]);
+            assert_eq!(string_list(cpu, "enable-method"), ["psci"]);
+        }
+        assert_eq!(fdt.cpus().count(), 4);
+
+        let psci = node(&fdt, "/psci");
+        assert_eq!(property_names(psci), set(&["compatible", "method"]));
+        assert_eq!(
+            string_list(psci, "compatible"),
+            ["arm,psci-1.0", "arm,psci-0.2"]
+        );
+        assert_eq!(string_list(psci, "method"), ["hvc"]);
+
+        let firmware = node(&fdt, "/firmware");
+        assert!(property_names(firmware).is_empty());
+        assert_eq!(children(firmware), ["sdei"]);
+        let sdei = node(&fdt, "/firmware/sdei");
+        assert_eq!(property_names(sdei), set(&["compatible", "method"]));
+        assert_eq!(string_list(sdei, "compatible"), ["arm,sdei-1.0"]);
+        assert_eq!(string_list(sdei, "method"), ["hvc"]);
+
+        let gic = node(&fdt, "/interrupt-controller@8000000");
+        assert_eq!(
+            property_names(gic),
+            set(&[
+                "compatible",
+                "#interrupt-cells",
+                "#address-cells",
+                "interrupt-controller",
+                "reg",
+                "#redistributor-regions",
+                "phandle"
+            ])
+        );
+        assert_eq!(string_list(gic, "compatible"), ["arm,gic-v3"]);
+        assert_eq!(cells(gic, "#interrupt-cells"), [3]);
+        assert_eq!(cells(gic, "#address-cells"), [0]);
+        assert!(raw(gic, "interrupt-controller").is_empty());
+        assert_eq!(
+            cells(gic, "reg"),
+            [0, 0x0800_0000, 0, 0x1_0000, 0, 0x080a_0000, 0, 4 * 0x2_0000]
+        );
+        assert_eq!(cells(gic, "#redistributor-regions"), [1]);
+        assert_eq!(cells(gic, "phandle"), [PHANDLE_GIC]);
+        assert_eq!(fdt.find_phandle(PHANDLE_GIC).unwrap().name, gic.name);
+
+        let timer = node(&fdt, "/timer");
+        assert_eq!(property_names(timer), set(&["compatible", "interrupts"]));
+        assert_eq!(string_list(timer, "compatible"), ["arm,armv8-timer"]);
+        assert_eq!(
+            cells(timer, "interrupts"),
+            [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
+        );
+
+        let clock = node(&fdt, "/clock-apb-pclk");
+        assert_eq!(
+            property_names(clock),
+            set(&[
+                "compatible",
+                "#clock-cells",
+                "clock-frequency",
+                "clock-output-names",
+                "phandle"
+            ])
+        );
+        assert_eq!(string_list(clock, "compatible"), ["fixed-clock"]);
+        assert_eq!(cells(clock, "#clock-cells"), [0]);
+        assert_eq!(cells(clock, "clock-frequency"), [24_000_000]);
+        assert_eq!(string_list(clock, "clock-output-names"), ["clk24mhz"]);
+        assert_eq!(cells(clock, "phandle"), [PHANDLE_APB_PCLK]);
+
+        let uart = node(&fdt, "/serial@9000000");
+        assert_eq!(
+            property_names(uart),
+            set(&["compatible", "reg", "interrupts", "clocks", "clock-names"])
+        );
+        assert_eq!(
+            string_list(uart, "compatible"),
+            ["arm,pl011", "arm,primecell"]
+        );
+        assert_eq!(cells(uart, "reg"), [0, 0x0900_0000, 0, 0x1000]);
+        assert_eq!(cells(uart, "interrupts"), [0, 1, 4]);
+        assert_eq!(cells(uart, "clocks"), [PHANDLE_APB_PCLK, PHANDLE_APB_PCLK]);
+        assert_eq!(string_list(uart, "clock-names"), ["uartclk", "apb_pclk"]);
+        // The UART inherits the root's interrupt-parent.
+        assert_eq!(root.interrupt_parent().unwrap().name, gic.name);
+    }
+
+    #[test]
+    fn cpu_reg_holds_affinity_only() {
+        // Bit 31 (RES1), U (30) and MT (24) are not part of reg.
+        let mpidrs = [0xC100_0000 | 0x0001_0203, 0x8000_0000 | 0x0001_0100];
+        let blob = platform(&mpidrs, "").build_fdt().unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let cpus = node(&fdt, "/cpus");
+        assert_eq!(children(cpus), ["cpu@10203", "cpu@10100"]);
+        assert_eq!(cells(node(&fdt, "/cpus/cpu@10100"), "reg"), [0x10100]);
+        assert_eq!(
+            u32::from_be_bytes(blob[28..32].try_into().unwrap()),
+            0x10203
+        );
+        assert_eq!(
+            cells(node(&fdt, "/interrupt-controller@8000000"), "reg")[6..],
+            [0, 2 * 0x2_0000]
+        );
+        assert_eq!(string_list(node(&fdt, "/chosen"), "bootargs"), [""]);
+    }
+
+    #[test]
+    fn aff3_uses_two_address_cells() {
+        let mpidrs = [0x8000_0000, 0x01_8000_0000];
+        let blob = platform(&mpidrs, "").build_fdt().unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        assert_eq!(cells(node(&fdt, "/cpus"), "#address-cells"), [2]);
+        assert_eq!(children(node(&fdt, "/cpus")), ["cpu@0", "cpu@100000000"]);
+        assert_eq!(cells(node(&fdt, "/cpus/cpu@100000000"), "reg"), [1, 0]);
+        assert_eq!(cells(node(&fdt, "/cpus/cpu@0"), "reg"), [0, 0]);
+    }
+
+    #[test]
+    fn errors() {
+        let p = platform(&[], "");
+        assert_eq!(p.build_fdt(), Err(FdtError::NoCpus));
+        let p = platform(&[0x8000_0001, 0x1], "");
+        assert_eq!(p.build_fdt(), Err(FdtError::DuplicateCpu { affinity: 1 }));
+        let p = platform(&MPIDRS, "a\0b");
+        assert_eq!(p.build_fdt(), Err(FdtError::BootargsContainNul));
+        let mut p = platform(&MPIDRS, "");
+        p.ram_size = 0;
+        assert!(matches!(
+            p.build_fdt(),
+            Err(FdtError::BadRegion {
+                what: "guest RAM",
+                ..
+            })
+        ));
+        let mut p = platform(&MPIDRS, "");
+        p.gicr_base = u64::MAX - 0x1000;
+        let err = p.build_fdt().unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("GIC redistributors at 0xffffffffffffefff"),
+            "{err}"
+        );
+        let mut p = platform(&MPIDRS, "");
+        p.uart_base = u64::MAX;
+        assert!(matches!(
+            p.build_fdt(),
+            Err(FdtError::BadRegion { what: "PL011", .. })
+        ));
+        assert!(FdtError::DuplicateCpu { affinity: 1 }
+            .to_string()
+            .contains("0x1"));
+    }
+
+    /// Decompiles the blob with `dtc` (when installed) and requires it to be silent: dtc's
+    /// checks cover unit addresses vs `reg`, phandles, interrupt providers, node names.
+    #[test]
+    fn dtc_accepts_the_blob_without_warnings() {
+        use std::process::Command;
+        if Command::new("dtc").arg("--version").output().is_err() {
+            std::eprintln!("dtc not installed; skipping the dtc check");
+            return;
+        }
+        for mpidrs in [&MPIDRS[..], &[0x8000_0000, 0x01_0000_0100]] {
+            let blob = platform(mpidrs, "console=ttyAMA0").build_fdt().unwrap();
+            let path = std::env::temp_dir().join(format!(
+                "asyncpf-core-fdt-{}-{}.dtb",
+                std::process::id(),
+                mpidrs.len()
+            ));
+            std::fs::write(&path, &blob).unwrap();
+            let out = Command::new("dtc")
+                .args(["-I", "dtb", "-O", "dts", "-o", "-"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            std::fs::remove_file(&path).unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "dtc failed: {stderr}");
+            assert!(stderr.is_empty(), "dtc warnings:\n{stderr}");
+            let dts = String::from_utf8_lossy(&out.stdout);
+            assert!(dts.contains("stdout-path = \"/serial@9000000\";"), "{dts}");
+        }
+    }
+}
