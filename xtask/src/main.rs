@@ -1,1 +1,66 @@
-fn main() {}
+//! `cargo xtask`: the host runner of asyncpf.
+//!
+//! It checks (and if allowed installs) the Debian cross toolchain and QEMU, builds the
+//! hypervisor and the guest kernel for `aarch64-unknown-none`, turns the guest ELF into an arm64
+//! kernel `Image`, runs scenarios on QEMU's `virt` machine and checks their machine-readable
+//! results. See `cargo xtask --help`.
+
+mod build;
+mod cli;
+mod image;
+mod qemu;
+mod results;
+mod run;
+mod suite;
+mod toolchain;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+/// The workspace root: xtask lives one level below it. Taken from the compile-time manifest
+/// directory so the runner works from any current directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Setup => {
+            let tc = toolchain::ensure()?;
+            tc.print_summary();
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build => {
+            let _tc = toolchain::ensure()?;
+            build::build(&workspace_root())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Run(args) => {
+            let plan = args.validate()?;
+            let tc = toolchain::ensure()?;
+            let report = run::run(&workspace_root(), &tc, &plan, args.no_build)?;
+            Ok(if report.ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Test(args) => {
+            let tc = toolchain::ensure()?;
+            let all_passed = suite::run_suite(&workspace_root(), &tc, &args)?;
+            Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! `build`: the hypervisor and the guest for `aarch64-unknown-none`, and the guest `Image`.
+//!
+//! The inner build uses Debian's cargo and rustc (the rustup toolchain has no aarch64 target)
+//! with `-Zbuild-std`; RUSTC_BOOTSTRAP lets the stable distribution compiler accept it.
+//! It runs in its own target directory so it never fights the host build over `target/debug`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::image;
+use crate::toolchain::{DEBIAN_CARGO, DEBIAN_RUSTC};
+
+pub const TARGET: &str = "aarch64-unknown-none";
+pub const HYP_PACKAGE: &str = "asyncpf-hypervisor";
+pub const GUEST_PACKAGE: &str = "asyncpf-guest";
+
+/// Where the cross build and its products live.
+pub fn cross_dir(root: &Path) -> PathBuf {
+    root.join("target").join("cross")
+}
+pub fn hypervisor_elf(root: &Path) -> PathBuf {
+    cross_dir(root).join(TARGET).join("release").join(HYP_PACKAGE)
+}
+pub fn guest_elf(root: &Path) -> PathBuf {
+    cross_dir(root).join(TARGET).join("release").join(GUEST_PACKAGE)
+}
+pub fn guest_image(root: &Path) -> PathBuf {
+    cross_dir(root).join(format!("{GUEST_PACKAGE}.Image"))
+}
+
+/// Environment variables the outer (rustup) cargo sets for `cargo xtask` that would change or
+/// confuse the inner Debian cargo: flags meant for the host build, rustup's toolchain choice,
+/// wrappers, and the package metadata of xtask itself.
+fn is_inherited_cargo_var(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+        "RUSTC",
+        "RUSTDOC",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "RUSTC_LINKER",
+        "RUSTUP_TOOLCHAIN",
+        "RUST_RECURSION_COUNT",
+        "CARGO",
+        "CARGO_MAKEFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_ENCODED_RUSTDOCFLAGS",
+        "CARGO_TARGET_DIR",
+        "CARGO_BUILD_TARGET",
+        "CARGO_BUILD_TARGET_DIR",
+        "CARGO_BUILD_RUSTFLAGS",
+        "CARGO_BUILD_RUSTC",
+        "CARGO_BUILD_RUSTC_WRAPPER",
+        "CARGO_MANIFEST_DIR",
+        "CARGO_MANIFEST_PATH",
+        "CARGO_PRIMARY_PACKAGE",
+        "CARGO_CRATE_NAME",
+        "CARGO_BIN_NAME",
+        "OUT_DIR",
+    ];
+    const PREFIXES: &[&str] = &["CARGO_PKG_", "CARGO_CFG_", "CARGO_BIN_EXE_", "__CARGO"];
+    EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// The inner cargo command (not yet run).
+pub fn cross_command(root: &Path) -> Command {
+    let mut cmd = Command::new(DEBIAN_CARGO);
+    for (name, _) in std::env::vars_os() {
+        if let Some(name) = name.to_str() {
+            if is_inherited_cargo_var(name) {
+                cmd.env_remove(name);
+            }
+        }
+    }
+    cmd.current_dir(root)
+        .env("RUSTC", DEBIAN_RUSTC)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_TARGET_DIR", cross_dir(root))
+        .args(["build", "--release", "-p", HYP_PACKAGE, "-p", GUEST_PACKAGE, "--target", TARGET])
+        .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"])
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Builds both crates and writes the guest Image. Cargo's own output goes to the terminal.
+pub fn build(root: &Path) -> Result<()> {
+    let mut cmd = cross_command(root);
+    eprintln!(
+        "build: + RUSTC={DEBIAN_RUSTC} RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={} {DEBIAN_CARGO} build \
+         --release -p {HYP_PACKAGE} -p {GUEST_PACKAGE} --target {TARGET} -Zbuild-std=core,alloc \
+         -Zbuild-std-features=compiler-builtins-mem",
+        cross_dir(root).display()
+    );
+    let status = cmd.status().with_context(|| format!("cannot start {DEBIAN_CARGO}"))?;
+    if !status.success() {
+        bail!(
+            "the cross build of {HYP_PACKAGE} and {GUEST_PACKAGE} for {TARGET} failed ({status}); \
+             see cargo's messages above. If the link step complains about a missing entry point, \
+             `_start`, a panic handler or `main`, the crate is still a host stub: bare-metal \
+             crates need #![no_std], #![no_main], a #[panic_handler] and a linker script"
+        );
+    }
+    for elf in [hypervisor_elf(root), guest_elf(root)] {
+        if !elf.is_file() {
+            bail!("the cross build succeeded but {} is missing", elf.display());
+        }
+    }
+    write_guest_image(root)?;
+    Ok(())
+}
+
+/// Converts the guest ELF into `target/cross/asyncpf-guest.Image` and checks its header.
+pub fn write_guest_image(root: &Path) -> Result<PathBuf> {
+    let elf_path = guest_elf(root);
+    let elf = fs::read(&elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
+    let image = image::elf_to_image(&elf)
+        .with_context(|| format!("cannot make an Image from {}", elf_path.display()))?;
+    let out = guest_image(root);
+    fs::write(&out, &image).with_context(|| format!("cannot write {}", out.display()))?;
+    let header = image::check_header(&image).with_context(|| {
+        format!(
+            "{} was written but is not a bootable arm64 Image: the guest must start with the \
+             64-byte arm64 Image header (Linux booting.rst) and its image_size must cover the \
+             file and the bss",
+            out.display()
+        )
+    })?;
+    eprintln!(
+        "build: {} ({} bytes, text_offset {:#x}, image_size {:#x})",
+        out.display(),
+        image.len(),
+        header.text_offset,
+        header.image_size
+    );
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inner_cargo_environment() {
+        for inherited in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_PKG_NAME", "CARGO_MANIFEST_DIR", "CARGO"] {
+            assert!(is_inherited_cargo_var(inherited), "{inherited}");
+        }
+        for kept in ["CARGO_HOME", "PATH", "HOME", "CARGO_TERM_COLOR", "RUSTUP_HOME"] {
+            assert!(!is_inherited_cargo_var(kept), "{kept}");
+        }
+        let root = Path::new("/w");
+        let cmd = cross_command(root);
+        let envs: Vec<_> = cmd.get_envs().collect();
+        assert!(envs.contains(&("RUSTC".as_ref(), Some(DEBIAN_RUSTC.as_ref()))));
+        assert!(envs.contains(&("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
+        assert!(envs.contains(&("CARGO_TARGET_DIR".as_ref(), Some("/w/target/cross".as_ref()))));
+        let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert!(args.contains(&"-Zbuild-std=core,alloc"));
+        assert_eq!(hypervisor_elf(root), Path::new("/w/target/cross/aarch64-unknown-none/release/asyncpf-hypervisor"));
+        assert_eq!(guest_image(root), Path::new("/w/target/cross/asyncpf-guest.Image"));
+    }
+}

@@ -1,0 +1,257 @@
+//! Command-line interface and the validation of `run` options into a [`RunPlan`].
+//!
+//! Validation is pure (no file system, no processes) so that it can be unit-tested and so that
+//! a bad option is reported before anything is built or started.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+
+/// QEMU's `virt` machine accepts at most this many CPUs.
+const MAX_PCPUS: u32 = 512;
+/// QEMU accepts `-icount shift=` values 0..=10.
+const MAX_ICOUNT_SHIFT: u32 = 10;
+/// Bounds on guest RAM: the guest kernel needs some room; the host machine has little RAM.
+const MIN_GUEST_MIB: u32 = 16;
+const MAX_GUEST_MIB: u32 = 16 * 1024;
+
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", about = "Build, run and test asyncpf on QEMU", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check for the Debian cross toolchain and QEMU 10; install them with apt-get if allowed.
+    Setup,
+    /// Build the hypervisor and the guest for aarch64-unknown-none and make the guest Image.
+    Build,
+    /// Run one scenario on QEMU and check its results.
+    Run(RunArgs),
+    /// Host tests, the cross build, and the QEMU integration tests.
+    Test(TestArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Scenario the asyncpf guest runs (guest command line `scenario=NAME`).
+    #[arg(long, default_value = "smp")]
+    pub scenario: String,
+    /// Number of vCPUs (default: the number of physical CPUs).
+    #[arg(long)]
+    pub vcpus: Option<u32>,
+    /// Number of physical CPUs, QEMU's `-smp` (default: --vcpus if given, else 4).
+    #[arg(long)]
+    pub pcpus: Option<u32>,
+    /// QEMU CPU model (`-cpu`), e.g. max, a64fx, cortex-a72.
+    #[arg(long, default_value = "max")]
+    pub cpu: String,
+    /// Guest RAM in MiB.
+    #[arg(long, default_value_t = 128)]
+    pub guest_mib: u32,
+    /// Seed of the scenario's pseudo-random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the run's results as one JSON object to this file (also when the run fails).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Boot this arm64 kernel Image (optionally gzip-compressed) instead of asyncpf's guest.
+    #[arg(long, value_name = "FILE")]
+    pub guest_kernel: Option<PathBuf>,
+    /// Extra words for the guest's command line.
+    #[arg(long, value_name = "STR")]
+    pub guest_cmdline: Option<String>,
+    /// Kill QEMU and fail after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+    /// Deterministic virtual time: QEMU `-icount shift=SHIFT,sleep=off`.
+    #[arg(long, value_name = "SHIFT")]
+    pub icount: Option<u32>,
+    /// Boot the guest Image directly on QEMU, without the hypervisor (baseline / debugging).
+    #[arg(long)]
+    pub bare: bool,
+    /// Do not echo the console; it is still shown (its tail) when the run fails.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Skip the implicit `cargo xtask build` before running.
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TestArgs {
+    /// Only run tests whose name contains this string (e.g. `ipi`, `v4`, `a64fx`, `host`).
+    #[arg(long, value_name = "SUBSTR")]
+    pub filter: Option<String>,
+    /// QEMU tests run in parallel (4-vCPU TCG runs already use both cores of a 2-core machine).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Timeout of each QEMU test in seconds.
+    #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+}
+
+/// A validated `run` request: everything needed to build the QEMU command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunPlan {
+    pub scenario: String,
+    pub vcpus: u32,
+    pub pcpus: u32,
+    pub cpu: String,
+    pub guest_mib: u32,
+    pub seed: u64,
+    pub json: Option<PathBuf>,
+    pub guest_kernel: Option<PathBuf>,
+    pub guest_cmdline: Option<String>,
+    pub timeout_secs: u64,
+    pub icount: Option<u32>,
+    pub bare: bool,
+    pub quiet: bool,
+}
+
+impl RunArgs {
+    /// Checks the options against each other and fills in the defaults that depend on others.
+    pub fn validate(&self) -> Result<RunPlan> {
+        // `--pcpus` defaults to `--vcpus`, `--vcpus` to `--pcpus`, both to 4.
+        let pcpus = self.pcpus.or(self.vcpus).unwrap_or(4);
+        let vcpus = self.vcpus.unwrap_or(pcpus);
+        if pcpus == 0 || pcpus > MAX_PCPUS {
+            bail!("--pcpus {pcpus} is out of range: QEMU's virt machine takes 1..={MAX_PCPUS} CPUs");
+        }
+        if vcpus == 0 {
+            bail!("--vcpus must be at least 1");
+        }
+        if vcpus > pcpus {
+            bail!(
+                "--vcpus {vcpus} > --pcpus {pcpus}: the hypervisor pins one vCPU per physical CPU; \
+                 raise --pcpus or lower --vcpus"
+            );
+        }
+        if self.bare && vcpus != pcpus {
+            bail!(
+                "--bare boots the guest on every physical CPU, so --vcpus ({vcpus}) must equal \
+                 --pcpus ({pcpus}); drop one of them"
+            );
+        }
+        if !(MIN_GUEST_MIB..=MAX_GUEST_MIB).contains(&self.guest_mib) {
+            bail!(
+                "--guest-mib {} is out of range {MIN_GUEST_MIB}..={MAX_GUEST_MIB}",
+                self.guest_mib
+            );
+        }
+        if let Some(shift) = self.icount {
+            if shift > MAX_ICOUNT_SHIFT {
+                bail!("--icount {shift}: QEMU accepts shifts 0..={MAX_ICOUNT_SHIFT}");
+            }
+        }
+        if self.timeout == 0 {
+            bail!("--timeout must be at least 1 second");
+        }
+        check_word("--scenario", &self.scenario)?;
+        check_word("--cpu", &self.cpu)?;
+        if let Some(extra) = &self.guest_cmdline {
+            if extra.contains(['\n', '\r', '\0']) {
+                bail!("--guest-cmdline must be a single line without NUL characters");
+            }
+        }
+        Ok(RunPlan {
+            scenario: self.scenario.clone(),
+            vcpus,
+            pcpus,
+            cpu: self.cpu.clone(),
+            guest_mib: self.guest_mib,
+            seed: self.seed,
+            json: self.json.clone(),
+            guest_kernel: self.guest_kernel.clone(),
+            guest_cmdline: self.guest_cmdline.clone().filter(|s| !s.trim().is_empty()),
+            timeout_secs: self.timeout,
+            icount: self.icount,
+            bare: self.bare,
+            quiet: self.quiet,
+        })
+    }
+}
+
+/// Values that become one `key=value` word of a command line (or a QEMU option value) must be
+/// non-empty and free of separators.
+fn check_word(option: &str, value: &str) -> Result<()> {
+    let bad = |c: char| c.is_whitespace() || c.is_control() || c == ',' || c == '=' || c == '"';
+    if value.is_empty() || value.contains(bad) || value == "--" {
+        bail!("{option} {value:?}: must be one non-empty word without spaces, commas, '=' or quotes");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// `run` options as clap would parse them from `args` (after `run`).
+    pub(crate) fn parse_run(args: &[&str]) -> RunArgs {
+        let mut argv = vec!["xtask", "run"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("arguments parse").command {
+            Command::Run(r) => r,
+            other => panic!("expected run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let plan = parse_run(&[]).validate().unwrap();
+        assert_eq!((plan.vcpus, plan.pcpus), (4, 4));
+        assert_eq!(plan.scenario, "smp");
+        assert_eq!(plan.cpu, "max");
+        assert_eq!(plan.guest_mib, 128);
+        assert_eq!(plan.seed, 1);
+        assert_eq!(plan.timeout_secs, 120);
+        assert_eq!(plan.icount, None);
+        assert!(!plan.bare && !plan.quiet);
+    }
+
+    #[test]
+    fn cpu_count_defaults_follow_each_other() {
+        let p = parse_run(&["--vcpus", "2"]).validate().unwrap();
+        assert_eq!((p.vcpus, p.pcpus), (2, 2));
+        let p = parse_run(&["--pcpus", "3"]).validate().unwrap();
+        assert_eq!((p.vcpus, p.pcpus), (3, 3));
+        let p = parse_run(&["--vcpus", "1", "--pcpus", "4"]).validate().unwrap();
+        assert_eq!((p.vcpus, p.pcpus), (1, 4));
+    }
+
+    #[test]
+    fn rejects_bad_cpu_counts() {
+        let err = parse_run(&["--vcpus", "4", "--pcpus", "2"]).validate().unwrap_err();
+        assert!(err.to_string().contains("pins one vCPU per physical CPU"), "{err}");
+        assert!(parse_run(&["--vcpus", "0"]).validate().is_err());
+        assert!(parse_run(&["--pcpus", "0"]).validate().is_err());
+        assert!(parse_run(&["--pcpus", "513"]).validate().is_err());
+        let err = parse_run(&["--bare", "--vcpus", "1", "--pcpus", "2"]).validate().unwrap_err();
+        assert!(err.to_string().contains("--bare"), "{err}");
+        assert!(parse_run(&["--bare", "--vcpus", "2"]).validate().is_ok());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse_run(&["--icount", "11"]).validate().is_err());
+        assert!(parse_run(&["--icount", "10"]).validate().is_ok());
+        assert!(parse_run(&["--guest-mib", "8"]).validate().is_err());
+        assert!(parse_run(&["--timeout", "0"]).validate().is_err());
+        assert!(parse_run(&["--scenario", "a b"]).validate().is_err());
+        assert!(parse_run(&["--scenario", "x=y"]).validate().is_err());
+        assert!(parse_run(&["--scenario", ""]).validate().is_err());
+        assert!(parse_run(&["--cpu", "max,sve=off"]).validate().is_err());
+        assert!(parse_run(&["--guest-cmdline", "a\nb"]).validate().is_err());
+    }
+
+    #[test]
+    fn blank_guest_cmdline_is_none() {
+        let p = parse_run(&["--guest-cmdline", "  "]).validate().unwrap();
+        assert_eq!(p.guest_cmdline, None);
+        let p = parse_run(&["--guest-cmdline", "verbose=1"]).validate().unwrap();
+        assert_eq!(p.guest_cmdline.as_deref(), Some("verbose=1"));
+    }
+}

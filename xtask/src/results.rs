@@ -1,0 +1,235 @@
+//! Machine-readable results: `@result` console lines, the run verdict and the JSON report.
+//!
+//! The guest prints one `@result {json}` line, the hypervisor another; on the host console they
+//! carry the `[guest] ` / `[hyp] ` prefixes (`asyncpf_contract::runner`). Without the
+//! hypervisor (`--bare`) the guest's line has no prefix.
+
+use std::collections::VecDeque;
+
+use asyncpf_contract::runner;
+use serde::Serialize;
+use serde_json::Value;
+
+/// How many console lines are kept for failure reports.
+pub const TAIL_LINES: usize = 60;
+
+/// Who printed a result line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Guest,
+    Hyp,
+}
+
+/// Recognises a result line; returns who printed it and the parsed JSON (or why it did not
+/// parse). Other lines give None.
+pub fn parse_result_line(line: &str, bare: bool) -> Option<(Source, Result<Value, String>)> {
+    let line = line.trim_start_matches(['\r', '\0']);
+    let (source, rest) = if let Some(rest) = line.strip_prefix(runner::HYP_LINE_PREFIX) {
+        (Source::Hyp, rest)
+    } else if let Some(rest) = line.strip_prefix(runner::GUEST_LINE_PREFIX) {
+        (Source::Guest, rest)
+    } else if bare {
+        (Source::Guest, line)
+    } else {
+        return None;
+    };
+    let json = rest.strip_prefix(runner::RESULT_PREFIX)?;
+    let parsed = serde_json::from_str::<Value>(json.trim())
+        .map_err(|e| format!("not valid JSON ({e})"))
+        .and_then(|v| if v.is_object() { Ok(v) } else { Err("not a JSON object".to_string()) });
+    Some((source, parsed))
+}
+
+/// What the runner keeps of the console: the tail and the result objects.
+#[derive(Debug, Default)]
+pub struct Console {
+    pub tail: VecDeque<String>,
+    pub guest: Option<Value>,
+    pub hyp: Option<Value>,
+    /// Result lines that could not be used, with the reason.
+    pub bad_results: Vec<String>,
+    pub bare: bool,
+}
+
+impl Console {
+    pub fn new(bare: bool) -> Self {
+        Console { bare, ..Default::default() }
+    }
+
+    pub fn push(&mut self, line: &str) {
+        if self.tail.len() == TAIL_LINES {
+            self.tail.pop_front();
+        }
+        self.tail.push_back(line.to_string());
+        match parse_result_line(line, self.bare) {
+            Some((Source::Guest, Ok(v))) => self.guest = Some(v),
+            Some((Source::Hyp, Ok(v))) => self.hyp = Some(v),
+            Some((who, Err(why))) => self.bad_results.push(format!("{who:?} result line {why}: {line}")),
+            None => {}
+        }
+    }
+}
+
+/// Names of the semihosting exit codes of `asyncpf_contract::runner`.
+pub fn exit_meaning(code: i32) -> &'static str {
+    match u32::try_from(code) {
+        Ok(runner::EXIT_SYSTEM_OFF) => "guest SYSTEM_OFF",
+        Ok(runner::EXIT_SYSTEM_RESET) => "guest SYSTEM_RESET",
+        Ok(runner::EXIT_BAD_CONFIG) => "hypervisor: bad options or image",
+        Ok(runner::EXIT_HYP_PANIC) => "hypervisor panic",
+        _ => "unknown exit code",
+    }
+}
+
+/// Decides whether a run passed; None means ok, otherwise the one-line reason.
+pub fn verdict(exit_code: Option<i32>, timed_out: bool, timeout_secs: u64, console: &Console) -> Option<String> {
+    if timed_out {
+        return Some(format!("timed out after {timeout_secs} s; QEMU was killed"));
+    }
+    match exit_code {
+        None => return Some("QEMU was killed by a signal".into()),
+        Some(0) => {}
+        Some(code) => return Some(format!("QEMU exited with status {code} ({})", exit_meaning(code))),
+    }
+    let Some(guest) = &console.guest else {
+        let extra = console.bad_results.first().map(|b| format!(" ({b})")).unwrap_or_default();
+        return Some(format!("the guest printed no `{}` line{extra}", runner::RESULT_PREFIX.trim()));
+    };
+    if guest.get("ok") != Some(&Value::Bool(true)) {
+        let ok = guest.get("ok").map(Value::to_string).unwrap_or_else(|| "missing".into());
+        let detail = guest.get("failure").or_else(|| guest.get("error")).map(|v| format!(": {v}")).unwrap_or_default();
+        return Some(format!("the guest result has \"ok\": {ok}{detail}"));
+    }
+    if !console.bare && console.hyp.is_none() {
+        return Some(format!("the hypervisor printed no `{}{}` line", runner::HYP_LINE_PREFIX, runner::RESULT_PREFIX.trim()));
+    }
+    None
+}
+
+/// The `--json` report of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub vcpus: u32,
+    pub pcpus: u32,
+    pub cpu: String,
+    pub guest_mib: u32,
+    pub bare: bool,
+    pub guest_kernel: String,
+    /// The full QEMU command line as one shell string.
+    pub qemu: String,
+    pub qemu_version: String,
+    pub icount: Option<u32>,
+    pub seed: u64,
+    pub ok: bool,
+    pub exit_status: Option<i32>,
+    pub wall_seconds: f64,
+    /// Copied from the guest result (`tasks_run`, `context_switches`, `preemptions`,
+    /// `timer_ticks` per vCPU); null if there is none.
+    pub per_vcpu: Value,
+    /// The hypervisor's result object; null if none (always in `--bare` mode).
+    pub hyp: Value,
+    /// The whole guest result object; null if none.
+    pub guest: Value,
+    pub failure: Option<String>,
+    pub console_tail: Vec<String>,
+}
+
+impl Report {
+    /// A short human summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let verdict = if self.ok { "ok" } else { "FAILED" };
+        s += &format!(
+            "== {} scenario={} vcpus={} pcpus={} cpu={} seed={} icount={} -> {verdict} in {:.1} s (exit {}) [{}]\n",
+            if self.bare { "bare" } else { "asyncpf" },
+            self.scenario,
+            self.vcpus,
+            self.pcpus,
+            self.cpu,
+            self.seed,
+            self.icount.map(|i| i.to_string()).unwrap_or_else(|| "off".into()),
+            self.wall_seconds,
+            self.exit_status.map(|c| c.to_string()).unwrap_or_else(|| "none".into()),
+            self.qemu_version,
+        );
+        if let Some(vcpus) = self.per_vcpu.as_array() {
+            s += "   vcpu   tasks_run  ctx_switches  preemptions  timer_ticks\n";
+            for (i, v) in vcpus.iter().enumerate() {
+                let f = |k: &str| v.get(k).map(Value::to_string).unwrap_or_else(|| "-".into());
+                s += &format!(
+                    "   {i:>4} {:>11} {:>13} {:>12} {:>12}\n",
+                    f("tasks_run"),
+                    f("context_switches"),
+                    f("preemptions"),
+                    f("timer_ticks")
+                );
+            }
+        }
+        if let Some(hyp) = self.hyp.as_object() {
+            let counters: Vec<String> = hyp
+                .iter()
+                .filter(|(_, v)| v.is_number() || v.is_boolean())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            s += &format!("   hyp: {}\n", counters.join(" "));
+        }
+        if let Some(f) = &self.failure {
+            s += &format!("   failure: {f}\n");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn result_lines() {
+        let (who, v) = parse_result_line("[guest] @result {\"ok\": true}", false).unwrap();
+        assert_eq!((who, v.unwrap()), (Source::Guest, json!({"ok": true})));
+        let (who, v) = parse_result_line("[hyp] @result {\"exits\": 5}\r", false).unwrap();
+        assert_eq!((who, v.unwrap()), (Source::Hyp, json!({"exits": 5})));
+        assert!(parse_result_line("@result {\"ok\": true}", false).is_none(), "unprefixed needs --bare");
+        let (who, v) = parse_result_line("@result {\"ok\": true}", true).unwrap();
+        assert_eq!((who, v.unwrap()), (Source::Guest, json!({"ok": true})));
+        assert!(parse_result_line("[guest] hello @result {}", false).is_none());
+        assert!(parse_result_line("[guest] booting", false).is_none());
+        let (_, v) = parse_result_line("[guest] @result {\"ok\": tru", false).unwrap();
+        assert!(v.unwrap_err().contains("not valid JSON"));
+        let (_, v) = parse_result_line("[guest] @result [1]", false).unwrap();
+        assert!(v.unwrap_err().contains("not a JSON object"));
+    }
+
+    #[test]
+    fn console_keeps_tail_and_results() {
+        let mut c = Console::new(false);
+        for i in 0..100 {
+            c.push(&format!("line {i}"));
+        }
+        c.push("[guest] @result {\"ok\": true}");
+        c.push("[hyp] @result {\"exits\": 1}");
+        assert_eq!(c.tail.len(), TAIL_LINES);
+        assert_eq!(c.tail.back().unwrap(), "[hyp] @result {\"exits\": 1}");
+        assert_eq!(c.tail.front().unwrap(), "line 42");
+        assert!(c.guest.is_some() && c.hyp.is_some());
+        assert_eq!(verdict(Some(0), false, 1, &c), None);
+    }
+
+    #[test]
+    fn verdicts() {
+        let mut c = Console::new(false);
+        assert!(verdict(None, true, 5, &c).unwrap().contains("timed out after 5 s"));
+        assert!(verdict(Some(101), false, 5, &c).unwrap().contains("hypervisor panic"));
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("no `@result` line"));
+        c.push("[guest] @result {\"ok\": false, \"failure\": \"boom\"}");
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("\"ok\": false: \"boom\""));
+        c.push("[guest] @result {\"ok\": true}");
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("hypervisor printed no"));
+        let mut bare = Console::new(true);
+        bare.push("@result {\"ok\": true}");
+        assert_eq!(verdict(Some(0), false, 5, &bare), None);
+    }
+}

@@ -1,0 +1,199 @@
+//! `run`: one scenario on QEMU, from the validated plan to the report.
+//!
+//! Order matters: everything that can be checked on the host (options, a `--guest-kernel`
+//! file, the built artefacts) is checked before QEMU starts, so a bad input is a clear error
+//! and not a confusing hang or guest crash.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::build;
+use crate::cli::RunPlan;
+use crate::image::{self, StagedImage};
+use crate::qemu::{self, Stream};
+use crate::results::{self, Console, Report};
+use crate::toolchain::Toolchain;
+
+/// Printed just before QEMU starts (the negative test checks that it never appears).
+pub const QEMU_START_MARKER: &str = "run: + ";
+
+/// Where decompressed Images are staged.
+pub fn temp_dir(root: &Path) -> PathBuf {
+    root.join("target").join("xtask").join("tmp")
+}
+
+/// Runs the plan; `Ok(report)` also for failed runs (see `report.ok`), `Err` only when the
+/// run could not be started. With `--json`, the report (or the error) is written either way.
+pub fn run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) -> Result<Report> {
+    match prepare_and_run(root, tc, plan, no_build) {
+        Ok(report) => Ok(report),
+        Err(err) => {
+            if let Some(path) = &plan.json {
+                let mut report = empty_report(plan, tc);
+                report.failure = Some(format!("{err:#}"));
+                // The original error matters more than a failure to write the report.
+                let _ = write_json(path, &report);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) -> Result<Report> {
+    let tmp = temp_dir(root);
+    // A foreign kernel is checked first: it needs no build to be found wrong.
+    let foreign = match &plan.guest_kernel {
+        Some(path) => Some(image::stage(path, &tmp)?),
+        None => None,
+    };
+    let need_hypervisor = !plan.bare;
+    if !no_build && (need_hypervisor || foreign.is_none()) {
+        build::build(root)?;
+    }
+    let hypervisor = build::hypervisor_elf(root);
+    if need_hypervisor {
+        check_hypervisor_placement(&hypervisor)?;
+    }
+    let staged: StagedImage = match foreign {
+        Some(staged) => staged,
+        None => {
+            let own = build::guest_image(root);
+            if !own.is_file() {
+                anyhow::bail!("{} does not exist; run `cargo xtask build` first", own.display());
+            }
+            image::stage(&own, &tmp)?
+        }
+    };
+    let argv = qemu::command_line(
+        plan,
+        &qemu::Inputs {
+            qemu: &tc.qemu,
+            hypervisor: &hypervisor,
+            image: &staged.path,
+            image_size: staged.size,
+            foreign: plan.guest_kernel.is_some(),
+        },
+    );
+    let mut report = empty_report(plan, tc);
+    report.qemu = qemu::shell_join(&argv);
+    if !plan.quiet {
+        println!("run: {}", tc.qemu_version);
+        println!(
+            "run: guest Image {} ({} bytes, text_offset {:#x}, image_size {:#x})",
+            staged.path.display(),
+            staged.size,
+            staged.header.text_offset,
+            staged.header.image_size
+        );
+        println!("{QEMU_START_MARKER}{}", report.qemu);
+    }
+
+    let mut console = Console::new(plan.bare);
+    let outcome = qemu::run(&argv, Duration::from_secs(plan.timeout_secs), |stream, line| {
+        if !plan.quiet {
+            match stream {
+                Stream::Stdout => println!("{line}"),
+                Stream::Stderr => eprintln!("{line}"),
+            }
+        }
+        console.push(line);
+    })?;
+    drop(staged);
+
+    let failure = results::verdict(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console);
+    report.ok = failure.is_none();
+    report.failure = failure;
+    report.exit_status = outcome.exit_code;
+    report.wall_seconds = (outcome.wall.as_secs_f64() * 100.0).round() / 100.0;
+    report.guest = console.guest.clone().unwrap_or(Value::Null);
+    report.per_vcpu = report.guest.get("per_vcpu").cloned().unwrap_or(Value::Null);
+    report.hyp = console.hyp.clone().unwrap_or(Value::Null);
+    report.console_tail = console.tail.iter().cloned().collect();
+
+    let mut out = String::new();
+    if !report.ok {
+        out += &format!("---- console tail (last {} lines) ----\n", console.tail.len());
+        for line in &console.tail {
+            out += line;
+            out.push('\n');
+        }
+        out += "---- end of console tail ----\n";
+        for bad in &console.bad_results {
+            out += &format!("warning: {bad}\n");
+        }
+    }
+    out += &report.summary();
+    if !plan.quiet || !report.ok {
+        print!("{out}");
+        let _ = std::io::stdout().flush();
+    }
+    if let Some(path) = &plan.json {
+        write_json(path, &report)?;
+    }
+    Ok(report)
+}
+
+/// The hypervisor must load between the start of RAM and the guest Image staging area
+/// (see the layout in `qemu`), or QEMU's loader would overwrite one with the other.
+fn check_hypervisor_placement(hypervisor: &Path) -> Result<()> {
+    let bytes = fs::read(hypervisor)
+        .with_context(|| format!("cannot read {}; run `cargo xtask build` first", hypervisor.display()))?;
+    let (lo, hi) = image::elf_load_range(&bytes)
+        .with_context(|| format!("{} is not a loadable ELF", hypervisor.display()))?;
+    if lo < qemu::RAM_BASE || hi > qemu::IMAGE_ADDR {
+        anyhow::bail!(
+            "{} loads at {lo:#x}..{hi:#x}, outside {:#x}..{:#x}: the hypervisor must be linked at \
+             {:#x} and end below the guest Image staging area",
+            hypervisor.display(),
+            qemu::RAM_BASE,
+            qemu::IMAGE_ADDR,
+            qemu::HYPERVISOR_BASE
+        );
+    }
+    Ok(())
+}
+
+fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
+    Report {
+        scenario: plan.scenario.clone(),
+        vcpus: plan.vcpus,
+        pcpus: plan.pcpus,
+        cpu: plan.cpu.clone(),
+        guest_mib: plan.guest_mib,
+        bare: plan.bare,
+        guest_kernel: plan
+            .guest_kernel
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "asyncpf-guest".into()),
+        qemu: String::new(),
+        qemu_version: tc.qemu_version.clone(),
+        icount: plan.icount,
+        seed: plan.seed,
+        ok: false,
+        exit_status: None,
+        wall_seconds: 0.0,
+        per_vcpu: Value::Null,
+        hyp: Value::Null,
+        guest: Value::Null,
+        failure: None,
+        console_tail: Vec::new(),
+    }
+}
+
+/// Writes the report atomically (temp file + rename) so readers never see half a file.
+pub fn write_json(path: &Path, report: &Report) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(report)? + "\n";
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}

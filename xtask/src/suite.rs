@@ -1,0 +1,502 @@
+//! `test`: host tests, the cross build, QEMU integration tests and a negative test.
+//!
+//! The QEMU tests run scenarios through the same code as `cargo xtask run` and then check the
+//! JSON report against [`ASSERTIONS`], one table so that field names and bounds are easy to
+//! adjust in one place.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::build;
+use crate::cli::{RunPlan, TestArgs};
+use crate::run;
+use crate::toolchain::Toolchain;
+
+/// The scenarios, vCPU counts and CPU models of the integration matrix.
+const SCENARIOS: &[&str] = &["smp", "ipi", "hostile"];
+const VCPU_COUNTS: &[u32] = &[1, 4];
+const CPU_MODELS: &[&str] = &["max", "a64fx"];
+
+/// A number in a report: a field (JSON pointer into the report), a constant, or derived from
+/// the run's vCPU count.
+#[derive(Debug, Clone, Copy)]
+pub enum Operand {
+    Field(&'static str),
+    Int(i64),
+    Vcpus,
+    VcpusSquared,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    Eq,
+    Gt,
+    Ge,
+}
+
+/// One check on a run's report.
+#[derive(Debug, Clone, Copy)]
+pub enum Check {
+    /// The field is the boolean `true`.
+    IsTrue(&'static str),
+    /// Compares two numbers.
+    Cmp(Operand, Op, Operand),
+    /// The array has this many elements.
+    Len(&'static str, Operand),
+    /// Every element of the array has a numeric field satisfying the comparison.
+    Each(&'static str, &'static str, Op, Operand),
+    /// The sum of a numeric field over the array satisfies the comparison.
+    Sum(&'static str, &'static str, Op, Operand),
+}
+
+/// A check and the scenarios it applies to (empty: every scenario).
+#[derive(Debug, Clone, Copy)]
+pub struct Assertion {
+    pub scenarios: &'static [&'static str],
+    pub check: Check,
+}
+
+const ALL: &[&str] = &[];
+use Check::*;
+use Op::*;
+use Operand::*;
+
+/// THE ASSERTIONS of the QEMU integration tests. Paths are JSON pointers into the `--json`
+/// report: `/guest/...` is the guest's `@result` object, `/hyp/...` the hypervisor's,
+/// `/per_vcpu` the guest's per-vCPU array.
+pub const ASSERTIONS: &[Assertion] = &[
+    // Every scenario: the run passed and reported every vCPU.
+    Assertion { scenarios: ALL, check: IsTrue("/ok") },
+    Assertion { scenarios: ALL, check: Len("/per_vcpu", Vcpus) },
+    // smp: every vCPU ran tasks, and the timer preempted something.
+    Assertion { scenarios: &["smp"], check: Each("/per_vcpu", "tasks_run", Gt, Int(0)) },
+    Assertion { scenarios: &["smp"], check: Sum("/per_vcpu", "preemptions", Gt, Int(0)) },
+    // ipi: every vCPU sent one IPI to every vCPU, and all arrived.
+    Assertion { scenarios: &["ipi"], check: Cmp(Field("/guest/ipi_expected"), Eq, VcpusSquared) },
+    Assertion { scenarios: &["ipi"], check: Cmp(Field("/guest/ipi_received"), Eq, Field("/guest/ipi_expected")) },
+    // hostile: a flood of calls, unknown ones answered (never UNDEF under our hypervisor),
+    // injected aborts and undefs all caught, and the vendor UID is ours.
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/hvc_calls"), Ge, Int(10_000)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/unknown_calls"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undef_caught"), Eq, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/aborts_caught"), Ge, Int(100)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_aborts"), Ge, Field("/guest/aborts_caught")) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undefs_caught"), Ge, Int(100)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_caught")) },
+    Assertion { scenarios: &["hostile"], check: IsTrue("/guest/hyp_uid_matches") },
+];
+
+impl fmt::Display for Operand {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Field(p) => write!(f, "{p}"),
+            Int(i) => write!(f, "{i}"),
+            Vcpus => write!(f, "vcpus"),
+            VcpusSquared => write!(f, "vcpus*vcpus"),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            Eq => "==",
+            Gt => ">",
+            Ge => ">=",
+        })
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            IsTrue(p) => write!(f, "{p} == true"),
+            Cmp(a, op, b) => write!(f, "{a} {op} {b}"),
+            Len(p, n) => write!(f, "len({p}) == {n}"),
+            Each(p, k, op, b) => write!(f, "every {p}[*].{k} {op} {b}"),
+            Sum(p, k, op, b) => write!(f, "sum({p}[*].{k}) {op} {b}"),
+        }
+    }
+}
+
+fn as_int(v: &Value) -> Option<i128> {
+    v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from))
+}
+
+impl Operand {
+    fn eval(&self, report: &Value, vcpus: u32) -> Result<i128, String> {
+        match self {
+            Field(p) => match report.pointer(p) {
+                None => Err(format!("{p} is missing")),
+                Some(v) => as_int(v).ok_or_else(|| format!("{p} is {v}, not an integer")),
+            },
+            Int(i) => Ok(*i as i128),
+            Vcpus => Ok(vcpus as i128),
+            VcpusSquared => Ok(vcpus as i128 * vcpus as i128),
+        }
+    }
+}
+
+impl Op {
+    fn holds(&self, a: i128, b: i128) -> bool {
+        match self {
+            Eq => a == b,
+            Gt => a > b,
+            Ge => a >= b,
+        }
+    }
+}
+
+fn array<'a>(report: &'a Value, p: &str) -> Result<&'a Vec<Value>, String> {
+    match report.pointer(p) {
+        None => Err(format!("{p} is missing")),
+        Some(v) => v.as_array().ok_or_else(|| format!("{p} is {v}, not an array")),
+    }
+}
+
+impl Check {
+    /// Ok, or why the check failed (with the values seen).
+    pub fn eval(&self, report: &Value, vcpus: u32) -> Result<(), String> {
+        match *self {
+            IsTrue(p) => match report.pointer(p) {
+                Some(Value::Bool(true)) => Ok(()),
+                Some(v) => Err(format!("{p} is {v}")),
+                None => Err(format!("{p} is missing")),
+            },
+            Cmp(a, op, b) => {
+                let (x, y) = (a.eval(report, vcpus)?, b.eval(report, vcpus)?);
+                op.holds(x, y).then_some(()).ok_or_else(|| format!("{a} = {x}, {b} = {y}"))
+            }
+            Len(p, n) => {
+                let (len, want) = (array(report, p)?.len() as i128, n.eval(report, vcpus)?);
+                (len == want).then_some(()).ok_or_else(|| format!("{p} has {len} entries, want {want}"))
+            }
+            Each(p, k, op, b) => {
+                let want = b.eval(report, vcpus)?;
+                for (i, item) in array(report, p)?.iter().enumerate() {
+                    let v = item.get(k).and_then(as_int).ok_or_else(|| format!("{p}/{i}/{k} missing"))?;
+                    if !op.holds(v, want) {
+                        return Err(format!("{p}/{i}/{k} = {v}"));
+                    }
+                }
+                Ok(())
+            }
+            Sum(p, k, op, b) => {
+                let want = b.eval(report, vcpus)?;
+                let mut sum = 0i128;
+                for (i, item) in array(report, p)?.iter().enumerate() {
+                    sum += item.get(k).and_then(as_int).ok_or_else(|| format!("{p}/{i}/{k} missing"))?;
+                }
+                op.holds(sum, want).then_some(()).ok_or_else(|| format!("the sum is {sum}"))
+            }
+        }
+    }
+}
+
+/// Every assertion for `scenario` that fails on `report`, as readable lines.
+pub fn failed_assertions(scenario: &str, vcpus: u32, report: &Value) -> Vec<String> {
+    ASSERTIONS
+        .iter()
+        .filter(|a| a.scenarios.is_empty() || a.scenarios.contains(&scenario))
+        .filter_map(|a| a.check.eval(report, vcpus).err().map(|why| format!("{}: {why}", a.check)))
+        .collect()
+}
+
+/// One line of the final table.
+struct Row {
+    name: String,
+    seconds: f64,
+    passed: bool,
+    note: String,
+}
+
+/// A QEMU integration case.
+#[derive(Debug, Clone)]
+struct Case {
+    scenario: &'static str,
+    vcpus: u32,
+    cpu: &'static str,
+}
+
+impl Case {
+    fn name(&self) -> String {
+        format!("qemu/{}/v{}/{}", self.scenario, self.vcpus, self.cpu)
+    }
+}
+
+const HOST_TESTS: &str = "host-tests";
+const BUILD: &str = "build";
+const NEGATIVE: &str = "negative/not-an-image";
+
+/// Runs the suite; true when everything selected passed.
+pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
+    let suite_start = Instant::now();
+    let selected = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let cases: Vec<Case> = SCENARIOS
+        .iter()
+        .flat_map(|&scenario| {
+            VCPU_COUNTS.iter().flat_map(move |&vcpus| CPU_MODELS.iter().map(move |&cpu| Case { scenario, vcpus, cpu }))
+        })
+        .filter(|c| selected(&c.name()))
+        .collect();
+    println!("test: {} ({} QEMU cases, {} jobs)", tc.qemu_version, cases.len(), args.jobs.max(1));
+    let mut rows = Vec::new();
+
+    if selected(HOST_TESTS) {
+        rows.push(timed(HOST_TESTS, || host_tests(root)));
+    }
+    let mut built = true;
+    if !cases.is_empty() || selected(BUILD) {
+        let row = timed(BUILD, || build::build(root).map(|()| String::new()));
+        built = row.passed;
+        rows.push(row);
+    }
+    if built {
+        rows.extend(run_cases(root, tc, &cases, args));
+    } else {
+        for c in &cases {
+            rows.push(Row { name: c.name(), seconds: 0.0, passed: false, note: "not run: the build failed".into() });
+        }
+    }
+    if selected(NEGATIVE) {
+        rows.push(timed(NEGATIVE, || negative_not_an_image(root)));
+    }
+
+    println!("\n{:<28} {:>8}  result", "test", "seconds");
+    for r in &rows {
+        let verdict = if r.passed { "pass" } else { "FAIL" };
+        let note = if r.note.is_empty() { String::new() } else { format!("  {}", r.note) };
+        println!("{:<28} {:>8.1}  {verdict}{note}", r.name, r.seconds);
+    }
+    let failed = rows.iter().filter(|r| !r.passed).count();
+    println!(
+        "{} passed, {failed} failed, {:.0} s in all",
+        rows.len() - failed,
+        suite_start.elapsed().as_secs_f64()
+    );
+    Ok(failed == 0)
+}
+
+/// Runs `f`, printing a progress line; an error becomes a failed row with its message.
+fn timed(name: &str, f: impl FnOnce() -> Result<String>) -> Row {
+    println!("test: {name} ...");
+    let start = Instant::now();
+    let result = f();
+    let seconds = start.elapsed().as_secs_f64();
+    let (passed, note) = match result {
+        Ok(note) => (true, note),
+        Err(e) => {
+            println!("test: {name} FAILED: {e:#}");
+            (false, first_line(&format!("{e:#}")))
+        }
+    };
+    println!("test: {name} {} ({seconds:.1} s)", if passed { "ok" } else { "FAILED" });
+    Row { name: name.into(), seconds, passed, note }
+}
+
+fn first_line(s: &str) -> String {
+    let line = s.lines().next().unwrap_or("");
+    if line.len() > 100 {
+        format!("{}...", &line[..line.char_indices().take_while(|(i, _)| *i < 100).last().map_or(0, |(i, _)| i)])
+    } else {
+        line.to_string()
+    }
+}
+
+/// `cargo test` on the default members (contract, core, xtask) with the outer cargo.
+fn host_tests(root: &Path) -> Result<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let out = Command::new(&cargo)
+        .arg("test")
+        .current_dir(root)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start {}", PathBuf::from(&cargo).display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let summaries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("test result:")).collect();
+    if !out.status.success() {
+        let all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+        let tail = &all[all.len().saturating_sub(60)..];
+        println!("---- cargo test output (last {} lines) ----\n{}", tail.len(), tail.join("\n"));
+        anyhow::bail!("cargo test failed ({})", out.status);
+    }
+    let passed: usize = summaries
+        .iter()
+        .filter_map(|l| l.split(". ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+        .sum();
+    Ok(format!("{passed} tests in {} binaries", summaries.len()))
+}
+
+/// Runs the QEMU cases on `args.jobs` threads.
+fn run_cases(root: &Path, tc: &Toolchain, cases: &[Case], args: &TestArgs) -> Vec<Row> {
+    let queue = Mutex::new(cases.iter().cloned().collect::<VecDeque<_>>());
+    let rows = Mutex::new(Vec::new());
+    thread::scope(|s| {
+        for _ in 0..args.jobs.max(1).min(cases.len().max(1)) {
+            s.spawn(|| loop {
+                let Some(case) = queue.lock().unwrap().pop_front() else { break };
+                let row = run_case(root, tc, &case, args.timeout);
+                rows.lock().unwrap().push((case.name(), row));
+            });
+        }
+    });
+    // Report in the matrix order, not in completion order.
+    let mut done = rows.into_inner().unwrap();
+    cases
+        .iter()
+        .filter_map(|c| done.iter().position(|(n, _)| *n == c.name()).map(|i| done.swap_remove(i).1))
+        .collect()
+}
+
+fn run_case(root: &Path, tc: &Toolchain, case: &Case, timeout: u64) -> Row {
+    let name = case.name();
+    println!("test: {name} ...");
+    let json = root.join("target").join("xtask").join("results").join(format!("{}.json", name.replace('/', "-")));
+    let plan = RunPlan {
+        scenario: case.scenario.into(),
+        vcpus: case.vcpus,
+        pcpus: case.vcpus,
+        cpu: case.cpu.into(),
+        guest_mib: 128,
+        seed: 1,
+        json: Some(json.clone()),
+        guest_kernel: None,
+        guest_cmdline: None,
+        timeout_secs: timeout,
+        icount: None,
+        bare: false,
+        quiet: true,
+    };
+    let start = Instant::now();
+    let (passed, note) = match run::run(root, tc, &plan, true) {
+        Err(e) => (false, format!("{e:#}")),
+        Ok(report) => {
+            let value = serde_json::to_value(&report).unwrap_or(Value::Null);
+            let failures = failed_assertions(case.scenario, case.vcpus, &value);
+            if report.ok && !failures.is_empty() {
+                // `run` printed nothing for a passing run: show what the guest said.
+                let mut out = format!("---- {name}: console tail ----\n");
+                for l in &report.console_tail {
+                    out += l;
+                    out.push('\n');
+                }
+                print!("{out}");
+            }
+            for f in &failures {
+                println!("test: {name}: assertion failed: {f}");
+            }
+            let note = match (&report.failure, failures.first()) {
+                (Some(f), _) => f.clone(),
+                (None, Some(f)) => format!("{f} ({} assertions failed)", failures.len()),
+                (None, None) => String::new(),
+            };
+            (failures.is_empty(), note)
+        }
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    println!("test: {name} {} ({seconds:.1} s){}", if passed { "ok" } else { "FAILED" }, if passed { String::new() } else { format!(": {note}") });
+    Row { name, seconds, passed, note: first_line(&note) }
+}
+
+/// `cargo xtask run --guest-kernel <text file>` must fail before QEMU starts, clearly.
+/// Runs this very binary so the whole command-line path is covered.
+fn negative_not_an_image(root: &Path) -> Result<String> {
+    let dir = run::temp_dir(root);
+    fs::create_dir_all(&dir)?;
+    let bogus = dir.join(format!("not-an-image-{}.txt", std::process::id()));
+    fs::write(&bogus, "This is a text file, not an arm64 kernel Image.\n".repeat(4))?;
+    let json = dir.join(format!("not-an-image-{}.json", std::process::id()));
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let out = Command::new(&exe)
+        .args(["run", "--no-build", "--timeout", "10", "--guest-kernel"])
+        .arg(&bogus)
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let _ = fs::remove_file(&bogus);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: Option<Value> = fs::read(&json).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let _ = fs::remove_file(&json);
+    let mut problems = Vec::new();
+    if out.status.success() {
+        problems.push("it exited with status 0".to_string());
+    }
+    if stdout.contains(run::QEMU_START_MARKER) {
+        problems.push("QEMU was started".to_string());
+    }
+    if !stderr.contains("is not a valid arm64 kernel Image") {
+        problems.push(format!("the error does not say the file is not an Image: {:?}", stderr.trim()));
+    }
+    match report.as_ref().and_then(|r| r.get("failure")).and_then(Value::as_str) {
+        Some(f) if f.contains("not a valid arm64 kernel Image") => {}
+        other => problems.push(format!("--json report has no matching failure ({other:?})")),
+    }
+    if !problems.is_empty() {
+        anyhow::bail!("{}\nstdout: {stdout}\nstderr: {stderr}", problems.join("; "));
+    }
+    Ok(String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hostile_report() -> Value {
+        json!({
+            "ok": true,
+            "per_vcpu": [{"tasks_run": 1, "preemptions": 0}, {"tasks_run": 2, "preemptions": 3}],
+            "guest": {"undef_caught": 0, "aborts_caught": 100, "undefs_caught": 150, "hyp_uid_matches": true,
+                      "ipi_expected": 4, "ipi_received": 4},
+            "hyp": {"hvc_calls": 10_000u64, "unknown_calls": 7, "injected_aborts": 100, "injected_undefs": 151},
+        })
+    }
+
+    #[test]
+    fn assertions_pass_on_a_good_report() {
+        let r = hostile_report();
+        for scenario in SCENARIOS {
+            assert_eq!(failed_assertions(scenario, 2, &r), Vec::<String>::new(), "{scenario}");
+        }
+    }
+
+    #[test]
+    fn assertions_report_what_is_wrong() {
+        let mut r = hostile_report();
+        r["hyp"]["injected_aborts"] = json!(99);
+        r["guest"]["hyp_uid_matches"] = json!(false);
+        r["per_vcpu"][0]["tasks_run"] = json!(0);
+        r["guest"].as_object_mut().unwrap().remove("undefs_caught");
+        let f = failed_assertions("hostile", 2, &r);
+        assert!(f.iter().any(|l| l == "/hyp/injected_aborts >= /guest/aborts_caught: /hyp/injected_aborts = 99, /guest/aborts_caught = 100"), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("/guest/hyp_uid_matches is false")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("/guest/undefs_caught is missing")), "{f:?}");
+        let f = failed_assertions("smp", 2, &r);
+        assert_eq!(f, ["every /per_vcpu[*].tasks_run > 0: /per_vcpu/0/tasks_run = 0"]);
+        let f = failed_assertions("ipi", 4, &r);
+        assert_eq!(f.len(), 2, "wrong vcpu count and ipi_expected != 16: {f:?}");
+        let f = failed_assertions("smp", 2, &json!({"ok": false, "per_vcpu": null}));
+        assert!(f[0].contains("/ok is false") && f[1].contains("not an array"), "{f:?}");
+    }
+
+    #[test]
+    fn matrix_names() {
+        let c = Case { scenario: "ipi", vcpus: 4, cpu: "a64fx" };
+        assert_eq!(c.name(), "qemu/ipi/v4/a64fx");
+        assert_eq!(first_line("a\nb"), "a");
+        assert_eq!(first_line(&"x".repeat(200)).len(), 102);
+    }
+}
