@@ -1,8 +1,8 @@
 //! arm64 kernel `Image` files: making one from the guest ELF, and checking one before a run.
 //!
-//! The header check follows Linux's Documentation/arch/arm64/booting.rst (64-byte header,
-//! magic `ARM\x64` at 0x38). The hypervisor parses the same header with `asyncpf_core::image`;
-//! the runner checks it first so that a bad file is reported on the host, before QEMU starts.
+//! The header check is `asyncpf_core::image` (Linux booting.rst: 64-byte header, magic
+//! `ARM\x64` at 0x38), the very parser the hypervisor uses; the runner runs it first so that a
+//! bad file is reported on the host, before QEMU starts, and adds the 64 MiB staging limit.
 
 use std::fs;
 use std::io::Read;
@@ -15,59 +15,24 @@ use object::Endianness;
 
 /// The staging area for the guest Image in the hypervisor's memory layout is 64 MiB.
 pub const MAX_IMAGE_BYTES: u64 = 64 << 20;
-/// Size of the arm64 Image header.
-pub const HEADER_LEN: usize = 64;
-/// Offset and value of the header magic (`ARM\x64`, little-endian u32).
-pub const MAGIC_OFFSET: usize = 0x38;
-pub const MAGIC: u32 = 0x644d_5241;
+/// Offset of the header magic (`ARM\x64`).
+#[cfg(test)]
+const MAGIC_OFFSET: usize = 0x38;
 /// The two bytes every gzip stream starts with.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
-/// text_offset is below 2 MiB (the Image is placed in a 2 MiB aligned region + text_offset).
-const MAX_TEXT_OFFSET: u64 = 2 << 20;
 
-/// The fields of the arm64 Image header the runner cares about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ImageHeader {
-    pub text_offset: u64,
-    pub image_size: u64,
-    pub flags: u64,
-}
+pub use asyncpf_core::image::ImageHeader;
 
-/// Checks the arm64 Image header of `bytes` (the whole, uncompressed Image).
+/// Checks the arm64 Image header of `bytes` (the whole, uncompressed Image) with the
+/// hypervisor's own parser (`asyncpf_core::image`), plus the runner's staging limits.
 pub fn check_header(bytes: &[u8]) -> Result<ImageHeader> {
+    let header = ImageHeader::parse(bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
     let len = bytes.len() as u64;
-    if bytes.len() < HEADER_LEN {
-        bail!("{len} bytes is too short for an arm64 Image (the header alone is {HEADER_LEN} bytes)");
-    }
-    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().unwrap());
-    let magic = u32::from_le_bytes(bytes[MAGIC_OFFSET..MAGIC_OFFSET + 4].try_into().unwrap());
-    if magic != MAGIC {
-        bail!(
-            "no arm64 Image magic \"ARM\\x64\" at offset {MAGIC_OFFSET:#x} (found {:02x?})",
-            &bytes[MAGIC_OFFSET..MAGIC_OFFSET + 4]
-        );
-    }
-    let header = ImageHeader { text_offset: u64_at(8), image_size: u64_at(16), flags: u64_at(24) };
-    if header.flags & 1 != 0 {
-        bail!("the Image header says the kernel is big-endian (flags bit 0); only little-endian is supported");
-    }
-    if header.text_offset >= MAX_TEXT_OFFSET || header.text_offset % 4096 != 0 {
-        bail!("Image text_offset {:#x} is not a 4 KiB-aligned offset below 2 MiB", header.text_offset);
-    }
-    if header.image_size == 0 {
-        bail!("Image image_size is 0 (a pre-3.17 Linux header); the hypervisor needs the effective size");
-    }
-    if header.image_size < len {
-        bail!(
-            "Image image_size {:#x} is smaller than the file ({len:#x} bytes): the header is wrong",
-            header.image_size
-        );
+    if len > MAX_IMAGE_BYTES {
+        bail!("the Image is {len} bytes; the staging area holds at most {MAX_IMAGE_BYTES} bytes (64 MiB)");
     }
     if header.image_size > 1 << 32 {
         bail!("Image image_size {:#x} is not sane (over 4 GiB)", header.image_size);
-    }
-    if len > MAX_IMAGE_BYTES {
-        bail!("the Image is {len} bytes; the staging area holds at most {MAX_IMAGE_BYTES} bytes (64 MiB)");
     }
     Ok(header)
 }
@@ -237,13 +202,14 @@ pub(crate) mod tests {
     #[test]
     fn accepts_a_good_header() {
         let h = check_header(&fake_image(4096, 8192)).unwrap();
-        assert_eq!(h, ImageHeader { text_offset: 0, image_size: 4096 + 8192, flags: 0xa });
+        assert_eq!((h.text_offset, h.image_size, h.flags), (0, 4096 + 8192, 0xa));
+        assert!(h.size_known);
     }
 
     #[test]
     fn rejects_bad_headers() {
         let msg = |b: &[u8]| check_header(b).unwrap_err().to_string();
-        assert!(msg(&[0u8; 10]).contains("too short"));
+        assert!(msg(&[0u8; 10]).contains("shorter than the 64-byte header"));
         assert!(msg(&vec![0u8; 4096]).contains("magic"));
         let mut be = fake_image(4096, 0);
         be[24] |= 1;
@@ -251,12 +217,15 @@ pub(crate) mod tests {
         let mut off = fake_image(4096, 0);
         off[8..16].copy_from_slice(&0x200000u64.to_le_bytes());
         assert!(msg(&off).contains("text_offset"));
-        let mut zero = fake_image(4096, 0);
-        zero[16..24].copy_from_slice(&0u64.to_le_bytes());
-        assert!(msg(&zero).contains("image_size is 0"));
+        let mut legacy = fake_image(4096, 0);
+        legacy[16..24].copy_from_slice(&0u64.to_le_bytes());
+        assert!(!check_header(&legacy).unwrap().size_known, "pre-3.17 kernels are accepted");
         let mut small = fake_image(4096, 0);
         small[16..24].copy_from_slice(&100u64.to_le_bytes());
-        assert!(msg(&small).contains("smaller than the file"));
+        assert!(msg(&small).contains("but the file is"));
+        let mut huge = fake_image(4096, 0);
+        huge[16..24].copy_from_slice(&(8u64 << 30).to_le_bytes());
+        assert!(msg(&huge).contains("not sane"));
     }
 
     fn temp_dir(name: &str) -> PathBuf {
