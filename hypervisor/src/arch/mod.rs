@@ -1,0 +1,130 @@
+//! The arm64 parts of the hypervisor: boot code, exception vectors, guest entry and exit,
+//! and the few system registers that `aarch64-cpu` does not wrap.
+
+pub mod boot;
+pub mod entry;
+pub mod gicv3_sysregs;
+
+use core::arch::asm;
+
+/// Data synchronization barrier over the inner-shareable domain.
+#[inline(always)]
+pub fn dsb_ish() {
+    // SAFETY: a barrier has no effect on memory safety.
+    unsafe { asm!("dsb ish", options(nostack, preserves_flags)) };
+}
+
+/// Data synchronization barrier over the full system (before MMU or TLB changes are relied on).
+#[inline(always)]
+pub fn dsb_sy() {
+    // SAFETY: a barrier has no effect on memory safety.
+    unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
+}
+
+/// Instruction synchronization barrier: later instructions see earlier system register writes.
+#[inline(always)]
+pub fn isb() {
+    // SAFETY: a barrier has no effect on memory safety.
+    unsafe { asm!("isb", options(nostack, preserves_flags)) };
+}
+
+/// Wait for an interrupt. Interrupts stay masked at EL2: the hypervisor polls the GIC after
+/// waking, so a wake-up never diverts control flow.
+#[inline(always)]
+pub fn wait_for_interrupt() {
+    // SAFETY: `wfi` only suspends execution until a wake-up event.
+    unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Invalidate all stage-1 and stage-2 EL1&0 TLB entries of the current VMID, inner shareable.
+pub fn tlbi_vmalls12e1is() {
+    dsb_ish();
+    // SAFETY: TLB maintenance cannot break memory safety; it only drops cached translations.
+    unsafe { asm!("tlbi vmalls12e1is", options(nostack, preserves_flags)) };
+    dsb_ish();
+    isb();
+}
+
+/// Invalidate all EL2 stage-1 TLB entries on this CPU.
+pub fn tlbi_alle2() {
+    dsb_sy();
+    // SAFETY: TLB maintenance cannot break memory safety; it only drops cached translations.
+    unsafe { asm!("tlbi alle2", options(nostack, preserves_flags)) };
+    dsb_sy();
+    isb();
+}
+
+/// Clean the data cache to the point of coherency over `[start, start + len)`, so that a guest
+/// that starts with its MMU and caches off reads what the hypervisor wrote through its caches.
+pub fn clean_dcache_to_poc(start: usize, len: usize) {
+    let line = dcache_line_bytes();
+    let mut addr = start & !(line - 1);
+    while addr < start + len {
+        // SAFETY: cleaning a cache line by VA writes dirty data back; the address is mapped
+        // (it lies in memory the caller owns) and no data changes.
+        unsafe { asm!("dc cvac, {}", in(reg) addr, options(nostack, preserves_flags)) };
+        addr += line;
+    }
+    dsb_sy();
+}
+
+/// Invalidate the whole instruction cache to the point of unification (inner shareable).
+pub fn invalidate_icache() {
+    // SAFETY: instruction cache invalidation has no effect on data.
+    unsafe { asm!("ic ialluis", options(nostack, preserves_flags)) };
+    dsb_ish();
+    isb();
+}
+
+/// CTR_EL0, the cache type register.
+pub fn ctr_el0() -> u64 {
+    let value: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// The smallest data cache line of this CPU in bytes (CTR_EL0.DminLine).
+pub fn dcache_line_bytes() -> usize {
+    4 << ((ctr_el0() >> 16) & 0xf)
+}
+
+/// The cache writeback granule of this CPU in bytes (CTR_EL0.CWG; 0 means "not reported",
+/// for which the architecture says to assume the maximum, 2 KiB).
+pub fn writeback_granule_bytes() -> usize {
+    match (ctr_el0() >> 24) & 0xf {
+        0 => 2048,
+        cwg => 4 << cwg,
+    }
+}
+
+/// This physical CPU's index, set by `boot` in TPIDR_EL2.
+pub fn cpu_index() -> usize {
+    let value: u64;
+    // SAFETY: reading TPIDR_EL2 has no side effects.
+    unsafe { asm!("mrs {}, tpidr_el2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value as usize
+}
+
+/// Record this physical CPU's index in TPIDR_EL2.
+pub fn set_cpu_index(index: usize) {
+    // SAFETY: TPIDR_EL2 is a scratch register owned by the hypervisor.
+    unsafe { asm!("msr tpidr_el2, {}", in(reg) index as u64, options(nomem, nostack, preserves_flags)) };
+}
+
+/// An SMCCC fast call to the firmware (QEMU's built-in PSCI) through `smc #0`.
+pub fn smc_call(function: u32, a1: u64, a2: u64, a3: u64) -> i64 {
+    let result: i64;
+    // SAFETY: QEMU implements PSCI at the smc conduit; the call clobbers only x0-x17 as SMCCC
+    // 1.1 allows, which we declare.
+    unsafe {
+        asm!("smc #0",
+            inlateout("x0") function as u64 => result,
+            inlateout("x1") a1 => _, inlateout("x2") a2 => _, inlateout("x3") a3 => _,
+            out("x4") _, out("x5") _, out("x6") _, out("x7") _, out("x8") _, out("x9") _,
+            out("x10") _, out("x11") _, out("x12") _, out("x13") _, out("x14") _, out("x15") _,
+            out("x16") _, out("x17") _,
+            options(nostack))
+    };
+    result
+}

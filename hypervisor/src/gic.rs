@@ -1,0 +1,119 @@
+//! The physical GICv3, owned by the hypervisor: its distributor, each CPU's redistributor and
+//! the CPU interface at EL2. The guest never touches it; it sees the emulated one in `vgic`.
+
+use core::ptr::{read_volatile, write_volatile};
+
+use aarch64_cpu::registers::{Readable, ReadWriteable, ICC_SRE_EL2, MPIDR_EL1};
+
+use crate::arch::{self, gicv3_sysregs as icc};
+
+/// Physical SGI the hypervisor uses to kick another CPU (re-evaluate its vCPU's interrupts,
+/// or start its vCPU).
+pub const SGI_KICK: u32 = 0;
+/// GICv3 maintenance interrupt (PPI 9).
+pub const PPI_MAINTENANCE: u32 = 25;
+/// EL1 virtual timer interrupt (PPI 11): fires while the guest's timer condition holds.
+pub const PPI_VIRTUAL_TIMER: u32 = 27;
+
+const GICD_CTLR: usize = 0x0000;
+const GICD_CTLR_RWP: u32 = 1 << 31;
+const GICD_CTLR_ARE: u32 = 1 << 4;
+const GICD_CTLR_ENABLE_G1: u32 = 1 << 1;
+
+const GICR_FRAME_BYTES: u64 = 0x2_0000;
+const GICR_TYPER: usize = 0x0008;
+const GICR_TYPER_LAST: u64 = 1 << 4;
+const GICR_WAKER: usize = 0x0014;
+const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
+const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
+const GICR_SGI_BASE: usize = 0x1_0000;
+const GICR_IGROUPR0: usize = GICR_SGI_BASE + 0x0080;
+const GICR_ISENABLER0: usize = GICR_SGI_BASE + 0x0100;
+const GICR_IPRIORITYR: usize = GICR_SGI_BASE + 0x0400;
+
+/// Priority of every interrupt the hypervisor takes (they are all equal; none preempts another
+/// because the hypervisor never unmasks interrupts at EL2).
+const HYP_IRQ_PRIORITY: u8 = 0x80;
+
+fn read32(addr: u64) -> u32 {
+    // SAFETY: only called with addresses inside the GIC's register frames from the device
+    // tree, identity-mapped as device memory at EL2.
+    unsafe { read_volatile(addr as *const u32) }
+}
+
+fn write32(addr: u64, value: u32) {
+    // SAFETY: as for `read32`.
+    unsafe { write_volatile(addr as *mut u32, value) }
+}
+
+fn read64(addr: u64) -> u64 {
+    // SAFETY: as for `read32`; GICR_TYPER is a 64-bit register.
+    unsafe { read_volatile(addr as *const u64) }
+}
+
+/// Enable the distributor with affinity routing (CPU 0, once).
+pub fn init_distributor(gicd_base: u64) {
+    write32(gicd_base + GICD_CTLR as u64, GICD_CTLR_ARE | GICD_CTLR_ENABLE_G1);
+    while read32(gicd_base + GICD_CTLR as u64) & GICD_CTLR_RWP != 0 {}
+}
+
+/// Find this CPU's redistributor, wake it, enable the hypervisor's private interrupts, and
+/// enable the CPU interface at EL2 (every CPU).
+pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
+    let mpidr = MPIDR_EL1.get();
+    let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24;
+    let mut frame = gicr_base;
+    let rd = loop {
+        assert!(frame < gicr_base + gicr_size, "no redistributor for MPIDR {mpidr:#x}");
+        let typer = read64(frame + GICR_TYPER as u64);
+        if typer >> 32 == affinity {
+            break frame;
+        }
+        assert!(typer & GICR_TYPER_LAST == 0, "no redistributor for MPIDR {mpidr:#x}");
+        frame += GICR_FRAME_BYTES;
+    };
+    let waker = read32(rd + GICR_WAKER as u64);
+    write32(rd + GICR_WAKER as u64, waker & !GICR_WAKER_PROCESSOR_SLEEP);
+    while read32(rd + GICR_WAKER as u64) & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
+
+    write32(rd + GICR_IGROUPR0 as u64, u32::MAX);
+    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER] {
+        let reg = rd + (GICR_IPRIORITYR as u64) + (intid as u64 & !3);
+        let shift = (intid % 4) * 8;
+        let value = read32(reg) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift;
+        write32(reg, value);
+    }
+    write32(rd + GICR_ISENABLER0 as u64, 1 << SGI_KICK | 1 << PPI_MAINTENANCE | 1 << PPI_VIRTUAL_TIMER);
+
+    // System-register access to the CPU interface, at EL2 and (for the guest's virtual
+    // interface) at EL1.
+    ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET + ICC_SRE_EL2::DIB::SET + ICC_SRE_EL2::DFB::SET);
+    arch::isb();
+    icc::set_priority_mask(0xff);
+    icc::set_binary_point1(0);
+    icc::set_group1_enabled(true);
+}
+
+/// Send the kick SGI to the physical CPU with affinity `mpidr`.
+pub fn kick(mpidr: u64) {
+    let aff0 = mpidr & 0xff;
+    let value = (1u64 << (aff0 % 16))
+        | ((aff0 / 16) << 44) // RS: range selector for Aff0 >= 16
+        | ((mpidr >> 8) & 0xff) << 16
+        | ((mpidr >> 16) & 0xff) << 32
+        | ((mpidr >> 32) & 0xff) << 48
+        | (SGI_KICK as u64) << 24;
+    icc::send_sgi1(value);
+}
+
+/// Take every pending physical interrupt, calling `handle` for each, then end it.
+pub fn drain(mut handle: impl FnMut(u32)) {
+    loop {
+        let intid = icc::ack_group1();
+        if intid >= icc::INTID_SPURIOUS {
+            break;
+        }
+        handle(intid);
+        icc::end_of_interrupt(intid);
+    }
+}

@@ -1,0 +1,95 @@
+//! Counters of what the hypervisor did for its guest, reported as the `hyp` result object.
+
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// One counter, updated from any CPU.
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    const fn new() -> Self {
+        Self(AtomicU64::new(0))
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Every counter the hypervisor keeps (all vCPUs together).
+pub struct Stats {
+    /// Exits from the guest to the hypervisor, of any kind.
+    pub exits: Counter,
+    /// Exits caused by a physical interrupt.
+    pub irq_exits: Counter,
+    /// `hvc` and `smc` calls from the guest.
+    pub hvc_calls: Counter,
+    /// Calls with a function ID the hypervisor does not implement (answered NOT_SUPPORTED).
+    pub unknown_calls: Counter,
+    /// Calls answered INVALID_PARAMETER(S) or another argument error.
+    pub invalid_arguments: Counter,
+    /// PSCI calls (a subset of `hvc_calls`).
+    pub psci_calls: Counter,
+    /// Synchronous external aborts injected (stage-2 aborts outside RAM and devices).
+    pub injected_aborts: Counter,
+    /// UNDEFINED exceptions injected (trapped instructions and registers not emulated).
+    pub injected_undefs: Counter,
+    /// Emulated device register accesses (GIC distributor/redistributors, UART).
+    pub mmio_accesses: Counter,
+    /// Trapped system register accesses (emulated or not).
+    pub sysreg_traps: Counter,
+    /// SGIs the guest sent (per target vCPU).
+    pub sgis: Counter,
+    /// Virtual timer interrupts forwarded.
+    pub timer_irqs: Counter,
+    /// Virtual interrupts written to list registers.
+    pub lr_injections: Counter,
+}
+
+pub static STATS: Stats = Stats {
+    exits: Counter::new(),
+    irq_exits: Counter::new(),
+    hvc_calls: Counter::new(),
+    unknown_calls: Counter::new(),
+    invalid_arguments: Counter::new(),
+    psci_calls: Counter::new(),
+    injected_aborts: Counter::new(),
+    injected_undefs: Counter::new(),
+    mmio_accesses: Counter::new(),
+    sysreg_traps: Counter::new(),
+    sgis: Counter::new(),
+    timer_irqs: Counter::new(),
+    lr_injections: Counter::new(),
+};
+
+impl Stats {
+    /// The counters as `"name":value` JSON members, comma-separated.
+    pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let members: [(&str, &Counter); 13] = [
+            ("exits", &self.exits),
+            ("irq_exits", &self.irq_exits),
+            ("hvc_calls", &self.hvc_calls),
+            ("unknown_calls", &self.unknown_calls),
+            ("invalid_arguments", &self.invalid_arguments),
+            ("psci_calls", &self.psci_calls),
+            ("injected_aborts", &self.injected_aborts),
+            ("injected_undefs", &self.injected_undefs),
+            ("mmio_accesses", &self.mmio_accesses),
+            ("sysreg_traps", &self.sysreg_traps),
+            ("sgis", &self.sgis),
+            ("timer_irqs", &self.timer_irqs),
+            ("lr_injections", &self.lr_injections),
+        ];
+        for (i, (name, counter)) in members.iter().enumerate() {
+            if i > 0 {
+                out.write_str(",")?;
+            }
+            write!(out, "\"{name}\":{}", counter.get())?;
+        }
+        Ok(())
+    }
+}

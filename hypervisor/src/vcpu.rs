@@ -1,0 +1,382 @@
+//! A vCPU's life on its physical CPU: the trap configuration, the run loop, and the handling
+//! of every kind of exit (hypercalls, trapped system registers, stage-2 aborts, interrupts).
+
+use aarch64_cpu::registers::{
+    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2,
+    HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
+    VMPIDR_EL2,
+};
+use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
+
+use crate::arch::entry::{run_guest, ExitKind, GuestRegs};
+use crate::hypercall::{self, Outcome};
+use crate::stats::STATS;
+use crate::vm::{Device, PowerState, Vm};
+use crate::{arch, gic, hyp_println, vgic};
+
+/// Exception classes (ESR_ELx.EC) the hypervisor handles.
+mod ec {
+    pub const UNKNOWN: u64 = 0x00;
+    pub const WFX: u64 = 0x01;
+    pub const HVC64: u64 = 0x16;
+    pub const SMC64: u64 = 0x17;
+    pub const SYSREG: u64 = 0x18;
+    pub const IABT_LOWER: u64 = 0x20;
+    pub const IABT_SAME: u64 = 0x21;
+    pub const DABT_LOWER: u64 = 0x24;
+    pub const DABT_SAME: u64 = 0x25;
+}
+
+/// ESR ISS bits for aborts: instruction length (32-bit), valid syndrome, write-not-read, and
+/// the fault status code for a synchronous external abort.
+const ESR_IL: u64 = 1 << 25;
+const ISS_ISV: u64 = 1 << 24;
+const ISS_WNR: u64 = 1 << 6;
+const FSC_SYNC_EXTERNAL: u64 = 0x10;
+
+/// PSTATE for a vCPU entering EL1 (EL1h, all of DAIF masked), as PSCI and exception entry set.
+const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+/// SCTLR_EL1 at reset: RES1 bits only, MMU and caches off, little-endian.
+const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
+
+/// Configure the traps for the guest on this physical CPU (once per CPU).
+pub fn configure_traps(vm: &Vm, vcpu: usize) {
+    let pauth = ID_AA64ISAR1_EL1.get() & 0xff00_0ff0 != 0;
+    HCR_EL2.write(
+        HCR_EL2::VM::Enable
+            + HCR_EL2::SWIO::SET
+            + HCR_EL2::FMO::EnableVirtualFIQ
+            + HCR_EL2::IMO::EnableVirtualIRQ
+            + HCR_EL2::AMO::SET
+            + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
+            + HCR_EL2::TIDCP::SET
+            + HCR_EL2::RW::EL1IsAarch64
+            + if pauth { HCR_EL2::API::DisableTrapPointerAuthInstToEl2 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2 } else { HCR_EL2::API::CLEAR },
+    );
+    // The guest runs on the virtual timer and reads the counter directly; its physical timer
+    // registers trap (and are answered UNDEFINED: the device tree steers guests to the virtual
+    // timer, as for a KVM guest).
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
+    CNTVOFF_EL2.set(0);
+    // The PMU is not virtualized: its registers trap and are answered UNDEFINED.
+    let pmu_counters = pmcr_counters();
+    MDCR_EL2.write(MDCR_EL2::TPM::SET + MDCR_EL2::TPMCR::SET + MDCR_EL2::HPMN.val(pmu_counters));
+    set_cptr_el2();
+    set_vpidr_el2(MIDR_EL1.get());
+    VMPIDR_EL2.set(vm.vcpus[vcpu].mpidr | 1 << 31);
+    vm.stage2.activate();
+}
+
+/// VPIDR_EL2: the MIDR the guest reads.
+fn set_vpidr_el2(value: u64) {
+    // SAFETY: VPIDR_EL2 only changes what EL1 reads from MIDR_EL1.
+    unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+}
+
+/// PMCR_EL0.N: the number of PMU event counters (MDCR_EL2.HPMN must not exceed it).
+fn pmcr_counters() -> u64 {
+    let pmcr: u64;
+    // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
+    unsafe { core::arch::asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags)) };
+    (pmcr >> 11) & 0x1f
+}
+
+/// CPTR_EL2 (non-VHE): trap nothing the guest may use (FP/SIMD, SVE, SME), keeping RES1 bits.
+fn set_cptr_el2() {
+    const RES1: u64 = 0x2ff | 1 << 13;
+    const TZ: u64 = 1 << 8;
+    const TSM: u64 = 1 << 12;
+    let has_sve = ID_AA64PFR0_EL1.get() >> 32 & 0xf != 0;
+    let pfr1: u64;
+    // SAFETY: reading an ID register has no side effects.
+    unsafe { core::arch::asm!("mrs {}, id_aa64pfr1_el1", out(reg) pfr1, options(nomem, nostack, preserves_flags)) };
+    let has_sme = pfr1 >> 24 & 0xf != 0;
+    // TZ and TSM are RES1 when SVE/SME are absent, and "do not trap" (0) otherwise.
+    let value = RES1 | if has_sve { 0 } else { TZ } | if has_sme { 0 } else { TSM };
+    // SAFETY: CPTR_EL2 controls traps to EL2 only; these settings trap nothing.
+    unsafe { core::arch::asm!("msr cptr_el2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+    arch::isb();
+}
+
+/// Run vCPU `index` on this physical CPU, forever.
+pub fn run(vm: &'static Vm, index: usize) -> ! {
+    configure_traps(vm, index);
+    let mut regs = GuestRegs::default();
+    loop {
+        wait_for_power_on(vm, index, &mut regs);
+        while run_once(vm, index, &mut regs) {}
+    }
+}
+
+/// Idle until this vCPU is turned on (PSCI CPU_ON, or at boot for vCPU 0); then reset it to
+/// the architected CPU_ON entry state.
+fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
+    let shared = &vm.vcpus[index];
+    while shared.power() != PowerState::OnPending {
+        arch::wait_for_interrupt();
+        gic::drain(|_| {});
+    }
+    let (entry, context) = shared.boot_request();
+    *regs = GuestRegs::default();
+    regs.x[0] = context;
+    regs.pc = entry;
+    regs.pstate = PSTATE_EL1H_MASKED;
+    SCTLR_EL1.set(SCTLR_EL1_RESET);
+    CNTV_CTL_EL0.set(0);
+    vgic::reset_this_cpu();
+    arch::isb();
+    shared.set_power(PowerState::On);
+}
+
+/// Enter the guest once and handle the exit. Returns false when the vCPU turned off.
+fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
+    vgic::flush(vm, index);
+    let exit = run_guest(regs);
+    STATS.exits.inc();
+    match exit {
+        ExitKind::Sync => handle_sync(vm, index, regs),
+        ExitKind::Irq | ExitKind::Fiq => {
+            STATS.irq_exits.inc();
+            handle_physical_interrupts(vm, index);
+            true
+        }
+        ExitKind::SError => {
+            // An SError from the guest is an asynchronous external abort (nothing the
+            // hypervisor caused); report it to the guest as one.
+            hyp_println!("vCPU {index}: SError from the guest, ESR {:#x}; injecting a virtual SError", ESR_EL2.get());
+            HCR_EL2.modify(HCR_EL2::VSE::SET);
+            true
+        }
+    }
+}
+
+fn handle_physical_interrupts(vm: &Vm, index: usize) {
+    gic::drain(|intid| match intid {
+        gic::PPI_VIRTUAL_TIMER => vgic::forward_virtual_timer(vm, index),
+        // A kick or an underflow: the flush before re-entry does the work.
+        gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
+        other => hyp_println!("vCPU {index}: unexpected physical interrupt {other} ignored"),
+    });
+}
+
+fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
+    let esr = ESR_EL2.get();
+    let class = (esr >> 26) & 0x3f;
+    let iss = esr & 0x1ff_ffff;
+    match class {
+        ec::HVC64 => hypercall_exit(vm, index, regs, (iss & 0xffff) as u16),
+        ec::SMC64 => {
+            // A trapped SMC's preferred return address is the SMC itself.
+            regs.pc += 4;
+            hypercall_exit(vm, index, regs, (iss & 0xffff) as u16)
+        }
+        ec::SYSREG => {
+            sysreg_exit(vm, index, regs, iss);
+            true
+        }
+        ec::DABT_LOWER => {
+            data_abort_exit(vm, index, regs, iss);
+            true
+        }
+        ec::IABT_LOWER => {
+            inject_abort(regs, ec::IABT_LOWER, 0);
+            true
+        }
+        ec::WFX => {
+            regs.pc += 4;
+            true
+        }
+        _ => {
+            inject_undef(regs);
+            true
+        }
+    }
+}
+
+fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -> bool {
+    let args = [regs.x[0], regs.x[1], regs.x[2], regs.x[3]];
+    match hypercall::handle(vm, immediate, args) {
+        Outcome::Return(values) => {
+            for (reg, value) in regs.x.iter_mut().zip(values) {
+                if let Some(value) = value {
+                    *reg = value;
+                }
+            }
+            true
+        }
+        Outcome::Suspend => {
+            regs.x[0] = asyncpf_contract::psci::SUCCESS as u64;
+            if !vgic::has_pending(vm, index) {
+                arch::wait_for_interrupt();
+            }
+            true
+        }
+        Outcome::CpuOff => {
+            vm.vcpus[index].set_power(PowerState::Off);
+            false
+        }
+        Outcome::SystemOff => finish(index, "system_off", EXIT_SYSTEM_OFF),
+        Outcome::SystemReset => finish(index, "system_reset", EXIT_SYSTEM_RESET),
+    }
+}
+
+/// The guest ended the machine: print the hypervisor's results and end QEMU.
+fn finish(index: usize, how: &str, status: u32) -> ! {
+    let mut json = alloc::string::String::new();
+    use core::fmt::Write;
+    let _ = write!(json, "{{\"end\":\"{how}\",\"by_vcpu\":{index},");
+    let _ = STATS.write_json_members(&mut json);
+    let _ = write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}}}", vgic::list_registers(), crate::max_writeback_granule());
+    hyp_println!("{RESULT_PREFIX}{json}");
+    crate::semihosting::exit(status)
+}
+
+/// System register encoding of ICC_SGI1R_EL1 in an EC 0x18 ISS (Op0, Op2, Op1, CRn, CRm).
+const SYSREG_ICC_SGI1R_EL1: (u64, u64, u64, u64, u64) = (3, 5, 0, 12, 11);
+
+fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
+    STATS.sysreg_traps.inc();
+    let op0 = (iss >> 20) & 0x3;
+    let op2 = (iss >> 17) & 0x7;
+    let op1 = (iss >> 14) & 0x7;
+    let crn = (iss >> 10) & 0xf;
+    let rt = ((iss >> 5) & 0x1f) as usize;
+    let crm = (iss >> 1) & 0xf;
+    let is_read = iss & 1 != 0;
+    if (op0, op2, op1, crn, crm) == SYSREG_ICC_SGI1R_EL1 && !is_read {
+        let value = if rt == 31 { 0 } else { regs.x[rt] };
+        vgic::send_sgi(vm, index, value);
+        regs.pc += 4;
+    } else {
+        inject_undef(regs);
+    }
+}
+
+fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
+    let ipa = (HPFAR_EL2.get() >> 4 << 12) | (FAR_EL2.get() & 0xfff);
+    let Some(device) = vm.device_at(ipa) else {
+        inject_abort(regs, ec::DABT_LOWER, iss & ISS_WNR);
+        return;
+    };
+    if iss & ISS_ISV == 0 {
+        // No instruction syndrome (e.g. a load pair): the access cannot be emulated.
+        inject_abort(regs, ec::DABT_LOWER, iss & ISS_WNR);
+        return;
+    }
+    let size_bytes = 1u8 << ((iss >> 22) & 0x3);
+    let sign_extend = iss & (1 << 21) != 0;
+    let rt = ((iss >> 16) & 0x1f) as usize;
+    let sixty_four = iss & (1 << 15) != 0;
+    let is_write = iss & ISS_WNR != 0;
+    let mask = if size_bytes == 8 { u64::MAX } else { (1u64 << (size_bytes as u32 * 8)) - 1 };
+    let write_value = if rt == 31 { 0 } else { regs.x[rt] & mask };
+    let result = emulate(vm, index, device, size_bytes, is_write.then_some(write_value));
+    STATS.mmio_accesses.inc();
+    match result {
+        Ok(value) => {
+            if !is_write && rt != 31 {
+                let mut value = value & mask;
+                if sign_extend && size_bytes < 8 && value >> (size_bytes as u32 * 8 - 1) & 1 != 0 {
+                    value |= !mask;
+                }
+                if !sixty_four {
+                    value &= 0xffff_ffff;
+                }
+                regs.x[rt] = value;
+            }
+            regs.pc += 4;
+        }
+        Err(()) => inject_abort(regs, ec::DABT_LOWER, iss & ISS_WNR),
+    }
+}
+
+/// Perform an emulated device access; `Err` means "not a valid access to this device", which
+/// the guest receives as an external abort.
+fn emulate(vm: &Vm, index: usize, device: Device, size: u8, write: Option<u64>) -> Result<u64, ()> {
+    match device {
+        Device::Distributor { offset } => {
+            let mut dist = vm.dist.lock();
+            match write {
+                Some(value) => {
+                    dist.write(offset, size, value).map_err(|_| ())?;
+                    drop(dist);
+                    // Enables and routing may have changed for other vCPUs' SPIs.
+                    (0..vm.vcpus.len()).filter(|&v| v != index).for_each(|v| vm.kick(v));
+                    Ok(0)
+                }
+                None => dist.read(offset, size).map_err(|_| ()),
+            }
+        }
+        Device::Redistributor { vcpu, offset } => {
+            let mut redist = vm.vcpus[vcpu].redist.lock();
+            match write {
+                Some(value) => {
+                    redist.write(offset, size, value).map_err(|_| ())?;
+                    drop(redist);
+                    if vcpu != index {
+                        vm.kick(vcpu);
+                    }
+                    Ok(0)
+                }
+                None => redist.read(offset, size).map_err(|_| ()),
+            }
+        }
+        Device::Uart { offset } => {
+            if size != 4 && !(size == 1 && offset == 0) && size != 2 {
+                return Err(());
+            }
+            let mut uart = vm.uart.lock();
+            match write {
+                Some(value) => {
+                    uart.write(offset, value as u32);
+                    Ok(0)
+                }
+                None => Ok(uart.read(offset) as u64),
+            }
+        }
+    }
+}
+
+/// Deliver a synchronous exception to the guest's EL1 vectors, as the hardware would:
+/// ELR/SPSR/ESR(/FAR)_EL1 are set and the vCPU continues at the right vector offset.
+fn inject_sync_exception(regs: &mut GuestRegs, esr_el1: u64, far: Option<u64>) {
+    const PSTATE_EL_SHIFT: u64 = 2;
+    const PSTATE_SP: u64 = 1;
+    let from_el0 = (regs.pstate >> PSTATE_EL_SHIFT) & 0x3 == 0;
+    let vector_offset = if from_el0 {
+        0x400 // lower EL, AArch64
+    } else if regs.pstate & PSTATE_SP != 0 {
+        0x200 // current EL with SP_ELx
+    } else {
+        0x000 // current EL with SP_EL0
+    };
+    ELR_EL1.set(regs.pc);
+    SPSR_EL1.set(regs.pstate);
+    ESR_EL1.set(esr_el1);
+    if let Some(far) = far {
+        FAR_EL1.set(far);
+    }
+    regs.pc = VBAR_EL1.get() + vector_offset;
+    regs.pstate = PSTATE_EL1H_MASKED;
+}
+
+/// Inject a synchronous external abort for the access that trapped with `lower_ec` (an
+/// instruction or data abort from a lower EL); the guest sees it as from EL0 or EL1.
+fn inject_abort(regs: &mut GuestRegs, lower_ec: u64, wnr: u64) {
+    STATS.injected_aborts.inc();
+    let from_el1 = (regs.pstate >> 2) & 0x3 == 1;
+    let guest_ec = match (lower_ec, from_el1) {
+        (ec::IABT_LOWER, true) => ec::IABT_SAME,
+        (ec::IABT_LOWER, false) => ec::IABT_LOWER,
+        (_, true) => ec::DABT_SAME,
+        (_, false) => ec::DABT_LOWER,
+    };
+    let esr = guest_ec << 26 | ESR_IL | wnr | FSC_SYNC_EXTERNAL;
+    inject_sync_exception(regs, esr, Some(FAR_EL2.get()));
+}
+
+/// Inject an UNDEFINED exception (EC 0, "unknown reason") for the trapped instruction.
+fn inject_undef(regs: &mut GuestRegs) {
+    STATS.injected_undefs.inc();
+    inject_sync_exception(regs, ec::UNKNOWN << 26 | ESR_IL, None);
+}

@@ -1,0 +1,125 @@
+//! The guest's virtual GICv3: the emulated distributor/redistributor state lives in
+//! `asyncpf_core::vgic` (pure, host-tested); this module moves deliverable interrupts from that
+//! state into this CPU's list registers before each guest entry, forwards the virtual timer,
+//! and emulates ICC_SGI1R_EL1.
+
+use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2};
+
+use crate::arch::gicv3_sysregs::{read_lr, write_lr};
+use crate::stats::STATS;
+use crate::vm::Vm;
+
+/// List register fields (Arm IHI 0069, ICH_LR<n>_EL2).
+const LR_STATE_SHIFT: u32 = 62;
+const LR_STATE_MASK: u64 = 0b11 << LR_STATE_SHIFT;
+const LR_STATE_PENDING: u64 = 0b01 << LR_STATE_SHIFT;
+const LR_GROUP1: u64 = 1 << 60;
+const LR_PRIORITY_SHIFT: u32 = 48;
+const LR_VINTID_MASK: u64 = 0xffff_ffff;
+
+/// Number of list registers this CPU implements.
+pub fn list_registers() -> usize {
+    ICH_VTR_EL2.read(ICH_VTR_EL2::ListRegs) as usize + 1
+}
+
+/// Reset this CPU's virtual interface for a vCPU that is (re)starting: no interrupts in
+/// flight, the virtual CPU interface enabled.
+pub fn reset_this_cpu() {
+    for n in 0..list_registers() {
+        write_lr(n, 0);
+    }
+    ICH_VMCR_EL2.set(0);
+    ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET);
+}
+
+/// Move deliverable interrupts of vCPU `vcpu` into free list registers; ask for an underflow
+/// maintenance interrupt when more are waiting than fit.
+pub fn flush(vm: &Vm, vcpu: usize) {
+    let count = list_registers();
+    let mut lrs = [0u64; 16];
+    for (n, lr) in lrs.iter_mut().enumerate().take(count) {
+        *lr = read_lr(n);
+    }
+    let mut more_waiting = false;
+    loop {
+        let Some(free) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK == 0) else {
+            more_waiting = has_deliverable(vm, vcpu);
+            break;
+        };
+        let Some(pending) = take_deliverable(vm, vcpu) else { break };
+        let intid = pending.intid as u64;
+        // An interrupt already in a list register must not be listed twice: mark it pending
+        // again there (pending and active, if the guest is still handling it).
+        if let Some(n) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK != 0 && lr & LR_VINTID_MASK == intid) {
+            lrs[n] |= LR_STATE_PENDING;
+            write_lr(n, lrs[n]);
+            continue;
+        }
+        lrs[free] = LR_STATE_PENDING | LR_GROUP1 | (pending.priority as u64) << LR_PRIORITY_SHIFT | intid;
+        write_lr(free, lrs[free]);
+        STATS.lr_injections.inc();
+    }
+    ICH_HCR_EL2.modify(if more_waiting { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
+}
+
+fn take_deliverable(vm: &Vm, vcpu: usize) -> Option<crate::vgic_stub::Pending> {
+    let mut dist = vm.dist.lock();
+    let group1 = dist.group1_enabled();
+    vm.vcpus[vcpu].redist.lock().take_deliverable(group1).or_else(|| dist.take_deliverable_for(vm.vcpus[vcpu].mpidr))
+}
+
+fn has_deliverable(vm: &Vm, vcpu: usize) -> bool {
+    let dist = vm.dist.lock();
+    let group1 = dist.group1_enabled();
+    vm.vcpus[vcpu].redist.lock().has_deliverable(group1) || dist.has_deliverable_for(vm.vcpus[vcpu].mpidr)
+}
+
+/// Whether any virtual interrupt is pending for the vCPU on this CPU (in a list register or
+/// waiting in the model): a suspended vCPU must not sleep then.
+pub fn has_pending(vm: &Vm, vcpu: usize) -> bool {
+    (0..list_registers()).any(|n| read_lr(n) & LR_STATE_PENDING != 0) || has_deliverable(vm, vcpu)
+}
+
+/// The guest's virtual timer fired (physical PPI 27 at EL2): mask it so that it does not fire
+/// again until the guest re-arms it, and make the virtual PPI pending.
+pub fn forward_virtual_timer(vm: &Vm, vcpu: usize) {
+    CNTV_CTL_EL0.modify(CNTV_CTL_EL0::IMASK::SET);
+    vm.vcpus[vcpu].redist.lock().set_pending(crate::gic::PPI_VIRTUAL_TIMER);
+    STATS.timer_irqs.inc();
+}
+
+/// ICC_SGI1R_EL1 fields (Arm IHI 0069).
+const SGI_TARGET_LIST_MASK: u64 = 0xffff;
+const SGI_AFF1_SHIFT: u32 = 16;
+const SGI_INTID_SHIFT: u32 = 24;
+const SGI_AFF2_SHIFT: u32 = 32;
+const SGI_IRM: u64 = 1 << 40;
+const SGI_RS_SHIFT: u32 = 44;
+const SGI_AFF3_SHIFT: u32 = 48;
+
+/// The guest wrote `value` to ICC_SGI1R_EL1 on vCPU `sender`: make the SGI pending on every
+/// target vCPU and kick the ones on other CPUs.
+pub fn send_sgi(vm: &Vm, sender: usize, value: u64) {
+    let intid = ((value >> SGI_INTID_SHIFT) & 0xf) as u32;
+    let all_but_self = value & SGI_IRM != 0;
+    let cluster = ((value >> SGI_AFF3_SHIFT) & 0xff) << 32 | ((value >> SGI_AFF2_SHIFT) & 0xff) << 16 | ((value >> SGI_AFF1_SHIFT) & 0xff) << 8;
+    let range_base = ((value >> SGI_RS_SHIFT) & 0xf) * 16;
+    for (target, vcpu) in vm.vcpus.iter().enumerate() {
+        let selected = if all_but_self {
+            target != sender
+        } else {
+            let aff0 = vcpu.mpidr & 0xff;
+            vcpu.mpidr & !0xff == cluster
+                && aff0 >= range_base
+                && aff0 < range_base + 16
+                && value & SGI_TARGET_LIST_MASK & (1 << (aff0 - range_base)) != 0
+        };
+        if selected {
+            vcpu.redist.lock().set_pending(intid);
+            STATS.sgis.inc();
+            if target != sender {
+                vm.kick(target);
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The virtual machine: guest RAM behind stage-2 translation, the vCPUs' shared state, the
+//! emulated devices, and how the VM is built from the hypervisor's options.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use asyncpf_core::fdt::GuestPlatform;
+use asyncpf_core::image::{self, ImageHeader};
+use asyncpf_core::options::HypOptions;
+use crate::vgic_stub::{Distributor, Redistributor};
+use spin::{Mutex, Once};
+
+use crate::mm::{Ipa, PhysAddr, Stage2};
+use crate::platform::Platform;
+use crate::vuart::{VirtualUart, UART_PAGE_BYTES};
+use crate::{arch, gic};
+
+/// Where guest RAM starts in the guest's physical address space (as on QEMU's `virt`).
+pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
+/// Guest-visible device addresses: the same as the physical `virt` machine's.
+pub const GUEST_GICD_IPA: u64 = 0x0800_0000;
+pub const GUEST_GICD_BYTES: u64 = 0x1_0000;
+pub const GUEST_GICR_IPA: u64 = 0x080A_0000;
+pub const GUEST_GICR_FRAME_BYTES: u64 = 0x2_0000;
+pub const GUEST_UART_IPA: u64 = 0x0900_0000;
+/// The guest UART's interrupt (SPI 1), described in the device tree only: the emulated UART
+/// never raises it.
+pub const GUEST_UART_SPI: u32 = 1;
+/// SPIs the emulated distributor implements (INTIDs 32..96).
+pub const GUEST_SPIS: u32 = 64;
+
+const MIB: u64 = 1 << 20;
+
+/// A vCPU's power state, as PSCI AFFINITY_INFO reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum PowerState {
+    Off = 0,
+    OnPending = 1,
+    On = 2,
+}
+
+/// The part of a vCPU that other CPUs touch.
+pub struct VcpuShared {
+    /// The MPIDR the guest sees on this vCPU (VMPIDR_EL2), affinity bits only.
+    pub mpidr: u64,
+    /// The physical CPU this vCPU is pinned to.
+    pub pcpu_mpidr: u64,
+    power: AtomicU8,
+    /// Entry point and context id of a pending CPU_ON.
+    boot: Mutex<(u64, u64)>,
+    /// The vCPU's emulated redistributor (SGI/PPI state).
+    pub redist: Mutex<Redistributor>,
+}
+
+impl VcpuShared {
+    pub fn power(&self) -> PowerState {
+        match self.power.load(Ordering::Acquire) {
+            0 => PowerState::Off,
+            1 => PowerState::OnPending,
+            _ => PowerState::On,
+        }
+    }
+
+    pub fn set_power(&self, state: PowerState) {
+        self.power.store(state as u8, Ordering::Release);
+    }
+
+    /// The entry point and context id stored by CPU_ON.
+    pub fn boot_request(&self) -> (u64, u64) {
+        *self.boot.lock()
+    }
+}
+
+/// The VM.
+pub struct Vm {
+    pub vcpus: Vec<VcpuShared>,
+    pub ram_base: Ipa,
+    pub ram_bytes: u64,
+    /// Host frames backing guest RAM (contiguous).
+    pub ram_host: PhysAddr,
+    pub stage2: Stage2,
+    pub dist: Mutex<Distributor>,
+    pub uart: Mutex<VirtualUart>,
+    pub kernel_entry: u64,
+    pub dtb_address: u64,
+}
+
+static VM: Once<Vm> = Once::new();
+
+/// The VM, once CPU 0 has built it.
+pub fn get() -> &'static Vm {
+    VM.get().expect("the VM is built before any vCPU runs")
+}
+
+/// The vCPU MPIDR for vCPU `index`: Aff0 in 0..16 (GICv3 SGI target lists cover 16 CPUs per
+/// Aff1 value), Aff1 above.
+fn vcpu_mpidr(index: usize) -> u64 {
+    ((index as u64 / 16) << 8) | (index as u64 % 16)
+}
+
+/// Bits of MPIDR that hold affinity (Aff3 and Aff2..Aff0).
+const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+
+impl Vm {
+    /// The vCPU whose MPIDR affinity is `mpidr`.
+    pub fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+        self.vcpus.iter().position(|v| v.mpidr == mpidr & MPIDR_AFFINITY_MASK)
+    }
+
+    /// Whether `[ipa, ipa + len)` lies inside guest RAM.
+    pub fn is_guest_ram(&self, ipa: u64, len: u64) -> bool {
+        ipa >= self.ram_base.0 && ipa.checked_add(len).is_some_and(|end| end <= self.ram_base.0 + self.ram_bytes)
+    }
+
+    /// Host address of guest RAM at `ipa` (which must be guest RAM).
+    pub fn host_address(&self, ipa: u64) -> usize {
+        debug_assert!(self.is_guest_ram(ipa, 1));
+        (self.ram_host.0 + (ipa - self.ram_base.0)) as usize
+    }
+
+    /// PSCI CPU_ON: record the entry point and wake the target's physical CPU.
+    pub fn request_power_on(&self, target: usize, entry: u64, context: u64) -> Result<(), PowerState> {
+        let vcpu = &self.vcpus[target];
+        let mut boot = vcpu.boot.lock();
+        match vcpu.power() {
+            PowerState::Off => {
+                *boot = (entry, context);
+                vcpu.set_power(PowerState::OnPending);
+                drop(boot);
+                gic::kick(vcpu.pcpu_mpidr);
+                Ok(())
+            }
+            other => Err(other),
+        }
+    }
+
+    /// Wake the physical CPU of vCPU `target` so that it looks at its pending interrupts.
+    pub fn kick(&self, target: usize) {
+        gic::kick(self.vcpus[target].pcpu_mpidr);
+    }
+}
+
+/// Why the VM could not be built.
+#[derive(Debug)]
+pub enum BuildError {
+    TooManyVcpus { requested: usize, physical: usize },
+    NoImage,
+    ImageOutsideRam,
+    BadImage(image::ImageError),
+    ImageTooLarge { needed: u64, guest_bytes: u64 },
+    NotEnoughRam { needed_end: u64, ram_end: u64 },
+    DeviceTree(asyncpf_core::fdt::FdtError),
+}
+
+impl core::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::TooManyVcpus { requested, physical } => write!(
+                f,
+                "{requested} vCPUs requested but the machine has {physical} physical CPUs (one vCPU is pinned per CPU)"
+            ),
+            Self::NoImage => write!(f, "no guest kernel: pass image=ADDR:SIZE on the hypervisor command line"),
+            Self::ImageOutsideRam => write!(f, "the staged guest image lies outside RAM or overlaps the hypervisor"),
+            Self::BadImage(e) => write!(f, "the guest kernel is not a valid arm64 Image: {e}"),
+            Self::ImageTooLarge { needed, guest_bytes } => {
+                write!(f, "the guest kernel needs {needed:#x} bytes of guest RAM but the guest has {guest_bytes:#x}")
+            }
+            Self::DeviceTree(e) => write!(f, "cannot write the guest device tree: {e}"),
+            Self::NotEnoughRam { needed_end, ram_end } => write!(
+                f,
+                "not enough host RAM for the guest: need up to {needed_end:#x}, RAM ends at {ram_end:#x} (raise QEMU -m)"
+            ),
+        }
+    }
+}
+
+/// Build the VM described by `options` on `platform`; `free_start` is the first host address
+/// the hypervisor does not use. Runs once, on CPU 0.
+pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Result<&'static Vm, BuildError> {
+    let physical = platform.cpu_mpidrs.len();
+    let vcpu_count = options.vcpus.unwrap_or(physical);
+    if vcpu_count > physical {
+        return Err(BuildError::TooManyVcpus { requested: vcpu_count, physical });
+    }
+    let staged = options.image.ok_or(BuildError::NoImage)?;
+    let ram_end = platform.ram_base + platform.ram_size;
+    if staged.addr < free_start || staged.addr.checked_add(staged.size).is_none_or(|end| end > ram_end) {
+        return Err(BuildError::ImageOutsideRam);
+    }
+    // SAFETY: the runner loaded the image there (QEMU's loader device) and the range was just
+    // checked to lie in RAM beyond the hypervisor; nothing else writes it.
+    let image_bytes = unsafe { core::slice::from_raw_parts(staged.addr as *const u8, staged.size as usize) };
+    let header = ImageHeader::parse(image_bytes).map_err(BuildError::BadImage)?;
+
+    let guest_bytes = options.guest_ram_bytes();
+    let ram_host = align_up(staged.addr + staged.size, 2 * MIB);
+    if ram_host + guest_bytes > ram_end {
+        return Err(BuildError::NotEnoughRam { needed_end: ram_host + guest_bytes, ram_end });
+    }
+    let load = image::load_address(GUEST_RAM_IPA, &header);
+    let footprint = header.image_size.max(staged.size);
+    // The device tree goes into the last 2 MiB of guest RAM, where no kernel is placed.
+    let dtb_address = GUEST_RAM_IPA + guest_bytes - 2 * MIB;
+    if load + footprint > dtb_address {
+        return Err(BuildError::ImageTooLarge { needed: load + footprint - GUEST_RAM_IPA + 2 * MIB, guest_bytes });
+    }
+
+    let mut stage2 = Stage2::new();
+    stage2.map_normal(Ipa(GUEST_RAM_IPA), PhysAddr(ram_host), guest_bytes);
+
+    let vcpus: Vec<VcpuShared> = (0..vcpu_count)
+        .map(|i| VcpuShared {
+            mpidr: vcpu_mpidr(i),
+            pcpu_mpidr: platform.cpu_mpidrs[i],
+            power: AtomicU8::new(PowerState::Off as u8),
+            boot: Mutex::new((0, 0)),
+            redist: Mutex::new(Redistributor::new(vcpu_mpidr(i), i as u16, i + 1 == vcpu_count)),
+        })
+        .collect();
+    let mpidrs: Vec<u64> = vcpus.iter().map(|v| v.mpidr).collect();
+
+    let vm = VM.call_once(|| Vm {
+        vcpus,
+        ram_base: Ipa(GUEST_RAM_IPA),
+        ram_bytes: guest_bytes,
+        ram_host: PhysAddr(ram_host),
+        stage2,
+        dist: Mutex::new(Distributor::new(GUEST_SPIS, vcpu_count)),
+        uart: Mutex::new(VirtualUart::new()),
+        kernel_entry: load,
+        dtb_address,
+    });
+
+    // Load the kernel (zeroing the rest of its footprint) and the device tree.
+    let kernel = vm.host_address(load);
+    // SAFETY: `[load, load + footprint)` was checked to lie in guest RAM, whose host frames
+    // belong to this VM alone and are not yet visible to any vCPU.
+    unsafe {
+        core::ptr::copy_nonoverlapping(image_bytes.as_ptr(), kernel as *mut u8, image_bytes.len());
+        core::ptr::write_bytes((kernel + image_bytes.len()) as *mut u8, 0, (footprint - staged.size) as usize);
+    }
+    let platform_dt = GuestPlatform {
+        ram_base: GUEST_RAM_IPA,
+        ram_size: guest_bytes,
+        cpu_mpidrs: &mpidrs,
+        gicd_base: GUEST_GICD_IPA,
+        gicr_base: GUEST_GICR_IPA,
+        uart_base: GUEST_UART_IPA,
+        uart_spi: GUEST_UART_SPI,
+        bootargs: options.guest_cmdline,
+    };
+    let dtb = platform_dt.build_fdt().map_err(BuildError::DeviceTree)?;
+    assert!(dtb.len() as u64 <= 2 * MIB, "the guest device tree outgrew its 2 MiB slot");
+    let dtb_host = vm.host_address(dtb_address);
+    // SAFETY: the 2 MiB slot at `dtb_address` is guest RAM (checked above), unused by the kernel.
+    unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_host as *mut u8, dtb.len()) };
+    // The guest starts with its MMU and caches off: make what we wrote visible to it.
+    arch::clean_dcache_to_poc(kernel, footprint as usize);
+    arch::clean_dcache_to_poc(dtb_host, dtb.len());
+    arch::invalidate_icache();
+    Ok(vm)
+}
+
+const fn align_up(value: u64, align: u64) -> u64 {
+    (value + align - 1) & !(align - 1)
+}
+
+/// The emulated device at `ipa`, if any.
+pub enum Device {
+    Distributor { offset: u64 },
+    Redistributor { vcpu: usize, offset: u64 },
+    Uart { offset: u64 },
+}
+
+impl Vm {
+    pub fn device_at(&self, ipa: u64) -> Option<Device> {
+        let gicr_bytes = GUEST_GICR_FRAME_BYTES * self.vcpus.len() as u64;
+        if (GUEST_GICD_IPA..GUEST_GICD_IPA + GUEST_GICD_BYTES).contains(&ipa) {
+            Some(Device::Distributor { offset: ipa - GUEST_GICD_IPA })
+        } else if (GUEST_GICR_IPA..GUEST_GICR_IPA + gicr_bytes).contains(&ipa) {
+            let offset = ipa - GUEST_GICR_IPA;
+            Some(Device::Redistributor {
+                vcpu: (offset / GUEST_GICR_FRAME_BYTES) as usize,
+                offset: offset % GUEST_GICR_FRAME_BYTES,
+            })
+        } else if (GUEST_UART_IPA..GUEST_UART_IPA + UART_PAGE_BYTES).contains(&ipa) {
+            Some(Device::Uart { offset: ipa - GUEST_UART_IPA })
+        } else {
+            None
+        }
+    }
+}
