@@ -1,0 +1,189 @@
+//! Entry from the boot loader (Linux arm64 Image protocol) and secondary CPU bring-up.
+//!
+//! The Image header comes first (Documentation/arch/arm64/booting.rst): `code0` branches to
+//! the entry, `text_offset` is 0x200000, `image_size` covers the whole memory footprint
+//! including bss, flags say little-endian with 4 KiB pages, and the magic is "ARM\x64".
+//! Both entries run with the MMU off; they mask interrupts, allow FP/SIMD (the compiler may use
+//! it anywhere), set a stack and TPIDR_EL1 (the logical CPU number), and call into Rust.
+
+use crate::dt::MAX_CPUS;
+use crate::{arch, dt, exceptions, gic, mm, percpu, psci, scenarios, sched, timer};
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+const BOOT_STACK_SIZE: usize = 16 * 1024;
+/// Image header: text_offset.
+const TEXT_OFFSET: u64 = 0x20_0000;
+/// Image header flags: bit 0 = 0 little-endian, bits 2:1 = 1 (4 KiB pages), bit 3 = 0.
+const IMAGE_FLAGS: u64 = 0b0010;
+/// CPACR_EL1.FPEN = 0b11: FP/SIMD instructions do not trap at EL1 or EL0.
+const CPACR_FPEN: u64 = 3 << 20;
+
+#[repr(C, align(16))]
+struct BootStacks(UnsafeCell<[[u8; BOOT_STACK_SIZE]; MAX_CPUS]>);
+// SAFETY: CPU n uses only stack n, as its boot and then idle stack.
+unsafe impl Sync for BootStacks {}
+static BOOT_STACKS: BootStacks = BootStacks(UnsafeCell::new([[0; BOOT_STACK_SIZE]; MAX_CPUS]));
+
+global_asm!(
+    r#"
+.section .text.head, "ax"
+.global _start
+_start:
+    b primary_entry             // code0
+    .long 0                     // code1
+    .quad {text_offset}         // text_offset
+    .quad __image_size          // image_size, bss included
+    .quad {flags}               // flags
+    .quad 0, 0, 0               // res2..res4
+    .ascii "ARM\x64"            // magic
+    .long 0                     // res5
+
+primary_entry:
+    msr daifset, #0xf
+    mov x19, x0                 // DTB physical address
+    mov x1, #{cpacr}
+    msr cpacr_el1, x1
+    isb
+    adrp x0, __bss_start
+    add x0, x0, :lo12:__bss_start
+    adrp x1, __bss_end
+    add x1, x1, :lo12:__bss_end
+.Lclear_bss:
+    cmp x0, x1
+    b.hs .Lbss_clear
+    stp xzr, xzr, [x0], #16
+    b .Lclear_bss
+.Lbss_clear:
+    adrp x0, {stacks}
+    add x0, x0, :lo12:{stacks}
+    add x0, x0, #{stack_size}
+    mov sp, x0
+    msr tpidr_el1, xzr
+    mov x0, x19
+    mov x29, #0
+    bl {primary_main}
+    udf #0
+
+// PSCI CPU_ON entry: x0 = logical CPU number (the context id).
+.global secondary_entry
+secondary_entry:
+    msr daifset, #0xf
+    mov x1, #{cpacr}
+    msr cpacr_el1, x1
+    isb
+    msr tpidr_el1, x0
+    adrp x1, {stacks}
+    add x1, x1, :lo12:{stacks}
+    add x2, x0, #1
+    mov x3, #{stack_size}
+    madd x1, x2, x3, x1
+    mov sp, x1
+    mov x29, #0
+    bl {secondary_main}
+    udf #0
+"#,
+    text_offset = const TEXT_OFFSET,
+    flags = const IMAGE_FLAGS,
+    cpacr = const CPACR_FPEN,
+    stacks = sym BOOT_STACKS,
+    stack_size = const BOOT_STACK_SIZE,
+    primary_main = sym primary_main,
+    secondary_main = sym secondary_main,
+);
+
+extern "C" {
+    fn secondary_entry();
+}
+
+/// CPUs that finished bring-up.
+static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
+
+/// Interrupts, timer and scheduler of the running CPU (MMU already on).
+fn init_this_cpu() {
+    exceptions::install();
+    if let Err(e) = gic::init_this_cpu() {
+        panic!("GIC set-up failed on cpu {}: {e:?}", arch::cpu_index());
+    }
+    timer::init_this_cpu();
+    sched::init_this_cpu();
+    percpu::this().set_online();
+    CPUS_UP.fetch_add(1, Ordering::AcqRel);
+}
+
+extern "C" fn primary_main(dtb: usize) -> ! {
+    // MMU off: parse the device tree (the target forbids unaligned accesses, so this is safe on
+    // uncached memory) and build the translation tables, then turn the MMU on.
+    // SAFETY: the boot protocol passes the DTB address in x0.
+    let platform = unsafe { dt::parse(dtb) };
+    let Ok(platform) = platform else {
+        // No console, no PSCI conduit known: nothing better to do than stop.
+        loop {
+            arch::wait_for_interrupt();
+        }
+    };
+    // SAFETY: first and only call, before any other CPU runs.
+    unsafe { mm::build(&platform) };
+    // SAFETY: the tables are built and identity-map the kernel.
+    unsafe { mm::enable_mmu() };
+    exceptions::install();
+    crate::console::init(platform.uart.base as usize);
+    psci::init(platform.psci);
+    crate::println!(
+        "asyncpf guest: {} cpus, RAM {:#x}+{:#x}, GICD {:#x}, GICR {:#x}, vtimer INTID {}, PSCI {:?} v{:?}",
+        platform.cpu_count,
+        platform.ram[0].base,
+        platform.ram[0].size,
+        platform.gicd.base,
+        platform.gicr.base,
+        platform.vtimer_intid,
+        platform.psci,
+        psci::version()
+    );
+    if arch::current_el() >> 2 != 1 {
+        panic!("the kernel must be entered at EL1");
+    }
+
+    // Logical CPU 0 is this one; the rest follow in device-tree order.
+    let me = arch::mpidr_affinity();
+    if !platform.cpus().contains(&me) {
+        panic!("boot CPU {me:#x} is not in the device tree");
+    }
+    percpu::init(core::iter::once(me).chain(platform.cpus().iter().copied().filter(|&c| c != me)));
+
+    gic::init_distributor(
+        platform.gicd.base as usize,
+        platform.gicr.base as usize,
+        platform.gicr.size as usize,
+        platform.vtimer_intid,
+    );
+    timer::init_global();
+    scenarios::set_platform(platform);
+    init_this_cpu();
+
+    for (index, cpu) in percpu::all().skip(1) {
+        // SAFETY: `secondary_entry` runs with the MMU off and expects its logical number in x0.
+        let ret = unsafe { psci::cpu_on(cpu.mpidr(), secondary_entry as usize, index as u64) };
+        if ret != asyncpf_contract::psci::SUCCESS {
+            panic!("PSCI CPU_ON of cpu {index} (MPIDR {:#x}) failed: {ret}", cpu.mpidr());
+        }
+    }
+    let deadline = arch::virtual_count() + arch::counter_frequency();
+    while CPUS_UP.load(Ordering::Acquire) < percpu::count() {
+        if arch::virtual_count() > deadline {
+            panic!("only {} of {} CPUs came up", CPUS_UP.load(Ordering::Acquire), percpu::count());
+        }
+        core::hint::spin_loop();
+    }
+
+    scenarios::start(platform.bootargs);
+    sched::idle_loop();
+}
+
+extern "C" fn secondary_main(_index: usize) -> ! {
+    // SAFETY: the boot CPU built the tables before starting this CPU.
+    unsafe { mm::enable_mmu() };
+    init_this_cpu();
+    sched::idle_loop();
+}

@@ -1,0 +1,379 @@
+//! The preemptive SMP scheduler: per-CPU run queues, placement on the least-loaded CPU,
+//! work stealing when a CPU runs dry, a timer-tick time slice, and the park/wake primitives.
+//!
+//! Invariant that makes migration safe: a task is put on a run queue only once its context is
+//! saved (`SchedState::on_cpu` false). The CPU switching away from a task settles its fate in
+//! [`finish_switch`], running on the next task's stack.
+
+use crate::percpu::{self, NO_TASK};
+use crate::sync::SpinLock;
+use crate::task::{self, Kind, Spec, State, TaskId, MAX_TASKS};
+use crate::{arch, gic, timer};
+use asyncpf_guest::sleepq::SleepQueue;
+use asyncpf_guest::waiters::{ParkOutcome, WaiterTable};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Why `schedule` was called (for the counters).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Reason {
+    /// The time slice ended (timer tick).
+    Preempt,
+    /// Another CPU queued work here, or the idle loop looks for work.
+    Reschedule,
+    /// The task gave up the CPU voluntarily.
+    Yield,
+    /// The task parked on a token.
+    Block,
+    /// The task exited.
+    Exit,
+}
+
+/// Token namespaces (top byte) so that kernel tokens never collide with each other or with
+/// tokens chosen by other subsystems.
+const TOKEN_JOIN: u64 = 0x01 << 56;
+const TOKEN_SLEEP: u64 = 0x02 << 56;
+
+static WAITERS: SpinLock<WaiterTable<TaskId, MAX_TASKS>> = SpinLock::new(WaiterTable::new());
+static SLEEPERS: SpinLock<SleepQueue<MAX_TASKS>> = SpinLock::new(SleepQueue::new());
+
+/// A spawned task, for joining it.
+#[derive(Clone, Copy, Debug)]
+pub struct TaskHandle {
+    pub id: TaskId,
+    generation: u32,
+}
+
+impl TaskHandle {
+    fn token(self, namespace: u64) -> u64 {
+        namespace | u64::from(self.generation) << 16 | u64::from(self.id)
+    }
+}
+
+fn current_id() -> TaskId {
+    percpu::this().current.load(Ordering::Relaxed) as TaskId
+}
+
+/// The running task's handle.
+pub fn current() -> TaskHandle {
+    let id = current_id();
+    TaskHandle { id, generation: task::get(id).generation.load(Ordering::Relaxed) }
+}
+
+/// Makes this CPU's boot context its idle task (called once per CPU during bring-up).
+pub fn init_this_cpu() {
+    let cpu = arch::cpu_index();
+    task::init_idle(cpu);
+    percpu::this().current.store(usize::from(task::idle_id(cpu)), Ordering::Release);
+}
+
+/// The CPU's idle loop: run whatever is runnable, otherwise wait for an interrupt.
+/// IRQs stay masked from the check to the WFI so that a wake-up cannot slip in between (WFI
+/// still wakes on a pending, masked interrupt).
+pub fn idle_loop() -> ! {
+    loop {
+        arch::irq_disable();
+        schedule(Reason::Reschedule);
+        arch::wait_for_interrupt();
+        arch::irq_enable();
+    }
+}
+
+/// Load used for placement: queued tasks plus the running one (unless idle).
+fn load(cpu: usize) -> usize {
+    let c = percpu::get(cpu);
+    let running = !task::is_idle(c.current.load(Ordering::Relaxed) as TaskId);
+    c.queued.load(Ordering::Relaxed) + usize::from(running)
+}
+
+/// The CPU a runnable task should be queued on: its pinned CPU, else the least-loaded online
+/// CPU (ties go to `preferred`).
+fn choose_cpu(spec: &Spec, preferred: usize) -> usize {
+    if let Some(cpu) = spec.pinned {
+        return cpu;
+    }
+    percpu::all()
+        .filter(|(_, c)| c.is_online())
+        .map(|(i, _)| i)
+        .min_by_key(|&i| (load(i), i != preferred))
+        .unwrap_or(preferred)
+}
+
+fn enqueue(cpu: usize, id: TaskId) {
+    let c = percpu::get(cpu);
+    let mut rq = c.runqueue.lock();
+    rq.push_back(id).expect("run queues hold every task");
+    c.queued.store(rq.len(), Ordering::Relaxed);
+}
+
+/// Queues a runnable task on its chosen CPU and, if that CPU is idle elsewhere, kicks it.
+fn place(id: TaskId, preferred: usize) {
+    let cpu = choose_cpu(&task::get(id).spec(), preferred);
+    enqueue(cpu, id);
+    let target = percpu::get(cpu);
+    if cpu != arch::cpu_index() && task::is_idle(target.current.load(Ordering::Relaxed) as TaskId) {
+        gic::send_sgi(cpu, gic::SGI_RESCHEDULE);
+    }
+}
+
+/// Why a task could not be spawned.
+#[derive(Debug, Clone, Copy)]
+pub struct NoFreeSlot;
+
+fn spawn(spec: Spec) -> Result<TaskHandle, NoFreeSlot> {
+    let id = task::create(spec).ok_or(NoFreeSlot)?;
+    let handle = TaskHandle { id, generation: task::get(id).generation.load(Ordering::Relaxed) };
+    place(id, arch::cpu_index());
+    Ok(handle)
+}
+
+/// Optional settings of a new task.
+#[derive(Clone, Copy, Default)]
+pub struct SpawnOptions {
+    /// Run only on this CPU.
+    pub pinned: Option<usize>,
+    /// Receives the task's CPU mask when it exits.
+    pub cpus_out: Option<&'static AtomicU64>,
+}
+
+/// Starts an EL1 task running `entry(arg)`.
+pub fn spawn_kernel(name: &'static str, entry: fn(u64), arg: u64, opts: SpawnOptions) -> Result<TaskHandle, NoFreeSlot> {
+    spawn(Spec { name, kind: Kind::Kernel, entry: entry as usize, arg, pinned: opts.pinned, cpus_out: opts.cpus_out })
+}
+
+/// Starts an EL0 task running `entry(arg)`; `entry` must be safe to run at EL0 (touch only
+/// image text/rodata and the `.user_rw` pages) and end with the exit syscall.
+pub fn spawn_user(
+    name: &'static str,
+    entry: extern "C" fn(u64) -> !,
+    arg: u64,
+    opts: SpawnOptions,
+) -> Result<TaskHandle, NoFreeSlot> {
+    spawn(Spec { name, kind: Kind::User, entry: entry as usize, arg, pinned: opts.pinned, cpus_out: opts.cpus_out })
+}
+
+fn pop_local(cpu: usize) -> Option<TaskId> {
+    let c = percpu::get(cpu);
+    let mut rq = c.runqueue.lock();
+    let id = rq.pop_front();
+    c.queued.store(rq.len(), Ordering::Relaxed);
+    id
+}
+
+/// Takes a task from the most loaded other CPU if it has at least `min_queued` waiting.
+fn steal(me: usize, min_queued: usize) -> Option<TaskId> {
+    let (victim, queued) = percpu::all()
+        .filter(|&(i, _)| i != me)
+        .map(|(i, c)| (i, c.queued.load(Ordering::Relaxed)))
+        .max_by_key(|&(_, q)| q)?;
+    if queued < min_queued {
+        return None;
+    }
+    let c = percpu::get(victim);
+    let mut rq = c.runqueue.lock();
+    let id = rq.steal(|id| task::get(id).spec().pinned.is_none());
+    c.queued.store(rq.len(), Ordering::Relaxed);
+    id
+}
+
+/// Picks the next task and switches to it, or returns if the current one should go on.
+/// IRQs must be masked.
+pub fn schedule(reason: Reason) {
+    debug_assert!(arch::irqs_masked());
+    let cpu = arch::cpu_index();
+    let this = percpu::get(cpu);
+    this.need_resched.store(false, Ordering::Relaxed);
+    let prev = this.current.load(Ordering::Relaxed) as TaskId;
+    let prev_is_idle = task::is_idle(prev);
+    let prev_can_continue = !prev_is_idle && {
+        let mut s = task::get(prev).sched.lock();
+        if s.state == State::Runnable {
+            // Woken between deciding to park and getting here: keep running.
+            s.state = State::Running;
+        }
+        s.state == State::Running
+    };
+
+    // A running task only gives way to local work or to a clear imbalance elsewhere.
+    let next = pop_local(cpu).or_else(|| steal(cpu, if prev_can_continue { 2 } else { 1 }));
+    let next = match next {
+        Some(next) => next,
+        None if prev_can_continue || prev_is_idle => return,
+        None => task::idle_id(cpu),
+    };
+
+    {
+        let mut s = task::get(next).sched.lock();
+        s.state = State::Running;
+        s.on_cpu = true;
+    }
+    let bit = 1u64 << cpu;
+    if !task::is_idle(next) && task::get(next).ran_on.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
+        this.counters.tasks_run.fetch_add(1, Ordering::Relaxed);
+    }
+    this.counters.context_switches.fetch_add(1, Ordering::Relaxed);
+    if reason == Reason::Preempt && prev_can_continue {
+        this.counters.preemptions.fetch_add(1, Ordering::Relaxed);
+    }
+    this.previous.store(usize::from(prev), Ordering::Relaxed);
+    this.current.store(usize::from(next), Ordering::Relaxed);
+    // SAFETY: `prev` is the task running here (its context may be overwritten), `next` is off
+    // every CPU with a saved or freshly built context (`on_cpu` was false when it was queued),
+    // and IRQs are masked for the switch.
+    unsafe { task::switch_context(task::get(prev).context_ptr(), task::get(next).context_ptr()) };
+    finish_switch();
+}
+
+/// Settles the task this CPU just switched away from, now that its context is saved.
+pub fn finish_switch() {
+    let cpu = arch::cpu_index();
+    let prev = percpu::get(cpu).previous.swap(NO_TASK, Ordering::Relaxed);
+    if prev == NO_TASK || task::is_idle(prev as TaskId) {
+        return;
+    }
+    let prev = prev as TaskId;
+    let t = task::get(prev);
+    let mut s = t.sched.lock();
+    s.on_cpu = false;
+    match s.state {
+        // Preempted or yielded: back to the end of the local queue.
+        State::Running => {
+            s.state = State::Runnable;
+            enqueue(cpu, prev);
+        }
+        // Woken while it was switching away: place it like any woken task.
+        State::Runnable => place(prev, cpu),
+        State::Parked => {}
+        State::Exited => {
+            drop(s);
+            t.release();
+        }
+    }
+}
+
+/// Gives up the CPU to other runnable tasks, if any.
+pub fn yield_now() {
+    let irq = arch::irq_save_disable();
+    schedule(Reason::Yield);
+    arch::irq_restore(irq);
+}
+
+/// Parks the running task on `token` until [`wake`] or [`wake_all`] releases it. Returns at
+/// once if a wake for `token` arrived earlier and was not yet consumed.
+pub fn park(token: u64) {
+    let irq = arch::irq_save_disable();
+    let me = current_id();
+    assert!(!task::is_idle(me), "the idle task cannot park");
+    {
+        let mut waiters = WAITERS.lock();
+        match waiters.park(token, me).expect("waiter table holds every task") {
+            ParkOutcome::AlreadyWoken => {
+                drop(waiters);
+                arch::irq_restore(irq);
+                return;
+            }
+            // Marked parked while the table is locked, so a waker always finds it parked.
+            ParkOutcome::Parked => task::get(me).sched.lock().state = State::Parked,
+        }
+    }
+    schedule(Reason::Block);
+    arch::irq_restore(irq);
+}
+
+/// Makes a released task runnable again.
+fn make_runnable(id: TaskId) {
+    let t = task::get(id);
+    let mut s = t.sched.lock();
+    if s.state != State::Parked {
+        return;
+    }
+    s.state = State::Runnable;
+    // Still switching away: `finish_switch` on that CPU will place it.
+    if !s.on_cpu {
+        place(id, arch::cpu_index());
+    }
+}
+
+/// Releases the tasks parked on `token` (from any context, interrupt handlers included), or
+/// records the wake for the next park on `token`. Returns how many tasks were released.
+pub fn wake(token: u64) -> usize {
+    let mut released = [0 as TaskId; MAX_TASKS];
+    let mut n = 0;
+    WAITERS
+        .lock()
+        .wake(token, |id| {
+            released[n] = id;
+            n += 1;
+        })
+        .expect("waiter table holds every task");
+    released[..n].iter().for_each(|&id| make_runnable(id));
+    n
+}
+
+/// Releases every parked task, whatever its token. Returns how many.
+pub fn wake_all() -> usize {
+    let mut released = [0 as TaskId; MAX_TASKS];
+    let mut n = 0;
+    WAITERS.lock().wake_all(|id| {
+        released[n] = id;
+        n += 1;
+    });
+    released[..n].iter().for_each(|&id| make_runnable(id));
+    n
+}
+
+/// Ends the running task; wakes whoever joins it.
+pub fn exit_current() -> ! {
+    arch::irq_disable();
+    let me = current();
+    let t = task::get(me.id);
+    if let Some(out) = t.spec().cpus_out {
+        out.store(t.ran_on.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+    wake(me.token(TOKEN_JOIN));
+    task::get(me.id).sched.lock().state = State::Exited;
+    schedule(Reason::Exit);
+    unreachable!("an exited task was scheduled again");
+}
+
+/// Waits until the task has exited (at once if it already has).
+pub fn join(handle: TaskHandle) {
+    park(handle.token(TOKEN_JOIN));
+}
+
+/// Parks the running task for at least `ns` nanoseconds (woken by a later tick on any CPU).
+pub fn sleep_ns(ns: u64) {
+    let token = current().token(TOKEN_SLEEP);
+    let deadline = arch::virtual_count() + timer::ns_to_ticks(ns);
+    SLEEPERS.lock().insert(deadline, token).expect("sleep queue holds every task");
+    park(token);
+}
+
+/// Timer tick on this CPU: end the time slice and wake due sleepers.
+pub fn tick() {
+    let this = percpu::this();
+    this.tick_expired.store(true, Ordering::Relaxed);
+    this.need_resched.store(true, Ordering::Relaxed);
+    let mut due = [0u64; MAX_TASKS];
+    let mut n = 0;
+    SLEEPERS.lock().expire(arch::virtual_count(), |token| {
+        due[n] = token;
+        n += 1;
+    });
+    due[..n].iter().for_each(|&token| {
+        wake(token);
+    });
+}
+
+/// A reschedule SGI arrived: look at the run queue at interrupt exit.
+pub fn request_reschedule() {
+    percpu::this().need_resched.store(true, Ordering::Relaxed);
+}
+
+/// At interrupt exit: switch tasks if the tick or another CPU asked for it.
+pub fn preempt_if_needed() {
+    let this = percpu::this();
+    if this.need_resched.load(Ordering::Relaxed) {
+        let reason = if this.tick_expired.swap(false, Ordering::Relaxed) { Reason::Preempt } else { Reason::Reschedule };
+        schedule(reason);
+    }
+}
