@@ -66,8 +66,30 @@ fn is_inherited_cargo_var(name: &str) -> bool {
     EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
+/// Which of the two bare-metal crates to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Select {
+    pub hypervisor: bool,
+    pub guest: bool,
+}
+
+impl Select {
+    pub const BOTH: Select = Select { hypervisor: true, guest: true };
+
+    fn packages(self) -> Vec<&'static str> {
+        let mut p = Vec::new();
+        if self.hypervisor {
+            p.push(HYP_PACKAGE);
+        }
+        if self.guest {
+            p.push(GUEST_PACKAGE);
+        }
+        p
+    }
+}
+
 /// The inner cargo command (not yet run).
-pub fn cross_command(root: &Path) -> Command {
+pub fn cross_command(root: &Path, select: Select) -> Command {
     let mut cmd = Command::new(DEBIAN_CARGO);
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str() {
@@ -80,36 +102,43 @@ pub fn cross_command(root: &Path) -> Command {
         .env("RUSTC", DEBIAN_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", cross_dir(root))
-        .args(["build", "--release", "-p", HYP_PACKAGE, "-p", GUEST_PACKAGE, "--target", TARGET])
+        .args(["build", "--release"])
+        .args(select.packages().iter().flat_map(|p| ["-p", p]))
+        .args(["--target", TARGET])
         .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"])
         .stdin(Stdio::null());
     cmd
 }
 
-/// Builds both crates and writes the guest Image. Cargo's own output goes to the terminal.
-pub fn build(root: &Path) -> Result<()> {
-    let mut cmd = cross_command(root);
+/// Builds the selected crates and, with the guest, writes the guest Image. Cargo's own output
+/// goes to the terminal.
+pub fn build(root: &Path, select: Select) -> Result<()> {
+    let mut cmd = cross_command(root, select);
+    let packages = select.packages().join(" and ");
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     eprintln!(
-        "build: + RUSTC={DEBIAN_RUSTC} RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={} {DEBIAN_CARGO} build \
-         --release -p {HYP_PACKAGE} -p {GUEST_PACKAGE} --target {TARGET} -Zbuild-std=core,alloc \
-         -Zbuild-std-features=compiler-builtins-mem",
-        cross_dir(root).display()
+        "build: + RUSTC={DEBIAN_RUSTC} RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={} {DEBIAN_CARGO} {}",
+        cross_dir(root).display(),
+        args.join(" ")
     );
     let status = cmd.status().with_context(|| format!("cannot start {DEBIAN_CARGO}"))?;
     if !status.success() {
         bail!(
-            "the cross build of {HYP_PACKAGE} and {GUEST_PACKAGE} for {TARGET} failed ({status}); \
+            "the cross build of {packages} for {TARGET} failed ({status}); \
              see cargo's messages above. If the link step complains about a missing entry point, \
              `_start`, a panic handler or `main`, the crate is still a host stub: bare-metal \
              crates need #![no_std], #![no_main], a #[panic_handler] and a linker script"
         );
     }
-    for elf in [hypervisor_elf(root), guest_elf(root)] {
+    let products = [(select.hypervisor, hypervisor_elf(root)), (select.guest, guest_elf(root))];
+    for (_, elf) in products.iter().filter(|(selected, _)| *selected) {
         if !elf.is_file() {
             bail!("the cross build succeeded but {} is missing", elf.display());
         }
     }
-    write_guest_image(root)?;
+    if select.guest {
+        write_guest_image(root)?;
+    }
     Ok(())
 }
 
@@ -152,13 +181,17 @@ mod tests {
             assert!(!is_inherited_cargo_var(kept), "{kept}");
         }
         let root = Path::new("/w");
-        let cmd = cross_command(root);
+        let cmd = cross_command(root, Select::BOTH);
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.contains(&("RUSTC".as_ref(), Some(DEBIAN_RUSTC.as_ref()))));
         assert!(envs.contains(&("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
         assert!(envs.contains(&("CARGO_TARGET_DIR".as_ref(), Some("/w/target/cross".as_ref()))));
         let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
         assert!(args.contains(&"-Zbuild-std=core,alloc"));
+        assert_eq!(args[..6], ["build", "--release", "-p", HYP_PACKAGE, "-p", GUEST_PACKAGE]);
+        let guest_only = cross_command(root, Select { hypervisor: false, guest: true });
+        let args: Vec<_> = guest_only.get_args().map(|a| a.to_str().unwrap()).collect();
+        assert_eq!(args[..5], ["build", "--release", "-p", GUEST_PACKAGE, "--target"]);
         assert_eq!(hypervisor_elf(root), Path::new("/w/target/cross/aarch64-unknown-none/release/asyncpf-hypervisor"));
         assert_eq!(guest_image(root), Path::new("/w/target/cross/asyncpf-guest.Image"));
     }

@@ -28,11 +28,27 @@ pub enum Command {
     /// Check for the Debian cross toolchain and QEMU 10; install them with apt-get if allowed.
     Setup,
     /// Build the hypervisor and the guest for aarch64-unknown-none and make the guest Image.
-    Build,
+    Build(BuildArgs),
     /// Run one scenario on QEMU and check its results.
     Run(RunArgs),
     /// Host tests, the cross build, and the QEMU integration tests.
     Test(TestArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BuildArgs {
+    /// Build only the hypervisor.
+    #[arg(long, conflicts_with = "guest_only")]
+    pub hypervisor_only: bool,
+    /// Build only the guest (and its Image), e.g. for `run --bare`.
+    #[arg(long)]
+    pub guest_only: bool,
+}
+
+impl BuildArgs {
+    pub fn select(&self) -> crate::build::Select {
+        crate::build::Select { hypervisor: !self.guest_only, guest: !self.hypervisor_only }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,7 +92,7 @@ pub struct RunArgs {
     /// Do not echo the console; it is still shown (its tail) when the run fails.
     #[arg(long)]
     pub quiet: bool,
-    /// Skip the implicit `cargo xtask build` before running.
+    /// Skip the implicit `cargo xtask build` (of what the run needs) before running.
     #[arg(long)]
     pub no_build: bool,
 }

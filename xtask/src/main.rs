@@ -46,9 +46,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             tc.print_summary();
             Ok(ExitCode::SUCCESS)
         }
-        Command::Build => {
+        Command::Build(args) => {
             let _tc = toolchain::ensure()?;
-            build::build(&workspace_root())?;
+            build::build(&workspace_root(), args.select())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => {

@@ -52,8 +52,10 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         None => None,
     };
     let need_hypervisor = !plan.bare;
-    if !no_build && (need_hypervisor || foreign.is_none()) {
-        build::build(root)?;
+    // Build what the run needs: the hypervisor unless bare, the guest unless foreign.
+    let select = build::Select { hypervisor: need_hypervisor, guest: foreign.is_none() };
+    if !no_build && (select.hypervisor || select.guest) {
+        build::build(root, select)?;
     }
     let hypervisor = build::hypervisor_elf(root);
     if need_hypervisor {

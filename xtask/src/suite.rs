@@ -256,7 +256,7 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     let mut built = true;
     if !cases.is_empty() || selected(BUILD) {
-        let row = timed(BUILD, || build::build(root).map(|()| String::new()));
+        let row = timed(BUILD, || build::build(root, build::Select::BOTH).map(|()| String::new()));
         built = row.passed;
         rows.push(row);
     }
