@@ -20,24 +20,60 @@ pub enum Source {
     Hyp,
 }
 
-/// Recognises a result line; returns who printed it and the parsed JSON (or why it did not
-/// parse). Other lines give None.
-pub fn parse_result_line(line: &str, bare: bool) -> Option<(Source, Result<Value, String>)> {
+/// Splits a console line into who printed it and the content after the prefix.
+/// Unprefixed lines are the guest's in `--bare` mode and nobody's otherwise.
+pub fn line_source(line: &str, bare: bool) -> Option<(Source, &str)> {
     let line = line.trim_start_matches(['\r', '\0']);
-    let (source, rest) = if let Some(rest) = line.strip_prefix(runner::HYP_LINE_PREFIX) {
-        (Source::Hyp, rest)
+    if let Some(rest) = line.strip_prefix(runner::HYP_LINE_PREFIX) {
+        Some((Source::Hyp, rest))
     } else if let Some(rest) = line.strip_prefix(runner::GUEST_LINE_PREFIX) {
-        (Source::Guest, rest)
+        Some((Source::Guest, rest))
     } else if bare {
-        (Source::Guest, line)
+        Some((Source::Guest, line))
     } else {
-        return None;
-    };
+        None
+    }
+}
+
+/// Why a result's JSON text is not usable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JsonProblem {
+    /// The text ends inside the object: the rest may follow on the next line.
+    Incomplete(String),
+    Invalid(String),
+}
+
+/// Parses the JSON text of a result line.
+pub fn parse_result_json(text: &str) -> Result<Value, JsonProblem> {
+    match serde_json::from_str::<Value>(text.trim()) {
+        Ok(v) if v.is_object() => Ok(v),
+        Ok(_) => Err(JsonProblem::Invalid("not a JSON object".into())),
+        Err(e) if e.is_eof() => Err(JsonProblem::Incomplete(format!("incomplete JSON ({e})"))),
+        Err(e) => Err(JsonProblem::Invalid(format!("not valid JSON ({e})"))),
+    }
+}
+
+/// Recognises a single result line; returns who printed it and the parsed JSON (or why it
+/// did not parse). Other lines give None. ([`Console`] also joins results cut into pieces.)
+#[cfg(test)]
+pub fn parse_result_line(line: &str, bare: bool) -> Option<(Source, Result<Value, JsonProblem>)> {
+    let (source, rest) = line_source(line, bare)?;
     let json = rest.strip_prefix(runner::RESULT_PREFIX)?;
-    let parsed = serde_json::from_str::<Value>(json.trim())
-        .map_err(|e| format!("not valid JSON ({e})"))
-        .and_then(|v| if v.is_object() { Ok(v) } else { Err("not a JSON object".to_string()) });
-    Some((source, parsed))
+    Some((source, parse_result_json(json)))
+}
+
+/// A console line may be cut into pieces (a console driver with a line buffer breaks long
+/// lines, each piece getting the prefix again); a result object is joined back from at most
+/// this many pieces.
+const MAX_RESULT_PIECES: usize = 64;
+
+/// A result whose JSON ended early, waiting for its continuation lines.
+#[derive(Debug)]
+struct Pending {
+    source: Source,
+    text: String,
+    pieces: usize,
+    first_line: String,
 }
 
 /// What the runner keeps of the console: the tail and the result objects.
@@ -49,6 +85,7 @@ pub struct Console {
     /// Result lines that could not be used, with the reason.
     pub bad_results: Vec<String>,
     pub bare: bool,
+    pending: Vec<Pending>,
 }
 
 impl Console {
@@ -61,11 +98,42 @@ impl Console {
             self.tail.pop_front();
         }
         self.tail.push_back(line.to_string());
-        match parse_result_line(line, self.bare) {
-            Some((Source::Guest, Ok(v))) => self.guest = Some(v),
-            Some((Source::Hyp, Ok(v))) => self.hyp = Some(v),
-            Some((who, Err(why))) => self.bad_results.push(format!("{who:?} result line {why}: {line}")),
-            None => {}
+        let Some((source, content)) = line_source(line, self.bare) else { return };
+        // A continuation of this source's unfinished result?
+        if let Some(i) = self.pending.iter().position(|p| p.source == source) {
+            if !content.starts_with(runner::RESULT_PREFIX) {
+                let mut p = self.pending.swap_remove(i);
+                p.text.push_str(content);
+                p.pieces += 1;
+                self.settle(p);
+                return;
+            }
+            let p = self.pending.swap_remove(i);
+            self.bad_results.push(format!("{:?} result line never completed: {}", p.source, p.first_line));
+        }
+        if let Some(json) = content.strip_prefix(runner::RESULT_PREFIX) {
+            self.settle(Pending { source, text: json.to_string(), pieces: 1, first_line: line.to_string() });
+        }
+    }
+
+    /// Stores a parsed result, keeps an incomplete one waiting, or records why it is bad.
+    fn settle(&mut self, p: Pending) {
+        match parse_result_json(&p.text) {
+            Ok(v) => match p.source {
+                Source::Guest => self.guest = Some(v),
+                Source::Hyp => self.hyp = Some(v),
+            },
+            Err(JsonProblem::Incomplete(_)) if p.pieces < MAX_RESULT_PIECES => self.pending.push(p),
+            Err(JsonProblem::Incomplete(why) | JsonProblem::Invalid(why)) => {
+                self.bad_results.push(format!("{:?} result line {why}: {}", p.source, p.first_line))
+            }
+        }
+    }
+
+    /// Results still unfinished when the console ended.
+    pub fn finish(&mut self) {
+        for p in std::mem::take(&mut self.pending) {
+            self.bad_results.push(format!("{:?} result line is incomplete JSON: {}", p.source, p.first_line));
         }
     }
 }
@@ -198,9 +266,11 @@ mod tests {
         assert!(parse_result_line("[guest] hello @result {}", false).is_none());
         assert!(parse_result_line("[guest] booting", false).is_none());
         let (_, v) = parse_result_line("[guest] @result {\"ok\": tru", false).unwrap();
-        assert!(v.unwrap_err().contains("not valid JSON"));
+        assert!(matches!(v.unwrap_err(), JsonProblem::Incomplete(_)));
+        let (_, v) = parse_result_line("[guest] @result {\"ok\": nope}", false).unwrap();
+        assert!(matches!(v.unwrap_err(), JsonProblem::Invalid(m) if m.contains("not valid JSON")));
         let (_, v) = parse_result_line("[guest] @result [1]", false).unwrap();
-        assert!(v.unwrap_err().contains("not a JSON object"));
+        assert!(matches!(v.unwrap_err(), JsonProblem::Invalid(m) if m.contains("not a JSON object")));
     }
 
     #[test]
@@ -216,6 +286,27 @@ mod tests {
         assert_eq!(c.tail.front().unwrap(), "line 42");
         assert!(c.guest.is_some() && c.hyp.is_some());
         assert_eq!(verdict(Some(0), false, 1, &c), None);
+    }
+
+    #[test]
+    fn joins_a_result_cut_into_pieces() {
+        let mut c = Console::new(false);
+        c.push("[guest] @result {\"ok\":true,\"per_vcpu\":[{\"tasks_run");
+        c.push("[hyp] something else");
+        c.push("[guest] \":5}],\"name\":\"a b");
+        assert!(c.guest.is_none());
+        c.push("[guest] c\"}");
+        assert_eq!(c.guest, Some(json!({"ok": true, "per_vcpu": [{"tasks_run": 5}], "name": "a bc"})));
+        assert!(c.bad_results.is_empty());
+
+        let mut c = Console::new(false);
+        c.push("[guest] @result {\"ok\":");
+        c.push("[guest] @result {\"ok\": true}");
+        assert_eq!(c.guest, Some(json!({"ok": true})));
+        assert!(c.bad_results[0].contains("never completed"), "{:?}", c.bad_results);
+        c.push("[hyp] @result {\"exits\":");
+        c.finish();
+        assert!(c.bad_results[1].contains("incomplete JSON"), "{:?}", c.bad_results);
     }
 
     #[test]

@@ -106,6 +106,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         console.push(line);
     })?;
     drop(staged);
+    console.finish();
 
     let failure = results::verdict(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console);
     report.ok = failure.is_none();
