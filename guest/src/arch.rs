@@ -112,13 +112,6 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
-/// DSB SY + ISB: completes all memory accesses and refetches following instructions.
-#[inline(always)]
-pub fn full_barrier() {
-    // SAFETY: barriers have no effect besides ordering.
-    unsafe { asm!("dsb sy", "isb", options(nostack, preserves_flags)) };
-}
-
 /// Smallest data cache line size in bytes (CTR_EL0.DminLine), for cache maintenance loops.
 pub fn dcache_line_size() -> usize {
     let ctr: u64;

@@ -10,6 +10,7 @@ use crate::dt::MAX_CPUS;
 use crate::{arch, dt, exceptions, gic, mm, percpu, psci, scenarios, sched, timer};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 const BOOT_STACK_SIZE: usize = 16 * 1024;
@@ -116,12 +117,9 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     // MMU off: parse the device tree (the target forbids unaligned accesses, so this is safe on
     // uncached memory) and build the translation tables, then turn the MMU on.
     // SAFETY: the boot protocol passes the DTB address in x0.
-    let platform = unsafe { dt::parse(dtb) };
-    let Ok(platform) = platform else {
-        // No console, no PSCI conduit known: nothing better to do than stop.
-        loop {
-            arch::wait_for_interrupt();
-        }
+    let platform = match unsafe { dt::parse(dtb) } {
+        Ok(platform) => platform,
+        Err(error) => unusable_device_tree(dtb, error),
     };
     // SAFETY: first and only call, before any other CPU runs.
     unsafe { mm::build(&platform) };
@@ -131,7 +129,9 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     crate::console::init(platform.uart.base as usize);
     psci::init(platform.psci);
     crate::println!(
-        "asyncpf guest: {} cpus, RAM {:#x}+{:#x}, GICD {:#x}, GICR {:#x}, vtimer INTID {}, PSCI {:?} v{:?}",
+        "asyncpf guest: DTB {:#x}+{:#x}, {} cpus, RAM {:#x}+{:#x}, GICD {:#x}, GICR {:#x}, vtimer INTID {}, PSCI {:?} v{:?}",
+        platform.dtb.base,
+        platform.dtb.size,
         platform.cpu_count,
         platform.ram[0].base,
         platform.ram[0].size,
@@ -164,7 +164,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
 
     for (index, cpu) in percpu::all().skip(1) {
         // SAFETY: `secondary_entry` runs with the MMU off and expects its logical number in x0.
-        let ret = unsafe { psci::cpu_on(cpu.mpidr(), secondary_entry as usize, index as u64) };
+        let ret = unsafe { psci::cpu_on(cpu.mpidr(), secondary_entry as *const () as usize, index as u64) };
         if ret != asyncpf_contract::psci::SUCCESS {
             panic!("PSCI CPU_ON of cpu {index} (MPIDR {:#x}) failed: {ret}", cpu.mpidr());
         }
@@ -179,6 +179,20 @@ extern "C" fn primary_main(dtb: usize) -> ! {
 
     scenarios::start(platform.bootargs);
     sched::idle_loop();
+}
+
+/// Says why the device tree cannot be used, if it names a console, and stops: without the
+/// `/psci` node there is no known way to power off.
+fn unusable_device_tree(dtb: usize, error: dt::DtError) -> ! {
+    // SAFETY: as in `primary_main`.
+    if let Some(base) = unsafe { dt::console_base(dtb) } {
+        // With the MMU off every data access is Device-nGnRnE, so the PL011 is usable as is.
+        crate::console::init(base);
+        let _ = writeln!(crate::console::RawConsole, "asyncpf guest: unusable device tree at {dtb:#x}: {error}");
+    }
+    loop {
+        arch::wait_for_interrupt();
+    }
 }
 
 extern "C" fn secondary_main(_index: usize) -> ! {

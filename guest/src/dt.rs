@@ -26,10 +26,6 @@ impl Range {
     pub fn overlaps(&self, other: &Range) -> bool {
         self.base < other.end() && other.base < self.end()
     }
-    /// True when `addr` is inside.
-    pub fn contains(&self, addr: u64) -> bool {
-        addr >= self.base && addr < self.end()
-    }
 }
 
 /// Everything the kernel needs from the device tree.
@@ -76,6 +72,16 @@ pub enum DtError {
     Unsupported(&'static str),
 }
 
+impl core::fmt::Display for DtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            DtError::BadHeader => f.write_str("not a valid flattened device tree"),
+            DtError::Missing(what) => write!(f, "missing {what}"),
+            DtError::Unsupported(what) => write!(f, "unsupported {what}"),
+        }
+    }
+}
+
 fn be_cells(bytes: &[u8], cells: usize) -> Option<(u64, &[u8])> {
     if cells > 2 || bytes.len() < cells * 4 {
         return None;
@@ -90,6 +96,17 @@ fn be_cells(bytes: &[u8], cells: usize) -> Option<(u64, &[u8])> {
 fn first_reg(node: fdt::node::FdtNode<'_, '_>, index: usize) -> Option<Range> {
     let region = node.reg()?.nth(index)?;
     Some(Range { base: region.starting_address as u64, size: region.size.unwrap_or(0) as u64 })
+}
+
+/// The PL011 named by `/chosen/stdout-path`, if the device tree gets that far (for reporting
+/// why the rest of it is unusable).
+///
+/// # Safety
+/// As for [`parse`].
+pub unsafe fn console_base(dtb: usize) -> Option<usize> {
+    // SAFETY: forwarded to the caller.
+    let fdt = unsafe { Fdt::from_ptr(dtb as *const u8) }.ok()?;
+    first_reg(fdt.chosen().stdout()?, 0).map(|r| r.base as usize)
 }
 
 /// Parses the device tree at physical address `dtb`.

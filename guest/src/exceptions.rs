@@ -35,8 +35,7 @@ enum Vector {
     El0Irq = 5,
     El0Fiq = 6,
     El0SError = 7,
-    /// EL1 with SP_EL0, or AArch32 EL0: never used by this kernel.
-    Unexpected = 8,
+    // 8: EL1 with SP_EL0, or AArch32 EL0; never used by this kernel, so always fatal.
 }
 
 /// ESR_EL1.EC values the kernel handles.

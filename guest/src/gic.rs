@@ -46,7 +46,6 @@ pub const SGI_RESCHEDULE: u32 = 0;
 pub const SGI_TEST: u32 = 1;
 
 struct Layout {
-    gicd: usize,
     gicr_base: usize,
     gicr_size: usize,
     vtimer_intid: u32,
@@ -66,7 +65,7 @@ pub enum GicError {
 
 /// Records the GIC's addresses and enables the distributor (boot CPU only).
 pub fn init_distributor(gicd: usize, gicr_base: usize, gicr_size: usize, vtimer_intid: u32) {
-    LAYOUT.set(Layout { gicd, gicr_base, gicr_size, vtimer_intid });
+    LAYOUT.set(Layout { gicr_base, gicr_size, vtimer_intid });
     // SAFETY: GICD_CTLR of the distributor from the device tree, mapped as device memory.
     unsafe {
         mmio::write32(gicd + GICD_CTLR, GICD_CTLR_ARE_NS | GICD_CTLR_ENABLE_GRP1NS);

@@ -2,7 +2,7 @@
 
 use crate::console::{self, RawConsole};
 use crate::sync::BootOnce;
-use crate::{arch, percpu, psci};
+use crate::{arch, percpu, psci, sched};
 use asyncpf_contract::runner::RESULT_PREFIX;
 use asyncpf_guest::json::Json;
 use core::fmt::{self, Write};
@@ -87,7 +87,7 @@ pub fn fail(what: fmt::Arguments<'_>) -> ! {
         halt();
     }
     let mut out = RawConsole;
-    let _ = writeln!(out, "\nguest: fatal error on cpu {}: {what}", arch::cpu_index());
+    let _ = writeln!(out, "\nguest: fatal error on cpu {} in task {:?}: {what}", arch::cpu_index(), sched::current_name());
     let _ = write_result(&mut out, false, Some(what), |_| Ok(()));
     psci::system_off();
 }

@@ -28,10 +28,25 @@ pub enum Reason {
     Exit,
 }
 
-/// Token namespaces (top byte) so that kernel tokens never collide with each other or with
-/// tokens chosen by other subsystems.
-const TOKEN_JOIN: u64 = 0x01 << 56;
-const TOKEN_SLEEP: u64 = 0x02 << 56;
+/// Token namespaces (the top byte of a token), so that tokens of different users never
+/// collide and a wake-all can be limited to one user.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Namespace {
+    Join = 1,
+    Sleep = 2,
+    /// Tokens the scenarios use to check the primitives themselves.
+    Scenario = 3,
+}
+
+/// The token `value` (low 56 bits) in `namespace`.
+pub const fn token(namespace: Namespace, value: u64) -> u64 {
+    (namespace as u64) << 56 | (value & ((1 << 56) - 1))
+}
+
+fn namespace_of(token: u64) -> u64 {
+    token >> 56
+}
 
 static WAITERS: SpinLock<WaiterTable<TaskId, MAX_TASKS>> = SpinLock::new(WaiterTable::new());
 static SLEEPERS: SpinLock<SleepQueue<MAX_TASKS>> = SpinLock::new(SleepQueue::new());
@@ -44,8 +59,8 @@ pub struct TaskHandle {
 }
 
 impl TaskHandle {
-    fn token(self, namespace: u64) -> u64 {
-        namespace | u64::from(self.generation) << 16 | u64::from(self.id)
+    fn token(self, namespace: Namespace) -> u64 {
+        token(namespace, u64::from(self.generation) << 16 | u64::from(self.id))
     }
 }
 
@@ -57,6 +72,14 @@ fn current_id() -> TaskId {
 pub fn current() -> TaskHandle {
     let id = current_id();
     TaskHandle { id, generation: task::get(id).generation.load(Ordering::Relaxed) }
+}
+
+/// Name of the task running on this CPU ("boot" before the scheduler runs here).
+pub fn current_name() -> &'static str {
+    match percpu::this().current.load(Ordering::Relaxed) {
+        NO_TASK => "boot",
+        id => task::get(id as TaskId).spec().name,
+    }
 }
 
 /// Makes this CPU's boot context its idle task (called once per CPU during bring-up).
@@ -309,16 +332,25 @@ pub fn wake(token: u64) -> usize {
     n
 }
 
-/// Releases every parked task, whatever its token. Returns how many.
-pub fn wake_all() -> usize {
+/// Releases every task parked on a token of `namespace` (no wake is left pending). Returns
+/// how many.
+pub fn wake_all(namespace: Namespace) -> usize {
     let mut released = [0 as TaskId; MAX_TASKS];
     let mut n = 0;
-    WAITERS.lock().wake_all(|id| {
-        released[n] = id;
-        n += 1;
-    });
+    WAITERS.lock().wake_matching(
+        |t| namespace_of(t) == namespace as u64,
+        |id| {
+            released[n] = id;
+            n += 1;
+        },
+    );
     released[..n].iter().for_each(|&id| make_runnable(id));
     n
+}
+
+/// Number of tasks parked on tokens of `namespace`.
+pub fn parked(namespace: Namespace) -> usize {
+    WAITERS.lock().parked_matching(|t| namespace_of(t) == namespace as u64)
 }
 
 /// Ends the running task; wakes whoever joins it.
@@ -329,7 +361,7 @@ pub fn exit_current() -> ! {
     if let Some(out) = t.spec().cpus_out {
         out.store(t.ran_on.load(Ordering::Relaxed), Ordering::Relaxed);
     }
-    wake(me.token(TOKEN_JOIN));
+    wake(me.token(Namespace::Join));
     task::get(me.id).sched.lock().state = State::Exited;
     schedule(Reason::Exit);
     unreachable!("an exited task was scheduled again");
@@ -337,12 +369,12 @@ pub fn exit_current() -> ! {
 
 /// Waits until the task has exited (at once if it already has).
 pub fn join(handle: TaskHandle) {
-    park(handle.token(TOKEN_JOIN));
+    park(handle.token(Namespace::Join));
 }
 
 /// Parks the running task for at least `ns` nanoseconds (woken by a later tick on any CPU).
 pub fn sleep_ns(ns: u64) {
-    let token = current().token(TOKEN_SLEEP);
+    let token = current().token(Namespace::Sleep);
     let deadline = arch::virtual_count() + timer::ns_to_ticks(ns);
     SLEEPERS.lock().insert(deadline, token).expect("sleep queue holds every task");
     park(token);

@@ -181,7 +181,7 @@ pub fn create(spec: Spec) -> Option<TaskId> {
     let kernel_top = KERNEL_STACKS.top(id);
     let mut context = Context::default();
     context.x19_x30[0] = u64::from(id);
-    context.x19_x30[11] = task_trampoline as usize as u64;
+    context.x19_x30[11] = task_trampoline as *const () as usize as u64;
     context.sp = kernel_top as u64;
     if spec.kind == Kind::User {
         // The first entry to EL0 is an exception return from a frame at the kernel stack top.

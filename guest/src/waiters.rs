@@ -92,13 +92,21 @@ impl<T: Copy, const N: usize> WaiterTable<T, N> {
     }
 
     /// Releases every parked task, whatever its token; returns how many.
-    pub fn wake_all(&mut self, mut release: impl FnMut(T)) -> usize {
+    pub fn wake_all(&mut self, release: impl FnMut(T)) -> usize {
+        self.wake_matching(|_| true, release)
+    }
+
+    /// Releases every task parked on a token for which `matches` holds; returns how many.
+    /// No pending wake is recorded.
+    pub fn wake_matching(&mut self, matches: impl Fn(u64) -> bool, mut release: impl FnMut(T)) -> usize {
         let mut released = 0;
         for slot in self.slots.iter_mut() {
-            if let Slot::Parked { task, .. } = *slot {
-                *slot = Slot::Free;
-                release(task);
-                released += 1;
+            if let Slot::Parked { token, task } = *slot {
+                if matches(token) {
+                    *slot = Slot::Free;
+                    release(task);
+                    released += 1;
+                }
             }
         }
         released
@@ -106,7 +114,12 @@ impl<T: Copy, const N: usize> WaiterTable<T, N> {
 
     /// Number of tasks currently parked.
     pub fn parked(&self) -> usize {
-        self.slots.iter().filter(|s| matches!(s, Slot::Parked { .. })).count()
+        self.parked_matching(|_| true)
+    }
+
+    /// Number of tasks parked on a token for which `matches` holds.
+    pub fn parked_matching(&self, matches: impl Fn(u64) -> bool) -> usize {
+        self.slots.iter().filter(|s| matches!(s, Slot::Parked { token, .. } if matches(*token))).count()
     }
 
     /// Number of wakes pending (recorded before their park) on `token`.
@@ -191,6 +204,21 @@ mod tests {
         assert_eq!(t.wake_all(|x| out.push(x)), 5);
         assert_eq!(out.len(), 5);
         assert_eq!(t.parked(), 0);
+    }
+
+    #[test]
+    fn wake_matching_releases_only_matching_tokens() {
+        let mut t: WaiterTable<u16, 8> = WaiterTable::new();
+        t.park(0x0100, 1).unwrap();
+        t.park(0x0101, 2).unwrap();
+        t.park(0x0200, 3).unwrap();
+        assert_eq!(t.parked_matching(|tok| tok >> 8 == 1), 2);
+        let mut out = Vec::new();
+        assert_eq!(t.wake_matching(|tok| tok >> 8 == 1, |x| out.push(x)), 2);
+        out.sort();
+        assert_eq!(out, [1, 2]);
+        assert_eq!(t.parked(), 1);
+        assert_eq!(t.pending(0x0100), 0, "a wake-all leaves nothing pending");
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! `smp`: more CPU-bound tasks than CPUs, half at EL0 and half at EL1. They never yield, so
 //! they share the CPUs only through timer preemption; placement and stealing spread them.
-//! Also one EL0 task checks the sleep and time system calls.
+//! Also one EL0 task checks the sleep and time system calls, and EL1 tasks check the park/wake
+//! primitives: a wake that comes before the park is not lost, and a wake-all releases every
+//! task parked in its namespace.
 
-use crate::sched::{self, SpawnOptions, TaskHandle};
+use crate::sched::{self, Namespace, SpawnOptions, TaskHandle};
 use crate::task::MAX_WORKERS;
 use crate::{percpu, report, syscall, timer};
 use asyncpf_guest::rng::SplitMix64;
@@ -13,11 +15,20 @@ const TASKS_PER_CPU: usize = 3;
 /// At least this many tasks of each kind, whatever the CPU count.
 const MIN_TASKS_PER_KIND: usize = 2;
 /// Work units per task: this base plus up to half again, drawn from the seed.
-const BASE_UNITS: u64 = 200;
+const BASE_UNITS: u64 = 120;
 /// Mixing rounds per work unit.
 const ROUNDS_PER_UNIT: u64 = 100_000;
 /// What the sleep-check task asks for.
 const SLEEP_NS: u64 = 30_000_000;
+/// Tasks parked and then released together by one wake-all.
+const WAKE_ALL_TASKS: u64 = 3;
+/// Token value (in the scenario namespace) of the wake-before-park check.
+const EARLY_WAKE_VALUE: u64 = 0x100;
+/// How long to wait for the wake-all tasks to park.
+const PARK_WAIT_NS: u64 = 1_000_000_000;
+
+/// Parker tasks that got past their park.
+static RELEASED: AtomicU64 = AtomicU64::new(0);
 
 /// One worker's progress, in pages EL0 may write (EL1 workers use the same record).
 #[repr(C)]
@@ -89,6 +100,41 @@ extern "C" fn user_sleeper(arg: u64) -> ! {
     syscall::user::exit()
 }
 
+/// EL1 task that parks on token `value` of the scenario namespace.
+fn parker(value: u64) {
+    sched::park(sched::token(Namespace::Scenario, value));
+    RELEASED.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Checks the park/wake primitives; returns (early wake honoured, tasks released by wake-all).
+fn check_park_wake() -> (bool, u64) {
+    // Wake first: nobody is parked, so the wake is kept and the park returns at once (a lost
+    // wake would leave the join below waiting forever).
+    sched::wake(sched::token(Namespace::Scenario, EARLY_WAKE_VALUE));
+    let early = sched::spawn_kernel("smp-early", parker, EARLY_WAKE_VALUE, SpawnOptions::default())
+        .expect("free task slot");
+    sched::join(early);
+    let early_ok = RELEASED.load(Ordering::Relaxed) == 1;
+
+    let mut parkers = [None; WAKE_ALL_TASKS as usize];
+    for (value, slot) in (0..).zip(parkers.iter_mut()) {
+        *slot = Some(sched::spawn_kernel("smp-park", parker, value, SpawnOptions::default()).expect("free task slot"));
+    }
+    let deadline = timer::now_ns() + PARK_WAIT_NS;
+    while sched::parked(Namespace::Scenario) < WAKE_ALL_TASKS as usize && timer::now_ns() < deadline {
+        sched::yield_now();
+    }
+    let released = sched::wake_all(Namespace::Scenario) as u64;
+    // Any parker that had not parked yet gets its own (pending) wake, so that the joins end.
+    if released < WAKE_ALL_TASKS {
+        (0..WAKE_ALL_TASKS).for_each(|value| {
+            sched::wake(sched::token(Namespace::Scenario, value));
+        });
+    }
+    parkers.iter().flatten().for_each(|&h| sched::join(h));
+    (early_ok, released)
+}
+
 #[derive(Clone, Copy)]
 struct Worker {
     handle: TaskHandle,
@@ -98,6 +144,7 @@ struct Worker {
 
 /// Runs the scenario and reports.
 pub fn run(seed: u64) -> ! {
+    let (early_wake_ok, wake_all_released) = check_park_wake();
     let mut rng = SplitMix64::new(seed);
     let cpus = percpu::count();
     let per_kind = (TASKS_PER_CPU * cpus).div_ceil(2).max(MIN_TASKS_PER_KIND);
@@ -138,9 +185,11 @@ pub fn run(seed: u64) -> ! {
     let slept_ns = sleeper_progress.slept_ns.load(Ordering::Relaxed);
     let sleep_ok = slept_ns >= SLEEP_NS;
 
-    let ok = all_done && every_cpu_ran_tasks && preemptions > 0 && sleep_ok;
+    let wake_all_ok = wake_all_released == WAKE_ALL_TASKS;
+    let ok = all_done && every_cpu_ran_tasks && preemptions > 0 && sleep_ok && early_wake_ok && wake_all_ok;
     let error = format_args!(
-        "all_done={all_done} every_cpu_ran_tasks={every_cpu_ran_tasks} preemptions={preemptions} sleep_ok={sleep_ok}"
+        "all_done={all_done} every_cpu_ran_tasks={every_cpu_ran_tasks} preemptions={preemptions} \
+         sleep_ok={sleep_ok} early_wake_ok={early_wake_ok} wake_all_released={wake_all_released}"
     );
     report::finish(ok, (!ok).then_some(error), |j| {
         j.u64(Some("seed"), seed)?;
@@ -148,6 +197,9 @@ pub fn run(seed: u64) -> ! {
         j.u64(Some("tasks"), count as u64)?;
         j.u64(Some("sleep_requested_ns"), SLEEP_NS)?;
         j.u64(Some("sleep_measured_ns"), slept_ns)?;
+        j.bool(Some("early_wake_ok"), early_wake_ok)?;
+        j.u64(Some("wake_all_expected"), WAKE_ALL_TASKS)?;
+        j.u64(Some("wake_all_released"), wake_all_released)?;
         j.begin_array(Some("per_task"))?;
         for (i, w) in workers.iter().flatten().enumerate() {
             j.begin_object(None)?;
