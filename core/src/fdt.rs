@@ -16,6 +16,7 @@
 //!
 //! The blob is written with the `vm-fdt` crate (no_std with its `alloc` feature).
 
+use crate::mpidr::{self, AFF2_0_MASK, AFF3_MASK};
 use crate::vgic::{GICD_SIZE, GICR_FRAME_SIZE};
 use alloc::format;
 use alloc::string::String;
@@ -75,14 +76,10 @@ pub mod timer_ppi {
     pub const HYP_PHYS: u32 = 10;
 }
 
-/// MPIDR_EL1 affinity fields: Aff3 in bits 39:32, Aff2..Aff0 in bits 23:0.
-const MPIDR_AFF3_SHIFT: u32 = 32;
-const MPIDR_AFF3_MASK: u64 = 0xff << MPIDR_AFF3_SHIFT;
-const MPIDR_AFF2_0_MASK: u64 = 0x00ff_ffff;
-
-/// The part of an MPIDR_EL1 value that a `cpu` node's `reg` holds (`arm/cpus.yaml`).
-pub fn mpidr_affinity(mpidr: u64) -> u64 {
-    mpidr & (MPIDR_AFF3_MASK | MPIDR_AFF2_0_MASK)
+/// Builds the device tree blob (DTB version 17) describing `platform`.
+pub fn build(platform: &GuestPlatform) -> Result<Vec<u8>, FdtError> {
+    platform.validate()?;
+    platform.write()
 }
 
 /// Why no device tree could be built.
@@ -163,10 +160,10 @@ impl GuestPlatform<'_> {
             return Err(FdtError::NoCpus);
         }
         for (i, &a) in self.cpu_mpidrs.iter().enumerate() {
-            let affinity = mpidr_affinity(a);
+            let affinity = mpidr::affinity(a);
             if self.cpu_mpidrs[..i]
                 .iter()
-                .any(|&b| mpidr_affinity(b) == affinity)
+                .any(|&b| mpidr::affinity(b) == affinity)
             {
                 return Err(FdtError::DuplicateCpu { affinity });
             }
@@ -178,14 +175,12 @@ impl GuestPlatform<'_> {
         check_region("PL011", self.uart_base, UART_SIZE)
     }
 
-    /// Builds the device tree blob.
-    pub fn build_fdt(&self) -> Result<Vec<u8>, FdtError> {
-        self.validate()?;
+    fn write(&self) -> Result<Vec<u8>, FdtError> {
         // Aff3 needs a second address cell in /cpus (arm/cpus.yaml).
-        let wide_cpu_reg = self.cpu_mpidrs.iter().any(|&m| m & MPIDR_AFF3_MASK != 0);
+        let wide_cpu_reg = self.cpu_mpidrs.iter().any(|&m| m & AFF3_MASK != 0);
         let mut fdt = FdtWriter::new()?;
         // The boot CPU's physical ID: the low cell of its reg, as the DT spec defines it.
-        fdt.set_boot_cpuid_phys((mpidr_affinity(self.cpu_mpidrs[0]) & MPIDR_AFF2_0_MASK) as u32);
+        fdt.set_boot_cpuid_phys((mpidr::affinity(self.cpu_mpidrs[0]) & AFF2_0_MASK) as u32);
 
         let root = fdt.begin_node("")?;
         fdt.property_string("compatible", MACHINE_COMPATIBLE)?;
@@ -211,7 +206,7 @@ impl GuestPlatform<'_> {
         fdt.property_u32("#address-cells", if wide_cpu_reg { 2 } else { 1 })?;
         fdt.property_u32("#size-cells", 0)?;
         for &mpidr in self.cpu_mpidrs {
-            let affinity = mpidr_affinity(mpidr);
+            let affinity = mpidr::affinity(mpidr);
             let cpu = fdt.begin_node(&format!("cpu@{affinity:x}"))?;
             fdt.property_string("device_type", "cpu")?;
             fdt.property_string("compatible", "arm,armv8")?;
@@ -358,9 +353,7 @@ mod tests {
 
     #[test]
     fn every_node_and_property() {
-        let blob = platform(&MPIDRS, "scenario=smp seed=1")
-            .build_fdt()
-            .unwrap();
+        let blob = build(&platform(&MPIDRS, "scenario=smp seed=1")).unwrap();
         // Header: magic, version 17, boot CPU.
         assert_eq!(&blob[0..4], &0xd00d_feedu32.to_be_bytes());
         assert_eq!(u32::from_be_bytes(blob[20..24].try_into().unwrap()), 17);
@@ -526,7 +519,7 @@ mod tests {
     fn cpu_reg_holds_affinity_only() {
         // Bit 31 (RES1), U (30) and MT (24) are not part of reg.
         let mpidrs = [0xC100_0000 | 0x0001_0203, 0x8000_0000 | 0x0001_0100];
-        let blob = platform(&mpidrs, "").build_fdt().unwrap();
+        let blob = build(&platform(&mpidrs, "")).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
         let cpus = node(&fdt, "/cpus");
         assert_eq!(children(cpus), ["cpu@10203", "cpu@10100"]);
@@ -545,7 +538,7 @@ mod tests {
     #[test]
     fn aff3_uses_two_address_cells() {
         let mpidrs = [0x8000_0000, 0x01_8000_0000];
-        let blob = platform(&mpidrs, "").build_fdt().unwrap();
+        let blob = build(&platform(&mpidrs, "")).unwrap();
         let fdt = Fdt::new(&blob).unwrap();
         assert_eq!(cells(node(&fdt, "/cpus"), "#address-cells"), [2]);
         assert_eq!(children(node(&fdt, "/cpus")), ["cpu@0", "cpu@100000000"]);
@@ -556,15 +549,15 @@ mod tests {
     #[test]
     fn errors() {
         let p = platform(&[], "");
-        assert_eq!(p.build_fdt(), Err(FdtError::NoCpus));
+        assert_eq!(build(&p), Err(FdtError::NoCpus));
         let p = platform(&[0x8000_0001, 0x1], "");
-        assert_eq!(p.build_fdt(), Err(FdtError::DuplicateCpu { affinity: 1 }));
+        assert_eq!(build(&p), Err(FdtError::DuplicateCpu { affinity: 1 }));
         let p = platform(&MPIDRS, "a\0b");
-        assert_eq!(p.build_fdt(), Err(FdtError::BootargsContainNul));
+        assert_eq!(build(&p), Err(FdtError::BootargsContainNul));
         let mut p = platform(&MPIDRS, "");
         p.ram_size = 0;
         assert!(matches!(
-            p.build_fdt(),
+            build(&p),
             Err(FdtError::BadRegion {
                 what: "guest RAM",
                 ..
@@ -572,7 +565,7 @@ mod tests {
         ));
         let mut p = platform(&MPIDRS, "");
         p.gicr_base = u64::MAX - 0x1000;
-        let err = p.build_fdt().unwrap_err();
+        let err = build(&p).unwrap_err();
         assert!(
             err.to_string()
                 .contains("GIC redistributors at 0xffffffffffffefff"),
@@ -581,7 +574,7 @@ mod tests {
         let mut p = platform(&MPIDRS, "");
         p.uart_base = u64::MAX;
         assert!(matches!(
-            p.build_fdt(),
+            build(&p),
             Err(FdtError::BadRegion { what: "PL011", .. })
         ));
         assert!(FdtError::DuplicateCpu { affinity: 1 }
@@ -599,7 +592,7 @@ mod tests {
             return;
         }
         for mpidrs in [&MPIDRS[..], &[0x8000_0000, 0x01_0000_0100]] {
-            let blob = platform(mpidrs, "console=ttyAMA0").build_fdt().unwrap();
+            let blob = build(&platform(mpidrs, "console=ttyAMA0")).unwrap();
             let path = std::env::temp_dir().join(format!(
                 "asyncpf-core-fdt-{}-{}.dtb",
                 std::process::id(),

@@ -4,6 +4,7 @@
 //! * [`image`]: the arm64 Linux kernel `Image` header and where to load it.
 //! * [`options`]: the hypervisor's command line.
 //! * [`fdt`]: the device tree the guest boots with.
+//! * [`mpidr`]: MPIDR_EL1 affinity fields.
 //! * [`vgic`]: the emulated GICv3 distributor and redistributors.
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
@@ -17,5 +18,6 @@ extern crate std;
 
 pub mod fdt;
 pub mod image;
+pub mod mpidr;
 pub mod options;
 pub mod vgic;
