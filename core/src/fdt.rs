@@ -78,8 +78,7 @@ pub mod timer_ppi {
 
 /// Builds the device tree blob (DTB version 17) describing `platform`.
 pub fn build(platform: &GuestPlatform) -> Result<Vec<u8>, FdtError> {
-    platform.validate()?;
-    platform.write()
+    platform.build_fdt()
 }
 
 /// Why no device tree could be built.
@@ -175,7 +174,9 @@ impl GuestPlatform<'_> {
         check_region("PL011", self.uart_base, UART_SIZE)
     }
 
-    fn write(&self) -> Result<Vec<u8>, FdtError> {
+    /// Builds the device tree blob; the same as [`build`].
+    pub fn build_fdt(&self) -> Result<Vec<u8>, FdtError> {
+        self.validate()?;
         // Aff3 needs a second address cell in /cpus (arm/cpus.yaml).
         let wide_cpu_reg = self.cpu_mpidrs.iter().any(|&m| m & AFF3_MASK != 0);
         let mut fdt = FdtWriter::new()?;
@@ -353,7 +354,7 @@ mod tests {
 
     #[test]
     fn every_node_and_property() {
-        let blob = build(&platform(&MPIDRS, "scenario=smp seed=1")).unwrap();
+        let blob = platform(&MPIDRS, "scenario=smp seed=1").build_fdt().unwrap();
         // Header: magic, version 17, boot CPU.
         assert_eq!(&blob[0..4], &0xd00d_feedu32.to_be_bytes());
         assert_eq!(u32::from_be_bytes(blob[20..24].try_into().unwrap()), 17);
