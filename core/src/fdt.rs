@@ -354,7 +354,9 @@ mod tests {
 
     #[test]
     fn every_node_and_property() {
-        let blob = platform(&MPIDRS, "scenario=smp seed=1").build_fdt().unwrap();
+        let blob = platform(&MPIDRS, "scenario=smp seed=1")
+            .build_fdt()
+            .unwrap();
         // Header: magic, version 17, boot CPU.
         assert_eq!(&blob[0..4], &0xd00d_feedu32.to_be_bytes());
         assert_eq!(u32::from_be_bytes(blob[20..24].try_into().unwrap()), 17);

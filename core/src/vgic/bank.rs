@@ -61,6 +61,11 @@ impl BankReg {
     }
 }
 
+/// INTIDs per bank (and bits per bitmap register).
+pub(super) const BANK: u32 = 32;
+/// The bank bits one ICFGR register covers.
+const ICFGR_LOWER_HALF: u32 = (1 << icfgr::PER_REGISTER) - 1;
+
 /// The state of 32 interrupts.
 #[derive(Clone, Debug)]
 pub(super) struct Bank {
@@ -73,7 +78,7 @@ pub(super) struct Bank {
     pending: u32,
     active: u32,
     edge: u32,
-    priority: [u8; 32],
+    priority: [u8; BANK as usize],
 }
 
 impl Bank {
@@ -88,7 +93,7 @@ impl Bank {
             pending: 0,
             active: 0,
             edge: edge & implemented,
-            priority: [0; 32],
+            priority: [0; BANK as usize],
         }
     }
 
@@ -149,7 +154,7 @@ impl Bank {
     pub(super) fn write_config(&mut self, upper: bool, value: u32) {
         let shift = if upper { icfgr::PER_REGISTER } else { 0 };
         let edge = gather_odd_bits(value) << shift;
-        let writable = self.config_writable & (0xffff << shift);
+        let writable = self.config_writable & (ICFGR_LOWER_HALF << shift);
         self.edge = (self.edge & !writable) | (edge & writable);
     }
 
@@ -159,7 +164,7 @@ impl Bank {
     }
 
     fn is_implemented(&self, bit: usize) -> bool {
-        bit < 32 && self.implemented & (1 << bit) != 0
+        bit < BANK as usize && self.implemented & (1 << bit) != 0
     }
 
     pub(super) fn set_pending(&mut self, bit: usize) {

@@ -1,7 +1,7 @@
 //! The emulated GICv3 distributor: GICD_* registers (IHI 0069 12.8 and 12.9) and the state of
 //! the SPIs. See the [parent module](super) for the emulated GIC's properties.
 
-use super::bank::{Bank, BankReg};
+use super::bank::{Bank, BankReg, BANK};
 use super::regs::{ctlr, gicd, iidr, pidr2, typer};
 use super::{
     check_access, read_part, write_part, BadIntId, MmioError, Pending, Width, FIRST_SPI, GICD_SIZE,
@@ -31,10 +31,10 @@ impl Distributor {
     /// Every SPI starts routed to affinity 0.0.0.0.
     pub fn new(num_spis: u32, num_vcpus: usize) -> Self {
         let num_spis = num_spis.min(MAX_SPIS);
-        let spis = (0..num_spis.div_ceil(32))
+        let spis = (0..num_spis.div_ceil(BANK))
             .map(|i| {
-                let implemented_here = (num_spis - 32 * i).min(32);
-                let implemented = u32::MAX >> (32 - implemented_here);
+                let implemented_here = (num_spis - BANK * i).min(BANK);
+                let implemented = u32::MAX >> (BANK - implemented_here);
                 // Every SPI's trigger mode is programmable; SPIs reset to level-sensitive.
                 Bank::new(implemented, u32::MAX, 0)
             })
@@ -45,7 +45,7 @@ impl Distributor {
         Distributor {
             enables: 0,
             cpu_number: cpus - 1,
-            routes: vec![0; spis.len() * 32],
+            routes: vec![0; spis.len() * BANK as usize],
             spis,
         }
     }
@@ -78,8 +78,8 @@ impl Distributor {
     /// The index into `routes` of an implemented SPI.
     fn spi_index(&self, intid: u32) -> Option<usize> {
         let index = intid.checked_sub(FIRST_SPI)? as usize;
-        let bank = self.spis.get(index / 32)?;
-        (bank.implemented() & (1 << (index % 32)) != 0).then_some(index)
+        let (block, bit) = (index / BANK as usize, index % BANK as usize);
+        (self.spis.get(block)?.implemented() & (1 << bit) != 0).then_some(index)
     }
 
     /// Handles a guest read of `size` bytes at `offset` in the distributor page.
@@ -168,8 +168,8 @@ impl Distributor {
             }
             BankReg::Priority { intid } => {
                 Width::ByteOrWord.check(size)?;
-                let first = (intid % 32) as usize;
-                self.block(intid / 32)
+                let first = (intid % u64::from(BANK)) as usize;
+                self.block(intid / u64::from(BANK))
                     .map_or(0, |bank| bank.read_priorities(first, size.into()))
             }
             BankReg::Config(n) => {
@@ -191,8 +191,8 @@ impl Distributor {
             }
             BankReg::Priority { intid } => {
                 Width::ByteOrWord.check(size)?;
-                if let Some(bank) = self.block_mut(intid / 32) {
-                    bank.write_priorities((intid % 32) as usize, size.into(), value);
+                if let Some(bank) = self.block_mut(intid / u64::from(BANK)) {
+                    bank.write_priorities((intid % u64::from(BANK)) as usize, size.into(), value);
                 }
             }
             BankReg::Config(n) => {
@@ -208,14 +208,14 @@ impl Distributor {
     /// Makes an SPI pending (a device asserted it).
     pub fn set_pending(&mut self, intid: u32) -> Result<(), BadIntId> {
         let index = self.spi_index(intid).ok_or(BadIntId(intid))?;
-        self.spis[index / 32].set_pending(index % 32);
+        self.spis[index / BANK as usize].set_pending(index % BANK as usize);
         Ok(())
     }
 
     /// Clears an SPI's pending state.
     pub fn clear_pending(&mut self, intid: u32) -> Result<(), BadIntId> {
         let index = self.spi_index(intid).ok_or(BadIntId(intid))?;
-        self.spis[index / 32].clear_pending(index % 32);
+        self.spis[index / BANK as usize].clear_pending(index % BANK as usize);
         Ok(())
     }
 
@@ -234,14 +234,14 @@ impl Distributor {
         }
         let affinity = mpidr::affinity(mpidr);
         let mut best: Option<Pending> = None;
-        for (i, bank) in self.spis.iter().enumerate() {
-            let routes = &self.routes[32 * i..32 * (i + 1)];
+        let blocks = self.spis.iter().zip(self.routes.chunks(BANK as usize));
+        for (i, (bank, routes)) in blocks.enumerate() {
             let routed_here = routes
                 .iter()
                 .enumerate()
                 .filter(|(_, &route)| route == affinity)
                 .fold(0u32, |mask, (bit, _)| mask | 1 << bit);
-            let base = FIRST_SPI + 32 * i as u32;
+            let base = FIRST_SPI + BANK * i as u32;
             if let Some(candidate) = bank.best(routed_here, base) {
                 if best.is_none_or(|b| candidate.priority < b.priority) {
                     best = Some(candidate);
