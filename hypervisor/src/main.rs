@@ -23,7 +23,6 @@ mod semihosting;
 mod stats;
 mod vcpu;
 mod vgic;
-mod vgic_stub;
 mod vm;
 mod vuart;
 

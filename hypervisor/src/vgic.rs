@@ -62,16 +62,16 @@ pub fn flush(vm: &Vm, vcpu: usize) {
     ICH_HCR_EL2.modify(if more_waiting { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
 }
 
-fn take_deliverable(vm: &Vm, vcpu: usize) -> Option<crate::vgic_stub::Pending> {
+/// The highest-priority interrupt deliverable to `vcpu` (an SGI/PPI of its own or an SPI
+/// routed to it), taken out of the model: from now on a list register holds its state.
+fn take_deliverable(vm: &Vm, vcpu: usize) -> Option<asyncpf_core::vgic::Pending> {
     let mut dist = vm.dist.lock();
-    let group1 = dist.group1_enabled();
-    vm.vcpus[vcpu].redist.lock().take_deliverable(group1).or_else(|| dist.take_deliverable_for(vm.vcpus[vcpu].mpidr))
+    asyncpf_core::vgic::take_next(&mut dist, &mut vm.vcpus[vcpu].redist.lock())
 }
 
 fn has_deliverable(vm: &Vm, vcpu: usize) -> bool {
     let dist = vm.dist.lock();
-    let group1 = dist.group1_enabled();
-    vm.vcpus[vcpu].redist.lock().has_deliverable(group1) || dist.has_deliverable_for(vm.vcpus[vcpu].mpidr)
+    asyncpf_core::vgic::has_next(&dist, &vm.vcpus[vcpu].redist.lock())
 }
 
 /// Whether any virtual interrupt is pending for the vCPU on this CPU (in a list register or
@@ -84,7 +84,8 @@ pub fn has_pending(vm: &Vm, vcpu: usize) -> bool {
 /// again until the guest re-arms it, and make the virtual PPI pending.
 pub fn forward_virtual_timer(vm: &Vm, vcpu: usize) {
     CNTV_CTL_EL0.modify(CNTV_CTL_EL0::IMASK::SET);
-    vm.vcpus[vcpu].redist.lock().set_pending(crate::gic::PPI_VIRTUAL_TIMER);
+    // INTID 27 is a PPI, always in range.
+    let _ = vm.vcpus[vcpu].redist.lock().set_pending(crate::gic::PPI_VIRTUAL_TIMER);
     STATS.timer_irqs.inc();
 }
 
@@ -115,7 +116,8 @@ pub fn send_sgi(vm: &Vm, sender: usize, value: u64) {
                 && value & SGI_TARGET_LIST_MASK & (1 << (aff0 - range_base)) != 0
         };
         if selected {
-            vcpu.redist.lock().set_pending(intid);
+            // `intid` has 4 bits: always an SGI.
+            let _ = vcpu.redist.lock().set_pending(intid);
             STATS.sgis.inc();
             if target != sender {
                 vm.kick(target);

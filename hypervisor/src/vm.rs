@@ -7,7 +7,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use asyncpf_core::fdt::GuestPlatform;
 use asyncpf_core::image::{self, ImageHeader};
 use asyncpf_core::options::HypOptions;
-use crate::vgic_stub::{Distributor, Redistributor};
+use asyncpf_core::vgic::{Distributor, Redistributor};
 use spin::{Mutex, Once};
 
 use crate::mm::{Ipa, PhysAddr, Stage2};

@@ -20,7 +20,6 @@ const IFLS: u64 = 0x034;
 const IMSC: u64 = 0x038;
 const RIS: u64 = 0x03c;
 const MIS: u64 = 0x040;
-const ICR: u64 = 0x044;
 const DMACR: u64 = 0x048;
 /// PeriphID0..3 and PCellID0..3: a PL011 r1p5.
 const ID_REGS: [(u64, u32); 8] = [
@@ -31,7 +30,7 @@ const ID_REGS: [(u64, u32); 8] = [
 const FR_RXFE: u32 = 1 << 4;
 const FR_TXFE: u32 = 1 << 7;
 /// Longest line kept before it is printed anyway.
-const LINE_BYTES: usize = 240;
+const LINE_BYTES: usize = 4096;
 
 /// The emulated PL011's state.
 pub struct VirtualUart {
@@ -78,7 +77,7 @@ impl VirtualUart {
             IFLS => self.ifls = value & 0x3f,
             IMSC => self.imsc = value & 0x7ff,
             DMACR => self.dmacr = value & 0x7,
-            _ => {} // RSR/ECR, ICR and read-only registers ignore writes.
+            _ => {} // RSR/ECR, ICR (no interrupts are ever raised) and read-only registers.
         }
     }
 

@@ -1,4 +1,9 @@
-//! `build`: the hypervisor and the guest for `aarch64-unknown-none`, and the guest `Image`.
+//! `build`: the hypervisor (for `aarch64-unknown-none-softfloat`) and the guest (for
+//! `aarch64-unknown-none`), and the guest `Image`.
+//!
+//! The hypervisor is built without floating point so that it never touches the FP/SIMD
+//! registers, which hold the live state of the guest on the same CPU (vCPUs are pinned, so the
+//! hypervisor saves only general-purpose registers on an exit).
 //!
 //! The inner build uses Debian's cargo and rustc (the rustup toolchain has no aarch64 target)
 //! with `-Zbuild-std`; RUSTC_BOOTSTRAP lets the stable distribution compiler accept it.
@@ -13,7 +18,8 @@ use anyhow::{bail, Context, Result};
 use crate::image;
 use crate::toolchain::{DEBIAN_CARGO, DEBIAN_RUSTC};
 
-pub const TARGET: &str = "aarch64-unknown-none";
+pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
+pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 pub const HYP_PACKAGE: &str = "asyncpf-hypervisor";
 pub const GUEST_PACKAGE: &str = "asyncpf-guest";
 
@@ -22,10 +28,10 @@ pub fn cross_dir(root: &Path) -> PathBuf {
     root.join("target").join("cross")
 }
 pub fn hypervisor_elf(root: &Path) -> PathBuf {
-    cross_dir(root).join(TARGET).join("release").join(HYP_PACKAGE)
+    cross_dir(root).join(HYP_TARGET).join("release").join(HYP_PACKAGE)
 }
 pub fn guest_elf(root: &Path) -> PathBuf {
-    cross_dir(root).join(TARGET).join("release").join(GUEST_PACKAGE)
+    cross_dir(root).join(GUEST_TARGET).join("release").join(GUEST_PACKAGE)
 }
 pub fn guest_image(root: &Path) -> PathBuf {
     cross_dir(root).join(format!("{GUEST_PACKAGE}.Image"))
@@ -76,20 +82,21 @@ pub struct Select {
 impl Select {
     pub const BOTH: Select = Select { hypervisor: true, guest: true };
 
-    fn packages(self) -> Vec<&'static str> {
+    /// The (package, target) pairs to build, one inner cargo run each.
+    fn jobs(self) -> Vec<(&'static str, &'static str)> {
         let mut p = Vec::new();
         if self.hypervisor {
-            p.push(HYP_PACKAGE);
+            p.push((HYP_PACKAGE, HYP_TARGET));
         }
         if self.guest {
-            p.push(GUEST_PACKAGE);
+            p.push((GUEST_PACKAGE, GUEST_TARGET));
         }
         p
     }
 }
 
-/// The inner cargo command (not yet run).
-pub fn cross_command(root: &Path, select: Select) -> Command {
+/// The inner cargo command for one package (not yet run).
+pub fn cross_command(root: &Path, package: &str, target: &str) -> Command {
     let mut cmd = Command::new(DEBIAN_CARGO);
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str() {
@@ -103,8 +110,7 @@ pub fn cross_command(root: &Path, select: Select) -> Command {
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_TARGET_DIR", cross_dir(root))
         .args(["build", "--release"])
-        .args(select.packages().iter().flat_map(|p| ["-p", p]))
-        .args(["--target", TARGET])
+        .args(["-p", package, "--target", target])
         .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"])
         .stdin(Stdio::null());
     cmd
@@ -113,22 +119,8 @@ pub fn cross_command(root: &Path, select: Select) -> Command {
 /// Builds the selected crates and, with the guest, writes the guest Image. Cargo's own output
 /// goes to the terminal.
 pub fn build(root: &Path, select: Select) -> Result<()> {
-    let mut cmd = cross_command(root, select);
-    let packages = select.packages().join(" and ");
-    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-    eprintln!(
-        "build: + RUSTC={DEBIAN_RUSTC} RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={} {DEBIAN_CARGO} {}",
-        cross_dir(root).display(),
-        args.join(" ")
-    );
-    let status = cmd.status().with_context(|| format!("cannot start {DEBIAN_CARGO}"))?;
-    if !status.success() {
-        bail!(
-            "the cross build of {packages} for {TARGET} failed ({status}); \
-             see cargo's messages above. If the link step complains about a missing entry point, \
-             `_start`, a panic handler or `main`, the crate is still a host stub: bare-metal \
-             crates need #![no_std], #![no_main], a #[panic_handler] and a linker script"
-        );
+    for (package, target) in select.jobs() {
+        build_one(root, package, target)?;
     }
     let products = [(select.hypervisor, hypervisor_elf(root)), (select.guest, guest_elf(root))];
     for (_, elf) in products.iter().filter(|(selected, _)| *selected) {
@@ -142,6 +134,26 @@ pub fn build(root: &Path, select: Select) -> Result<()> {
     Ok(())
 }
 
+fn build_one(root: &Path, package: &str, target: &str) -> Result<()> {
+    let mut cmd = cross_command(root, package, target);
+    let args: Vec<_> = cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+    eprintln!(
+        "build: + RUSTC={DEBIAN_RUSTC} RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR={} {DEBIAN_CARGO} {}",
+        cross_dir(root).display(),
+        args.join(" ")
+    );
+    let status = cmd.status().with_context(|| format!("cannot start {DEBIAN_CARGO}"))?;
+    if !status.success() {
+        bail!(
+            "the cross build of {package} for {target} failed ({status}); \
+             see cargo's messages above. If the link step complains about a missing entry point, \
+             `_start`, a panic handler or `main`, the crate is still a host stub: bare-metal \
+             crates need #![no_std], #![no_main], a #[panic_handler] and a linker script"
+        );
+    }
+    Ok(())
+}
+
 /// Converts the guest ELF into `target/cross/asyncpf-guest.Image` and checks its header.
 pub fn write_guest_image(root: &Path) -> Result<PathBuf> {
     let elf_path = guest_elf(root);
@@ -150,12 +162,13 @@ pub fn write_guest_image(root: &Path) -> Result<PathBuf> {
         .with_context(|| format!("cannot make an Image from {}", elf_path.display()))?;
     let out = guest_image(root);
     fs::write(&out, &image).with_context(|| format!("cannot write {}", out.display()))?;
-    let header = image::check_header(&image).with_context(|| {
-        format!(
-            "{} was written but is not a bootable arm64 Image: the guest must start with the \
-             64-byte arm64 Image header (Linux booting.rst) and its image_size must cover the \
-             file and the bss",
-            out.display()
+    let header = image::check_header(&image).map_err(|e| {
+        anyhow::anyhow!(
+            "the guest Image is not bootable: {e} ({} was written from {}; the guest must start \
+             with the 64-byte arm64 Image header of Linux booting.rst, whose image_size covers \
+             the file and the bss)",
+            out.display(),
+            elf_path.display()
         )
     })?;
     eprintln!(
@@ -181,18 +194,20 @@ mod tests {
             assert!(!is_inherited_cargo_var(kept), "{kept}");
         }
         let root = Path::new("/w");
-        let cmd = cross_command(root, Select::BOTH);
+        let cmd = cross_command(root, HYP_PACKAGE, HYP_TARGET);
         let envs: Vec<_> = cmd.get_envs().collect();
         assert!(envs.contains(&("RUSTC".as_ref(), Some(DEBIAN_RUSTC.as_ref()))));
         assert!(envs.contains(&("RUSTC_BOOTSTRAP".as_ref(), Some("1".as_ref()))));
         assert!(envs.contains(&("CARGO_TARGET_DIR".as_ref(), Some("/w/target/cross".as_ref()))));
         let args: Vec<_> = cmd.get_args().map(|a| a.to_str().unwrap()).collect();
         assert!(args.contains(&"-Zbuild-std=core,alloc"));
-        assert_eq!(args[..6], ["build", "--release", "-p", HYP_PACKAGE, "-p", GUEST_PACKAGE]);
-        let guest_only = cross_command(root, Select { hypervisor: false, guest: true });
-        let args: Vec<_> = guest_only.get_args().map(|a| a.to_str().unwrap()).collect();
-        assert_eq!(args[..5], ["build", "--release", "-p", GUEST_PACKAGE, "--target"]);
-        assert_eq!(hypervisor_elf(root), Path::new("/w/target/cross/aarch64-unknown-none/release/asyncpf-hypervisor"));
+        assert_eq!(args[..6], ["build", "--release", "-p", HYP_PACKAGE, "--target", HYP_TARGET]);
+        assert_eq!(Select::BOTH.jobs(), [(HYP_PACKAGE, HYP_TARGET), (GUEST_PACKAGE, GUEST_TARGET)]);
+        assert_eq!(Select { hypervisor: false, guest: true }.jobs(), [(GUEST_PACKAGE, GUEST_TARGET)]);
+        assert_eq!(
+            hypervisor_elf(root),
+            Path::new("/w/target/cross/aarch64-unknown-none-softfloat/release/asyncpf-hypervisor")
+        );
         assert_eq!(guest_image(root), Path::new("/w/target/cross/asyncpf-guest.Image"));
     }
 }

@@ -215,7 +215,7 @@ pub(crate) mod tests {
         be[24] |= 1;
         assert!(msg(&be).contains("big-endian"));
         let mut off = fake_image(4096, 0);
-        off[8..16].copy_from_slice(&0x200000u64.to_le_bytes());
+        off[8..16].copy_from_slice(&0x200800u64.to_le_bytes()); // not 4 KiB aligned
         assert!(msg(&off).contains("text_offset"));
         let mut legacy = fake_image(4096, 0);
         legacy[16..24].copy_from_slice(&0u64.to_le_bytes());
