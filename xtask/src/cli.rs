@@ -27,7 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Check for the Debian cross toolchain and QEMU 10; install them with apt-get if allowed.
     Setup,
-    /// Build the hypervisor and the guest for aarch64-unknown-none and make the guest Image.
+    /// Build the hypervisor (aarch64-unknown-none-softfloat) and the guest (aarch64-unknown-none)
+    /// and make the guest Image.
     Build(BuildArgs),
     /// Run one scenario on QEMU and check its results.
     Run(RunArgs),
