@@ -1,13 +1,15 @@
 //! Stage-1 translation: an identity map built from the device tree.
 //!
-//! - RAM (memory node): normal write-back memory, 2 MiB blocks, except the 2 MiB blocks that
-//!   hold the kernel image, which use 4 KiB pages so that permissions follow the image layout:
+//! - RAM (memory node): normal write-back memory, 2 MiB blocks, except RAM edges that do not
+//!   fill a 2 MiB block and the blocks that hold the kernel image, which use 4 KiB pages so
+//!   that permissions follow the image layout:
 //!   text is read-only and executable at EL1 and EL0 (EL0 tasks are functions in the image),
 //!   rodata is read-only for both, kernel data is EL1-only, and the `.user_rw` pages (EL0
 //!   stacks and counters) are read-write for EL0 (and therefore never executable).
 //! - Device window: every 1 GiB region holding a described device (not RAM) is mapped as
 //!   Device-nGnRnE, so that accesses to undescribed holes in it reach the platform and fault
-//!   there rather than in translation.
+//!   there rather than in translation. A device in a gigabyte that also holds RAM gets 2 MiB
+//!   device blocks instead.
 //!
 //! 39-bit virtual addresses, 4 KiB granule, translation starts at level 1 (1 GiB entries).
 
@@ -22,7 +24,8 @@ const L1_BLOCK: u64 = 1 << 30;
 const ENTRIES: usize = 512;
 /// Virtual (= physical) address space covered: 2^39 bytes.
 const VA_BITS: u64 = 39;
-const TABLE_POOL: usize = 16;
+/// Level-1, one level-2 per gigabyte of RAM, level-3 for the image and for RAM edges.
+const TABLE_POOL: usize = 24;
 
 // Descriptor bits.
 const VALID: u64 = 1 << 0;
@@ -152,31 +155,58 @@ pub unsafe fn build(platform: &Platform) {
     let image = image_layout();
     let mut b = Builder { tables: TABLES.0.get().cast(), used: 0 };
     let l1 = b.alloc();
+    let va_limit = 1u64 << VA_BITS;
+    let in_ram = |r: &Range| platform.ram().iter().any(|ram| ram.overlaps(r));
 
     for gb in device_gigabytes(platform) {
         // SAFETY: gb < 512 indexes the level-1 table.
         unsafe { (*l1).0[gb as usize] = gb * L1_BLOCK | ATTR_DEVICE | AF | PXN | UXN | VALID };
     }
 
+    // RAM: a 2 MiB block where the block lies wholly in RAM and holds no part of the image,
+    // 4 KiB pages otherwise (image permissions, or RAM that does not fill the block).
     for ram in platform.ram() {
-        // Whole 2 MiB blocks only: a partial block at either end is left unmapped.
-        let start = ram.base.next_multiple_of(L2_BLOCK);
-        let end = ram.end() & !(L2_BLOCK - 1);
-        let mut block = start;
-        while block < end && block < (1 << VA_BITS) {
-            // SAFETY: all pointers come from the pool; indices are masked to 0..512.
+        let mut block = ram.base & !(L2_BLOCK - 1);
+        while block < ram.end() && block < va_limit {
+            // SAFETY: all pointers come from the pool; indices are masked to 0..512; RAM
+            // gigabytes never hold a level-1 block (device gigabytes exclude RAM).
             unsafe {
                 let l2 = b.next_level(&mut (*l1).0[(block >> 30) as usize & 511]);
                 let l2_entry: *mut u64 = &mut (*l2).0[(block >> 21) as usize & 511];
+                let whole = block >= ram.base && block + L2_BLOCK <= ram.end();
                 let holds_image = block < image.end && image.start < block + L2_BLOCK;
-                if holds_image {
+                if whole && !holds_image {
+                    *l2_entry = block | ATTR_NORMAL | SH_INNER | AF | PXN | UXN | VALID;
+                } else {
                     let l3 = b.next_level(l2_entry);
                     for (i, entry) in (*l3).0.iter_mut().enumerate() {
                         let page = block + i as u64 * PAGE;
-                        *entry = page | image_page_attributes(page, &image);
+                        if page >= ram.base && page + PAGE <= ram.end() {
+                            *entry = page | image_page_attributes(page, &image);
+                        }
                     }
-                } else {
-                    *l2_entry = block | ATTR_NORMAL | SH_INNER | AF | PXN | UXN | VALID;
+                }
+            }
+            block += L2_BLOCK;
+        }
+    }
+
+    // Devices in a gigabyte that also holds RAM: 2 MiB device blocks around them, except
+    // where a block would also cover RAM (such a device stays unmapped).
+    let device_gbs = || device_gigabytes(platform);
+    for device in platform.described().iter().filter(|d| !in_ram(d) && d.end() <= va_limit) {
+        let mut block = device.base & !(L2_BLOCK - 1);
+        while block < device.end() {
+            let gb = block >> 30;
+            let block_range = Range { base: block, size: L2_BLOCK };
+            if !device_gbs().any(|g| g == gb) && !in_ram(&block_range) {
+                // SAFETY: as above; this gigabyte holds RAM, so its level-1 entry is a table.
+                unsafe {
+                    let l2 = b.next_level(&mut (*l1).0[gb as usize & 511]);
+                    let l2_entry = &mut (*l2).0[(block >> 21) as usize & 511];
+                    if *l2_entry & VALID == 0 {
+                        *l2_entry = block | ATTR_DEVICE | AF | PXN | UXN | VALID;
+                    }
                 }
             }
             block += L2_BLOCK;
