@@ -4,7 +4,7 @@
 //! and the Linux DT bindings of each device (`Documentation/devicetree/bindings/`):
 //! `arm/cpus.yaml`, `arm/psci.yaml`, `interrupt-controller/arm,gic-v3.yaml`,
 //! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `clock/fixed-clock.yaml`,
-//! `arm/firmware/sdei.txt`. The aim is a tree an unmodified arm64 Linux boots on.
+//! The aim is a tree an unmodified arm64 Linux boots on.
 //!
 //! Where the bindings and QEMU's `virt` tree differ, this follows the bindings:
 //! * the GIC node is `interrupt-controller@…` and the UART `serial@…` (the bindings' node name
@@ -226,12 +226,8 @@ impl GuestPlatform<'_> {
         fdt.property_string("method", "hvc")?;
         fdt.end_node(psci)?;
 
-        let firmware = fdt.begin_node("firmware")?;
-        let sdei = fdt.begin_node("sdei")?;
-        fdt.property_string("compatible", "arm,sdei-1.0")?;
-        fdt.property_string("method", "hvc")?;
-        fdt.end_node(sdei)?;
-        fdt.end_node(firmware)?;
+        // No `/firmware/sdei` node yet: the hypervisor does not implement SDEI, and a guest
+        // must not be told that it does. It comes with the page_not_present event.
 
         let gic = fdt.begin_node(&format!("interrupt-controller@{:x}", self.gicd_base))?;
         fdt.property_string("compatible", "arm,gic-v3")?;
@@ -374,7 +370,6 @@ mod tests {
                 "memory@40000000",
                 "cpus",
                 "psci",
-                "firmware",
                 "interrupt-controller@8000000",
                 "timer",
                 "clock-apb-pclk",
@@ -443,13 +438,7 @@ mod tests {
         );
         assert_eq!(string_list(psci, "method"), ["hvc"]);
 
-        let firmware = node(&fdt, "/firmware");
-        assert!(property_names(firmware).is_empty());
-        assert_eq!(children(firmware), ["sdei"]);
-        let sdei = node(&fdt, "/firmware/sdei");
-        assert_eq!(property_names(sdei), set(&["compatible", "method"]));
-        assert_eq!(string_list(sdei, "compatible"), ["arm,sdei-1.0"]);
-        assert_eq!(string_list(sdei, "method"), ["hvc"]);
+        assert!(fdt.find_node("/firmware").is_none(), "no SDEI until it is implemented");
 
         let gic = node(&fdt, "/interrupt-controller@8000000");
         assert_eq!(
