@@ -17,7 +17,7 @@ const MIN_GUEST_MIB: u32 = 16;
 const MAX_GUEST_MIB: u32 = 16 * 1024;
 
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", about = "Build, run and test asyncpf on QEMU", version)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", about = "Build, run and test asyncpf on QEMU", version)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
