@@ -312,29 +312,37 @@ fn first_line(s: &str) -> String {
     }
 }
 
-/// `cargo test` on the default members (contract, core, xtask) with the outer cargo.
+/// The host test runs: `cargo test` on the default members (contract, core, xtask), and the
+/// guest kernel's pure library (`guest/src/lib.rs`; its binary only builds for aarch64).
+const HOST_TEST_RUNS: [&[&str]; 2] = [&["test"], &["test", "-p", "asyncpf-guest", "--lib"]];
+
+/// Every host test run with the outer cargo.
 fn host_tests(root: &Path) -> Result<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(&cargo)
-        .arg("test")
-        .current_dir(root)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot start {}", PathBuf::from(&cargo).display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let summaries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("test result:")).collect();
-    if !out.status.success() {
-        let all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
-        let tail = &all[all.len().saturating_sub(60)..];
-        println!("---- cargo test output (last {} lines) ----\n{}", tail.len(), tail.join("\n"));
-        anyhow::bail!("cargo test failed ({})", out.status);
+    let (mut passed, mut binaries) = (0, 0);
+    for args in HOST_TEST_RUNS {
+        let out = Command::new(&cargo)
+            .args(args)
+            .current_dir(root)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("cannot start {}", PathBuf::from(&cargo).display()))?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let summaries: Vec<&str> = stdout.lines().filter(|l| l.starts_with("test result:")).collect();
+        if !out.status.success() {
+            let all: Vec<&str> = stdout.lines().chain(stderr.lines()).collect();
+            let tail = &all[all.len().saturating_sub(60)..];
+            println!("---- cargo {} output (last {} lines) ----\n{}", args.join(" "), tail.len(), tail.join("\n"));
+            anyhow::bail!("cargo {} failed ({})", args.join(" "), out.status);
+        }
+        passed += summaries
+            .iter()
+            .filter_map(|l| l.split(". ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
+            .sum::<usize>();
+        binaries += summaries.len();
     }
-    let passed: usize = summaries
-        .iter()
-        .filter_map(|l| l.split(". ").nth(1)?.split(' ').next()?.parse::<usize>().ok())
-        .sum();
-    Ok(format!("{passed} tests in {} binaries", summaries.len()))
+    Ok(format!("{passed} tests in {binaries} binaries"))
 }
 
 /// Runs the QEMU cases on `args.jobs` threads.
