@@ -6,6 +6,9 @@
 //! * [`fdt`]: the device tree the guest boots with.
 //! * [`mpidr`]: MPIDR_EL1 affinity fields.
 //! * [`vgic`]: the emulated GICv3 distributor and redistributors.
+//! * [`hypercall`]: the answers to the guest's SMCCC, PSCI and vendor-service calls.
+//! * [`trap`]: decoding exit syndromes, encoding injected exceptions.
+//! * [`sgi`]: the targets of an SGI the guest generates.
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -17,7 +20,10 @@ extern crate alloc;
 extern crate std;
 
 pub mod fdt;
+pub mod hypercall;
 pub mod image;
 pub mod mpidr;
 pub mod options;
+pub mod sgi;
+pub mod trap;
 pub mod vgic;

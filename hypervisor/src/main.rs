@@ -15,7 +15,6 @@ extern crate alloc;
 mod arch;
 mod console;
 mod gic;
-mod hypercall;
 mod mm;
 mod panic;
 mod platform;
@@ -118,7 +117,7 @@ fn primary_cpu() -> ! {
             fail(format_args!("PSCI CPU_ON for physical CPU {cpu} (MPIDR {mpidr:#x}) failed: {result}"));
         }
     }
-    vm.request_power_on(0, vm.kernel_entry, vm.dtb_address).expect("vCPU 0 starts off");
+    vm.power_on(0, vm.kernel_entry, vm.dtb_address).expect("vCPU 0 starts off");
     vcpu::run(vm, 0)
 }
 

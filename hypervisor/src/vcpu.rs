@@ -9,33 +9,12 @@ use aarch64_cpu::registers::{
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
 use crate::arch::entry::{run_guest, ExitKind, GuestRegs};
-use crate::hypercall::{self, Outcome};
+use asyncpf_core::hypercall::{self, Outcome, Verdict};
+use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, SysregAccess, PSTATE_EL1H_MASKED, XZR};
 use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
 use crate::{arch, gic, hyp_println, vgic};
 
-/// Exception classes (ESR_ELx.EC) the hypervisor handles.
-mod ec {
-    pub const UNKNOWN: u64 = 0x00;
-    pub const WFX: u64 = 0x01;
-    pub const HVC64: u64 = 0x16;
-    pub const SMC64: u64 = 0x17;
-    pub const SYSREG: u64 = 0x18;
-    pub const IABT_LOWER: u64 = 0x20;
-    pub const IABT_SAME: u64 = 0x21;
-    pub const DABT_LOWER: u64 = 0x24;
-    pub const DABT_SAME: u64 = 0x25;
-}
-
-/// ESR ISS bits for aborts: instruction length (32-bit), valid syndrome, write-not-read, and
-/// the fault status code for a synchronous external abort.
-const ESR_IL: u64 = 1 << 25;
-const ISS_ISV: u64 = 1 << 24;
-const ISS_WNR: u64 = 1 << 6;
-const FSC_SYNC_EXTERNAL: u64 = 0x10;
-
-/// PSTATE for a vCPU entering EL1 (EL1h, all of DAIF masked), as PSCI and exception entry set.
-const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 /// SCTLR_EL1 at reset: RES1 bits only, MMU and caches off, little-endian.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
@@ -161,9 +140,8 @@ fn handle_physical_interrupts(vm: &Vm, index: usize) {
 
 fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
     let esr = ESR_EL2.get();
-    let class = (esr >> 26) & 0x3f;
-    let iss = esr & 0x1ff_ffff;
-    match class {
+    let iss = trap::iss(esr);
+    match trap::exception_class(esr) {
         ec::HVC64 => hypercall_exit(vm, index, regs, (iss & 0xffff) as u16),
         ec::SMC64 => {
             // A trapped SMC's preferred return address is the SMC itself.
@@ -179,7 +157,7 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             true
         }
         ec::IABT_LOWER => {
-            inject_abort(regs, ec::IABT_LOWER, 0);
+            inject_abort(regs, AbortKind::Instruction);
             true
         }
         ec::WFX => {
@@ -195,7 +173,17 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
 
 fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -> bool {
     let args = [regs.x[0], regs.x[1], regs.x[2], regs.x[3]];
-    match hypercall::handle(vm, immediate, args) {
+    let answer = hypercall::handle(vm, immediate, args);
+    STATS.hvc_calls.inc();
+    if answer.psci {
+        STATS.psci_calls.inc();
+    }
+    match answer.verdict {
+        Verdict::Served => {}
+        Verdict::Unknown => STATS.unknown_calls.inc(),
+        Verdict::InvalidArguments => STATS.invalid_arguments.inc(),
+    }
+    match answer.outcome {
         Outcome::Return(values) => {
             for (reg, value) in regs.x.iter_mut().zip(values) {
                 if let Some(value) = value {
@@ -231,20 +219,11 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
     crate::semihosting::exit(status)
 }
 
-/// System register encoding of ICC_SGI1R_EL1 in an EC 0x18 ISS (Op0, Op2, Op1, CRn, CRm).
-const SYSREG_ICC_SGI1R_EL1: (u64, u64, u64, u64, u64) = (3, 5, 0, 12, 11);
-
 fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
     STATS.sysreg_traps.inc();
-    let op0 = (iss >> 20) & 0x3;
-    let op2 = (iss >> 17) & 0x7;
-    let op1 = (iss >> 14) & 0x7;
-    let crn = (iss >> 10) & 0xf;
-    let rt = ((iss >> 5) & 0x1f) as usize;
-    let crm = (iss >> 1) & 0xf;
-    let is_read = iss & 1 != 0;
-    if (op0, op2, op1, crn, crm) == SYSREG_ICC_SGI1R_EL1 && !is_read {
-        let value = if rt == 31 { 0 } else { regs.x[rt] };
+    let access = SysregAccess::decode(iss);
+    if access.id == trap::ICC_SGI1R_EL1 && !access.is_read {
+        let value = if access.register == XZR { 0 } else { regs.x[access.register] };
         vgic::send_sgi(vm, index, value);
         regs.pc += 4;
     } else {
@@ -254,39 +233,23 @@ fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
 
 fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
     let ipa = (HPFAR_EL2.get() >> 4 << 12) | (FAR_EL2.get() & 0xfff);
-    let Some(device) = vm.device_at(ipa) else {
-        inject_abort(regs, ec::DABT_LOWER, iss & ISS_WNR);
+    let abort = AbortKind::Data { write: MmioAccess::write_not_read_bit(iss) != 0 };
+    // Not a device, or no instruction syndrome (e.g. a load pair): cannot be emulated.
+    let (Some(device), Some(access)) = (vm.device_at(ipa), MmioAccess::decode(iss)) else {
+        inject_abort(regs, abort);
         return;
     };
-    if iss & ISS_ISV == 0 {
-        // No instruction syndrome (e.g. a load pair): the access cannot be emulated.
-        inject_abort(regs, ec::DABT_LOWER, iss & ISS_WNR);
-        return;
-    }
-    let size_bytes = 1u8 << ((iss >> 22) & 0x3);
-    let sign_extend = iss & (1 << 21) != 0;
-    let rt = ((iss >> 16) & 0x1f) as usize;
-    let sixty_four = iss & (1 << 15) != 0;
-    let is_write = iss & ISS_WNR != 0;
-    let mask = if size_bytes == 8 { u64::MAX } else { (1u64 << (size_bytes as u32 * 8)) - 1 };
-    let write_value = if rt == 31 { 0 } else { regs.x[rt] & mask };
-    let result = emulate(vm, index, device, size_bytes, is_write.then_some(write_value));
+    let register_value = regs.x.get(access.register).copied().unwrap_or(0); // xzr: none
+    let write_value = access.is_write.then(|| access.store_value(register_value));
     STATS.mmio_accesses.inc();
-    match result {
+    match emulate(vm, index, device, access.size, write_value) {
         Ok(value) => {
-            if !is_write && rt != 31 {
-                let mut value = value & mask;
-                if sign_extend && size_bytes < 8 && value >> (size_bytes as u32 * 8 - 1) & 1 != 0 {
-                    value |= !mask;
-                }
-                if !sixty_four {
-                    value &= 0xffff_ffff;
-                }
-                regs.x[rt] = value;
+            if !access.is_write && access.register != XZR {
+                regs.x[access.register] = access.load_result(value);
             }
             regs.pc += 4;
         }
-        Err(()) => inject_abort(regs, ec::DABT_LOWER, iss & ISS_WNR),
+        Err(()) => inject_abort(regs, abort),
     }
 }
 
@@ -340,43 +303,25 @@ fn emulate(vm: &Vm, index: usize, device: Device, size: u8, write: Option<u64>) 
 /// Deliver a synchronous exception to the guest's EL1 vectors, as the hardware would:
 /// ELR/SPSR/ESR(/FAR)_EL1 are set and the vCPU continues at the right vector offset.
 fn inject_sync_exception(regs: &mut GuestRegs, esr_el1: u64, far: Option<u64>) {
-    const PSTATE_EL_SHIFT: u64 = 2;
-    const PSTATE_SP: u64 = 1;
-    let from_el0 = (regs.pstate >> PSTATE_EL_SHIFT) & 0x3 == 0;
-    let vector_offset = if from_el0 {
-        0x400 // lower EL, AArch64
-    } else if regs.pstate & PSTATE_SP != 0 {
-        0x200 // current EL with SP_ELx
-    } else {
-        0x000 // current EL with SP_EL0
-    };
     ELR_EL1.set(regs.pc);
     SPSR_EL1.set(regs.pstate);
     ESR_EL1.set(esr_el1);
     if let Some(far) = far {
         FAR_EL1.set(far);
     }
-    regs.pc = VBAR_EL1.get() + vector_offset;
+    regs.pc = VBAR_EL1.get() + trap::sync_vector_offset(regs.pstate);
     regs.pstate = PSTATE_EL1H_MASKED;
 }
 
-/// Inject a synchronous external abort for the access that trapped with `lower_ec` (an
-/// instruction or data abort from a lower EL); the guest sees it as from EL0 or EL1.
-fn inject_abort(regs: &mut GuestRegs, lower_ec: u64, wnr: u64) {
+/// Inject a synchronous external abort for the access that trapped; the guest sees it as
+/// taken from EL0 or EL1, wherever it ran.
+fn inject_abort(regs: &mut GuestRegs, kind: AbortKind) {
     STATS.injected_aborts.inc();
-    let from_el1 = (regs.pstate >> 2) & 0x3 == 1;
-    let guest_ec = match (lower_ec, from_el1) {
-        (ec::IABT_LOWER, true) => ec::IABT_SAME,
-        (ec::IABT_LOWER, false) => ec::IABT_LOWER,
-        (_, true) => ec::DABT_SAME,
-        (_, false) => ec::DABT_LOWER,
-    };
-    let esr = guest_ec << 26 | ESR_IL | wnr | FSC_SYNC_EXTERNAL;
-    inject_sync_exception(regs, esr, Some(FAR_EL2.get()));
+    inject_sync_exception(regs, trap::external_abort_esr(kind, regs.pstate), Some(FAR_EL2.get()));
 }
 
-/// Inject an UNDEFINED exception (EC 0, "unknown reason") for the trapped instruction.
+/// Inject an UNDEFINED exception for the trapped instruction.
 fn inject_undef(regs: &mut GuestRegs) {
     STATS.injected_undefs.inc();
-    inject_sync_exception(regs, ec::UNKNOWN << 26 | ESR_IL, None);
+    inject_sync_exception(regs, trap::undefined_esr(), None);
 }

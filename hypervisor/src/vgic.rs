@@ -5,6 +5,8 @@
 
 use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2};
 
+use asyncpf_core::sgi::SgiRequest;
+
 use crate::arch::gicv3_sysregs::{read_lr, write_lr};
 use crate::stats::STATS;
 use crate::vm::Vm;
@@ -89,35 +91,15 @@ pub fn forward_virtual_timer(vm: &Vm, vcpu: usize) {
     STATS.timer_irqs.inc();
 }
 
-/// ICC_SGI1R_EL1 fields (Arm IHI 0069).
-const SGI_TARGET_LIST_MASK: u64 = 0xffff;
-const SGI_AFF1_SHIFT: u32 = 16;
-const SGI_INTID_SHIFT: u32 = 24;
-const SGI_AFF2_SHIFT: u32 = 32;
-const SGI_IRM: u64 = 1 << 40;
-const SGI_RS_SHIFT: u32 = 44;
-const SGI_AFF3_SHIFT: u32 = 48;
-
 /// The guest wrote `value` to ICC_SGI1R_EL1 on vCPU `sender`: make the SGI pending on every
 /// target vCPU and kick the ones on other CPUs.
 pub fn send_sgi(vm: &Vm, sender: usize, value: u64) {
-    let intid = ((value >> SGI_INTID_SHIFT) & 0xf) as u32;
-    let all_but_self = value & SGI_IRM != 0;
-    let cluster = ((value >> SGI_AFF3_SHIFT) & 0xff) << 32 | ((value >> SGI_AFF2_SHIFT) & 0xff) << 16 | ((value >> SGI_AFF1_SHIFT) & 0xff) << 8;
-    let range_base = ((value >> SGI_RS_SHIFT) & 0xf) * 16;
+    let request = SgiRequest::decode(value);
+    let sender_mpidr = vm.vcpus[sender].mpidr;
     for (target, vcpu) in vm.vcpus.iter().enumerate() {
-        let selected = if all_but_self {
-            target != sender
-        } else {
-            let aff0 = vcpu.mpidr & 0xff;
-            vcpu.mpidr & !0xff == cluster
-                && aff0 >= range_base
-                && aff0 < range_base + 16
-                && value & SGI_TARGET_LIST_MASK & (1 << (aff0 - range_base)) != 0
-        };
-        if selected {
+        if request.targets(vcpu.mpidr, sender_mpidr) {
             // `intid` has 4 bits: always an SGI.
-            let _ = vcpu.redist.lock().set_pending(intid);
+            let _ = vcpu.redist.lock().set_pending(request.intid);
             STATS.sgis.inc();
             if target != sender {
                 vm.kick(target);

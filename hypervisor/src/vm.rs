@@ -5,6 +5,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use asyncpf_core::fdt::GuestPlatform;
+pub use asyncpf_core::hypercall::PowerState;
+use asyncpf_core::hypercall::Machine;
 use asyncpf_core::image::{self, ImageHeader};
 use asyncpf_core::options::HypOptions;
 use asyncpf_core::vgic::{Distributor, Redistributor};
@@ -30,15 +32,6 @@ pub const GUEST_UART_SPI: u32 = 1;
 pub const GUEST_SPIS: u32 = 64;
 
 const MIB: u64 = 1 << 20;
-
-/// A vCPU's power state, as PSCI AFFINITY_INFO reports it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u8)]
-pub enum PowerState {
-    Off = 0,
-    OnPending = 1,
-    On = 2,
-}
 
 /// The part of a vCPU that other CPUs touch.
 pub struct VcpuShared {
@@ -120,7 +113,7 @@ impl Vm {
     }
 
     /// PSCI CPU_ON: record the entry point and wake the target's physical CPU.
-    pub fn request_power_on(&self, target: usize, entry: u64, context: u64) -> Result<(), PowerState> {
+    pub fn power_on(&self, target: usize, entry: u64, context: u64) -> Result<(), PowerState> {
         let vcpu = &self.vcpus[target];
         let mut boot = vcpu.boot.lock();
         match vcpu.power() {
@@ -138,6 +131,22 @@ impl Vm {
     /// Wake the physical CPU of vCPU `target` so that it looks at its pending interrupts.
     pub fn kick(&self, target: usize) {
         gic::kick(self.vcpus[target].pcpu_mpidr);
+    }
+}
+
+/// The VM as the hypercall decision table (`asyncpf_core::hypercall`) sees it.
+impl Machine for Vm {
+    fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
+        Vm::vcpu_by_mpidr(self, mpidr)
+    }
+    fn power_state(&self, vcpu: usize) -> PowerState {
+        self.vcpus[vcpu].power()
+    }
+    fn is_guest_ram(&self, address: u64, len: u64) -> bool {
+        Vm::is_guest_ram(self, address, len)
+    }
+    fn request_power_on(&self, vcpu: usize, entry: u64, context: u64) -> Result<(), PowerState> {
+        self.power_on(vcpu, entry, context)
     }
 }
 

@@ -1,0 +1,247 @@
+//! Decoding what a guest exit reports, and encoding what the hypervisor injects back
+//! (Arm ARM D17.2.37 ESR_EL2, D1.10 exception entry). Pure bit manipulation, host-tested.
+
+/// Exception classes (ESR_ELx.EC, bits 31:26) the hypervisor uses.
+pub mod ec {
+    pub const UNKNOWN: u64 = 0x00;
+    pub const WFX: u64 = 0x01;
+    pub const HVC64: u64 = 0x16;
+    pub const SMC64: u64 = 0x17;
+    pub const SYSREG: u64 = 0x18;
+    pub const IABT_LOWER: u64 = 0x20;
+    pub const IABT_SAME: u64 = 0x21;
+    pub const DABT_LOWER: u64 = 0x24;
+    pub const DABT_SAME: u64 = 0x25;
+}
+
+const EC_SHIFT: u32 = 26;
+/// ESR.IL: the trapped instruction was 32 bits long.
+pub const ESR_IL: u64 = 1 << 25;
+const ISS_MASK: u64 = 0x1ff_ffff;
+
+/// The exception class of an ESR value.
+pub const fn exception_class(esr: u64) -> u64 {
+    (esr >> EC_SHIFT) & 0x3f
+}
+
+/// The instruction-specific syndrome of an ESR value.
+pub const fn iss(esr: u64) -> u64 {
+    esr & ISS_MASK
+}
+
+/// Data abort ISS fields (ESR_EL2.ISS for EC 0x24).
+mod dabt {
+    pub const ISV: u64 = 1 << 24;
+    pub const SAS_SHIFT: u32 = 22;
+    pub const SSE: u64 = 1 << 21;
+    pub const SRT_SHIFT: u32 = 16;
+    pub const SF: u64 = 1 << 15;
+    pub const WNR: u64 = 1 << 6;
+}
+
+/// The zero register's number in the SRT/Rt fields.
+pub const XZR: usize = 31;
+
+/// A load or store that a data abort describes (when its syndrome is valid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioAccess {
+    /// Access size in bytes: 1, 2, 4 or 8.
+    pub size: u8,
+    pub is_write: bool,
+    /// The transfer register (31 = xzr/wzr).
+    pub register: usize,
+    /// Loads: sign-extend the value to the register width.
+    pub sign_extend: bool,
+    /// Loads: the register is 64-bit (X) rather than 32-bit (W).
+    pub sixty_four: bool,
+}
+
+impl MmioAccess {
+    /// Decode a data abort's ISS; `None` when the syndrome is not valid (ISV = 0, e.g. a load
+    /// pair), in which case the access cannot be emulated.
+    pub fn decode(iss: u64) -> Option<Self> {
+        if iss & dabt::ISV == 0 {
+            return None;
+        }
+        Some(Self {
+            size: 1 << ((iss >> dabt::SAS_SHIFT) & 0x3),
+            is_write: iss & dabt::WNR != 0,
+            register: ((iss >> dabt::SRT_SHIFT) & 0x1f) as usize,
+            sign_extend: iss & dabt::SSE != 0,
+            sixty_four: iss & dabt::SF != 0,
+        })
+    }
+
+    fn mask(&self) -> u64 {
+        if self.size == 8 {
+            u64::MAX
+        } else {
+            (1u64 << (self.size as u32 * 8)) - 1
+        }
+    }
+
+    /// The value a store writes, from the transfer register's content.
+    pub fn store_value(&self, register_value: u64) -> u64 {
+        if self.register == XZR {
+            0
+        } else {
+            register_value & self.mask()
+        }
+    }
+
+    /// What a load puts into the transfer register, from the device's `value`: truncated to
+    /// the access size, sign-extended if asked, and limited to 32 bits for a W register.
+    pub fn load_result(&self, value: u64) -> u64 {
+        let mask = self.mask();
+        let mut result = value & mask;
+        let top_bit = (self.size as u32) * 8 - 1;
+        if self.sign_extend && self.size < 8 && (result >> top_bit) & 1 != 0 {
+            result |= !mask;
+        }
+        if !self.sixty_four {
+            result &= 0xffff_ffff;
+        }
+        result
+    }
+
+    /// ESR.WnR to report back to the guest with an abort for this access.
+    pub fn write_not_read_bit(iss: u64) -> u64 {
+        iss & dabt::WNR
+    }
+}
+
+/// A trapped `mrs`/`msr` (ESR_EL2.ISS for EC 0x18).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysregAccess {
+    pub id: SysregId,
+    pub register: usize,
+    pub is_read: bool,
+}
+
+/// A system register encoding: (op0, op1, CRn, CRm, op2).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SysregId {
+    pub op0: u8,
+    pub op1: u8,
+    pub crn: u8,
+    pub crm: u8,
+    pub op2: u8,
+}
+
+/// ICC_SGI1R_EL1: S3_0_C12_C11_5.
+pub const ICC_SGI1R_EL1: SysregId = SysregId { op0: 3, op1: 0, crn: 12, crm: 11, op2: 5 };
+
+impl SysregAccess {
+    pub fn decode(iss: u64) -> Self {
+        let field = |shift: u32, bits: u32| ((iss >> shift) & ((1 << bits) - 1)) as u8;
+        Self {
+            id: SysregId { op0: field(20, 2), op2: field(17, 3), op1: field(14, 3), crn: field(10, 4), crm: field(1, 4) },
+            register: field(5, 5) as usize,
+            is_read: iss & 1 != 0,
+        }
+    }
+}
+
+/// PSTATE fields used to choose an exception vector.
+const PSTATE_EL_SHIFT: u32 = 2;
+const PSTATE_SP_ELX: u64 = 1;
+/// PSTATE for EL1h with D, A, I and F masked: how EL1 is entered on an exception (and by PSCI).
+pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
+/// The synchronous external abort fault status code (DFSC/IFSC).
+pub const FSC_SYNC_EXTERNAL: u64 = 0x10;
+
+/// Whether `pstate` is at EL0.
+pub const fn from_el0(pstate: u64) -> bool {
+    (pstate >> PSTATE_EL_SHIFT) & 0x3 == 0
+}
+
+/// Offset from VBAR_EL1 of the synchronous exception vector for an exception taken to EL1
+/// from a context with this `pstate` (AArch64 only).
+pub const fn sync_vector_offset(pstate: u64) -> u64 {
+    if from_el0(pstate) {
+        0x400 // lower EL, AArch64
+    } else if pstate & PSTATE_SP_ELX != 0 {
+        0x200 // current EL with SP_ELx
+    } else {
+        0x000 // current EL with SP_EL0
+    }
+}
+
+/// The kind of abort to inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AbortKind {
+    Instruction,
+    /// A data abort; `write` sets ESR.WnR.
+    Data { write: bool },
+}
+
+/// ESR_EL1 for a synchronous external abort injected into a guest running with `pstate`.
+pub fn external_abort_esr(kind: AbortKind, pstate: u64) -> u64 {
+    let same_el = !from_el0(pstate);
+    let (class, wnr) = match kind {
+        AbortKind::Instruction => (if same_el { ec::IABT_SAME } else { ec::IABT_LOWER }, 0),
+        AbortKind::Data { write } => (if same_el { ec::DABT_SAME } else { ec::DABT_LOWER }, if write { dabt::WNR } else { 0 }),
+    };
+    class << EC_SHIFT | ESR_IL | wnr | FSC_SYNC_EXTERNAL
+}
+
+/// ESR_EL1 for an UNDEFINED instruction ("unknown reason", EC 0).
+pub const fn undefined_esr() -> u64 {
+    ec::UNKNOWN << EC_SHIFT | ESR_IL
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_abort_decoding() {
+        // ldr w3, [x1] : ISV, SAS=2 (4 bytes), SRT=3, no SF
+        let iss = dabt::ISV | 2 << dabt::SAS_SHIFT | 3 << dabt::SRT_SHIFT;
+        let a = MmioAccess::decode(iss).unwrap();
+        assert_eq!(a, MmioAccess { size: 4, is_write: false, register: 3, sign_extend: false, sixty_four: false });
+        assert_eq!(a.load_result(0x1_2345_6789), 0x2345_6789);
+        // ldrsb x5 : size 1, sign extended to 64 bits
+        let a = MmioAccess::decode(dabt::ISV | dabt::SSE | dabt::SF | 5 << dabt::SRT_SHIFT).unwrap();
+        assert_eq!(a.load_result(0x80), 0xffff_ffff_ffff_ff80);
+        assert_eq!(a.load_result(0x7f), 0x7f);
+        // ldrsh w5 : sign extended but only to 32 bits
+        let a = MmioAccess::decode(dabt::ISV | 1 << dabt::SAS_SHIFT | dabt::SSE).unwrap();
+        assert_eq!(a.load_result(0x8000), 0xffff_8000);
+        // str x9 of 8 bytes; str wzr
+        let a = MmioAccess::decode(dabt::ISV | 3 << dabt::SAS_SHIFT | dabt::WNR | 9 << dabt::SRT_SHIFT).unwrap();
+        assert!(a.is_write);
+        assert_eq!(a.store_value(u64::MAX), u64::MAX);
+        let a = MmioAccess::decode(dabt::ISV | 2 << dabt::SAS_SHIFT | dabt::WNR | 31 << dabt::SRT_SHIFT).unwrap();
+        assert_eq!(a.store_value(0x1234), 0, "xzr stores zero");
+        let a = MmioAccess::decode(dabt::ISV | dabt::WNR | 2 << dabt::SRT_SHIFT).unwrap();
+        assert_eq!(a.store_value(0x1234), 0x34, "a byte store keeps the low byte");
+        assert_eq!(MmioAccess::decode(dabt::WNR), None, "no syndrome, no emulation");
+    }
+
+    #[test]
+    fn sysreg_decoding() {
+        // msr icc_sgi1r_el1, x7: Op0=3 Op2=5 Op1=0 CRn=12 Rt=7 CRm=11 write
+        let iss = 3 << 20 | 5 << 17 | 12 << 10 | 7 << 5 | 11 << 1;
+        let access = SysregAccess::decode(iss);
+        assert_eq!(access, SysregAccess { id: ICC_SGI1R_EL1, register: 7, is_read: false });
+        assert!(SysregAccess::decode(iss | 1).is_read);
+    }
+
+    #[test]
+    fn vectors_and_syndromes() {
+        let el0 = 0x0;
+        let el1t = 0x4;
+        let el1h = 0x5;
+        assert_eq!(sync_vector_offset(el0), 0x400);
+        assert_eq!(sync_vector_offset(el1t), 0x000);
+        assert_eq!(sync_vector_offset(el1h), 0x200);
+        assert_eq!(external_abort_esr(AbortKind::Data { write: true }, el1h), 0x25 << 26 | 1 << 25 | 1 << 6 | 0x10);
+        assert_eq!(external_abort_esr(AbortKind::Data { write: false }, el0), 0x24 << 26 | 1 << 25 | 0x10);
+        assert_eq!(external_abort_esr(AbortKind::Instruction, el1h), 0x21 << 26 | 1 << 25 | 0x10);
+        assert_eq!(external_abort_esr(AbortKind::Instruction, el0), 0x20 << 26 | 1 << 25 | 0x10);
+        assert_eq!(undefined_esr(), 1 << 25);
+        assert_eq!(exception_class(0x5a00_0000), 0x16);
+        assert_eq!(iss(0x5a00_1234), 0x1234);
+    }
+}
