@@ -142,6 +142,27 @@ impl SysregAccess {
     }
 }
 
+/// The feature ID registers that HCR_EL2.TID3 traps: op0 = 3, op1 = 0, CRn = 0, CRm = 1..=7
+/// (the AArch32 and AArch64 ID registers and their reserved encodings, which read as zero).
+pub fn is_id_register(id: SysregId) -> bool {
+    id.op0 == 3 && id.op1 == 0 && id.crn == 0 && (1..=7).contains(&id.crm)
+}
+
+/// ID register fields the VM hides, as (CRm, op2, field shift): the PMU (the hypervisor does not
+/// virtualize it, so the guest must see a CPU without one, whose PMU registers are UNDEFINED).
+const HIDDEN_ID_FIELDS: [(u8, u8, u32); 2] = [
+    (5, 0, 8),  // ID_AA64DFR0_EL1.PMUVer
+    (1, 2, 24), // ID_DFR0_EL1.PerfMon (AArch32 view)
+];
+
+/// The value the guest reads from the ID register `id`, given the hardware's `value`.
+pub fn guest_id_register(id: SysregId, value: u64) -> u64 {
+    HIDDEN_ID_FIELDS
+        .iter()
+        .filter(|&&(crm, op2, _)| id.crm == crm && id.op2 == op2)
+        .fold(value, |v, &(_, _, shift)| v & !(0xf << shift))
+}
+
 /// PSTATE fields used to choose an exception vector.
 const PSTATE_EL_SHIFT: u32 = 2;
 const PSTATE_SP_ELX: u64 = 1;
@@ -226,6 +247,19 @@ mod tests {
         let access = SysregAccess::decode(iss);
         assert_eq!(access, SysregAccess { id: ICC_SGI1R_EL1, register: 7, is_read: false });
         assert!(SysregAccess::decode(iss | 1).is_read);
+    }
+
+    #[test]
+    fn id_registers_hide_the_pmu() {
+        let dfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 5, op2: 0 };
+        let mmfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 7, op2: 0 };
+        assert!(is_id_register(dfr0) && is_id_register(mmfr0));
+        assert!(!is_id_register(ICC_SGI1R_EL1));
+        assert!(!is_id_register(SysregId { op0: 3, op1: 0, crn: 0, crm: 0, op2: 5 }), "MPIDR_EL1 is not in group 3");
+        assert_eq!(guest_id_register(dfr0, 0x1_1000_f906), 0x1_1000_f006);
+        assert_eq!(guest_id_register(mmfr0, 0x1_1000_f906), 0x1_1000_f906);
+        let aarch32_dfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 1, op2: 2 };
+        assert_eq!(guest_id_register(aarch32_dfr0, 0x3303_0066), 0x3003_0066);
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
             + HCR_EL2::AMO::SET
             + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
             + HCR_EL2::TIDCP::SET
+            // Feature ID registers: the guest sees the hardware values minus what is not
+            // virtualized (the PMU); see asyncpf_core::trap::guest_id_register.
+            + HCR_EL2::TID3::SET
             + HCR_EL2::RW::EL1IsAarch64
             + if pauth { HCR_EL2::API::DisableTrapPointerAuthInstToEl2 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2 } else { HCR_EL2::API::CLEAR },
     );
@@ -225,6 +228,12 @@ fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
     if access.id == trap::ICC_SGI1R_EL1 && !access.is_read {
         let value = if access.register == XZR { 0 } else { regs.x[access.register] };
         vgic::send_sgi(vm, index, value);
+        regs.pc += 4;
+    } else if trap::is_id_register(access.id) && access.is_read {
+        let hardware = arch::read_id_register(access.id.crm, access.id.op2).unwrap_or(0);
+        if access.register != XZR {
+            regs.x[access.register] = trap::guest_id_register(access.id, hardware);
+        }
         regs.pc += 4;
     } else {
         inject_undef(regs);

@@ -128,3 +128,76 @@ pub fn smc_call(function: u32, a1: u64, a2: u64, a3: u64) -> i64 {
     };
     result
 }
+
+/// Read the feature ID register S3_0_C0_C<crm>_<op2> (CRm 1 to 7: the registers HCR_EL2.TID3
+/// traps, including reserved encodings, which read as zero). `None` for other encodings.
+pub fn read_id_register(crm: u8, op2: u8) -> Option<u64> {
+    let value: u64;
+    macro_rules! read {
+        ($reg:literal) => {
+            // SAFETY: reading an ID register (or a reserved, read-as-zero encoding of that
+            // space) has no side effects.
+            unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) value, options(nomem, nostack, preserves_flags)) }
+        };
+    }
+    match (crm, op2) {
+        (1, 0) => read!("S3_0_C0_C1_0"),
+        (1, 1) => read!("S3_0_C0_C1_1"),
+        (1, 2) => read!("S3_0_C0_C1_2"),
+        (1, 3) => read!("S3_0_C0_C1_3"),
+        (1, 4) => read!("S3_0_C0_C1_4"),
+        (1, 5) => read!("S3_0_C0_C1_5"),
+        (1, 6) => read!("S3_0_C0_C1_6"),
+        (1, 7) => read!("S3_0_C0_C1_7"),
+        (2, 0) => read!("S3_0_C0_C2_0"),
+        (2, 1) => read!("S3_0_C0_C2_1"),
+        (2, 2) => read!("S3_0_C0_C2_2"),
+        (2, 3) => read!("S3_0_C0_C2_3"),
+        (2, 4) => read!("S3_0_C0_C2_4"),
+        (2, 5) => read!("S3_0_C0_C2_5"),
+        (2, 6) => read!("S3_0_C0_C2_6"),
+        (2, 7) => read!("S3_0_C0_C2_7"),
+        (3, 0) => read!("S3_0_C0_C3_0"),
+        (3, 1) => read!("S3_0_C0_C3_1"),
+        (3, 2) => read!("S3_0_C0_C3_2"),
+        (3, 3) => read!("S3_0_C0_C3_3"),
+        (3, 4) => read!("S3_0_C0_C3_4"),
+        (3, 5) => read!("S3_0_C0_C3_5"),
+        (3, 6) => read!("S3_0_C0_C3_6"),
+        (3, 7) => read!("S3_0_C0_C3_7"),
+        (4, 0) => read!("S3_0_C0_C4_0"),
+        (4, 1) => read!("S3_0_C0_C4_1"),
+        (4, 2) => read!("S3_0_C0_C4_2"),
+        (4, 3) => read!("S3_0_C0_C4_3"),
+        (4, 4) => read!("S3_0_C0_C4_4"),
+        (4, 5) => read!("S3_0_C0_C4_5"),
+        (4, 6) => read!("S3_0_C0_C4_6"),
+        (4, 7) => read!("S3_0_C0_C4_7"),
+        (5, 0) => read!("S3_0_C0_C5_0"),
+        (5, 1) => read!("S3_0_C0_C5_1"),
+        (5, 2) => read!("S3_0_C0_C5_2"),
+        (5, 3) => read!("S3_0_C0_C5_3"),
+        (5, 4) => read!("S3_0_C0_C5_4"),
+        (5, 5) => read!("S3_0_C0_C5_5"),
+        (5, 6) => read!("S3_0_C0_C5_6"),
+        (5, 7) => read!("S3_0_C0_C5_7"),
+        (6, 0) => read!("S3_0_C0_C6_0"),
+        (6, 1) => read!("S3_0_C0_C6_1"),
+        (6, 2) => read!("S3_0_C0_C6_2"),
+        (6, 3) => read!("S3_0_C0_C6_3"),
+        (6, 4) => read!("S3_0_C0_C6_4"),
+        (6, 5) => read!("S3_0_C0_C6_5"),
+        (6, 6) => read!("S3_0_C0_C6_6"),
+        (6, 7) => read!("S3_0_C0_C6_7"),
+        (7, 0) => read!("S3_0_C0_C7_0"),
+        (7, 1) => read!("S3_0_C0_C7_1"),
+        (7, 2) => read!("S3_0_C0_C7_2"),
+        (7, 3) => read!("S3_0_C0_C7_3"),
+        (7, 4) => read!("S3_0_C0_C7_4"),
+        (7, 5) => read!("S3_0_C0_C7_5"),
+        (7, 6) => read!("S3_0_C0_C7_6"),
+        (7, 7) => read!("S3_0_C0_C7_7"),
+        _ => return None,
+    }
+    Some(value)
+}
