@@ -114,6 +114,15 @@ pub mod runner {
     /// Where the runner placed the guest kernel Image in host physical memory: `ADDR:SIZE`
     /// (both hexadecimal with 0x, or decimal).
     pub const OPT_IMAGE: &str = "image";
+    /// Minimum service time of every backing-store (virtio-blk) request in microseconds: no
+    /// request completes earlier than this after it was submitted (default
+    /// [`DEFAULT_BACKING_LATENCY_US`]).
+    pub const OPT_BACKING_LATENCY_US: &str = "backing_latency_us";
+    /// Default of [`OPT_BACKING_LATENCY_US`]: 50 µs, the read latency of an NVMe-class SSD.
+    pub const DEFAULT_BACKING_LATENCY_US: u64 = 50;
+    /// Run the backing-store self-test over this many 4 KiB pages before the VM starts
+    /// (0, the default: no self-test). Its result is one [`SELFTEST_PREFIX`] line.
+    pub const OPT_BACKING_SELFTEST: &str = "backing_selftest";
     /// Separator between hypervisor options and the guest command line.
     pub const GUEST_CMDLINE_SEPARATOR: &str = "--";
 
@@ -126,6 +135,9 @@ pub mod runner {
     /// object. The guest prints one (`guest` results), the hypervisor prints one (`hyp`
     /// results) just before it ends the machine.
     pub const RESULT_PREFIX: &str = "@result ";
+    /// The hypervisor's backing-store self-test result: this prefix followed by one JSON object,
+    /// on a `[hyp] ` line.
+    pub const SELFTEST_PREFIX: &str = "@selftest ";
     /// Prefix of every line of guest console output on the host console.
     pub const GUEST_LINE_PREFIX: &str = "[guest] ";
     /// Prefix of the hypervisor's own console lines.

@@ -3,7 +3,7 @@
 //! `asyncpf_contract::runner` and `docs/abi.md`.
 //!
 //! ```text
-//! vcpus=4 guest_mib=128 image=0x42000000:0x5000 -- scenario=smp seed=1
+//! vcpus=4 guest_mib=128 image=0x42000000:0x5000 backing_latency_us=50 backing_selftest=256 -- scenario=smp seed=1
 //! ```
 //!
 //! Words are separated by ASCII whitespace. Numbers are decimal or hexadecimal with a `0x`
@@ -18,6 +18,12 @@ pub const DEFAULT_GUEST_MIB: u64 = 128;
 /// The accepted range of `guest_mib`: at least enough for a small kernel and its page tables,
 /// at most 4 GiB (the size the hypervisor's guest memory map is laid out for).
 pub const GUEST_MIB_RANGE: core::ops::RangeInclusive<u64> = 16..=4096;
+/// The accepted range of `backing_latency_us`: up to one second per request (more would only
+/// make runs time out; the bound also keeps the tick arithmetic far from overflow).
+pub const BACKING_LATENCY_US_RANGE: core::ops::RangeInclusive<u64> = 0..=1_000_000;
+/// Most pages `backing_selftest` accepts (1 GiB of disk; the disk's capacity is checked too):
+/// the self-test keeps one latency sample per request on the hypervisor's heap.
+pub const MAX_BACKING_SELFTEST_PAGES: u64 = 1 << 18;
 
 /// Where the runner placed the guest kernel Image in host physical memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +43,10 @@ pub struct HypOptions<'a> {
     pub image: Option<ImageLocation>,
     /// The guest's own command line (after `--`), possibly empty.
     pub guest_cmdline: &'a str,
+    /// Minimum service time of a backing-store request, in microseconds.
+    pub backing_latency_us: u64,
+    /// Pages the backing-store self-test writes and reads back before the VM starts; 0: none.
+    pub backing_selftest: u64,
 }
 
 /// What is wrong with a command line. Borrowed strings are the offending words.
@@ -58,6 +68,10 @@ pub enum OptionsError<'a> {
     BadImage(&'a str),
     /// `image=` with a zero size or a range that wraps past the end of the address space.
     BadImageRange { addr: u64, size: u64 },
+    /// `backing_latency_us` outside [`BACKING_LATENCY_US_RANGE`].
+    BackingLatencyOutOfRange(u64),
+    /// `backing_selftest` above [`MAX_BACKING_SELFTEST_PAGES`].
+    BackingSelftestTooLarge(u64),
 }
 
 impl fmt::Display for OptionsError<'_> {
@@ -65,10 +79,12 @@ impl fmt::Display for OptionsError<'_> {
         match *self {
             OptionsError::UnknownKey(key) => write!(
                 f,
-                "unknown option `{key}` (known: {}, {}, {}; put guest options after `{}`)",
+                "unknown option `{key}` (known: {}, {}, {}, {}, {}; put guest options after `{}`)",
                 runner::OPT_VCPUS,
                 runner::OPT_GUEST_MIB,
                 runner::OPT_IMAGE,
+                runner::OPT_BACKING_LATENCY_US,
+                runner::OPT_BACKING_SELFTEST,
                 runner::GUEST_CMDLINE_SEPARATOR
             ),
             OptionsError::MissingValue(word) => {
@@ -99,6 +115,18 @@ impl fmt::Display for OptionsError<'_> {
                 "option `{}`: image at {addr:#x} of size {size:#x} is empty or wraps past the end \
                  of the address space",
                 runner::OPT_IMAGE
+            ),
+            OptionsError::BackingLatencyOutOfRange(us) => write!(
+                f,
+                "option `{}`: {us} µs is outside the supported range {}..={} µs",
+                runner::OPT_BACKING_LATENCY_US,
+                BACKING_LATENCY_US_RANGE.start(),
+                BACKING_LATENCY_US_RANGE.end()
+            ),
+            OptionsError::BackingSelftestTooLarge(pages) => write!(
+                f,
+                "option `{}`: {pages} pages is more than the {MAX_BACKING_SELFTEST_PAGES} supported",
+                runner::OPT_BACKING_SELFTEST
             ),
         }
     }
@@ -144,6 +172,8 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut vcpus = None;
     let mut guest_mib = None;
     let mut image = None;
+    let mut backing_latency_us = None;
+    let mut backing_selftest = None;
     let mut guest_cmdline = "";
 
     let mut rest = cmdline;
@@ -182,6 +212,20 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
                 set_once(&mut guest_mib, key, mib)?;
             }
             runner::OPT_IMAGE => set_once(&mut image, key, parse_image(value)?)?,
+            runner::OPT_BACKING_LATENCY_US => {
+                let us = parse_number(key, value)?;
+                if !BACKING_LATENCY_US_RANGE.contains(&us) {
+                    return Err(OptionsError::BackingLatencyOutOfRange(us));
+                }
+                set_once(&mut backing_latency_us, key, us)?;
+            }
+            runner::OPT_BACKING_SELFTEST => {
+                let pages = parse_number(key, value)?;
+                if pages > MAX_BACKING_SELFTEST_PAGES {
+                    return Err(OptionsError::BackingSelftestTooLarge(pages));
+                }
+                set_once(&mut backing_selftest, key, pages)?;
+            }
             _ => return Err(OptionsError::UnknownKey(key)),
         }
     }
@@ -190,6 +234,8 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         guest_mib: guest_mib.unwrap_or(DEFAULT_GUEST_MIB),
         image,
         guest_cmdline,
+        backing_latency_us: backing_latency_us.unwrap_or(runner::DEFAULT_BACKING_LATENCY_US),
+        backing_selftest: backing_selftest.unwrap_or(0),
     })
 }
 
@@ -233,7 +279,9 @@ mod tests {
                     vcpus: None,
                     guest_mib: DEFAULT_GUEST_MIB,
                     image: None,
-                    guest_cmdline: ""
+                    guest_cmdline: "",
+                    backing_latency_us: runner::DEFAULT_BACKING_LATENCY_US,
+                    backing_selftest: 0,
                 }
             );
         }
@@ -278,6 +326,29 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn backing_options() {
+        let o = parse("backing_latency_us=200 backing_selftest=0x100").unwrap();
+        assert_eq!((o.backing_latency_us, o.backing_selftest), (200, 256));
+        assert_eq!(parse("backing_latency_us=0").unwrap().backing_latency_us, 0);
+        assert_eq!(
+            parse("backing_latency_us=1000001"),
+            Err(OptionsError::BackingLatencyOutOfRange(1_000_001))
+        );
+        assert_eq!(
+            parse("backing_selftest=262145"),
+            Err(OptionsError::BackingSelftestTooLarge(262_145))
+        );
+        assert_eq!(
+            parse("backing_selftest=1 backing_selftest=2"),
+            Err(OptionsError::Duplicate("backing_selftest"))
+        );
+        let text = parse("backing_latency_us=2000000").unwrap_err().to_string();
+        assert!(text.contains("backing_latency_us") && text.contains("0..=1000000"), "{text}");
+        let text = parse("backing_selftest=99999999").unwrap_err().to_string();
+        assert!(text.contains("backing_selftest"), "{text}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The physical GICv3, owned by the hypervisor: its distributor, each CPU's redistributor and
 //! the CPU interface at EL2. The guest never touches it; it sees the emulated one in `vgic`.
+//! Besides its private interrupts the hypervisor owns one SPI: the backing-store disk's
+//! (`enable_spi`), routed to one CPU.
 
 use core::ptr::{read_volatile, write_volatile};
 
@@ -14,11 +16,27 @@ pub const SGI_KICK: u32 = 0;
 pub const PPI_MAINTENANCE: u32 = 25;
 /// EL1 virtual timer interrupt (PPI 11): fires while the guest's timer condition holds.
 pub const PPI_VIRTUAL_TIMER: u32 = 27;
+/// EL2 physical timer interrupt (PPI 10, CNTHP_*): the backing store's latency deadlines.
+pub const PPI_HYP_TIMER: u32 = 26;
 
 const GICD_CTLR: usize = 0x0000;
 const GICD_CTLR_RWP: u32 = 1 << 31;
 const GICD_CTLR_ARE: u32 = 1 << 4;
 const GICD_CTLR_ENABLE_G1: u32 = 1 << 1;
+const GICD_IGROUPR: u64 = 0x0080;
+const GICD_ISENABLER: u64 = 0x0100;
+const GICD_ICENABLER: u64 = 0x0180;
+const GICD_ICPENDR: u64 = 0x0280;
+const GICD_IPRIORITYR: u64 = 0x0400;
+const GICD_ICFGR: u64 = 0x0c00;
+const GICD_IROUTER: u64 = 0x6000;
+/// GICD_ICFGR: two bits per interrupt, the upper one set for edge-triggered.
+const ICFGR_EDGE: u32 = 0b10;
+/// The affinity fields of MPIDR_EL1 (Aff3 at 39:32, Aff2..Aff0 at 23:0), which GICD_IROUTER
+/// takes at the same positions (IRM, bit 31, stays 0: route to exactly that CPU).
+const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
+/// SPIs are INTIDs 32..1020.
+const SPI_INTIDS: core::ops::Range<u32> = 32..1020;
 
 const GICR_FRAME_BYTES: u64 = 0x2_0000;
 const GICR_TYPER: usize = 0x0008;
@@ -51,6 +69,11 @@ fn read64(addr: u64) -> u64 {
     unsafe { read_volatile(addr as *const u64) }
 }
 
+fn write64(addr: u64, value: u64) {
+    // SAFETY: as for `read32`; GICD_IROUTER<n> are 64-bit registers.
+    unsafe { write_volatile(addr as *mut u64, value) }
+}
+
 /// Enable the distributor with affinity routing (CPU 0, once).
 pub fn init_distributor(gicd_base: u64) {
     write32(gicd_base + GICD_CTLR as u64, GICD_CTLR_ARE | GICD_CTLR_ENABLE_G1);
@@ -77,13 +100,16 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     while read32(rd + GICR_WAKER as u64) & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
 
     write32(rd + GICR_IGROUPR0 as u64, u32::MAX);
-    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER] {
+    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_HYP_TIMER] {
         let reg = rd + (GICR_IPRIORITYR as u64) + (intid as u64 & !3);
         let shift = (intid % 4) * 8;
         let value = read32(reg) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift;
         write32(reg, value);
     }
-    write32(rd + GICR_ISENABLER0 as u64, 1 << SGI_KICK | 1 << PPI_MAINTENANCE | 1 << PPI_VIRTUAL_TIMER);
+    write32(
+        rd + GICR_ISENABLER0 as u64,
+        1 << SGI_KICK | 1 << PPI_MAINTENANCE | 1 << PPI_VIRTUAL_TIMER | 1 << PPI_HYP_TIMER,
+    );
 
     // System-register access to the CPU interface, at EL2 and (for the guest's virtual
     // interface) at EL1.
@@ -92,6 +118,47 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     icc::set_priority_mask(0xff);
     icc::set_binary_point1(0);
     icc::set_group1_enabled(true);
+}
+
+/// How an SPI's line signals.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    Edge,
+    Level,
+}
+
+/// Configure SPI `intid` as a group-1 interrupt with the hypervisor's priority and the given
+/// trigger, route it to the CPU with affinity `target_mpidr`, and enable it.
+pub fn enable_spi(gicd_base: u64, intid: u32, trigger: Trigger, target_mpidr: u64) {
+    assert!(SPI_INTIDS.contains(&intid), "INTID {intid} is not an SPI");
+    let (word, bit) = (gicd_base + 4 * (intid / 32) as u64, 1u32 << (intid % 32));
+    // The trigger may only change while the interrupt is disabled.
+    write32(word + GICD_ICENABLER, bit);
+    wait_for_distributor(gicd_base);
+    write32(word + GICD_IGROUPR, read32(word + GICD_IGROUPR) | bit);
+    let priority = gicd_base + GICD_IPRIORITYR + (intid as u64 & !3);
+    let shift = (intid % 4) * 8;
+    write32(priority, read32(priority) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift);
+    let config = gicd_base + GICD_ICFGR + 4 * (intid / 16) as u64;
+    let shift = (intid % 16) * 2;
+    let edge = if trigger == Trigger::Edge { ICFGR_EDGE } else { 0 };
+    write32(config, read32(config) & !(ICFGR_EDGE << shift) | edge << shift);
+    write64(gicd_base + GICD_IROUTER + 8 * intid as u64, target_mpidr & MPIDR_AFFINITY_MASK);
+    write32(word + GICD_ICPENDR, bit);
+    write32(word + GICD_ISENABLER, bit);
+}
+
+/// Disable SPI `intid` and drop a pending edge.
+pub fn disable_spi(gicd_base: u64, intid: u32) {
+    assert!(SPI_INTIDS.contains(&intid), "INTID {intid} is not an SPI");
+    let (word, bit) = (gicd_base + 4 * (intid / 32) as u64, 1u32 << (intid % 32));
+    write32(word + GICD_ICENABLER, bit);
+    wait_for_distributor(gicd_base);
+    write32(word + GICD_ICPENDR, bit);
+}
+
+fn wait_for_distributor(gicd_base: u64) {
+    while read32(gicd_base + GICD_CTLR as u64) & GICD_CTLR_RWP != 0 {}
 }
 
 /// Send the kick SGI to the physical CPU with affinity `mpidr`.

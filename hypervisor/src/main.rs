@@ -13,6 +13,7 @@
 extern crate alloc;
 
 mod arch;
+mod backing;
 mod console;
 mod gic;
 mod mm;
@@ -96,6 +97,9 @@ fn primary_cpu() -> ! {
     }
     gic::init_distributor(platform.gicd_base);
     gic::init_this_cpu(platform.gicr_base, platform.gicr_size);
+    if options.backing_selftest > 0 {
+        backing::selftest::run(platform, &options);
+    }
 
     let vm = match vm::build(platform, &options, heap_end) {
         Ok(vm) => vm,

@@ -1,6 +1,7 @@
 //! The physical machine, as QEMU's device tree describes it. For an ELF kernel QEMU places its
 //! device tree at the start of RAM; the hypervisor reads memory, CPUs, the GIC, the UART and its
-//! own command line (`/chosen/bootargs`, from QEMU's `-append`) from there.
+//! own command line (`/chosen/bootargs`, from QEMU's `-append`) from there, and the
+//! `virtio,mmio` transports among which `backing` looks for its disk.
 
 use alloc::vec::Vec;
 
@@ -18,6 +19,50 @@ pub struct Platform {
     pub gicr_size: u64,
     pub uart_base: u64,
     pub bootargs: &'static str,
+    /// Every `virtio,mmio` node, in device-tree order (most are empty slots: DeviceID 0).
+    pub virtio_mmio: Vec<VirtioMmioNode>,
+}
+
+/// One `virtio,mmio` transport as the device tree describes it.
+#[derive(Clone, Copy, Debug)]
+pub struct VirtioMmioNode {
+    pub base: u64,
+    pub size: u64,
+    /// GIC INTID of its interrupt (an SPI), if the node has a usable `interrupts` property.
+    pub intid: Option<u32>,
+    /// The interrupt is edge-triggered (QEMU says rising edge) rather than level-sensitive.
+    pub edge_triggered: bool,
+    /// The node says `dma-coherent`: the device snoops the CPUs' caches.
+    pub dma_coherent: bool,
+}
+
+/// GIC device-tree binding: `interrupts = <type number flags>`; type 0 is an SPI, whose INTID
+/// is 32 + number; flags 1 and 2 are edge-triggered, 4 and 8 level-sensitive.
+const GIC_FDT_CELLS: usize = 3;
+const GIC_FDT_TYPE_SPI: u32 = 0;
+const GIC_SPI_BASE_INTID: u32 = 32;
+const GIC_FDT_FLAGS_EDGE: u32 = 0b0011;
+
+/// Reads the `virtio,mmio` nodes of the device tree.
+fn virtio_mmio_nodes(fdt: &fdt::Fdt) -> Vec<VirtioMmioNode> {
+    fdt.all_nodes()
+        .filter(|node| node.compatible().is_some_and(|c| c.all().any(|s| s == "virtio,mmio")))
+        .filter_map(|node| {
+            let reg = node.reg()?.next()?;
+            let cells: Vec<u32> = node
+                .property("interrupts")
+                .map(|p| p.value.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])).collect())
+                .unwrap_or_default();
+            let spi = (cells.len() == GIC_FDT_CELLS && cells[0] == GIC_FDT_TYPE_SPI).then(|| (cells[1], cells[2]));
+            Some(VirtioMmioNode {
+                base: reg.starting_address as u64,
+                size: reg.size.unwrap_or(0) as u64,
+                intid: spi.map(|(number, _)| GIC_SPI_BASE_INTID + number),
+                edge_triggered: spi.is_some_and(|(_, flags)| flags & GIC_FDT_FLAGS_EDGE != 0),
+                dma_coherent: node.property("dma-coherent").is_some(),
+            })
+        })
+        .collect()
 }
 
 /// Why the platform could not be read.
@@ -68,5 +113,6 @@ pub fn discover() -> Result<Platform, PlatformError> {
         gicr_size: gicr.size.unwrap_or(0) as u64,
         uart_base: uart_reg.starting_address as u64,
         bootargs: fdt.chosen().bootargs().unwrap_or(""),
+        virtio_mmio: virtio_mmio_nodes(&fdt),
     })
 }

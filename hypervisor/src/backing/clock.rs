@@ -1,0 +1,69 @@
+//! Time for the backing store: the system counter (CNTPCT_EL0 at CNTFRQ_EL0 Hz) and the EL2
+//! physical timer (CNTHP_*_EL2, PPI 10 = `gic::PPI_HYP_TIMER`), which wakes a CPU at the
+//! earliest latency deadline. The timer's interrupt is never taken as an exception: a CPU
+//! sleeping in `wfi` wakes up and finds it with `gic::drain`.
+
+use core::arch::asm;
+
+use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTHP_CTL_EL2, CNTPCT_EL0};
+
+use crate::arch;
+
+/// A point in time or a duration, in system counter ticks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ticks(pub u64);
+
+const MICROS_PER_SECOND: u64 = 1_000_000;
+
+/// The counter's frequency in Hz.
+pub fn frequency() -> u64 {
+    CNTFRQ_EL0.get()
+}
+
+/// The current count. The `isb` keeps the read from being hoisted above earlier instructions.
+pub fn now() -> Ticks {
+    arch::isb();
+    Ticks(CNTPCT_EL0.get())
+}
+
+impl Ticks {
+    /// `us` microseconds, rounded up: a deadline `from_micros(L)` ahead is never less than L µs.
+    pub fn from_micros(us: u64) -> Self {
+        Ticks((us as u128 * frequency() as u128).div_ceil(MICROS_PER_SECOND as u128) as u64)
+    }
+
+    /// This duration in whole microseconds, rounded down.
+    pub fn as_micros(self) -> u64 {
+        (self.0 as u128 * MICROS_PER_SECOND as u128 / frequency().max(1) as u128) as u64
+    }
+
+    /// This duration in nanoseconds, rounded down.
+    pub fn as_nanos(self) -> u64 {
+        const NANOS_PER_SECOND: u128 = 1_000_000_000;
+        (self.0 as u128 * NANOS_PER_SECOND / frequency().max(1) as u128) as u64
+    }
+
+    pub fn saturating_sub(self, earlier: Ticks) -> Ticks {
+        Ticks(self.0.saturating_sub(earlier.0))
+    }
+
+    pub fn saturating_add(self, duration: Ticks) -> Ticks {
+        Ticks(self.0.saturating_add(duration.0))
+    }
+}
+
+/// Fire the EL2 physical timer at `deadline` (at once if it has passed), or stop it (`None`).
+/// The interrupt is level-sensitive: whoever takes `gic::PPI_HYP_TIMER` must call this again
+/// (with a later deadline or `None`) before ending the interrupt, or it fires again at once.
+pub fn set_el2_timer(deadline: Option<Ticks>) {
+    match deadline {
+        Some(Ticks(at)) => {
+            // SAFETY: CNTHP_CVAL_EL2 is the EL2 physical timer's compare value, owned by the
+            // hypervisor; writing it only changes when that timer's interrupt is asserted.
+            unsafe { asm!("msr cnthp_cval_el2, {}", in(reg) at, options(nomem, nostack, preserves_flags)) };
+            CNTHP_CTL_EL2.write(CNTHP_CTL_EL2::ENABLE::SET + CNTHP_CTL_EL2::IMASK::CLEAR);
+        }
+        None => CNTHP_CTL_EL2.set(0),
+    }
+    arch::isb();
+}
