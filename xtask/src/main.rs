@@ -8,6 +8,7 @@
 mod build;
 mod cli;
 mod image;
+mod linux;
 mod qemu;
 mod results;
 mod run;

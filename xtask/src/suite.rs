@@ -236,6 +236,7 @@ impl Case {
 const HOST_TESTS: &str = "host-tests";
 const BUILD: &str = "build";
 const NEGATIVE: &str = "negative/not-an-image";
+const LINUX: &str = "linux/boot";
 
 /// Runs the suite; true when everything selected passed.
 pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
@@ -269,6 +270,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(NEGATIVE) {
         rows.push(timed(NEGATIVE, || negative_not_an_image(root)));
+    }
+    if selected(LINUX) && built {
+        rows.push(timed(LINUX, || crate::linux::boot_test(root)));
     }
 
     println!("\n{:<28} {:>8}  result", "test", "seconds");

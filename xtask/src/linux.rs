@@ -1,0 +1,117 @@
+//! `linux/boot`: an unmodified arm64 Linux kernel boots under the hypervisor.
+//!
+//! The kernel is Debian's `cloud-arm64` flavour, fetched with apt (the arm64 architecture is
+//! added to dpkg if needed) and unpacked under `target/linux/`, where later runs find it. It
+//! boots on 2 vCPUs with no root file system, so the expected end is Linux's "Unable to mount
+//! root fs" panic followed, with `panic=-1`, by PSCI SYSTEM_RESET, which the hypervisor turns
+//! into exit status 3. Booting that far exercises the device tree, PSCI CPU_ON, the vGIC, the
+//! virtual timer, the PL011 and the ID-register traps with someone else's kernel.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::run;
+
+/// The metapackage whose dependency names the current kernel package.
+const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64:arm64";
+/// What the console must show, in order of boot.
+const EXPECTED_LINES: [&str; 3] = [
+    "Booting Linux on physical CPU",
+    "CPU1: Booted secondary processor",
+    "Kernel panic - not syncing: VFS: Unable to mount root fs",
+];
+/// Semihosting exit status for a guest SYSTEM_RESET (`asyncpf_contract::runner`).
+const EXIT_SYSTEM_RESET: i64 = asyncpf_contract::runner::EXIT_SYSTEM_RESET as i64;
+
+fn linux_dir(root: &Path) -> PathBuf {
+    root.join("target").join("linux")
+}
+
+fn run_checked(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The unpacked kernel Image, fetched once.
+fn fetch_kernel(root: &Path) -> Result<PathBuf> {
+    let dir = linux_dir(root);
+    if let Some(found) = find_vmlinuz(&dir) {
+        return Ok(found);
+    }
+    let foreign = run_checked(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if !foreign.lines().any(|a| a.trim() == "arm64") {
+        println!("linux: adding the arm64 architecture to dpkg to download a kernel package");
+        run_checked(Command::new("dpkg").args(["--add-architecture", "arm64"]))
+            .context("run as root, or: dpkg --add-architecture arm64 && apt-get update")?;
+        run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    let depends = run_checked(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
+    let package = depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .context("apt-cache does not know the linux-image-cloud-arm64 metapackage's kernel")?
+        .to_string();
+    fs::create_dir_all(&dir)?;
+    println!("linux: downloading {package}");
+    run_checked(Command::new("apt-get").args(["download", "-q", &package]).current_dir(&dir))?;
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download produced no .deb")?;
+    run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    let _ = fs::remove_file(&deb);
+    find_vmlinuz(&dir).context("the kernel package has no /boot/vmlinuz-*")
+}
+
+fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
+    fs::read_dir(dir.join("root").join("boot"))
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
+}
+
+/// Boot the kernel through this very binary's `run` and check how far it got.
+pub fn boot_test(root: &Path) -> Result<String> {
+    let kernel = fetch_kernel(root)?;
+    let json = run::temp_dir(root).join(format!("linux-boot-{}.json", std::process::id()));
+    fs::create_dir_all(json.parent().expect("a file in a directory"))?;
+    let exe = std::env::current_exe().context("cannot find the xtask binary")?;
+    let out = Command::new(&exe)
+        .args(["run", "--no-build", "--vcpus", "2", "--guest-mib", "256", "--timeout", "150"])
+        .args(["--guest-cmdline", "console=ttyAMA0 panic=-1", "--guest-kernel"])
+        .arg(&kernel)
+        .arg("--json")
+        .arg(&json)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot run {}", exe.display()))?;
+    let report: Value = serde_json::from_slice(&fs::read(&json).context("no --json report")?)?;
+    let _ = fs::remove_file(&json);
+    let console: Vec<&str> = report["console_tail"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    // The whole console is on stdout (no --quiet); the report keeps only its tail.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut problems = Vec::new();
+    for expected in EXPECTED_LINES {
+        if !stdout.contains(expected) && !console.iter().any(|l| l.contains(expected)) {
+            problems.push(format!("the console never showed {expected:?}"));
+        }
+    }
+    if report["exit_status"].as_i64() != Some(EXIT_SYSTEM_RESET) {
+        problems.push(format!("exit status {} instead of {EXIT_SYSTEM_RESET} (SYSTEM_RESET)", report["exit_status"]));
+    }
+    if report["hyp"]["end"].as_str() != Some("system_reset") {
+        problems.push(format!("the hypervisor reported end {} instead of system_reset", report["hyp"]["end"]));
+    }
+    if !problems.is_empty() {
+        bail!("{}; console tail:\n{}", problems.join("; "), console.join("\n"));
+    }
+    let name = kernel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    Ok(format!("{name}: booted on 2 vCPUs to the root-mount panic, {} exits", report["hyp"]["exits"]))
+}
