@@ -24,6 +24,7 @@ pub mod hypercall;
 pub mod image;
 pub mod mpidr;
 pub mod options;
+pub mod overcommit;
 pub mod sgi;
 pub mod trap;
 pub mod vgic;
