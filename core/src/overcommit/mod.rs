@@ -10,35 +10,59 @@
 //! # Page states
 //!
 //! ```text
-//!                          +--------------------- clock: drop, no I/O -------------------+
-//!                          v                                                             |
-//!  +--------+  read fault: zero-fill, map RO     +------------------------+              |
-//!  |  Zero  | ---------------------------------> | Resident, Zero     RO  | -------------+
-//!  +--------+                                    +------------------------+
-//!      |  write fault: zero-fill, map RW                     | write fault: upgrade
-//!      |                                                     v
-//!      |                                         +------------------------+
-//!      +---------------------------------------> | Resident, Dirty    RW  | <---------------+
-//!                                                +------------------------+                 |
-//!                                                  ^   ^         |                          |
-//!            write fault: upgrade                  |   |         | clock: unmap, then       |
-//!      +-------------------------------------------+   |         | submit the write         |
-//!      |                       read ok, a waiting      |         v                          |
-//!      |                       fault writes            |   +-------------+  write failed:   |
-//!  +------------------------+                          |   | WritingBack | -----------------+
-//!  | Resident, Clean    RO  | <-------------------------------|  unmapped   |   stays dirty
-//!  +------------------------+   write ok, a fault waited   |  +-------------+
-//!      |          ^             (kept, no read)            |         |
-//!      |          |  read ok                               |         | write ok, nobody waited:
-//!      |          |                                        |         | frame freed
-//!      |     +-------------+ ------------------------------+         v
-//!      |     |   Reading   |                                   +----------+
-//!      |     |  unmapped   | <---------- fault: submit read -- |  OnDisk  |
-//!      |     +-------------+ -- read failed for good: -------> +----------+
-//!      |       |    ^           waiters get an abort              ^
-//!      |       +----+ read failed: resubmit (up to read_retries)  |
-//!      +----------------------- clock: drop, no I/O --------------+
+//!                read fault: zero-fill, map RO
+//!   +------+ ------------------------------------> +----------------------+
+//!   | Zero |                                       | Resident, Zero    RO |
+//!   +------+ <------------------------------------ +----------------------+
+//!      |            clock: drop, no I/O                       |
+//!      | write fault: zero-fill, map RW                       | write fault: upgrade
+//!      v                                                      v
+//!   +----------------------+ <------------------------------------------------+
+//!   | Resident, Dirty   RW |                                                  |
+//!   +----------------------+ <-- write fault: upgrade --+                     |
+//!      |              ^                                 |                     |
+//!      | clock:       | write failed:       +----------------------+          |
+//!      | unmap, then  | stays dirty         | Resident, Clean   RO |          |
+//!      | submit write |                     +----------------------+          |
+//!      v              |                       ^        ^         |            |
+//!   +----------------------+  write ok, a     |        |         | clock:     |
+//!   | WritingBack          |  fault waited    |        |         | drop,      |
+//!   | (unmapped)           | -----------------+        |         | no I/O     |
+//!   +----------------------+  (kept, no read) (*)      |         v            |
+//!      |                                               |    +--------+        |
+//!      | write ok, nobody waited: frame freed          |    |        |        |
+//!      +-----------------------------------------------|--> | OnDisk |        |
+//!                                                      |    |        |        |
+//!                              read ok                 |    +--------+        |
+//!                   +----------------------------------+      |    ^          |
+//!                   |                                         |    |          |
+//!   +----------------------+ <-------- fault: submit read ----+    |          |
+//!   | Reading              | -- read failed for good: waiters -----+          |
+//!   | (unmapped)           |    get an abort                                  |
+//!   +----------------------+ ---- read ok, a waiting fault writes ------------+
+//!      |     ^
+//!      +-----+ read failed: resubmit (at most read_retries times)
+//!
+//!   (*) or to Resident, Dirty (mapped RW) if a waiting fault is a write
 //! ```
+//!
+//! | state | event | next state | the caller |
+//! |---|---|---|---|
+//! | `Zero` | read fault | `Resident` `Zero` | zeroes a frame, maps it RO |
+//! | `Zero` | write fault | `Resident` `Dirty` | zeroes a frame, maps it RW |
+//! | `Resident` `Zero`/`Clean` | write fault | `Resident` `Dirty` | makes the mapping RW |
+//! | `Resident` `Zero` | clock takes the frame | `Zero` | unmaps; no I/O |
+//! | `Resident` `Clean` | clock takes the frame | `OnDisk` | unmaps; no I/O |
+//! | `Resident` `Dirty` | clock picks it | `WritingBack` | unmaps, then submits the write |
+//! | `WritingBack` | fault | `WritingBack` | blocks the vCPU |
+//! | `WritingBack` | write ok, nobody waited | `OnDisk` | nothing (frame freed) |
+//! | `WritingBack` | write ok, faults waited | `Resident` `Clean` (`Dirty` if one writes) | maps, resumes them |
+//! | `WritingBack` | write failed | `Resident` `Dirty` | maps RW, resumes waiters |
+//! | `OnDisk` | fault | `Reading` | submits the read, blocks the vCPU |
+//! | `Reading` | fault | `Reading` | blocks the vCPU (shared fetch) |
+//! | `Reading` | read ok | `Resident` `Clean` (`Dirty` if one writes) | maps, resumes them |
+//! | `Reading` | read failed, retries left | `Reading` | resubmits |
+//! | `Reading` | read failed for good | `OnDisk` | injects an abort into each waiter |
 //!
 //! Exactly the resident pages are mapped in stage 2: [`Contents::Zero`] and [`Contents::Clean`]
 //! pages read-only, [`Contents::Dirty`] pages read-write. Every other state is unmapped, in

@@ -74,6 +74,8 @@ struct Tally {
     resubmitted: u64,
     zero_fills: u64,
     aborts: u64,
+    /// The most requests ever in flight at once.
+    max_in_flight: usize,
 }
 
 struct Model {
@@ -388,7 +390,7 @@ impl Model {
     }
 
     /// The checks that must hold between any two steps.
-    fn check(&self) {
+    fn check(&mut self) {
         self.oc.check_invariants();
         let mut frames_in_use = Vec::new();
         for (p, mapping) in self.stage2.iter().enumerate() {
@@ -412,6 +414,7 @@ impl Model {
         frames_in_use.dedup();
         assert_eq!(frames_in_use.len(), count, "a frame is used twice");
         assert_eq!(self.device.len(), self.oc.in_flight());
+        self.tally.max_in_flight = self.tally.max_in_flight.max(self.device.len());
         assert!(self.device.len() <= usize::from(self.oc.config().queue_depth));
         for (v, vcpu) in self.vcpus.iter().enumerate() {
             assert_eq!(
@@ -481,14 +484,15 @@ impl Model {
     }
 }
 
-/// Runs `ops` and the final verification; returns the engine's counters.
-fn run(config: Config, ops: &[Op]) -> Counters {
+/// Runs `ops` and the final verification; returns the engine's counters and the most
+/// requests that were in flight at once.
+fn run(config: Config, ops: &[Op]) -> (Counters, usize) {
     let mut model = Model::new(config);
     for &op in ops {
         model.step(op);
     }
     model.verify_all_pages();
-    *model.oc.counters()
+    (*model.oc.counters(), model.tally.max_in_flight)
 }
 
 fn op(fail_percent: u32) -> impl Strategy<Value = Op> {
@@ -553,7 +557,7 @@ proptest! {
             .prop_flat_map(|pages| config(Just(pages), pages..=pages + 8, 1..=4u32))
             .prop_flat_map(|config| (Just(config), prop::collection::vec(op(50), 1..400))),
     ) {
-        let counters = run(config, &ops);
+        let (counters, _) = run(config, &ops);
         prop_assert_eq!(counters.reads_started + counters.writebacks_started, 0);
         prop_assert_eq!(counters.page_outs, 0);
     }
@@ -572,10 +576,11 @@ fn random_runs_reach_every_path() {
         state
     };
     let mut total = Counters::default();
+    let mut queue_filled = false;
     for round in 0..64u32 {
         let config = Config {
             pages: 4 + round % 40,
-            frames: 1 + round % 20,
+            frames: 1 + round % 24,
             queue_depth: MIN_QUEUE_DEPTH,
             waiters: 1 + round % 5,
             read_retries: round % 3,
@@ -594,7 +599,8 @@ fn random_runs_reach_every_path() {
                 _ => Op::Scan { seed: next() },
             })
             .collect();
-        let c = run(config, &ops);
+        let (c, max_in_flight) = run(config, &ops);
+        queue_filled |= max_in_flight == usize::from(config.queue_depth);
         total.page_ins += c.page_ins;
         total.zero_fills += c.zero_fills;
         total.clean_drops += c.clean_drops;
@@ -627,4 +633,5 @@ fn random_runs_reach_every_path() {
     ] {
         assert!(count > 0, "no {name} in the sample: {t:?}");
     }
+    assert!(queue_filled, "the queue never filled up in the sample");
 }
