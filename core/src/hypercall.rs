@@ -192,7 +192,7 @@ fn cpu_on(machine: &impl Machine, target_mpidr: u64, entry: u64, context: u64) -
     let Some(target) = target_vcpu(machine, target_mpidr) else {
         return invalid(psci::INVALID_PARAMETERS);
     };
-    if entry % 4 != 0 || !machine.is_guest_ram(entry, 4) {
+    if !entry.is_multiple_of(4) || !machine.is_guest_ram(entry, 4) {
         return invalid(psci::INVALID_ADDRESS);
     }
     match machine.request_power_on(target, entry, context) {
