@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
+use asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US;
+use asyncpf_core::options::{BACKING_LATENCY_US_RANGE, MAX_BACKING_SELFTEST_PAGES};
 use clap::{Args, Parser, Subcommand};
 
 /// QEMU's `virt` machine accepts at most this many CPUs.
@@ -96,6 +98,18 @@ pub struct RunArgs {
     /// Skip the implicit `cargo xtask build` (of what the run needs) before running.
     #[arg(long)]
     pub no_build: bool,
+    /// Minimum service time of every backing-store (virtio-blk) request in µs.
+    #[arg(long, value_name = "US", default_value_t = DEFAULT_BACKING_LATENCY_US)]
+    pub backing_latency_us: u64,
+    /// Run the hypervisor's backing-store self-test over N pages before the VM starts.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub backing_selftest: u64,
+    /// Make the backing disk fail reads of these 4 KiB slots with EIO (QEMU blkdebug), e.g. `5,17`.
+    #[arg(long, value_name = "SLOTS", value_delimiter = ',')]
+    pub inject_read_errors: Vec<u64>,
+    /// Make the backing disk fail writes of these 4 KiB slots with EIO (QEMU blkdebug).
+    #[arg(long, value_name = "SLOTS", value_delimiter = ',')]
+    pub inject_write_errors: Vec<u64>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -127,6 +141,38 @@ pub struct RunPlan {
     pub icount: Option<u32>,
     pub bare: bool,
     pub quiet: bool,
+    pub backing: BackingPlan,
+}
+
+/// The hypervisor's backing disk: its latency model, the self-test, injected errors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackingPlan {
+    pub latency_us: u64,
+    /// Self-test pages; 0: no self-test.
+    pub selftest_pages: u64,
+    /// 4 KiB slots whose reads / writes fail with EIO.
+    pub read_errors: Vec<u64>,
+    pub write_errors: Vec<u64>,
+}
+
+impl Default for BackingPlan {
+    fn default() -> Self {
+        BackingPlan { latency_us: DEFAULT_BACKING_LATENCY_US, selftest_pages: 0, read_errors: Vec::new(), write_errors: Vec::new() }
+    }
+}
+
+/// Bytes per backing-disk slot (one guest page).
+pub const SLOT_BYTES: u64 = 4096;
+
+impl BackingPlan {
+    /// The disk holds the guest's RAM, or the self-test's pages if that is more.
+    pub fn disk_bytes(&self, guest_mib: u32) -> u64 {
+        ((guest_mib as u64) << 20).max(self.selftest_pages * SLOT_BYTES)
+    }
+
+    pub fn injects_errors(&self) -> bool {
+        !self.read_errors.is_empty() || !self.write_errors.is_empty()
+    }
 }
 
 impl RunArgs {
@@ -174,6 +220,30 @@ impl RunArgs {
                 bail!("--guest-cmdline must be a single line without NUL characters");
             }
         }
+        let backing = BackingPlan {
+            latency_us: self.backing_latency_us,
+            selftest_pages: self.backing_selftest,
+            read_errors: self.inject_read_errors.clone(),
+            write_errors: self.inject_write_errors.clone(),
+        };
+        if self.bare && backing != BackingPlan::default() {
+            bail!("--bare runs no hypervisor, so it has no backing disk: drop the --backing-*/--inject-* options");
+        }
+        if !BACKING_LATENCY_US_RANGE.contains(&backing.latency_us) {
+            bail!(
+                "--backing-latency-us {} is out of range {}..={}",
+                backing.latency_us,
+                BACKING_LATENCY_US_RANGE.start(),
+                BACKING_LATENCY_US_RANGE.end()
+            );
+        }
+        if backing.selftest_pages > MAX_BACKING_SELFTEST_PAGES {
+            bail!("--backing-selftest {} is more than {MAX_BACKING_SELFTEST_PAGES} pages", backing.selftest_pages);
+        }
+        let slots = backing.disk_bytes(self.guest_mib) / SLOT_BYTES;
+        if let Some(bad) = backing.read_errors.iter().chain(&backing.write_errors).find(|&&s| s >= slots) {
+            bail!("--inject-*-errors: slot {bad} is beyond the backing disk's {slots} slots");
+        }
         Ok(RunPlan {
             scenario: self.scenario.clone(),
             vcpus,
@@ -188,6 +258,7 @@ impl RunArgs {
             icount: self.icount,
             bare: self.bare,
             quiet: self.quiet,
+            backing,
         })
     }
 }
@@ -262,6 +333,25 @@ pub(crate) mod tests {
         assert!(parse_run(&["--scenario", ""]).validate().is_err());
         assert!(parse_run(&["--cpu", "max,sve=off"]).validate().is_err());
         assert!(parse_run(&["--guest-cmdline", "a\nb"]).validate().is_err());
+    }
+
+    #[test]
+    fn backing_options() {
+        let p = parse_run(&[]).validate().unwrap();
+        assert_eq!(p.backing, BackingPlan::default());
+        assert_eq!(p.backing.disk_bytes(128), 128 << 20);
+        let p = parse_run(&["--backing-latency-us", "200", "--backing-selftest", "65536", "--inject-read-errors", "5,17"])
+            .validate()
+            .unwrap();
+        assert_eq!(p.backing.latency_us, 200);
+        assert_eq!(p.backing.read_errors, [5, 17]);
+        assert!(p.backing.injects_errors());
+        assert_eq!(p.backing.disk_bytes(128), 256 << 20, "the self-test needs more than the guest RAM");
+        assert!(parse_run(&["--backing-latency-us", "1000001"]).validate().is_err());
+        assert!(parse_run(&["--backing-selftest", "262145"]).validate().is_err());
+        let err = parse_run(&["--inject-write-errors", "32768"]).validate().unwrap_err();
+        assert!(err.to_string().contains("beyond the backing disk"), "{err}");
+        assert!(parse_run(&["--bare", "--backing-selftest", "1"]).validate().is_err());
     }
 
     #[test]

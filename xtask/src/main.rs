@@ -7,6 +7,7 @@
 
 mod build;
 mod cli;
+mod disk;
 mod image;
 mod linux;
 mod qemu;

@@ -12,6 +12,9 @@
 //! So the machine needs 96 MiB below the guest frames plus the guest's RAM, rounded up to
 //! 16 MiB. In `--bare` mode QEMU boots the Image itself and the machine has exactly the
 //! guest's RAM.
+//!
+//! A hypervisor run also gets the backing disk (`disk`): a virtio-blk device on a modern
+//! (version 2) virtio-mmio transport, which only the hypervisor drives.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -52,7 +55,12 @@ pub struct Inputs<'a> {
     pub image_size: u64,
     /// The Image is not asyncpf's guest (`--guest-kernel`): it gets no scenario/seed words.
     pub foreign: bool,
+    /// The backing disk's `-drive file=` value (see `disk::Disk::drive_file`); hypervisor runs.
+    pub disk: Option<String>,
 }
+
+/// The `-drive id` of the backing disk.
+const BACKING_DRIVE_ID: &str = "backing";
 
 /// The guest's command line: `scenario=NAME seed=S EXTRA` for our guest, `EXTRA` for another.
 pub fn guest_cmdline(plan: &RunPlan, foreign: bool) -> String {
@@ -78,6 +86,10 @@ pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, foreign: bool) -> Str
         runner::OPT_IMAGE,
     );
     let guest = guest_cmdline(plan, foreign);
+    line.push_str(&format!(" {}={}", runner::OPT_BACKING_LATENCY_US, plan.backing.latency_us));
+    if plan.backing.selftest_pages > 0 {
+        line.push_str(&format!(" {}={}", runner::OPT_BACKING_SELFTEST, plan.backing.selftest_pages));
+    }
     if !guest.is_empty() {
         line.push_str(&format!(" {} {guest}", runner::GUEST_CMDLINE_SEPARATOR));
     }
@@ -106,6 +118,14 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
         push(&["-kernel", &inputs.hypervisor.display().to_string()]);
         let loader = format!("loader,file={},addr={IMAGE_ADDR:#x},force-raw=on", inputs.image.display());
         push(&["-device", &loader]);
+        if let Some(file) = &inputs.disk {
+            push(&["-global", "virtio-mmio.force-legacy=false"]);
+            push(&["-drive", &format!("file={file},if=none,format=raw,id={BACKING_DRIVE_ID}")]);
+            // With injected errors, one request per page: QEMU would otherwise merge adjacent
+            // requests and fail the neighbours of a faulty slot too.
+            let merging = if plan.backing.injects_errors() { ",request-merging=off" } else { "" };
+            push(&["-device", &format!("virtio-blk-device,drive={BACKING_DRIVE_ID}{merging}")]);
+        }
         push(&["-append", &hypervisor_cmdline(plan, inputs.image_size, inputs.foreign)]);
     }
     if let Some(shift) = plan.icount {
@@ -249,6 +269,7 @@ mod tests {
             image,
             image_size: 0x12340,
             foreign,
+            disk: Some("/w/target/xtask/disks/backing-1-0.img".into()),
         }
     }
 
@@ -265,7 +286,10 @@ mod tests {
              -m 224 -nographic -nic none -semihosting-config enable=on,target=native \
              -kernel /w/target/cross/aarch64-unknown-none/release/asyncpf-hypervisor \
              -device loader,file=/w/target/cross/asyncpf-guest.Image,addr=0x42000000,force-raw=on \
-             -append 'vcpus=2 guest_mib=128 image=0x42000000:0x12340 -- scenario=smp seed=7 verbose'"
+             -global virtio-mmio.force-legacy=false \
+             -drive file=/w/target/xtask/disks/backing-1-0.img,if=none,format=raw,id=backing \
+             -device virtio-blk-device,drive=backing \
+             -append 'vcpus=2 guest_mib=128 image=0x42000000:0x12340 backing_latency_us=50 -- scenario=smp seed=7 verbose'"
         );
     }
 
@@ -273,13 +297,30 @@ mod tests {
     fn foreign_kernel_gets_only_the_extra_words() {
         let image = PathBuf::from("/tmp/Image");
         let plan = parse_run(&["--guest-kernel", "/tmp/Image"]).validate().unwrap();
-        assert_eq!(hypervisor_cmdline(&plan, 0x1000, true), "vcpus=4 guest_mib=128 image=0x42000000:0x1000");
+        assert_eq!(
+            hypervisor_cmdline(&plan, 0x1000, true),
+            "vcpus=4 guest_mib=128 image=0x42000000:0x1000 backing_latency_us=50"
+        );
         let plan = parse_run(&["--guest-cmdline", "console=hvc0"]).validate().unwrap();
         let argv = command_line(&plan, &inputs(&image, true));
         assert_eq!(
             argv.last().unwrap(),
-            "vcpus=4 guest_mib=128 image=0x42000000:0x12340 -- console=hvc0"
+            "vcpus=4 guest_mib=128 image=0x42000000:0x12340 backing_latency_us=50 -- console=hvc0"
         );
+    }
+
+    #[test]
+    fn backing_selftest_and_injected_errors() {
+        let plan = parse_run(&["--backing-latency-us", "0", "--backing-selftest", "64", "--inject-read-errors", "5"])
+            .validate()
+            .unwrap();
+        let image = PathBuf::from("/i/Image");
+        let mut inputs = inputs(&image, false);
+        inputs.disk = Some("blkdebug:/d/b.blkdebug:/d/b.img".into());
+        let line = shell_join(&command_line(&plan, &inputs));
+        assert!(line.contains("-drive file=blkdebug:/d/b.blkdebug:/d/b.img,if=none,format=raw,id=backing"), "{line}");
+        assert!(line.contains("-device virtio-blk-device,drive=backing,request-merging=off"), "{line}");
+        assert!(line.ends_with("backing_latency_us=0 backing_selftest=64 -- scenario=smp seed=1'"), "{line}");
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Console {
     pub tail: VecDeque<String>,
     pub guest: Option<Value>,
     pub hyp: Option<Value>,
+    /// The hypervisor's backing-store self-test result (`[hyp] @selftest {json}`).
+    pub selftest: Option<Value>,
     /// Result lines that could not be used, with the reason.
     pub bad_results: Vec<String>,
     pub bare: bool,
@@ -99,6 +101,15 @@ impl Console {
         }
         self.tail.push_back(line.to_string());
         let Some((source, content)) = line_source(line, self.bare) else { return };
+        if let (Source::Hyp, Some(json)) = (source, content.strip_prefix(runner::SELFTEST_PREFIX)) {
+            match parse_result_json(json) {
+                Ok(v) => self.selftest = Some(v),
+                Err(JsonProblem::Incomplete(why) | JsonProblem::Invalid(why)) => {
+                    self.bad_results.push(format!("self-test line {why}: {line}"))
+                }
+            }
+            return;
+        }
         // A continuation of this source's unfinished result?
         if let Some(i) = self.pending.iter().position(|p| p.source == source) {
             if !content.starts_with(runner::RESULT_PREFIX) {
@@ -199,6 +210,10 @@ pub struct Report {
     pub hyp: Value,
     /// The whole guest result object; null if none.
     pub guest: Value,
+    /// The backing-store latency model (µs) the hypervisor was given; null in `--bare` mode.
+    pub backing_latency_us: Option<u64>,
+    /// The hypervisor's backing-store self-test result (`@selftest`); null if none was run.
+    pub backing_selftest: Value,
     pub failure: Option<String>,
     pub console_tail: Vec<String>,
 }
@@ -241,6 +256,27 @@ impl Report {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             s += &format!("   hyp: {}\n", counters.join(" "));
+        }
+        if let Some(t) = self.backing_selftest.as_object() {
+            let f = |k: &str| t.get(k).map(Value::to_string).unwrap_or_else(|| "-".into());
+            s += &format!(
+                "   backing self-test: ok={} pages={} verified={} mismatched_words={} failed_writes={} failed_reads={} \
+                 latency_us={} lat min/mean/p99/max={}/{}/{}/{} us, {} pages/s, max_in_flight={}{}\n",
+                f("ok"),
+                f("pages"),
+                f("verified"),
+                f("mismatched_words"),
+                f("failed_writes"),
+                f("failed_reads"),
+                f("latency_us"),
+                f("lat_min_us"),
+                f("lat_mean_us"),
+                f("lat_p99_us"),
+                f("lat_max_us"),
+                f("pages_per_s"),
+                f("max_in_flight"),
+                t.get("error").filter(|e| !e.is_null()).map(|e| format!(", error {e}")).unwrap_or_default(),
+            );
         }
         if let Some(f) = &self.failure {
             s += &format!("   failure: {f}\n");
@@ -307,6 +343,18 @@ mod tests {
         c.push("[hyp] @result {\"exits\":");
         c.finish();
         assert!(c.bad_results[1].contains("incomplete JSON"), "{:?}", c.bad_results);
+    }
+
+    #[test]
+    fn selftest_line() {
+        let mut c = Console::new(false);
+        c.push("[hyp] @selftest {\"ok\": true, \"pages\": 4}");
+        assert_eq!(c.selftest, Some(json!({"ok": true, "pages": 4})));
+        c.push("[guest] @selftest {\"ok\": false}");
+        assert_eq!(c.selftest, Some(json!({"ok": true, "pages": 4})), "only the hypervisor's counts");
+        c.push("[hyp] @selftest {oops");
+        assert!(c.bad_results[0].contains("self-test line"), "{:?}", c.bad_results);
+        assert!(c.hyp.is_none());
     }
 
     #[test]

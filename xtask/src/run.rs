@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::build;
 use crate::cli::RunPlan;
+use crate::disk::Disk;
 use crate::image::{self, StagedImage};
 use crate::qemu::{self, Stream};
 use crate::results::{self, Console, Report};
@@ -71,6 +72,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
             image::stage(&own, &tmp)?
         }
     };
+    let disk = if need_hypervisor { Some(Disk::create(root, &plan.backing, plan.guest_mib)?) } else { None };
     let argv = qemu::command_line(
         plan,
         &qemu::Inputs {
@@ -79,6 +81,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
             image: &staged.path,
             image_size: staged.size,
             foreign: plan.guest_kernel.is_some(),
+            disk: disk.as_ref().map(Disk::drive_file),
         },
     );
     let mut report = empty_report(plan, tc);
@@ -106,9 +109,17 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         console.push(line);
     })?;
     drop(staged);
+    drop(disk);
     console.finish();
 
-    let failure = results::verdict(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console);
+    let mut failure = results::verdict(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console);
+    if failure.is_none() && plan.backing.selftest_pages > 0 && console.selftest.is_none() {
+        failure = Some(format!(
+            "the hypervisor printed no `{}{}` line",
+            asyncpf_contract::runner::HYP_LINE_PREFIX,
+            asyncpf_contract::runner::SELFTEST_PREFIX.trim()
+        ));
+    }
     report.ok = failure.is_none();
     report.failure = failure;
     report.exit_status = outcome.exit_code;
@@ -116,6 +127,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.guest = console.guest.clone().unwrap_or(Value::Null);
     report.per_vcpu = report.guest.get("per_vcpu").cloned().unwrap_or(Value::Null);
     report.hyp = console.hyp.clone().unwrap_or(Value::Null);
+    report.backing_selftest = console.selftest.clone().unwrap_or(Value::Null);
     report.console_tail = console.tail.iter().cloned().collect();
 
     let mut out = String::new();
@@ -184,6 +196,8 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         per_vcpu: Value::Null,
         hyp: Value::Null,
         guest: Value::Null,
+        backing_latency_us: (!plan.bare).then_some(plan.backing.latency_us),
+        backing_selftest: Value::Null,
         failure: None,
         console_tail: Vec::new(),
     }

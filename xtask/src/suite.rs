@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::build;
-use crate::cli::{RunPlan, TestArgs};
+use crate::cli::{BackingPlan, RunPlan, TestArgs};
 use crate::run;
 use crate::toolchain::Toolchain;
 
@@ -25,6 +25,45 @@ use crate::toolchain::Toolchain;
 const SCENARIOS: &[&str] = &["smp", "ipi", "hostile"];
 const VCPU_COUNTS: &[u32] = &[1, 4];
 const CPU_MODELS: &[&str] = &["max", "a64fx"];
+
+/// A backing-store case: the `smp` scenario on 2 vCPUs after the hypervisor's self-test.
+#[derive(Debug, Clone, Copy)]
+struct Selftest {
+    /// The case's name and its assertion label.
+    name: &'static str,
+    pages: u64,
+    latency_us: u64,
+    read_errors: &'static [u64],
+    write_errors: &'static [u64],
+}
+
+/// Every self-test case carries this label too.
+const SELFTEST: &str = "selftest";
+const SELFTEST_CLEAN: &str = "selftest-clean";
+const SELFTEST_LATENCY: &str = "selftest-l200";
+const SELFTEST_ERRORS: &str = "selftest-blkdebug";
+const SELFTEST_VCPUS: u32 = 2;
+/// The blkdebug case: 64 pages, the read of slot 5 and the write of slot 9 fail.
+const BLKDEBUG_PAGES: u64 = 64;
+const BLKDEBUG_READ_SLOT: u64 = 5;
+const BLKDEBUG_WRITE_SLOT: u64 = 9;
+/// Pages the blkdebug case can verify: all but the one whose read failed and the one whose
+/// write failed (it is not read back).
+const BLKDEBUG_VERIFIABLE: i64 = BLKDEBUG_PAGES as i64 - 2;
+/// The requests the device holds at once (virtio-drivers' queue of 16, indirect descriptors).
+const DEVICE_QUEUE_DEPTH: i64 = 16;
+
+const SELFTESTS: &[Selftest] = &[
+    Selftest { name: "selftest-l0", pages: 1024, latency_us: 0, read_errors: &[], write_errors: &[] },
+    Selftest { name: SELFTEST_LATENCY, pages: 1024, latency_us: 200, read_errors: &[], write_errors: &[] },
+    Selftest {
+        name: SELFTEST_ERRORS,
+        pages: BLKDEBUG_PAGES,
+        latency_us: 0,
+        read_errors: &[BLKDEBUG_READ_SLOT],
+        write_errors: &[BLKDEBUG_WRITE_SLOT],
+    },
+];
 
 /// A number in a report: a field (JSON pointer into the report), a constant, or derived from
 /// the run's vCPU count.
@@ -93,6 +132,27 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undefs_caught"), Ge, Int(100)) },
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_caught")) },
     Assertion { scenarios: &["hostile"], check: IsTrue("/guest/hyp_uid_matches") },
+    // Every backing-store self-test: every write completed, nothing read back wrong, no request
+    // reported before the latency model allows, and at least a device queue's worth in flight.
+    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/latency_us"), Eq, Field("/backing_latency_us")) },
+    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/write/pages"), Eq, Field("/backing_selftest/pages")) },
+    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/mismatched_words"), Eq, Int(0)) },
+    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/lat_min_us"), Ge, Field("/backing_selftest/latency_us")) },
+    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/max_in_flight"), Ge, Int(DEVICE_QUEUE_DEPTH)) },
+    // Without injected errors: every page verified.
+    Assertion { scenarios: &[SELFTEST_CLEAN], check: IsTrue("/backing_selftest/ok") },
+    Assertion { scenarios: &[SELFTEST_CLEAN], check: Cmp(Field("/backing_selftest/verified"), Eq, Field("/backing_selftest/pages")) },
+    Assertion { scenarios: &[SELFTEST_CLEAN], check: Cmp(Field("/backing_selftest/read/failed"), Eq, Int(0)) },
+    // With L = 200 µs early completions were held and released by the EL2 timer.
+    Assertion { scenarios: &[SELFTEST_LATENCY], check: Cmp(Field("/backing_selftest/latency_us"), Eq, Int(200)) },
+    Assertion { scenarios: &[SELFTEST_LATENCY], check: Cmp(Field("/backing_selftest/timer_irqs"), Gt, Int(0)) },
+    // blkdebug: exactly the injected requests failed, were reported by slot, the rest verified
+    // (and the VM still ran: `/ok` above).
+    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/write/failed"), Eq, Int(1)) },
+    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/failed_writes/0"), Eq, Int(BLKDEBUG_WRITE_SLOT as i64)) },
+    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/read/failed"), Eq, Int(1)) },
+    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/failed_reads/0"), Eq, Int(BLKDEBUG_READ_SLOT as i64)) },
+    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/verified"), Eq, Int(BLKDEBUG_VERIFIABLE)) },
 ];
 
 impl fmt::Display for Operand {
@@ -202,11 +262,12 @@ impl Check {
     }
 }
 
-/// Every assertion for `scenario` that fails on `report`, as readable lines.
-pub fn failed_assertions(scenario: &str, vcpus: u32, report: &Value) -> Vec<String> {
+/// Every assertion for a case with these labels (its scenario, and for self-test cases their
+/// names) that fails on `report`, as readable lines.
+pub fn failed_assertions(labels: &[&str], vcpus: u32, report: &Value) -> Vec<String> {
     ASSERTIONS
         .iter()
-        .filter(|a| a.scenarios.is_empty() || a.scenarios.contains(&scenario))
+        .filter(|a| a.scenarios.is_empty() || a.scenarios.iter().any(|s| labels.contains(s)))
         .filter_map(|a| a.check.eval(report, vcpus).err().map(|why| format!("{}: {why}", a.check)))
         .collect()
 }
@@ -225,11 +286,40 @@ struct Case {
     scenario: &'static str,
     vcpus: u32,
     cpu: &'static str,
+    selftest: Option<Selftest>,
 }
 
 impl Case {
     fn name(&self) -> String {
-        format!("qemu/{}/v{}/{}", self.scenario, self.vcpus, self.cpu)
+        match &self.selftest {
+            // `selftest-l0` runs as qemu/selftest/l0/v2 (the scenario is always smp).
+            Some(t) => format!("qemu/{}/v{}", t.name.replacen('-', "/", 1), self.vcpus),
+            None => format!("qemu/{}/v{}/{}", self.scenario, self.vcpus, self.cpu),
+        }
+    }
+
+    /// What selects its assertions.
+    fn labels(&self) -> Vec<&'static str> {
+        let mut labels = vec![self.scenario];
+        if let Some(t) = &self.selftest {
+            labels.extend([SELFTEST, t.name]);
+            if t.read_errors.is_empty() && t.write_errors.is_empty() {
+                labels.push(SELFTEST_CLEAN);
+            }
+        }
+        labels
+    }
+
+    fn backing(&self) -> BackingPlan {
+        match &self.selftest {
+            None => BackingPlan::default(),
+            Some(t) => BackingPlan {
+                latency_us: t.latency_us,
+                selftest_pages: t.pages,
+                read_errors: t.read_errors.to_vec(),
+                write_errors: t.write_errors.to_vec(),
+            },
+        }
     }
 }
 
@@ -245,8 +335,11 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let cases: Vec<Case> = SCENARIOS
         .iter()
         .flat_map(|&scenario| {
-            VCPU_COUNTS.iter().flat_map(move |&vcpus| CPU_MODELS.iter().map(move |&cpu| Case { scenario, vcpus, cpu }))
+            VCPU_COUNTS
+                .iter()
+                .flat_map(move |&vcpus| CPU_MODELS.iter().map(move |&cpu| Case { scenario, vcpus, cpu, selftest: None }))
         })
+        .chain(SELFTESTS.iter().map(|&t| Case { scenario: "smp", vcpus: SELFTEST_VCPUS, cpu: "max", selftest: Some(t) }))
         .filter(|c| selected(&c.name()))
         .collect();
     println!("test: {} ({} QEMU cases, {} jobs)", tc.qemu_version, cases.len(), args.jobs.max(1));
@@ -388,13 +481,14 @@ fn run_case(root: &Path, tc: &Toolchain, case: &Case, timeout: u64) -> Row {
         icount: None,
         bare: false,
         quiet: true,
+        backing: case.backing(),
     };
     let start = Instant::now();
     let (passed, note) = match run::run(root, tc, &plan, true) {
         Err(e) => (false, format!("{e:#}")),
         Ok(report) => {
             let value = serde_json::to_value(&report).unwrap_or(Value::Null);
-            let failures = failed_assertions(case.scenario, case.vcpus, &value);
+            let failures = failed_assertions(&case.labels(), case.vcpus, &value);
             if report.ok && !failures.is_empty() {
                 // `run` printed nothing for a passing run: show what the guest said.
                 let mut out = format!("---- {name}: console tail ----\n");
@@ -481,7 +575,7 @@ mod tests {
     fn assertions_pass_on_a_good_report() {
         let r = hostile_report();
         for scenario in SCENARIOS {
-            assert_eq!(failed_assertions(scenario, 2, &r), Vec::<String>::new(), "{scenario}");
+            assert_eq!(failed_assertions(&[scenario], 2, &r), Vec::<String>::new(), "{scenario}");
         }
     }
 
@@ -492,22 +586,45 @@ mod tests {
         r["guest"]["hyp_uid_matches"] = json!(false);
         r["per_vcpu"][0]["tasks_run"] = json!(0);
         r["guest"].as_object_mut().unwrap().remove("undefs_caught");
-        let f = failed_assertions("hostile", 2, &r);
+        let f = failed_assertions(&["hostile"], 2, &r);
         assert!(f.iter().any(|l| l == "/hyp/injected_aborts >= /guest/aborts_caught: /hyp/injected_aborts = 99, /guest/aborts_caught = 100"), "{f:?}");
         assert!(f.iter().any(|l| l.contains("/guest/hyp_uid_matches is false")), "{f:?}");
         assert!(f.iter().any(|l| l.contains("/guest/undefs_caught is missing")), "{f:?}");
-        let f = failed_assertions("smp", 2, &r);
+        let f = failed_assertions(&["smp"], 2, &r);
         assert_eq!(f, ["every /per_vcpu[*].tasks_run > 0: /per_vcpu/0/tasks_run = 0"]);
-        let f = failed_assertions("ipi", 4, &r);
+        let f = failed_assertions(&["ipi"], 4, &r);
         assert_eq!(f.len(), 2, "wrong vcpu count and ipi_expected != 16: {f:?}");
-        let f = failed_assertions("smp", 2, &json!({"ok": false, "per_vcpu": null}));
+        let f = failed_assertions(&["smp"], 2, &json!({"ok": false, "per_vcpu": null}));
         assert!(f[0].contains("/ok is false") && f[1].contains("not an array"), "{f:?}");
     }
 
     #[test]
+    fn selftest_assertions() {
+        let report = json!({
+            "ok": true, "per_vcpu": [{"tasks_run": 1, "preemptions": 1}, {"tasks_run": 1, "preemptions": 0}],
+            "backing_latency_us": 200,
+            "backing_selftest": {"ok": true, "pages": 1024, "latency_us": 200, "verified": 1024, "mismatched_words": 0,
+                "lat_min_us": 201, "max_in_flight": 32, "timer_irqs": 40, "failed_writes": [], "failed_reads": [],
+                "write": {"pages": 1024, "failed": 0}, "read": {"pages": 1024, "failed": 0}},
+        });
+        let labels = ["smp", SELFTEST, SELFTEST_CLEAN, SELFTEST_LATENCY];
+        assert_eq!(failed_assertions(&labels, 2, &report), Vec::<String>::new());
+        let mut early = report.clone();
+        early["backing_selftest"]["lat_min_us"] = json!(199);
+        let f = failed_assertions(&labels, 2, &early);
+        assert_eq!(f, ["/backing_selftest/lat_min_us >= /backing_selftest/latency_us: /backing_selftest/lat_min_us = 199, /backing_selftest/latency_us = 200"]);
+        let f = failed_assertions(&["smp", SELFTEST, SELFTEST_ERRORS], 2, &report);
+        assert!(f.iter().any(|l| l.contains("/backing_selftest/failed_reads/0 is missing")), "{f:?}");
+    }
+
+    #[test]
     fn matrix_names() {
-        let c = Case { scenario: "ipi", vcpus: 4, cpu: "a64fx" };
+        let c = Case { scenario: "ipi", vcpus: 4, cpu: "a64fx", selftest: None };
         assert_eq!(c.name(), "qemu/ipi/v4/a64fx");
+        let c = Case { scenario: "smp", vcpus: 2, cpu: "max", selftest: Some(SELFTESTS[2]) };
+        assert_eq!(c.name(), "qemu/selftest/blkdebug/v2");
+        assert_eq!(c.labels(), ["smp", SELFTEST, SELFTEST_ERRORS]);
+        assert_eq!(c.backing().write_errors, [BLKDEBUG_WRITE_SLOT]);
         assert_eq!(first_line("a\nb"), "a");
         assert_eq!(first_line(&"x".repeat(200)).len(), 102);
     }
