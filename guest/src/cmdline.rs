@@ -1,4 +1,6 @@
-//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N`, other words ignored.
+//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N`, and for the `overcommit`
+//! scenario `ws_mib=M ops=K`; other words (and other keys) are ignored, so that a command line
+//! written for Linux or for another scenario still boots.
 
 use asyncpf_contract::runner::{GUEST_OPT_SCENARIO, GUEST_OPT_SEED};
 
@@ -6,29 +8,43 @@ use asyncpf_contract::runner::{GUEST_OPT_SCENARIO, GUEST_OPT_SEED};
 pub const DEFAULT_SCENARIO: &str = "smp";
 /// The seed used when the command line gives none.
 pub const DEFAULT_SEED: u64 = 1;
+/// Key: the `overcommit` working set in MiB (> 0; default: all free RAM).
+pub const OPT_WS_MIB: &str = "ws_mib";
+/// Key: the `overcommit` random read/write operations over all tasks (default: one per
+/// working-set page).
+pub const OPT_OPS: &str = "ops";
 
 /// The options the guest understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Options<'a> {
     pub scenario: &'a str,
     pub seed: u64,
+    pub ws_mib: Option<u64>,
+    pub ops: Option<u64>,
 }
 
 /// A malformed option value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CmdlineError<'a> {
     BadSeed(&'a str),
+    BadWsMib(&'a str),
+    BadOps(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
 pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
-    let mut opts = Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED };
+    let mut opts = Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
-        if key == GUEST_OPT_SCENARIO {
-            opts.scenario = value;
-        } else if key == GUEST_OPT_SEED {
-            opts.seed = parse_u64(value).ok_or(CmdlineError::BadSeed(value))?;
+        match key {
+            GUEST_OPT_SCENARIO => opts.scenario = value,
+            GUEST_OPT_SEED => opts.seed = parse_u64(value).ok_or(CmdlineError::BadSeed(value))?,
+            OPT_WS_MIB => {
+                let mib = parse_u64(value).filter(|&m| m > 0 && m.checked_mul(1 << 20).is_some());
+                opts.ws_mib = Some(mib.ok_or(CmdlineError::BadWsMib(value))?);
+            }
+            OPT_OPS => opts.ops = Some(parse_u64(value).ok_or(CmdlineError::BadOps(value))?),
+            _ => {}
         }
     }
     Ok(opts)
@@ -48,12 +64,27 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        assert_eq!(parse("").unwrap(), Options { scenario: "smp", seed: 1 });
+        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None };
+        assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
             parse("console=ttyAMA0 scenario=ipi seed=0x10 noise").unwrap(),
-            Options { scenario: "ipi", seed: 16 }
+            Options { scenario: "ipi", seed: 16, ..defaults }
         );
         assert_eq!(parse("seed=7 seed=8").unwrap().seed, 8);
         assert_eq!(parse("seed=x"), Err(CmdlineError::BadSeed("x")));
+    }
+
+    #[test]
+    fn overcommit_keys() {
+        let opts = parse("scenario=overcommit seed=3 ws_mib=32 ops=0x100").unwrap();
+        assert_eq!(opts, Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256) });
+        assert_eq!(parse("ws_mib=8 ws_mib=16").unwrap().ws_mib, Some(16));
+        assert_eq!(parse("ops=0").unwrap().ops, Some(0));
+        assert_eq!(parse("ws_mib=0"), Err(CmdlineError::BadWsMib("0")));
+        assert_eq!(parse("ws_mib=-1"), Err(CmdlineError::BadWsMib("-1")));
+        assert_eq!(parse("ws_mib=0x100000000000"), Err(CmdlineError::BadWsMib("0x100000000000")));
+        assert_eq!(parse("ops=many"), Err(CmdlineError::BadOps("many")));
+        // Unknown keys stay ignored, as before.
+        assert_eq!(parse("ws_gib=1 scenario=smp").unwrap().ws_mib, None);
     }
 }

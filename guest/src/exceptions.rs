@@ -1,7 +1,8 @@
-//! Exception vectors (VBAR_EL1), the trap frame, and dispatch to the syscall, interrupt and
-//! probe handlers. Anything unexpected is fatal: diagnostic, failed `@result`, power off.
+//! Exception vectors (VBAR_EL1), the trap frame, and dispatch to the syscall, interrupt,
+//! guarded-access and probe handlers. Anything unexpected is fatal: diagnostic, failed
+//! `@result`, power off.
 
-use crate::{arch, gic, probe, report, sched, syscall};
+use crate::{arch, gic, guard, probe, report, sched, syscall};
 use core::arch::{asm, global_asm};
 
 /// Registers saved on exception entry, on the kernel stack of the interrupted task.
@@ -196,7 +197,7 @@ pub fn install() {
 extern "C" fn exception_dispatch(frame: &mut TrapFrame, vector: u64) {
     match vector {
         v if v == Vector::El1Sync as u64 => {
-            if !probe::catch(frame) {
+            if !guard::catch(frame) && !probe::catch(frame) {
                 fatal(frame, "synchronous exception at EL1");
             }
         }

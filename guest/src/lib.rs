@@ -13,6 +13,7 @@ extern crate std;
 pub mod cmdline;
 pub mod hostile_policy;
 pub mod json;
+pub mod memcheck;
 pub mod rng;
 pub mod runqueue;
 pub mod sleepq;

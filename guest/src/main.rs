@@ -12,6 +12,7 @@ mod console;
 mod dt;
 mod exceptions;
 mod gic;
+mod guard;
 mod mm;
 mod mmio;
 mod percpu;

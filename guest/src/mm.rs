@@ -15,6 +15,7 @@
 
 use crate::arch;
 use crate::dt::{Platform, Range};
+use asyncpf_guest::memcheck::{self, Span};
 use core::arch::asm;
 use core::cell::UnsafeCell;
 
@@ -92,6 +93,21 @@ pub fn user_readable(addr: u64, len: u64) -> bool {
     let image = image_layout();
     let Some(end) = addr.checked_add(len) else { return false };
     (addr >= image.start && end <= image.rodata_end) || (addr >= image.user_rw_start && end <= image.user_rw_end)
+}
+
+/// The largest page-aligned stretch of RAM that the kernel does not use: RAM minus the image
+/// (text, data and bss, which hold every stack and the page tables) and the device tree (which
+/// the command line still points into). It is mapped like all RAM that is not image: normal
+/// write-back, EL1 read-write, never executable.
+pub fn free_ram(platform: &Platform) -> Option<Span> {
+    let image = image_layout();
+    let span = |r: &Range| Span { start: r.base, end: r.end() };
+    let reserved = [Span { start: image.start, end: image.end }, span(&platform.dtb)];
+    let mut ram = [Span::default(); crate::dt::MAX_RAM_RANGES];
+    for (slot, r) in ram.iter_mut().zip(platform.ram()) {
+        *slot = span(r);
+    }
+    memcheck::largest_free(&ram[..platform.ram().len()], &reserved)
 }
 
 /// The 1 GiB regions to map as device memory: those holding a described range that is not RAM.

@@ -3,6 +3,7 @@
 
 pub mod hostile;
 pub mod ipi;
+pub mod overcommit;
 pub mod smp;
 
 use crate::dt::Platform;
@@ -11,7 +12,7 @@ use crate::{report, sched};
 use asyncpf_guest::cmdline;
 
 static PLATFORM: BootOnce<Platform> = BootOnce::new();
-static SEED: BootOnce<u64> = BootOnce::new();
+static OPTIONS: BootOnce<cmdline::Options<'static>> = BootOnce::new();
 
 /// Keeps the platform description for the scenarios.
 pub fn set_platform(platform: Platform) {
@@ -23,8 +24,14 @@ pub fn platform() -> &'static Platform {
     PLATFORM.get().expect("platform recorded at boot")
 }
 
+/// The parsed command line.
+pub fn options() -> &'static cmdline::Options<'static> {
+    OPTIONS.get().expect("command line parsed at start")
+}
+
 /// The scenarios, by command-line name.
-const SCENARIOS: [(&str, fn(u64) -> !); 3] = [("smp", smp::run), ("ipi", ipi::run), ("hostile", hostile::run)];
+const SCENARIOS: [(&str, fn(u64) -> !); 4] =
+    [("smp", smp::run), ("ipi", ipi::run), ("hostile", hostile::run), ("overcommit", overcommit::run)];
 
 /// Parses the command line and starts the scenario's control task (boot CPU, after every CPU
 /// is up).
@@ -37,7 +44,7 @@ pub fn start(bootargs: &'static str) {
         }
     };
     report::set_scenario(opts.scenario);
-    SEED.set(opts.seed);
+    OPTIONS.set(opts);
     let Some(index) = SCENARIOS.iter().position(|(name, _)| *name == opts.scenario) else {
         report::finish(false, Some(format_args!("unknown scenario {:?}", opts.scenario)), |_| Ok(()));
     };
@@ -47,6 +54,5 @@ pub fn start(bootargs: &'static str) {
 
 /// The control task: runs the scenario, which reports and powers off.
 fn control(index: u64) {
-    let seed = *SEED.get().expect("seed recorded at start");
-    (SCENARIOS[index as usize].1)(seed);
+    (SCENARIOS[index as usize].1)(options().seed);
 }
