@@ -152,9 +152,7 @@ impl Worker {
         // disjoint and only this task uses this one until it exits, and the next phase's task
         // for it starts after the join.
         let generations = unsafe { core::slice::from_raw_parts_mut(table, slice.count as usize) };
-        let ws = layout.working_set;
         let range = memcheck::Span { start: layout.page_addr(slice.first), end: layout.page_addr(slice.first + slice.count) };
-        debug_assert!(ws.start <= range.start && range.end <= ws.end);
         Self { seed, layout, slice, generations, guard: Guard::arm(range), tally: Tally::default(), rewrites: 0 }
     }
 
