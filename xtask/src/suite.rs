@@ -22,7 +22,7 @@ use crate::run;
 use crate::toolchain::Toolchain;
 
 /// The scenarios, vCPU counts and CPU models of the integration matrix.
-const SCENARIOS: &[&str] = &["smp", "ipi", "hostile"];
+const SCENARIOS: &[&str] = &["smp", "ipi", "hostile", "overcommit"];
 const VCPU_COUNTS: &[u32] = &[1, 4];
 const CPU_MODELS: &[&str] = &["max", "a64fx"];
 
@@ -132,6 +132,12 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undefs_caught"), Ge, Int(100)) },
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_caught")) },
     Assertion { scenarios: &["hostile"], check: IsTrue("/guest/hyp_uid_matches") },
+    // overcommit: every word of the working set written, read back and checked, twice, with
+    // no mismatch and no abort (the guest's own `ok` also requires 2 full passes).
+    Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/check/mismatches"), Eq, Int(0)) },
+    Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/aborts"), Eq, Int(0)) },
+    Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/check/words_checked"), Gt, Int(0)) },
+    Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/ws_bytes"), Gt, Int(0)) },
     // Every backing-store self-test: every write completed, nothing read back wrong, no request
     // reported before the latency model allows, and at least a device queue's worth in flight.
     Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/latency_us"), Eq, Field("/backing_latency_us")) },
@@ -566,7 +572,8 @@ mod tests {
             "ok": true,
             "per_vcpu": [{"tasks_run": 1, "preemptions": 0}, {"tasks_run": 2, "preemptions": 3}],
             "guest": {"undef_caught": 0, "aborts_caught": 100, "undefs_caught": 150, "hyp_uid_matches": true,
-                      "ipi_expected": 4, "ipi_received": 4},
+                      "ipi_expected": 4, "ipi_received": 4,
+                      "check": {"words_checked": 1024, "mismatches": 0}, "aborts": 0, "ws_bytes": 4096},
             "hyp": {"hvc_calls": 10_000u64, "unknown_calls": 7, "injected_aborts": 100, "injected_undefs": 151},
         })
     }
