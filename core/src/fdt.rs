@@ -89,11 +89,7 @@ pub enum FdtError {
     /// Two vCPUs have the same MPIDR affinity.
     DuplicateCpu { affinity: u64 },
     /// A region (`what`) is empty or wraps past the end of the address space.
-    BadRegion {
-        what: &'static str,
-        base: u64,
-        size: u64,
-    },
+    BadRegion { what: &'static str, base: u64, size: u64 },
     /// The guest command line contains a NUL byte.
     BootargsContainNul,
     /// The writer refused the tree (a bug in this module).
@@ -105,10 +101,7 @@ impl fmt::Display for FdtError {
         match self {
             FdtError::NoCpus => write!(f, "device tree: the guest has no vCPUs"),
             FdtError::DuplicateCpu { affinity } => {
-                write!(
-                    f,
-                    "device tree: two vCPUs have the same MPIDR affinity {affinity:#x}"
-                )
+                write!(f, "device tree: two vCPUs have the same MPIDR affinity {affinity:#x}")
             }
             FdtError::BadRegion { what, base, size } => write!(
                 f,
@@ -160,10 +153,7 @@ impl GuestPlatform<'_> {
         }
         for (i, &a) in self.cpu_mpidrs.iter().enumerate() {
             let affinity = mpidr::affinity(a);
-            if self.cpu_mpidrs[..i]
-                .iter()
-                .any(|&b| mpidr::affinity(b) == affinity)
-            {
+            if self.cpu_mpidrs[..i].iter().any(|&b| mpidr::affinity(b) == affinity) {
                 return Err(FdtError::DuplicateCpu { affinity });
             }
         }
@@ -235,15 +225,7 @@ impl GuestPlatform<'_> {
         // No child nodes (no ITS): an interrupt provider states that it has no address cells.
         fdt.property_u32("#address-cells", 0)?;
         fdt.property_null("interrupt-controller")?;
-        fdt.property_array_u64(
-            "reg",
-            &[
-                self.gicd_base,
-                GICD_SIZE,
-                self.gicr_base,
-                self.gicr_size().unwrap_or(0),
-            ],
-        )?;
+        fdt.property_array_u64("reg", &[self.gicd_base, GICD_SIZE, self.gicr_base, self.gicr_size().unwrap_or(0)])?;
         fdt.property_u32("#redistributor-regions", 1)?;
         fdt.property_phandle(PHANDLE_GIC)?;
         fdt.end_node(gic)?;
@@ -251,12 +233,7 @@ impl GuestPlatform<'_> {
         let timer = fdt.begin_node("timer")?;
         fdt.property_string("compatible", "arm,armv8-timer")?;
         let mut timer_irqs = Vec::new();
-        for ppi in [
-            timer_ppi::SECURE_PHYS,
-            timer_ppi::NON_SECURE_PHYS,
-            timer_ppi::VIRT,
-            timer_ppi::HYP_PHYS,
-        ] {
+        for ppi in [timer_ppi::SECURE_PHYS, timer_ppi::NON_SECURE_PHYS, timer_ppi::VIRT, timer_ppi::HYP_PHYS] {
             timer_irqs.extend([irq::TYPE_PPI, ppi, irq::LEVEL_HIGH]);
         }
         fdt.property_array_u32("interrupts", &timer_irqs)?;
@@ -273,10 +250,7 @@ impl GuestPlatform<'_> {
         let uart = fdt.begin_node(&self.uart_path()[1..])?;
         fdt.property_string_list("compatible", strings(&["arm,pl011", "arm,primecell"]))?;
         fdt.property_array_u64("reg", &[self.uart_base, UART_SIZE])?;
-        fdt.property_array_u32(
-            "interrupts",
-            &[irq::TYPE_SPI, self.uart_spi, irq::LEVEL_HIGH],
-        )?;
+        fdt.property_array_u32("interrupts", &[irq::TYPE_SPI, self.uart_spi, irq::LEVEL_HIGH])?;
         fdt.property_array_u32("clocks", &[PHANDLE_APB_PCLK, PHANDLE_APB_PCLK])?;
         fdt.property_string_list("clock-names", strings(&["uartclk", "apb_pclk"]))?;
         fdt.end_node(uart)?;
@@ -310,30 +284,21 @@ mod tests {
     }
 
     fn node<'b, 'a>(fdt: &'b Fdt<'a>, path: &str) -> FdtNode<'b, 'a> {
-        fdt.find_node(path)
-            .unwrap_or_else(|| panic!("no node {path}"))
+        fdt.find_node(path).unwrap_or_else(|| panic!("no node {path}"))
     }
 
     fn raw<'a>(node: FdtNode<'_, 'a>, name: &str) -> &'a [u8] {
-        node.property(name)
-            .unwrap_or_else(|| panic!("no property {name} in {}", node.name))
-            .value
+        node.property(name).unwrap_or_else(|| panic!("no property {name} in {}", node.name)).value
     }
 
     fn cells(node: FdtNode<'_, '_>, name: &str) -> Vec<u32> {
-        raw(node, name)
-            .chunks(4)
-            .map(|c| u32::from_be_bytes(c.try_into().unwrap()))
-            .collect()
+        raw(node, name).chunks(4).map(|c| u32::from_be_bytes(c.try_into().unwrap())).collect()
     }
 
     fn string_list<'a>(node: FdtNode<'_, 'a>, name: &str) -> Vec<&'a str> {
         let bytes = raw(node, name);
         assert_eq!(bytes.last(), Some(&0), "{name} is not NUL-terminated");
-        core::str::from_utf8(&bytes[..bytes.len() - 1])
-            .unwrap()
-            .split('\0')
-            .collect()
+        core::str::from_utf8(&bytes[..bytes.len() - 1]).unwrap().split('\0').collect()
     }
 
     fn property_names<'a>(node: FdtNode<'_, 'a>) -> BTreeSet<&'a str> {
@@ -350,9 +315,7 @@ mod tests {
 
     #[test]
     fn every_node_and_property() {
-        let blob = platform(&MPIDRS, "scenario=smp seed=1")
-            .build_fdt()
-            .unwrap();
+        let blob = platform(&MPIDRS, "scenario=smp seed=1").build_fdt().unwrap();
         // Header: magic, version 17, boot CPU.
         assert_eq!(&blob[0..4], &0xd00d_feedu32.to_be_bytes());
         assert_eq!(u32::from_be_bytes(blob[20..24].try_into().unwrap()), 17);
@@ -376,15 +339,7 @@ mod tests {
                 "serial@9000000"
             ]
         );
-        assert_eq!(
-            property_names(root),
-            set(&[
-                "compatible",
-                "#address-cells",
-                "#size-cells",
-                "interrupt-parent"
-            ])
-        );
+        assert_eq!(property_names(root), set(&["compatible", "#address-cells", "#size-cells", "interrupt-parent"]));
         assert_eq!(string_list(root, "compatible"), ["linux,dummy-virt"]);
         assert_eq!(cells(root, "#address-cells"), [2]);
         assert_eq!(cells(root, "#size-cells"), [2]);
@@ -397,10 +352,7 @@ mod tests {
         let aliases = node(&fdt, "/aliases");
         assert_eq!(property_names(aliases), set(&["serial0"]));
         assert_eq!(string_list(aliases, "serial0"), ["/serial@9000000"]);
-        assert_eq!(
-            fdt.aliases().unwrap().resolve("serial0"),
-            Some("/serial@9000000")
-        );
+        assert_eq!(fdt.aliases().unwrap().resolve("serial0"), Some("/serial@9000000"));
 
         let memory = node(&fdt, "/memory@40000000");
         assert_eq!(property_names(memory), set(&["device_type", "reg"]));
@@ -411,18 +363,12 @@ mod tests {
         assert_eq!(region.size, Some(128 << 20));
 
         let cpus = node(&fdt, "/cpus");
-        assert_eq!(
-            property_names(cpus),
-            set(&["#address-cells", "#size-cells"])
-        );
+        assert_eq!(property_names(cpus), set(&["#address-cells", "#size-cells"]));
         assert_eq!(cells(cpus, "#address-cells"), [1]);
         assert_eq!(cells(cpus, "#size-cells"), [0]);
         assert_eq!(children(cpus), ["cpu@0", "cpu@1", "cpu@2", "cpu@3"]);
         for (i, cpu) in cpus.children().enumerate() {
-            assert_eq!(
-                property_names(cpu),
-                set(&["device_type", "compatible", "reg", "enable-method"])
-            );
+            assert_eq!(property_names(cpu), set(&["device_type", "compatible", "reg", "enable-method"]));
             assert_eq!(string_list(cpu, "device_type"), ["cpu"]);
             assert_eq!(string_list(cpu, "compatible"), ["arm,armv8"]);
             assert_eq!(cells(cpu, "reg"), [i as u32]);
@@ -432,10 +378,7 @@ mod tests {
 
         let psci = node(&fdt, "/psci");
         assert_eq!(property_names(psci), set(&["compatible", "method"]));
-        assert_eq!(
-            string_list(psci, "compatible"),
-            ["arm,psci-1.0", "arm,psci-0.2"]
-        );
+        assert_eq!(string_list(psci, "compatible"), ["arm,psci-1.0", "arm,psci-0.2"]);
         assert_eq!(string_list(psci, "method"), ["hvc"]);
 
         assert!(fdt.find_node("/firmware").is_none(), "no SDEI until it is implemented");
@@ -457,10 +400,7 @@ mod tests {
         assert_eq!(cells(gic, "#interrupt-cells"), [3]);
         assert_eq!(cells(gic, "#address-cells"), [0]);
         assert!(raw(gic, "interrupt-controller").is_empty());
-        assert_eq!(
-            cells(gic, "reg"),
-            [0, 0x0800_0000, 0, 0x1_0000, 0, 0x080a_0000, 0, 4 * 0x2_0000]
-        );
+        assert_eq!(cells(gic, "reg"), [0, 0x0800_0000, 0, 0x1_0000, 0, 0x080a_0000, 0, 4 * 0x2_0000]);
         assert_eq!(cells(gic, "#redistributor-regions"), [1]);
         assert_eq!(cells(gic, "phandle"), [PHANDLE_GIC]);
         assert_eq!(fdt.find_phandle(PHANDLE_GIC).unwrap().name, gic.name);
@@ -468,21 +408,12 @@ mod tests {
         let timer = node(&fdt, "/timer");
         assert_eq!(property_names(timer), set(&["compatible", "interrupts"]));
         assert_eq!(string_list(timer, "compatible"), ["arm,armv8-timer"]);
-        assert_eq!(
-            cells(timer, "interrupts"),
-            [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]
-        );
+        assert_eq!(cells(timer, "interrupts"), [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
 
         let clock = node(&fdt, "/clock-apb-pclk");
         assert_eq!(
             property_names(clock),
-            set(&[
-                "compatible",
-                "#clock-cells",
-                "clock-frequency",
-                "clock-output-names",
-                "phandle"
-            ])
+            set(&["compatible", "#clock-cells", "clock-frequency", "clock-output-names", "phandle"])
         );
         assert_eq!(string_list(clock, "compatible"), ["fixed-clock"]);
         assert_eq!(cells(clock, "#clock-cells"), [0]);
@@ -491,14 +422,8 @@ mod tests {
         assert_eq!(cells(clock, "phandle"), [PHANDLE_APB_PCLK]);
 
         let uart = node(&fdt, "/serial@9000000");
-        assert_eq!(
-            property_names(uart),
-            set(&["compatible", "reg", "interrupts", "clocks", "clock-names"])
-        );
-        assert_eq!(
-            string_list(uart, "compatible"),
-            ["arm,pl011", "arm,primecell"]
-        );
+        assert_eq!(property_names(uart), set(&["compatible", "reg", "interrupts", "clocks", "clock-names"]));
+        assert_eq!(string_list(uart, "compatible"), ["arm,pl011", "arm,primecell"]);
         assert_eq!(cells(uart, "reg"), [0, 0x0900_0000, 0, 0x1000]);
         assert_eq!(cells(uart, "interrupts"), [0, 1, 4]);
         assert_eq!(cells(uart, "clocks"), [PHANDLE_APB_PCLK, PHANDLE_APB_PCLK]);
@@ -516,14 +441,8 @@ mod tests {
         let cpus = node(&fdt, "/cpus");
         assert_eq!(children(cpus), ["cpu@10203", "cpu@10100"]);
         assert_eq!(cells(node(&fdt, "/cpus/cpu@10100"), "reg"), [0x10100]);
-        assert_eq!(
-            u32::from_be_bytes(blob[28..32].try_into().unwrap()),
-            0x10203
-        );
-        assert_eq!(
-            cells(node(&fdt, "/interrupt-controller@8000000"), "reg")[6..],
-            [0, 2 * 0x2_0000]
-        );
+        assert_eq!(u32::from_be_bytes(blob[28..32].try_into().unwrap()), 0x10203);
+        assert_eq!(cells(node(&fdt, "/interrupt-controller@8000000"), "reg")[6..], [0, 2 * 0x2_0000]);
         assert_eq!(string_list(node(&fdt, "/chosen"), "bootargs"), [""]);
     }
 
@@ -548,30 +467,15 @@ mod tests {
         assert_eq!(build(&p), Err(FdtError::BootargsContainNul));
         let mut p = platform(&MPIDRS, "");
         p.ram_size = 0;
-        assert!(matches!(
-            build(&p),
-            Err(FdtError::BadRegion {
-                what: "guest RAM",
-                ..
-            })
-        ));
+        assert!(matches!(build(&p), Err(FdtError::BadRegion { what: "guest RAM", .. })));
         let mut p = platform(&MPIDRS, "");
         p.gicr_base = u64::MAX - 0x1000;
         let err = build(&p).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("GIC redistributors at 0xffffffffffffefff"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("GIC redistributors at 0xffffffffffffefff"), "{err}");
         let mut p = platform(&MPIDRS, "");
         p.uart_base = u64::MAX;
-        assert!(matches!(
-            build(&p),
-            Err(FdtError::BadRegion { what: "PL011", .. })
-        ));
-        assert!(FdtError::DuplicateCpu { affinity: 1 }
-            .to_string()
-            .contains("0x1"));
+        assert!(matches!(build(&p), Err(FdtError::BadRegion { what: "PL011", .. })));
+        assert!(FdtError::DuplicateCpu { affinity: 1 }.to_string().contains("0x1"));
     }
 
     /// Decompiles the blob with `dtc` (when installed) and requires it to be silent: dtc's
@@ -585,17 +489,10 @@ mod tests {
         }
         for mpidrs in [&MPIDRS[..], &[0x8000_0000, 0x01_0000_0100]] {
             let blob = build(&platform(mpidrs, "console=ttyAMA0")).unwrap();
-            let path = std::env::temp_dir().join(format!(
-                "asyncpf-core-fdt-{}-{}.dtb",
-                std::process::id(),
-                mpidrs.len()
-            ));
+            let path =
+                std::env::temp_dir().join(format!("asyncpf-core-fdt-{}-{}.dtb", std::process::id(), mpidrs.len()));
             std::fs::write(&path, &blob).unwrap();
-            let out = Command::new("dtc")
-                .args(["-I", "dtb", "-O", "dts", "-o", "-"])
-                .arg(&path)
-                .output()
-                .unwrap();
+            let out = Command::new("dtc").args(["-I", "dtb", "-O", "dts", "-o", "-"]).arg(&path).output().unwrap();
             std::fs::remove_file(&path).unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(out.status.success(), "dtc failed: {stderr}");

@@ -138,29 +138,24 @@ pub enum ImageError {
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ImageError::TooShort { len } => write!(
-                f,
-                "not an arm64 Image: {len} bytes is shorter than the {HEADER_SIZE}-byte header"
-            ),
-            ImageError::Gzip => write!(
-                f,
-                "the kernel is gzip-compressed (Image.gz); decompress it and pass the raw Image"
-            ),
-            ImageError::EfiZboot => write!(
-                f,
-                "the kernel is an EFI zboot compressed image (vmlinuz.efi); pass the raw Image"
-            ),
-            ImageError::BadMagic { found } => write!(
-                f,
-                "not an arm64 Image: magic at 0x38 is {found:#010x}, expected {MAGIC:#010x} (\"ARM\\x64\")"
-            ),
+            ImageError::TooShort { len } => {
+                write!(f, "not an arm64 Image: {len} bytes is shorter than the {HEADER_SIZE}-byte header")
+            }
+            ImageError::Gzip => {
+                write!(f, "the kernel is gzip-compressed (Image.gz); decompress it and pass the raw Image")
+            }
+            ImageError::EfiZboot => {
+                write!(f, "the kernel is an EFI zboot compressed image (vmlinuz.efi); pass the raw Image")
+            }
+            ImageError::BadMagic { found } => {
+                write!(f, "not an arm64 Image: magic at 0x38 is {found:#010x}, expected {MAGIC:#010x} (\"ARM\\x64\")")
+            }
             ImageError::BigEndian => {
                 write!(f, "the arm64 Image is a big-endian kernel; only little-endian is supported")
             }
-            ImageError::BadTextOffset { text_offset } => write!(
-                f,
-                "arm64 Image text_offset {text_offset:#x} is not a 4 KiB aligned offset below 1 GiB"
-            ),
+            ImageError::BadTextOffset { text_offset } => {
+                write!(f, "arm64 Image text_offset {text_offset:#x} is not a 4 KiB aligned offset below 1 GiB")
+            }
             ImageError::SizeSmallerThanFile { image_size, file_len } => write!(
                 f,
                 "arm64 Image header says image_size is {image_size:#x} bytes, but the file is \
@@ -218,18 +213,9 @@ impl ImageHeader {
             return Err(ImageError::BadTextOffset { text_offset });
         }
         if image_size < bytes.len() as u64 {
-            return Err(ImageError::SizeSmallerThanFile {
-                image_size,
-                file_len: bytes.len(),
-            });
+            return Err(ImageError::SizeSmallerThanFile { image_size, file_len: bytes.len() });
         }
-        Ok(ImageHeader {
-            text_offset,
-            image_size,
-            flags,
-            page_size: PageSize::from_flags(flags),
-            size_known: true,
-        })
+        Ok(ImageHeader { text_offset, image_size, flags, page_size: PageSize::from_flags(flags), size_known: true })
     }
 
     /// Whether the kernel accepts a 2 MiB aligned base anywhere in RAM (flags bit 3); when
@@ -287,12 +273,9 @@ mod tests {
 
     #[test]
     fn page_sizes() {
-        for (field, size) in [
-            (0, PageSize::Unspecified),
-            (1, PageSize::Size4K),
-            (2, PageSize::Size16K),
-            (3, PageSize::Size64K),
-        ] {
+        for (field, size) in
+            [(0, PageSize::Unspecified), (1, PageSize::Size4K), (2, PageSize::Size16K), (3, PageSize::Size64K)]
+        {
             let h = ImageHeader::parse(&image(0, 0x1000, field << 1, 64)).unwrap();
             assert_eq!(h.page_size, size);
         }
@@ -315,10 +298,7 @@ mod tests {
         let err = ImageHeader::parse(&image(0, 0x1000, 0, 63)).unwrap_err();
         assert_eq!(err, ImageError::TooShort { len: 63 });
         assert!(err.to_string().contains("63 bytes"));
-        assert_eq!(
-            ImageHeader::parse(&[]),
-            Err(ImageError::TooShort { len: 0 })
-        );
+        assert_eq!(ImageHeader::parse(&[]), Err(ImageError::TooShort { len: 0 }));
     }
 
     #[test]
@@ -365,13 +345,7 @@ mod tests {
     #[test]
     fn image_size_must_cover_file() {
         let err = ImageHeader::parse(&image(0, 0x100, 0, 0x101)).unwrap_err();
-        assert_eq!(
-            err,
-            ImageError::SizeSmallerThanFile {
-                image_size: 0x100,
-                file_len: 0x101
-            }
-        );
+        assert_eq!(err, ImageError::SizeSmallerThanFile { image_size: 0x100, file_len: 0x101 });
         assert!(err.to_string().contains("0x101"));
         assert!(ImageHeader::parse(&image(0, 0x101, 0, 0x101)).is_ok());
     }

@@ -91,10 +91,9 @@ impl fmt::Display for OptionsError<'_> {
                 write!(f, "option `{word}` has no value (expected `key=value`)")
             }
             OptionsError::Duplicate(key) => write!(f, "option `{key}` is given more than once"),
-            OptionsError::BadNumber { key, value } => write!(
-                f,
-                "option `{key}`: `{value}` is not a number (decimal, or hexadecimal with 0x)"
-            ),
+            OptionsError::BadNumber { key, value } => {
+                write!(f, "option `{key}`: `{value}` is not a number (decimal, or hexadecimal with 0x)")
+            }
             OptionsError::ZeroVcpus => {
                 write!(f, "option `{}`: must be at least 1", runner::OPT_VCPUS)
             }
@@ -105,11 +104,9 @@ impl fmt::Display for OptionsError<'_> {
                 GUEST_MIB_RANGE.start(),
                 GUEST_MIB_RANGE.end()
             ),
-            OptionsError::BadImage(value) => write!(
-                f,
-                "option `{}`: `{value}` is not of the form ADDR:SIZE",
-                runner::OPT_IMAGE
-            ),
+            OptionsError::BadImage(value) => {
+                write!(f, "option `{}`: `{value}` is not of the form ADDR:SIZE", runner::OPT_IMAGE)
+            }
             OptionsError::BadImageRange { addr, size } => write!(
                 f,
                 "option `{}`: image at {addr:#x} of size {size:#x} is empty or wraps past the end \
@@ -135,10 +132,7 @@ impl fmt::Display for OptionsError<'_> {
 /// Parses a decimal or `0x`-hexadecimal number.
 fn parse_number<'a>(key: &'a str, value: &'a str) -> Result<u64, OptionsError<'a>> {
     let bad = OptionsError::BadNumber { key, value };
-    let (digits, radix) = match value
-        .strip_prefix("0x")
-        .or_else(|| value.strip_prefix("0X"))
-    {
+    let (digits, radix) = match value.strip_prefix("0x").or_else(|| value.strip_prefix("0X")) {
         Some(hex) => (hex, 16),
         None => (value, 10),
     };
@@ -182,9 +176,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         if rest.is_empty() {
             break;
         }
-        let end = rest
-            .find(|c: char| c.is_ascii_whitespace())
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| c.is_ascii_whitespace()).unwrap_or(rest.len());
         let (word, after) = rest.split_at(end);
         rest = after;
         if word == runner::GUEST_CMDLINE_SEPARATOR {
@@ -254,18 +246,11 @@ mod tests {
 
     #[test]
     fn full_example() {
-        let o =
-            parse("vcpus=4 guest_mib=128 image=0x42000000:0x5000 -- scenario=smp seed=1").unwrap();
+        let o = parse("vcpus=4 guest_mib=128 image=0x42000000:0x5000 -- scenario=smp seed=1").unwrap();
         assert_eq!(o.vcpus, Some(4));
         assert_eq!(o.guest_mib, 128);
         assert_eq!(o.guest_ram_bytes(), 128 << 20);
-        assert_eq!(
-            o.image,
-            Some(ImageLocation {
-                addr: 0x4200_0000,
-                size: 0x5000
-            })
-        );
+        assert_eq!(o.image, Some(ImageLocation { addr: 0x4200_0000, size: 0x5000 }));
         assert_eq!(o.guest_cmdline, "scenario=smp seed=1");
     }
 
@@ -294,10 +279,7 @@ mod tests {
         assert_eq!(o.vcpus, None);
         assert_eq!(parse("vcpus=2 --").unwrap().guest_cmdline, "");
         // Unknown keys after the separator are the guest's business.
-        assert_eq!(
-            parse("-- vcpus=0 bogus").unwrap().guest_cmdline,
-            "vcpus=0 bogus"
-        );
+        assert_eq!(parse("-- vcpus=0 bogus").unwrap().guest_cmdline, "vcpus=0 bogus");
         // "--x" is not the separator.
         assert_eq!(parse("--x"), Err(OptionsError::MissingValue("--x")));
     }
@@ -307,24 +289,9 @@ mod tests {
         assert_eq!(parse("guest_mib=0x100").unwrap().guest_mib, 256);
         assert_eq!(parse("guest_mib=0X10").unwrap().guest_mib, 16);
         assert_eq!(parse("vcpus=8").unwrap().vcpus, Some(8));
-        for bad in [
-            "x",
-            "0x",
-            "+4",
-            "-1",
-            "4k",
-            "0xg",
-            "1_0",
-            "99999999999999999999",
-        ] {
+        for bad in ["x", "0x", "+4", "-1", "4k", "0xg", "1_0", "99999999999999999999"] {
             let line = alloc::format!("vcpus={bad}");
-            assert_eq!(
-                parse(&line),
-                Err(OptionsError::BadNumber {
-                    key: "vcpus",
-                    value: bad
-                })
-            );
+            assert_eq!(parse(&line), Err(OptionsError::BadNumber { key: "vcpus", value: bad }));
         }
     }
 
@@ -333,18 +300,9 @@ mod tests {
         let o = parse("backing_latency_us=200 backing_selftest=0x100").unwrap();
         assert_eq!((o.backing_latency_us, o.backing_selftest), (200, 256));
         assert_eq!(parse("backing_latency_us=0").unwrap().backing_latency_us, 0);
-        assert_eq!(
-            parse("backing_latency_us=1000001"),
-            Err(OptionsError::BackingLatencyOutOfRange(1_000_001))
-        );
-        assert_eq!(
-            parse("backing_selftest=262145"),
-            Err(OptionsError::BackingSelftestTooLarge(262_145))
-        );
-        assert_eq!(
-            parse("backing_selftest=1 backing_selftest=2"),
-            Err(OptionsError::Duplicate("backing_selftest"))
-        );
+        assert_eq!(parse("backing_latency_us=1000001"), Err(OptionsError::BackingLatencyOutOfRange(1_000_001)));
+        assert_eq!(parse("backing_selftest=262145"), Err(OptionsError::BackingSelftestTooLarge(262_145)));
+        assert_eq!(parse("backing_selftest=1 backing_selftest=2"), Err(OptionsError::Duplicate("backing_selftest")));
         let text = parse("backing_latency_us=2000000").unwrap_err().to_string();
         assert!(text.contains("backing_latency_us") && text.contains("0..=1000000"), "{text}");
         let text = parse("backing_selftest=99999999").unwrap_err().to_string();
@@ -357,73 +315,31 @@ mod tests {
         assert_eq!(parse("vcpus"), Err(OptionsError::MissingValue("vcpus")));
         assert_eq!(parse("vcpus="), Err(OptionsError::MissingValue("vcpus=")));
         assert_eq!(parse("vcpus=0"), Err(OptionsError::ZeroVcpus));
-        assert_eq!(
-            parse("vcpus=1 vcpus=2"),
-            Err(OptionsError::Duplicate("vcpus"))
-        );
-        assert_eq!(
-            parse("guest_mib=15"),
-            Err(OptionsError::GuestMibOutOfRange(15))
-        );
-        assert_eq!(
-            parse("guest_mib=4097"),
-            Err(OptionsError::GuestMibOutOfRange(4097))
-        );
+        assert_eq!(parse("vcpus=1 vcpus=2"), Err(OptionsError::Duplicate("vcpus")));
+        assert_eq!(parse("guest_mib=15"), Err(OptionsError::GuestMibOutOfRange(15)));
+        assert_eq!(parse("guest_mib=4097"), Err(OptionsError::GuestMibOutOfRange(4097)));
         assert_eq!(parse("guest_mib=16").unwrap().guest_mib, 16);
         assert_eq!(parse("guest_mib=4096").unwrap().guest_mib, 4096);
         assert_eq!(parse("image=0x1000"), Err(OptionsError::BadImage("0x1000")));
-        assert_eq!(
-            parse("image=0x1000:zz"),
-            Err(OptionsError::BadNumber {
-                key: "image",
-                value: "zz"
-            })
-        );
-        assert_eq!(
-            parse("image=0x1000:0"),
-            Err(OptionsError::BadImageRange {
-                addr: 0x1000,
-                size: 0
-            })
-        );
-        assert_eq!(
-            parse("image=0xffffffffffffffff:2"),
-            Err(OptionsError::BadImageRange {
-                addr: u64::MAX,
-                size: 2
-            })
-        );
+        assert_eq!(parse("image=0x1000:zz"), Err(OptionsError::BadNumber { key: "image", value: "zz" }));
+        assert_eq!(parse("image=0x1000:0"), Err(OptionsError::BadImageRange { addr: 0x1000, size: 0 }));
+        assert_eq!(parse("image=0xffffffffffffffff:2"), Err(OptionsError::BadImageRange { addr: u64::MAX, size: 2 }));
     }
 
     #[test]
     fn error_messages_name_the_problem() {
         let text = parse("cpus=4").unwrap_err().to_string();
-        assert!(
-            text.contains("unknown option `cpus`") && text.contains("vcpus"),
-            "{text}"
-        );
+        assert!(text.contains("unknown option `cpus`") && text.contains("vcpus"), "{text}");
         let text = parse("guest_mib=8").unwrap_err().to_string();
-        assert!(
-            text.contains("8 MiB") && text.contains("16..=4096"),
-            "{text}"
-        );
+        assert!(text.contains("8 MiB") && text.contains("16..=4096"), "{text}");
         let text = parse("image=1:x").unwrap_err().to_string();
         assert!(text.contains("`x` is not a number"), "{text}");
         let text = parse("image=5").unwrap_err().to_string();
         assert!(text.contains("ADDR:SIZE"), "{text}");
-        assert!(parse("vcpus=0")
-            .unwrap_err()
-            .to_string()
-            .contains("at least 1"));
+        assert!(parse("vcpus=0").unwrap_err().to_string().contains("at least 1"));
         assert!(parse("vcpus").unwrap_err().to_string().contains("no value"));
-        assert!(parse("vcpus=1 vcpus=1")
-            .unwrap_err()
-            .to_string()
-            .contains("more than once"));
-        assert!(parse("image=0:0")
-            .unwrap_err()
-            .to_string()
-            .contains("empty"));
+        assert!(parse("vcpus=1 vcpus=1").unwrap_err().to_string().contains("more than once"));
+        assert!(parse("image=0:0").unwrap_err().to_string().contains("empty"));
     }
 
     proptest! {

@@ -135,7 +135,13 @@ impl SysregAccess {
     pub fn decode(iss: u64) -> Self {
         let field = |shift: u32, bits: u32| ((iss >> shift) & ((1 << bits) - 1)) as u8;
         Self {
-            id: SysregId { op0: field(20, 2), op2: field(17, 3), op1: field(14, 3), crn: field(10, 4), crm: field(1, 4) },
+            id: SysregId {
+                op0: field(20, 2),
+                op2: field(17, 3),
+                op1: field(14, 3),
+                crn: field(10, 4),
+                crm: field(1, 4),
+            },
             register: field(5, 5) as usize,
             is_read: iss & 1 != 0,
         }
@@ -193,7 +199,9 @@ pub const fn sync_vector_offset(pstate: u64) -> u64 {
 pub enum AbortKind {
     Instruction,
     /// A data abort; `write` sets ESR.WnR.
-    Data { write: bool },
+    Data {
+        write: bool,
+    },
 }
 
 /// ESR_EL1 for a synchronous external abort injected into a guest running with `pstate`.
@@ -201,7 +209,9 @@ pub fn external_abort_esr(kind: AbortKind, pstate: u64) -> u64 {
     let same_el = !from_el0(pstate);
     let (class, wnr) = match kind {
         AbortKind::Instruction => (if same_el { ec::IABT_SAME } else { ec::IABT_LOWER }, 0),
-        AbortKind::Data { write } => (if same_el { ec::DABT_SAME } else { ec::DABT_LOWER }, if write { dabt::WNR } else { 0 }),
+        AbortKind::Data { write } => {
+            (if same_el { ec::DABT_SAME } else { ec::DABT_LOWER }, if write { dabt::WNR } else { 0 })
+        }
     };
     class << EC_SHIFT | ESR_IL | wnr | FSC_SYNC_EXTERNAL
 }

@@ -4,7 +4,7 @@
 //! All MMIO is single 32-bit accesses (64-bit for GICR_TYPER) via `mmio`.
 
 use crate::sync::BootOnce;
-use crate::{mmio, percpu, sched, scenarios, timer};
+use crate::{mmio, percpu, scenarios, sched, timer};
 use core::arch::asm;
 
 // Distributor registers.
@@ -183,7 +183,7 @@ pub fn send_sgi(cpu: usize, intid: u32) {
         | u64::from(intid & 0xF) << 24
         | ((affinity >> 8) & 0xFF) << 16 // Aff1
         | 1 << (aff0 & 0xF); // target list
-    // SAFETY: ICC_SGI1R_EL1 only raises the SGI at the addressed CPU; the ISB makes it issue
-    // before the caller goes on (e.g. waits for the receipt).
+                             // SAFETY: ICC_SGI1R_EL1 only raises the SGI at the addressed CPU; the ISB makes it issue
+                             // before the caller goes on (e.g. waits for the receipt).
     unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nomem, nostack)) };
 }

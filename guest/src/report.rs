@@ -87,7 +87,8 @@ pub fn fail(what: fmt::Arguments<'_>) -> ! {
         halt();
     }
     let mut out = RawConsole;
-    let _ = writeln!(out, "\nguest: fatal error on cpu {} in task {:?}: {what}", arch::cpu_index(), sched::current_name());
+    let _ =
+        writeln!(out, "\nguest: fatal error on cpu {} in task {:?}: {what}", arch::cpu_index(), sched::current_name());
     let _ = write_result(&mut out, false, Some(what), |_| Ok(()));
     psci::system_off();
 }

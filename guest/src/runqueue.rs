@@ -57,9 +57,7 @@ impl<T: Copy, const N: usize> RunQueue<T, N> {
     /// Removes and returns the task nearest the back that satisfies `eligible` (stealing
     /// takes the most recently queued task, which is the least likely to run here soon).
     pub fn steal(&mut self, mut eligible: impl FnMut(T) -> bool) -> Option<T> {
-        let pos = (0..self.len).rev().find(|&i| {
-            self.items[(self.head + i) % N].is_some_and(&mut eligible)
-        })?;
+        let pos = (0..self.len).rev().find(|&i| self.items[(self.head + i) % N].is_some_and(&mut eligible))?;
         let task = self.items[(self.head + pos) % N].take();
         // Close the gap by shifting the later entries one place forward.
         for i in pos..self.len - 1 {

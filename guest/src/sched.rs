@@ -159,7 +159,12 @@ pub struct SpawnOptions {
 }
 
 /// Starts an EL1 task running `entry(arg)`.
-pub fn spawn_kernel(name: &'static str, entry: fn(u64), arg: u64, opts: SpawnOptions) -> Result<TaskHandle, NoFreeSlot> {
+pub fn spawn_kernel(
+    name: &'static str,
+    entry: fn(u64),
+    arg: u64,
+    opts: SpawnOptions,
+) -> Result<TaskHandle, NoFreeSlot> {
     spawn(Spec { name, kind: Kind::Kernel, entry: entry as usize, arg, pinned: opts.pinned, cpus_out: opts.cpus_out })
 }
 
@@ -405,7 +410,8 @@ pub fn request_reschedule() {
 pub fn preempt_if_needed() {
     let this = percpu::this();
     if this.need_resched.load(Ordering::Relaxed) {
-        let reason = if this.tick_expired.swap(false, Ordering::Relaxed) { Reason::Preempt } else { Reason::Reschedule };
+        let reason =
+            if this.tick_expired.swap(false, Ordering::Relaxed) { Reason::Preempt } else { Reason::Reschedule };
         schedule(reason);
     }
 }

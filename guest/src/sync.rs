@@ -25,11 +25,7 @@ impl<T> SpinLock<T> {
     /// Masks IRQs and spins until the lock is ours.
     pub fn lock(&self) -> SpinGuard<'_, T> {
         let irq = arch::irq_save_disable();
-        while self
-            .locked
-            .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             core::hint::spin_loop();
         }
         SpinGuard { lock: self, irq }

@@ -164,7 +164,9 @@ pub fn init_idle(cpu: usize) {
     let idle = get(idle_id(cpu));
     // SAFETY: the idle slot of this CPU is touched only by this CPU, and it is not yet visible to
     // the scheduler.
-    unsafe { *idle.spec.get() = Spec { name: "idle", kind: Kind::Idle, entry: 0, arg: 0, pinned: Some(cpu), cpus_out: None } };
+    unsafe {
+        *idle.spec.get() = Spec { name: "idle", kind: Kind::Idle, entry: 0, arg: 0, pinned: Some(cpu), cpus_out: None }
+    };
     idle.in_use.store(true, Ordering::Release);
     *idle.sched.lock() = SchedState { state: State::Running, on_cpu: true };
 }
@@ -172,9 +174,9 @@ pub fn init_idle(cpu: usize) {
 /// Claims a free worker slot and prepares the task so that switching to it starts `spec`.
 /// The caller publishes it to a run queue.
 pub fn create(spec: Spec) -> Option<TaskId> {
-    let id = (MAX_CPUS..MAX_TASKS).find(|&i| {
-        TASKS[i].in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok()
-    })? as TaskId;
+    let id = (MAX_CPUS..MAX_TASKS)
+        .find(|&i| TASKS[i].in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok())?
+        as TaskId;
     let task = get(id);
     task.generation.fetch_add(1, Ordering::Relaxed);
     task.ran_on.store(0, Ordering::Relaxed);

@@ -133,9 +133,7 @@ impl<T: Copy, const N: usize> WaiterTable<T, N> {
     }
 
     fn pending_slot(&self, token: u64) -> Option<usize> {
-        self.slots
-            .iter()
-            .position(|s| matches!(s, Slot::Pending { token: t, .. } if *t == token))
+        self.slots.iter().position(|s| matches!(s, Slot::Pending { token: t, .. } if *t == token))
     }
 
     fn free_slot(&self) -> Option<usize> {

@@ -5,7 +5,7 @@
 
 use core::ptr::{read_volatile, write_volatile};
 
-use aarch64_cpu::registers::{Readable, ReadWriteable, ICC_SRE_EL2, MPIDR_EL1};
+use aarch64_cpu::registers::{ReadWriteable, Readable, ICC_SRE_EL2, MPIDR_EL1};
 
 use crate::arch::{self, gicv3_sysregs as icc};
 
@@ -113,7 +113,8 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
 
     // System-register access to the CPU interface, at EL2 and (for the guest's virtual
     // interface) at EL1.
-    ICC_SRE_EL2.modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET + ICC_SRE_EL2::DIB::SET + ICC_SRE_EL2::DFB::SET);
+    ICC_SRE_EL2
+        .modify(ICC_SRE_EL2::SRE::SET + ICC_SRE_EL2::ENABLE::SET + ICC_SRE_EL2::DIB::SET + ICC_SRE_EL2::DFB::SET);
     arch::isb();
     icc::set_priority_mask(0xff);
     icc::set_binary_point1(0);

@@ -93,7 +93,11 @@ fn primary_cpu() -> ! {
         arch::writeback_granule_bytes()
     );
     if platform.cpu_mpidrs.len() > arch::boot::MAX_CPUS {
-        fail(format_args!("{} CPUs but the hypervisor supports at most {}", platform.cpu_mpidrs.len(), arch::boot::MAX_CPUS));
+        fail(format_args!(
+            "{} CPUs but the hypervisor supports at most {}",
+            platform.cpu_mpidrs.len(),
+            arch::boot::MAX_CPUS
+        ));
     }
     gic::init_distributor(platform.gicd_base);
     gic::init_this_cpu(platform.gicr_base, platform.gicr_size);

@@ -2,8 +2,7 @@
 //! map), and stage-2 translation for the guest.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2, VTCR_EL2,
-    VTTBR_EL2,
+    ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use alloc::alloc::{alloc_zeroed, Layout};
 use linked_list_allocator::LockedHeap;

@@ -27,10 +27,22 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 
 /// Names of the 16 vector entries, for the diagnostic.
 const VECTOR_NAMES: [&str; 16] = [
-    "EL2t sync", "EL2t IRQ", "EL2t FIQ", "EL2t SError",
-    "EL2h sync", "EL2h IRQ", "EL2h FIQ", "EL2h SError",
-    "lower A64 sync", "lower A64 IRQ", "lower A64 FIQ", "lower A64 SError",
-    "lower A32 sync", "lower A32 IRQ", "lower A32 FIQ", "lower A32 SError",
+    "EL2t sync",
+    "EL2t IRQ",
+    "EL2t FIQ",
+    "EL2t SError",
+    "EL2h sync",
+    "EL2h IRQ",
+    "EL2h FIQ",
+    "EL2h SError",
+    "lower A64 sync",
+    "lower A64 IRQ",
+    "lower A64 FIQ",
+    "lower A64 SError",
+    "lower A32 sync",
+    "lower A32 IRQ",
+    "lower A32 FIQ",
+    "lower A32 SError",
 ];
 
 /// An exception taken by the hypervisor from EL2 itself (or from AArch32, which cannot run):

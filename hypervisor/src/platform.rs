@@ -86,8 +86,7 @@ pub fn discover() -> Result<Platform, PlatformError> {
     // SAFETY: QEMU copies a flattened device tree to the start of RAM before the first
     // instruction runs, and nothing writes there afterwards (the hypervisor image starts 2 MiB
     // higher); `from_ptr` checks the header and reads at most `totalsize` bytes.
-    let fdt = unsafe { fdt::Fdt::from_ptr(QEMU_DTB_ADDRESS as *const u8) }
-        .map_err(|_| PlatformError::BadDeviceTree)?;
+    let fdt = unsafe { fdt::Fdt::from_ptr(QEMU_DTB_ADDRESS as *const u8) }.map_err(|_| PlatformError::BadDeviceTree)?;
     let memory = fdt.memory().regions().next().ok_or(PlatformError::Missing("memory node"))?;
     let ram_size = memory.size.ok_or(PlatformError::Missing("memory size"))? as u64;
     let cpu_mpidrs: Vec<u64> = fdt.cpus().map(|cpu| cpu.ids().first() as u64).collect();

@@ -2,18 +2,18 @@
 //! of every kind of exit (hypercalls, trapped system registers, stage-2 aborts, interrupts).
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1, FAR_EL2,
-    HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
+    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1,
+    FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
     VMPIDR_EL2,
 };
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
 use crate::arch::entry::{run_guest, ExitKind, GuestRegs};
-use asyncpf_core::hypercall::{self, Outcome, Verdict};
-use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, SysregAccess, PSTATE_EL1H_MASKED, XZR};
 use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
 use crate::{arch, gic, hyp_println, vgic};
+use asyncpf_core::hypercall::{self, Outcome, Verdict};
+use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, SysregAccess, PSTATE_EL1H_MASKED, XZR};
 
 /// SCTLR_EL1 at reset: RES1 bits only, MMU and caches off, little-endian.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
@@ -217,7 +217,12 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
     use core::fmt::Write;
     let _ = write!(json, "{{\"end\":\"{how}\",\"by_vcpu\":{index},");
     let _ = STATS.write_json_members(&mut json);
-    let _ = write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}}}", vgic::list_registers(), crate::max_writeback_granule());
+    let _ = write!(
+        json,
+        ",\"list_registers\":{},\"cwg_bytes\":{}}}",
+        vgic::list_registers(),
+        crate::max_writeback_granule()
+    );
     hyp_println!("{RESULT_PREFIX}{json}");
     crate::semihosting::exit(status)
 }

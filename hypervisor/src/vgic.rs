@@ -3,7 +3,9 @@
 //! state into this CPU's list registers before each guest entry, forwards the virtual timer,
 //! and emulates ICC_SGI1R_EL1.
 
-use aarch64_cpu::registers::{ReadWriteable, Readable, Writeable, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2};
+use aarch64_cpu::registers::{
+    ReadWriteable, Readable, Writeable, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
+};
 
 use asyncpf_core::sgi::SgiRequest;
 

@@ -5,8 +5,8 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use asyncpf_core::fdt::GuestPlatform;
-pub use asyncpf_core::hypercall::PowerState;
 use asyncpf_core::hypercall::Machine;
+pub use asyncpf_core::hypercall::PowerState;
 use asyncpf_core::image::{self, ImageHeader};
 use asyncpf_core::options::HypOptions;
 use asyncpf_core::vgic::{Distributor, Redistributor};

@@ -158,8 +158,8 @@ fn build_one(root: &Path, package: &str, target: &str) -> Result<()> {
 pub fn write_guest_image(root: &Path) -> Result<PathBuf> {
     let elf_path = guest_elf(root);
     let elf = fs::read(&elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
-    let image = image::elf_to_image(&elf)
-        .with_context(|| format!("cannot make an Image from {}", elf_path.display()))?;
+    let image =
+        image::elf_to_image(&elf).with_context(|| format!("cannot make an Image from {}", elf_path.display()))?;
     let out = guest_image(root);
     fs::write(&out, &image).with_context(|| format!("cannot write {}", out.display()))?;
     let header = image::check_header(&image).map_err(|e| {
@@ -187,7 +187,14 @@ mod tests {
 
     #[test]
     fn inner_cargo_environment() {
-        for inherited in ["RUSTFLAGS", "CARGO_ENCODED_RUSTFLAGS", "RUSTUP_TOOLCHAIN", "CARGO_PKG_NAME", "CARGO_MANIFEST_DIR", "CARGO"] {
+        for inherited in [
+            "RUSTFLAGS",
+            "CARGO_ENCODED_RUSTFLAGS",
+            "RUSTUP_TOOLCHAIN",
+            "CARGO_PKG_NAME",
+            "CARGO_MANIFEST_DIR",
+            "CARGO",
+        ] {
             assert!(is_inherited_cargo_var(inherited), "{inherited}");
         }
         for kept in ["CARGO_HOME", "PATH", "HOME", "CARGO_TERM_COLOR", "RUSTUP_HOME"] {

@@ -157,7 +157,12 @@ pub struct BackingPlan {
 
 impl Default for BackingPlan {
     fn default() -> Self {
-        BackingPlan { latency_us: DEFAULT_BACKING_LATENCY_US, selftest_pages: 0, read_errors: Vec::new(), write_errors: Vec::new() }
+        BackingPlan {
+            latency_us: DEFAULT_BACKING_LATENCY_US,
+            selftest_pages: 0,
+            read_errors: Vec::new(),
+            write_errors: Vec::new(),
+        }
     }
 }
 
@@ -200,10 +205,7 @@ impl RunArgs {
             );
         }
         if !(MIN_GUEST_MIB..=MAX_GUEST_MIB).contains(&self.guest_mib) {
-            bail!(
-                "--guest-mib {} is out of range {MIN_GUEST_MIB}..={MAX_GUEST_MIB}",
-                self.guest_mib
-            );
+            bail!("--guest-mib {} is out of range {MIN_GUEST_MIB}..={MAX_GUEST_MIB}", self.guest_mib);
         }
         if let Some(shift) = self.icount {
             if shift > MAX_ICOUNT_SHIFT {
@@ -340,9 +342,10 @@ pub(crate) mod tests {
         let p = parse_run(&[]).validate().unwrap();
         assert_eq!(p.backing, BackingPlan::default());
         assert_eq!(p.backing.disk_bytes(128), 128 << 20);
-        let p = parse_run(&["--backing-latency-us", "200", "--backing-selftest", "65536", "--inject-read-errors", "5,17"])
-            .validate()
-            .unwrap();
+        let p =
+            parse_run(&["--backing-latency-us", "200", "--backing-selftest", "65536", "--inject-read-errors", "5,17"])
+                .validate()
+                .unwrap();
         assert_eq!(p.backing.latency_us, 200);
         assert_eq!(p.backing.read_errors, [5, 17]);
         assert!(p.backing.injects_errors());

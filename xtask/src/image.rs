@@ -118,8 +118,7 @@ impl Drop for TempFile {
 /// physical address relative to the lowest one, gaps zero-filled, the bss tail left out
 /// (the Image header's image_size tells the loader how much to reserve beyond the file).
 pub fn elf_to_image(elf_bytes: &[u8]) -> Result<Vec<u8>> {
-    let header = elf::FileHeader64::<Endianness>::parse(elf_bytes)
-        .context("not a 64-bit ELF file")?;
+    let header = elf::FileHeader64::<Endianness>::parse(elf_bytes).context("not a 64-bit ELF file")?;
     let endian = header.endian().context("unsupported ELF byte order")?;
     if header.e_machine(endian) != elf::EM_AARCH64 {
         bail!("the ELF is for machine {}, not AArch64 (EM_AARCH64 = {})", header.e_machine(endian), elf::EM_AARCH64);
@@ -131,9 +130,8 @@ pub fn elf_to_image(elf_bytes: &[u8]) -> Result<Vec<u8>> {
         if ph.p_type(endian) != elf::PT_LOAD || ph.p_filesz(endian) == 0 {
             continue;
         }
-        let data = ph
-            .data(endian, elf_bytes)
-            .map_err(|_| anyhow::anyhow!("a PT_LOAD segment lies outside the ELF file"))?;
+        let data =
+            ph.data(endian, elf_bytes).map_err(|_| anyhow::anyhow!("a PT_LOAD segment lies outside the ELF file"))?;
         loads.push((ph.p_paddr(endian), data));
     }
     if loads.is_empty() {
@@ -149,9 +147,7 @@ pub fn elf_to_image(elf_bytes: &[u8]) -> Result<Vec<u8>> {
         if addr < end {
             bail!("PT_LOAD segments overlap at physical address {addr:#x}");
         }
-        end = addr
-            .checked_add(data.len() as u64)
-            .context("a PT_LOAD segment wraps the address space")?;
+        end = addr.checked_add(data.len() as u64).context("a PT_LOAD segment wraps the address space")?;
     }
     let total = end - base;
     if total > MAX_IMAGE_BYTES {
@@ -323,15 +319,11 @@ pub(crate) mod tests {
     fn elf_to_image_errors() {
         let none = synthetic_elf(&[(elf::PT_LOAD, 0x4000_0000, &[], 0x100)]);
         assert!(elf_to_image(&none).unwrap_err().to_string().contains("no loadable segments"));
-        let overlap = synthetic_elf(&[
-            (elf::PT_LOAD, 0x4000_0000, &[1; 16], 16),
-            (elf::PT_LOAD, 0x4000_0008, &[2; 16], 16),
-        ]);
+        let overlap =
+            synthetic_elf(&[(elf::PT_LOAD, 0x4000_0000, &[1; 16], 16), (elf::PT_LOAD, 0x4000_0008, &[2; 16], 16)]);
         assert!(elf_to_image(&overlap).unwrap_err().to_string().contains("overlap"));
-        let far = synthetic_elf(&[
-            (elf::PT_LOAD, 0x4000_0000, &[1; 16], 16),
-            (elf::PT_LOAD, 0x8000_0000, &[2; 16], 16),
-        ]);
+        let far =
+            synthetic_elf(&[(elf::PT_LOAD, 0x4000_0000, &[1; 16], 16), (elf::PT_LOAD, 0x8000_0000, &[2; 16], 16)]);
         assert!(elf_to_image(&far).unwrap_err().to_string().contains("64 MiB"));
         let mut x86 = synthetic_elf(&[(elf::PT_LOAD, 0, &[1; 16], 16)]);
         x86[18..20].copy_from_slice(&elf::EM_X86_64.0.to_le_bytes());

@@ -94,7 +94,8 @@ pub fn boot_test(root: &Path) -> Result<String> {
         .with_context(|| format!("cannot run {}", exe.display()))?;
     let report: Value = serde_json::from_slice(&fs::read(&json).context("no --json report")?)?;
     let _ = fs::remove_file(&json);
-    let console: Vec<&str> = report["console_tail"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    let console: Vec<&str> =
+        report["console_tail"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
     // The whole console is on stdout (no --quiet); the report keeps only its tail.
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut problems = Vec::new();

@@ -180,7 +180,11 @@ pub fn verdict(exit_code: Option<i32>, timed_out: bool, timeout_secs: u64, conso
         return Some(format!("the guest result has \"ok\": {ok}{detail}"));
     }
     if !console.bare && console.hyp.is_none() {
-        return Some(format!("the hypervisor printed no `{}{}` line", runner::HYP_LINE_PREFIX, runner::RESULT_PREFIX.trim()));
+        return Some(format!(
+            "the hypervisor printed no `{}{}` line",
+            runner::HYP_LINE_PREFIX,
+            runner::RESULT_PREFIX.trim()
+        ));
     }
     None
 }
@@ -250,11 +254,8 @@ impl Report {
             }
         }
         if let Some(hyp) = self.hyp.as_object() {
-            let counters: Vec<String> = hyp
-                .iter()
-                .filter(|(_, v)| v.is_number() || v.is_boolean())
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
+            let counters: Vec<String> =
+                hyp.iter().filter(|(_, v)| v.is_number() || v.is_boolean()).map(|(k, v)| format!("{k}={v}")).collect();
             s += &format!("   hyp: {}\n", counters.join(" "));
         }
         if let Some(t) = self.backing_selftest.as_object() {

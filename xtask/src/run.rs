@@ -158,8 +158,8 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
 fn check_hypervisor_placement(hypervisor: &Path) -> Result<()> {
     let bytes = fs::read(hypervisor)
         .with_context(|| format!("cannot read {}; run `cargo xtask build` first", hypervisor.display()))?;
-    let (lo, hi) = image::elf_load_range(&bytes)
-        .with_context(|| format!("{} is not a loadable ELF", hypervisor.display()))?;
+    let (lo, hi) =
+        image::elf_load_range(&bytes).with_context(|| format!("{} is not a loadable ELF", hypervisor.display()))?;
     if lo < qemu::RAM_BASE || hi > qemu::IMAGE_ADDR {
         anyhow::bail!(
             "{} loads at {lo:#x}..{hi:#x}, outside {:#x}..{:#x}: the hypervisor must be linked at \

@@ -140,14 +140,29 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/ws_bytes"), Gt, Int(0)) },
     // Every backing-store self-test: every write completed, nothing read back wrong, no request
     // reported before the latency model allows, and at least a device queue's worth in flight.
-    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/latency_us"), Eq, Field("/backing_latency_us")) },
-    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/write/pages"), Eq, Field("/backing_selftest/pages")) },
+    Assertion {
+        scenarios: &[SELFTEST],
+        check: Cmp(Field("/backing_selftest/latency_us"), Eq, Field("/backing_latency_us")),
+    },
+    Assertion {
+        scenarios: &[SELFTEST],
+        check: Cmp(Field("/backing_selftest/write/pages"), Eq, Field("/backing_selftest/pages")),
+    },
     Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/mismatched_words"), Eq, Int(0)) },
-    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/lat_min_us"), Ge, Field("/backing_selftest/latency_us")) },
-    Assertion { scenarios: &[SELFTEST], check: Cmp(Field("/backing_selftest/max_in_flight"), Ge, Int(DEVICE_QUEUE_DEPTH)) },
+    Assertion {
+        scenarios: &[SELFTEST],
+        check: Cmp(Field("/backing_selftest/lat_min_us"), Ge, Field("/backing_selftest/latency_us")),
+    },
+    Assertion {
+        scenarios: &[SELFTEST],
+        check: Cmp(Field("/backing_selftest/max_in_flight"), Ge, Int(DEVICE_QUEUE_DEPTH)),
+    },
     // Without injected errors: every page verified.
     Assertion { scenarios: &[SELFTEST_CLEAN], check: IsTrue("/backing_selftest/ok") },
-    Assertion { scenarios: &[SELFTEST_CLEAN], check: Cmp(Field("/backing_selftest/verified"), Eq, Field("/backing_selftest/pages")) },
+    Assertion {
+        scenarios: &[SELFTEST_CLEAN],
+        check: Cmp(Field("/backing_selftest/verified"), Eq, Field("/backing_selftest/pages")),
+    },
     Assertion { scenarios: &[SELFTEST_CLEAN], check: Cmp(Field("/backing_selftest/read/failed"), Eq, Int(0)) },
     // With L = 200 µs early completions were held and released by the EL2 timer.
     Assertion { scenarios: &[SELFTEST_LATENCY], check: Cmp(Field("/backing_selftest/latency_us"), Eq, Int(200)) },
@@ -155,10 +170,19 @@ pub const ASSERTIONS: &[Assertion] = &[
     // blkdebug: exactly the injected requests failed, were reported by slot, the rest verified
     // (and the VM still ran: `/ok` above).
     Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/write/failed"), Eq, Int(1)) },
-    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/failed_writes/0"), Eq, Int(BLKDEBUG_WRITE_SLOT as i64)) },
+    Assertion {
+        scenarios: &[SELFTEST_ERRORS],
+        check: Cmp(Field("/backing_selftest/failed_writes/0"), Eq, Int(BLKDEBUG_WRITE_SLOT as i64)),
+    },
     Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/read/failed"), Eq, Int(1)) },
-    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/failed_reads/0"), Eq, Int(BLKDEBUG_READ_SLOT as i64)) },
-    Assertion { scenarios: &[SELFTEST_ERRORS], check: Cmp(Field("/backing_selftest/verified"), Eq, Int(BLKDEBUG_VERIFIABLE)) },
+    Assertion {
+        scenarios: &[SELFTEST_ERRORS],
+        check: Cmp(Field("/backing_selftest/failed_reads/0"), Eq, Int(BLKDEBUG_READ_SLOT as i64)),
+    },
+    Assertion {
+        scenarios: &[SELFTEST_ERRORS],
+        check: Cmp(Field("/backing_selftest/verified"), Eq, Int(BLKDEBUG_VERIFIABLE)),
+    },
 ];
 
 impl fmt::Display for Operand {
@@ -341,11 +365,16 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let cases: Vec<Case> = SCENARIOS
         .iter()
         .flat_map(|&scenario| {
-            VCPU_COUNTS
-                .iter()
-                .flat_map(move |&vcpus| CPU_MODELS.iter().map(move |&cpu| Case { scenario, vcpus, cpu, selftest: None }))
+            VCPU_COUNTS.iter().flat_map(move |&vcpus| {
+                CPU_MODELS.iter().map(move |&cpu| Case { scenario, vcpus, cpu, selftest: None })
+            })
         })
-        .chain(SELFTESTS.iter().map(|&t| Case { scenario: "smp", vcpus: SELFTEST_VCPUS, cpu: "max", selftest: Some(t) }))
+        .chain(SELFTESTS.iter().map(|&t| Case {
+            scenario: "smp",
+            vcpus: SELFTEST_VCPUS,
+            cpu: "max",
+            selftest: Some(t),
+        }))
         .filter(|c| selected(&c.name()))
         .collect();
     println!("test: {} ({} QEMU cases, {} jobs)", tc.qemu_version, cases.len(), args.jobs.max(1));
@@ -381,11 +410,7 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
         println!("{:<28} {:>8.1}  {verdict}{note}", r.name, r.seconds);
     }
     let failed = rows.iter().filter(|r| !r.passed).count();
-    println!(
-        "{} passed, {failed} failed, {:.0} s in all",
-        rows.len() - failed,
-        suite_start.elapsed().as_secs_f64()
-    );
+    println!("{} passed, {failed} failed, {:.0} s in all", rows.len() - failed, suite_start.elapsed().as_secs_f64());
     Ok(failed == 0)
 }
 
@@ -463,10 +488,7 @@ fn run_cases(root: &Path, tc: &Toolchain, cases: &[Case], args: &TestArgs) -> Ve
     });
     // Report in the matrix order, not in completion order.
     let mut done = rows.into_inner().unwrap();
-    cases
-        .iter()
-        .filter_map(|c| done.iter().position(|(n, _)| *n == c.name()).map(|i| done.swap_remove(i).1))
-        .collect()
+    cases.iter().filter_map(|c| done.iter().position(|(n, _)| *n == c.name()).map(|i| done.swap_remove(i).1)).collect()
 }
 
 fn run_case(root: &Path, tc: &Toolchain, case: &Case, timeout: u64) -> Row {
@@ -516,7 +538,11 @@ fn run_case(root: &Path, tc: &Toolchain, case: &Case, timeout: u64) -> Row {
         }
     };
     let seconds = start.elapsed().as_secs_f64();
-    println!("test: {name} {} ({seconds:.1} s){}", if passed { "ok" } else { "FAILED" }, if passed { String::new() } else { format!(": {note}") });
+    println!(
+        "test: {name} {} ({seconds:.1} s){}",
+        if passed { "ok" } else { "FAILED" },
+        if passed { String::new() } else { format!(": {note}") }
+    );
     Row { name, seconds, passed, note: first_line(&note) }
 }
 

@@ -89,11 +89,7 @@ pub fn ensure() -> Result<Toolchain> {
 }
 
 fn describe(missing: &[Missing]) -> String {
-    missing
-        .iter()
-        .map(|m| format!("{} (package {})", m.what, m.package))
-        .collect::<Vec<_>>()
-        .join(", ")
+    missing.iter().map(|m| format!("{} (package {})", m.what, m.package)).collect::<Vec<_>>().join(", ")
 }
 
 /// Everything missing, and the QEMU version line when QEMU is the pinned one.
@@ -165,8 +161,7 @@ fn debian_codename() -> String {
     fs::read_to_string("/etc/os-release")
         .ok()
         .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_string()))
+            text.lines().find_map(|l| l.strip_prefix("VERSION_CODENAME=").map(|v| v.trim_matches('"').to_string()))
         })
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "bookworm".into())
@@ -177,9 +172,11 @@ fn backports_configured(codename: &str) -> bool {
     let suite = format!("{codename}-backports");
     let mut files = vec![PathBuf::from(APT_SOURCES_LIST)];
     if let Ok(dir) = fs::read_dir(APT_SOURCES_DIR) {
-        files.extend(dir.flatten().map(|e| e.path()).filter(|p| {
-            matches!(p.extension().and_then(|e| e.to_str()), Some("list") | Some("sources"))
-        }));
+        files.extend(
+            dir.flatten()
+                .map(|e| e.path())
+                .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("list") | Some("sources"))),
+        );
     }
     files.iter().any(|f| {
         fs::read_to_string(f)
@@ -199,9 +196,7 @@ pub fn backports_source(debian_sources: Option<&str>, codename: &str) -> String 
     let uris = field("URIs").unwrap_or_else(|| DEFAULT_MIRROR.into());
     // Signed-By may also hold an inline key block; then use Debian's keyring file.
     let keyring = field("Signed-By").filter(|k| k.starts_with('/')).unwrap_or_else(|| DEFAULT_KEYRING.into());
-    format!(
-        "Types: deb\nURIs: {uris}\nSuites: {codename}-backports\nComponents: main\nSigned-By: {keyring}\n"
-    )
+    format!("Types: deb\nURIs: {uris}\nSuites: {codename}-backports\nComponents: main\nSigned-By: {keyring}\n")
 }
 
 /// How we may run apt-get.
@@ -250,8 +245,7 @@ impl InstallPlan {
     }
 
     fn packages(&self, backports: bool) -> Vec<&'static str> {
-        let mut p: Vec<_> =
-            self.missing.iter().filter(|m| m.backports == backports).map(|m| m.package).collect();
+        let mut p: Vec<_> = self.missing.iter().filter(|m| m.backports == backports).map(|m| m.package).collect();
         p.dedup();
         p
     }
@@ -332,11 +326,7 @@ fn write_privileged(path: &str, text: &str, privilege: Privilege) -> Result<()> 
                 .stdout(Stdio::null())
                 .spawn()
                 .context("cannot start sudo tee")?;
-            child
-                .stdin
-                .take()
-                .ok_or_else(|| anyhow!("sudo tee has no stdin"))?
-                .write_all(text.as_bytes())?;
+            child.stdin.take().ok_or_else(|| anyhow!("sudo tee has no stdin"))?.write_all(text.as_bytes())?;
             let status = child.wait()?;
             if !status.success() {
                 bail!("sudo tee {path} failed ({status})");
@@ -352,10 +342,7 @@ mod tests {
 
     #[test]
     fn qemu_major() {
-        assert_eq!(
-            parse_qemu_major("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"),
-            Some(10)
-        );
+        assert_eq!(parse_qemu_major("QEMU emulator version 10.0.2 (Debian 1:10.0.2+ds-2+deb13u1~bpo12+1)"), Some(10));
         assert_eq!(parse_qemu_major("QEMU emulator version 7.2.15 (Debian 1:7.2+dfsg-7+deb12u13)"), Some(7));
         assert_eq!(parse_qemu_major("QEMU emulator version 10"), Some(10));
         assert_eq!(parse_qemu_major("garbage"), None);

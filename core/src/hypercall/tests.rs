@@ -69,23 +69,20 @@ fn discovery() {
     let uid = call(&m, [hypcall::CALL_UID as u64, 0, 0, 0]);
     let [a, b, c, d] = hypcall::UID.map(|w| Some(w as u64));
     assert_eq!(uid.outcome, Outcome::Return([a, b, c, d]));
-    assert_eq!(
-        call(&m, [hypcall::REVISION as u64, 0, 0, 0]).outcome,
-        Outcome::Return([Some(0), Some(1), None, None])
-    );
+    assert_eq!(call(&m, [hypcall::REVISION as u64, 0, 0, 0]).outcome, Outcome::Return([Some(0), Some(1), None, None]));
 }
 
 #[test]
 fn malformed_or_unknown_calls_are_not_supported() {
     let m = FakeMachine::new();
     for (immediate, fid) in [
-        (1, psci::PSCI_VERSION),         // hvc #1
-        (0, 0x0400_0000),               // yielding call
-        (0, 0x8401_0000),               // reserved bits 23:16 set
-        (0, 0x8400_00ff),               // PSCI function that does not exist
-        (0, 0x8600_0001),               // vendor service function that does not exist
-        (0, 0xb000_0000),               // trusted OS owner
-        (0, 0x8200_0000),               // SiP owner
+        (1, psci::PSCI_VERSION), // hvc #1
+        (0, 0x0400_0000),        // yielding call
+        (0, 0x8401_0000),        // reserved bits 23:16 set
+        (0, 0x8400_00ff),        // PSCI function that does not exist
+        (0, 0x8600_0001),        // vendor service function that does not exist
+        (0, 0xb000_0000),        // trusted OS owner
+        (0, 0x8200_0000),        // SiP owner
     ] {
         let answer = handle(&m, immediate, [fid as u64, 0, 0, 0]);
         assert_eq!(x0(answer), -1, "{immediate} {fid:#x}");

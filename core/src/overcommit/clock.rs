@@ -35,11 +35,7 @@ impl Clock {
     /// Moves the hand until `visit` takes a frame (which is returned; the hand stays just
     /// past it), stops, or [`SWEEP_ROUNDS`] rounds have passed. `visit` gets the frame and
     /// the page that owns it; free frames are skipped.
-    pub fn sweep(
-        &mut self,
-        frames: &mut Frames,
-        mut visit: impl FnMut(FrameNo, PageNo) -> Visit,
-    ) -> Option<FrameNo> {
+    pub fn sweep(&mut self, frames: &mut Frames, mut visit: impl FnMut(FrameNo, PageNo) -> Visit) -> Option<FrameNo> {
         let count = frames.len();
         for _ in 0..SWEEP_ROUNDS * count {
             let frame = FrameNo(self.hand as u32);
@@ -128,9 +124,6 @@ mod tests {
         frames.allocate(PageNo(6)).unwrap();
         frames.release(FrameNo(0));
         let mut clock = Clock::new();
-        assert_eq!(
-            clock.sweep(&mut frames, |_, _| Visit::Take),
-            Some(FrameNo(1))
-        );
+        assert_eq!(clock.sweep(&mut frames, |_, _| Visit::Take), Some(FrameNo(1)));
     }
 }

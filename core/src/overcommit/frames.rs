@@ -51,10 +51,7 @@ impl Frames {
 
     /// Returns `frame` to the free pool.
     pub fn release(&mut self, frame: FrameNo) {
-        assert!(
-            self.owner[frame.index()].take().is_some(),
-            "{frame} freed twice"
-        );
+        assert!(self.owner[frame.index()].take().is_some(), "{frame} freed twice");
         self.free.push(frame);
     }
 

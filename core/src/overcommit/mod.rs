@@ -214,13 +214,7 @@ impl Config {
     /// `pages` guest pages on `frames` host frames for `waiters` waiters (e.g. one per vCPU),
     /// with the default queue depth and read retries.
     pub const fn new(pages: u32, frames: u32, waiters: u32) -> Self {
-        Config {
-            pages,
-            frames,
-            queue_depth: DEFAULT_QUEUE_DEPTH,
-            waiters,
-            read_retries: DEFAULT_READ_RETRIES,
-        }
+        Config { pages, frames, queue_depth: DEFAULT_QUEUE_DEPTH, waiters, read_retries: DEFAULT_READ_RETRIES }
     }
 }
 
@@ -240,14 +234,12 @@ impl fmt::Display for ConfigError {
         match *self {
             ConfigError::NoPages => write!(f, "overcommit: the guest has no pages"),
             ConfigError::NoFrames => write!(f, "overcommit: no host frames"),
-            ConfigError::QueueTooShallow(depth) => write!(
-                f,
-                "overcommit: queue depth {depth} is below the minimum {MIN_QUEUE_DEPTH}"
-            ),
-            ConfigError::BadWaiterCount(count) => write!(
-                f,
-                "overcommit: {count} waiters is outside the supported range 1..={MAX_WAITERS}"
-            ),
+            ConfigError::QueueTooShallow(depth) => {
+                write!(f, "overcommit: queue depth {depth} is below the minimum {MIN_QUEUE_DEPTH}")
+            }
+            ConfigError::BadWaiterCount(count) => {
+                write!(f, "overcommit: {count} waiters is outside the supported range 1..={MAX_WAITERS}")
+            }
         }
     }
 }
@@ -274,10 +266,7 @@ impl fmt::Display for Error {
                 write!(f, "overcommit: {waiter} already waits for a fault")
             }
             Error::NotInFlight(id) => {
-                write!(
-                    f,
-                    "overcommit: {id} is not in flight (or of the other kind)"
-                )
+                write!(f, "overcommit: {id} is not in flight (or of the other kind)")
             }
         }
     }
@@ -297,18 +286,11 @@ pub enum FaultAction {
     /// A never-written page got `frame`. If `unmap` names a page, `frame` was that clean
     /// page's: remove its mapping and invalidate the TLBs first. Then fill `frame` with zeros,
     /// map it (writable if `writable`) and resume. No disk read.
-    ZeroFill {
-        frame: FrameNo,
-        writable: bool,
-        unmap: Option<PageNo>,
-    },
+    ZeroFill { frame: FrameNo, writable: bool, unmap: Option<PageNo> },
     /// The page is on disk and is read into `read.frame`. If `unmap` names a page, the frame
     /// was that clean page's: remove its mapping and invalidate the TLBs first. Then submit
     /// `read`. The waiter is blocked until [`Overcommit::read_done`] wakes it.
-    StartRead {
-        read: Request,
-        unmap: Option<PageNo>,
-    },
+    StartRead { read: Request, unmap: Option<PageNo> },
     /// The page is being read or written back: the waiter is blocked until that request's
     /// completion wakes it.
     WaitPage,
@@ -332,11 +314,7 @@ pub enum Done {
     /// Map `page` at `frame` (writable if `writable`), then act on the wake-ups. After a read;
     /// after a write-back that faults waited for (the page stays); after a failed write-back
     /// (the page stays, dirty).
-    Map {
-        page: PageNo,
-        frame: FrameNo,
-        writable: bool,
-    },
+    Map { page: PageNo, frame: FrameNo, writable: bool },
     /// The read failed and is retried: submit this request again (same id, page and frame).
     /// Nobody is woken.
     Resubmit(Request),
@@ -481,12 +459,7 @@ impl Overcommit {
 
     /// A stage-2 fault by `waiter` on `page`; `is_write` for a write access (or a write
     /// permission fault). The answer says what to do; see [`FaultAction`] and [`Fault`].
-    pub fn fault(
-        &mut self,
-        page: PageNo,
-        is_write: bool,
-        waiter: Waiter,
-    ) -> Result<Fault<'_>, Error> {
+    pub fn fault(&mut self, page: PageNo, is_write: bool, waiter: Waiter) -> Result<Fault<'_>, Error> {
         if page.index() >= self.pages.len() {
             return Err(Error::PageOutOfRange(page));
         }
@@ -502,8 +475,7 @@ impl Overcommit {
                 self.frames.set_referenced(frame);
                 if is_write && !contents.writable() {
                     let contents = Contents::Dirty;
-                    self.pages
-                        .set(page, PageState::Resident { frame, contents });
+                    self.pages.set(page, PageState::Resident { frame, contents });
                     self.counters.upgrades += 1;
                     FaultAction::Upgrade { frame }
                 } else {
@@ -523,20 +495,11 @@ impl Overcommit {
             }
             PageState::Zero => match self.find_frame(page, 0) {
                 Some((frame, unmap)) => {
-                    let contents = if is_write {
-                        Contents::Dirty
-                    } else {
-                        Contents::Zero
-                    };
-                    self.pages
-                        .set(page, PageState::Resident { frame, contents });
+                    let contents = if is_write { Contents::Dirty } else { Contents::Zero };
+                    self.pages.set(page, PageState::Resident { frame, contents });
                     self.frames.set_referenced(frame);
                     self.counters.zero_fills += 1;
-                    FaultAction::ZeroFill {
-                        frame,
-                        writable: is_write,
-                        unmap,
-                    }
+                    FaultAction::ZeroFill { frame, writable: is_write, unmap }
                 }
                 None => self.wait_io(waiter),
             },
@@ -562,47 +525,29 @@ impl Overcommit {
                 }
             }
         };
-        Ok(Fault {
-            action,
-            writebacks: &self.writebacks,
-        })
+        Ok(Fault { action, writebacks: &self.writebacks })
     }
 
     /// The device completed read `id`; `ok` if it succeeded (the frame holds the slot's data).
     pub fn read_done(&mut self, id: RequestId, ok: bool) -> Result<Completion<'_>, Error> {
         let retries = self.config.read_retries;
-        let entry = self
-            .requests
-            .get_mut(id, RequestKind::Read)
-            .ok_or(Error::NotInFlight(id))?;
+        let entry = self.requests.get_mut(id, RequestKind::Read).ok_or(Error::NotInFlight(id))?;
         self.woken.clear();
         let Request { page, frame, .. } = entry.request;
         let done = if ok {
             let entry = self.requests.finish(id);
-            let contents = if entry.want_write {
-                Contents::Dirty
-            } else {
-                Contents::Clean
-            };
-            self.pages
-                .set(page, PageState::Resident { frame, contents });
+            let contents = if entry.want_write { Contents::Dirty } else { Contents::Clean };
+            self.pages.set(page, PageState::Resident { frame, contents });
             self.frames.set_referenced(frame);
             self.counters.page_ins += 1;
             self.wake(entry.waiters, Wake::Resume);
-            Done::Map {
-                page,
-                frame,
-                writable: contents.writable(),
-            }
+            Done::Map { page, frame, writable: contents.writable() }
         } else {
             self.counters.io_errors += 1;
             if entry.failures < retries {
                 entry.failures += 1;
                 self.counters.retries += 1;
-                return Ok(Completion {
-                    done: Done::Resubmit(entry.request),
-                    woken: &[],
-                });
+                return Ok(Completion { done: Done::Resubmit(entry.request), woken: &[] });
             }
             let entry = self.requests.finish(id);
             self.pages.set(page, PageState::OnDisk);
@@ -613,10 +558,7 @@ impl Overcommit {
         };
         self.wake(self.frame_waiters, Wake::Resume);
         self.frame_waiters = WaitList::EMPTY;
-        Ok(Completion {
-            done,
-            woken: &self.woken,
-        })
+        Ok(Completion { done, woken: &self.woken })
     }
 
     /// The device completed write-back `id`; `ok` if it succeeded (the slot holds the frame's
@@ -632,14 +574,9 @@ impl Overcommit {
             // The slot may hold a torn write; the frame is the only good copy. Keep it, dirty.
             self.counters.io_errors += 1;
             let contents = Contents::Dirty;
-            self.pages
-                .set(page, PageState::Resident { frame, contents });
+            self.pages.set(page, PageState::Resident { frame, contents });
             self.frames.set_referenced(frame);
-            Done::Map {
-                page,
-                frame,
-                writable: true,
-            }
+            Done::Map { page, frame, writable: true }
         } else if entry.waiters.is_empty() {
             self.counters.dirty_writebacks += 1;
             self.pages.set(page, PageState::OnDisk);
@@ -649,27 +586,15 @@ impl Overcommit {
         } else {
             self.counters.dirty_writebacks += 1;
             self.counters.rescues += 1;
-            let contents = if entry.want_write {
-                Contents::Dirty
-            } else {
-                Contents::Clean
-            };
-            self.pages
-                .set(page, PageState::Resident { frame, contents });
+            let contents = if entry.want_write { Contents::Dirty } else { Contents::Clean };
+            self.pages.set(page, PageState::Resident { frame, contents });
             self.frames.set_referenced(frame);
-            Done::Map {
-                page,
-                frame,
-                writable: contents.writable(),
-            }
+            Done::Map { page, frame, writable: contents.writable() }
         };
         self.wake(entry.waiters, Wake::Resume);
         self.wake(self.frame_waiters, Wake::Resume);
         self.frame_waiters = WaitList::EMPTY;
-        Ok(Completion {
-            done,
-            woken: &self.woken,
-        })
+        Ok(Completion { done, woken: &self.woken })
     }
 
     /// The access-flag scan: for every resident page, `accessed(page)` reads and clears its
@@ -702,10 +627,7 @@ impl Overcommit {
 
     /// Adds `waiter` to the waiters of in-flight request `id`.
     fn join(&mut self, id: RequestId, kind: RequestKind, is_write: bool, waiter: Waiter) {
-        let entry = self
-            .requests
-            .get_mut(id, kind)
-            .expect("a page with I/O in flight names its request");
+        let entry = self.requests.get_mut(id, kind).expect("a page with I/O in flight names its request");
         entry.want_write |= is_write;
         self.waiters.push(&mut entry.waiters, waiter);
     }
@@ -714,10 +636,7 @@ impl Overcommit {
     fn wait_io(&mut self, waiter: Waiter) -> FaultAction {
         // Otherwise nothing would ever wake it. The frame search guarantees it: with nothing in
         // flight every frame is resident, so a clean one is found or a write-back started.
-        debug_assert!(
-            self.requests.in_flight() > 0,
-            "waiting with no I/O in flight"
-        );
+        debug_assert!(self.requests.in_flight() > 0, "waiting with no I/O in flight");
         self.waiters.push(&mut self.frame_waiters, waiter);
         self.counters.frame_waits += 1;
         FaultAction::WaitIo
@@ -725,12 +644,7 @@ impl Overcommit {
 
     /// Moves everyone in `list` to the answer's wake-ups.
     fn wake(&mut self, mut list: WaitList, how: fn(Waiter) -> Wake) {
-        let Overcommit {
-            waiters,
-            woken,
-            counters,
-            ..
-        } = self;
+        let Overcommit { waiters, woken, counters, .. } = self;
         waiters.drain(&mut list, |waiter| {
             let wake = how(waiter);
             counters.aborts += u64::from(matches!(wake, Wake::Abort(_)));
@@ -745,15 +659,7 @@ impl Overcommit {
         if let Some(frame) = self.frames.allocate(page) {
             return Some((frame, None));
         }
-        let Overcommit {
-            pages,
-            frames,
-            clock,
-            requests,
-            writebacks,
-            counters,
-            ..
-        } = self;
+        let Overcommit { pages, frames, clock, requests, writebacks, counters, .. } = self;
         let can_write_back = |requests: &Requests, writebacks: &Vec<Request>| {
             requests.available() > reserve && writebacks.len() < WRITEBACK_BATCH
         };
@@ -761,14 +667,10 @@ impl Overcommit {
             return None;
         }
         let frame = clock.sweep(frames, |frame, owner| match pages.get(owner) {
-            PageState::Resident {
-                contents: Contents::Dirty,
-                ..
-            } => {
+            PageState::Resident { contents: Contents::Dirty, .. } => {
                 if can_write_back(requests, writebacks) {
-                    let write = requests
-                        .start(RequestKind::Write, owner, frame)
-                        .expect("can_write_back checked for a slot");
+                    let write =
+                        requests.start(RequestKind::Write, owner, frame).expect("can_write_back checked for a slot");
                     pages.set(owner, PageState::WritingBack(write.id));
                     writebacks.push(write);
                     counters.writebacks_started += 1;

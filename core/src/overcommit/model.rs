@@ -120,10 +120,8 @@ impl Model {
                 if self.vcpus[v].blocked {
                     return;
                 }
-                let access = self.vcpus[v].pending.unwrap_or(Access {
-                    page: PageNo(page % self.latest.len() as u32),
-                    write,
-                });
+                let access =
+                    self.vcpus[v].pending.unwrap_or(Access { page: PageNo(page % self.latest.len() as u32), write });
                 self.access(v, access);
             }
             Op::Complete { pick, ok } => {
@@ -147,11 +145,7 @@ impl Model {
         for _ in 0..FAULTS_PER_ACCESS {
             if let Some((frame, writable)) = self.stage2[p] {
                 if writable || !write {
-                    assert_eq!(
-                        self.frame_data[frame.index()],
-                        self.latest[p],
-                        "the guest sees stale data in {page}"
-                    );
+                    assert_eq!(self.frame_data[frame.index()], self.latest[p], "the guest sees stale data in {page}");
                     if write {
                         self.next_version += 1;
                         self.latest[p] = self.next_version;
@@ -178,11 +172,7 @@ impl Model {
                     assert_eq!(self.stage2[p], Some((frame, false)), "upgrade of {page}");
                     self.map(page, frame, true);
                 }
-                FaultAction::ZeroFill {
-                    frame,
-                    writable,
-                    unmap,
-                } => {
+                FaultAction::ZeroFill { frame, writable, unmap } => {
                     assert_eq!(writable, write);
                     if let Some(victim) = unmap {
                         self.drop_clean(victim, frame);
@@ -199,11 +189,7 @@ impl Model {
                         self.drop_clean(victim, read.frame);
                     }
                     assert_eq!(self.stage2[p], None, "read of mapped {page}");
-                    assert_eq!(
-                        self.disk[p],
-                        Some(self.latest[p]),
-                        "read of {page}, whose slot does not hold it"
-                    );
+                    assert_eq!(self.disk[p], Some(self.latest[p]), "read of {page}, whose slot does not hold it");
                     self.assert_frame_unused(read.frame, page);
                     self.submit(read);
                     self.tally.reads_submitted += 1;
@@ -232,12 +218,7 @@ impl Model {
     fn submit_write(&mut self, write: Request) {
         let p = write.page.index();
         assert_eq!(write.kind, RequestKind::Write);
-        assert_eq!(
-            self.stage2[p],
-            Some((write.frame, true)),
-            "write-back of {} not mapped writable there",
-            write.page
-        );
+        assert_eq!(self.stage2[p], Some((write.frame, true)), "write-back of {} not mapped writable there", write.page);
         assert!(self.maybe_dirty[p], "write-back of clean {}", write.page);
         self.stage2[p] = None;
         self.submit(write);
@@ -245,34 +226,19 @@ impl Model {
     }
 
     fn submit(&mut self, request: Request) {
-        assert!(
-            self.device.insert(request.id, request).is_none(),
-            "{} submitted twice",
-            request.id
-        );
+        assert!(self.device.insert(request.id, request).is_none(), "{} submitted twice", request.id);
     }
 
     /// The caller unmaps clean page `victim`, whose frame is taken.
     fn drop_clean(&mut self, victim: PageNo, frame: FrameNo) {
         let p = victim.index();
-        assert_eq!(
-            self.stage2[p],
-            Some((frame, false)),
-            "dropped {victim} is not mapped read-only at {frame}"
-        );
-        assert!(
-            !self.maybe_dirty[p],
-            "dropped {victim}, which may have been written"
-        );
+        assert_eq!(self.stage2[p], Some((frame, false)), "dropped {victim} is not mapped read-only at {frame}");
+        assert!(!self.maybe_dirty[p], "dropped {victim}, which may have been written");
         // What the page holds must survive elsewhere: in its slot, or it is all zeros.
         let expected = if self.latest[p] == ZERO && self.disk[p].is_none() {
             PageState::Zero
         } else {
-            assert_eq!(
-                self.disk[p],
-                Some(self.latest[p]),
-                "dropped {victim} is lost"
-            );
+            assert_eq!(self.disk[p], Some(self.latest[p]), "dropped {victim} is lost");
             PageState::OnDisk
         };
         assert_eq!(self.oc.state(victim), Some(expected));
@@ -298,19 +264,11 @@ impl Model {
     fn assert_frame_unused(&self, frame: FrameNo, page: PageNo) {
         for (other, mapping) in self.stage2.iter().enumerate() {
             if let Some((f, _)) = mapping {
-                assert!(
-                    *f != frame || other == page.index(),
-                    "{frame} is mapped for {} too",
-                    PageNo(other as u32)
-                );
+                assert!(*f != frame || other == page.index(), "{frame} is mapped for {} too", PageNo(other as u32));
             }
         }
         for request in self.device.values() {
-            assert!(
-                request.frame != frame || request.page == page,
-                "{frame} is in I/O for {} too",
-                request.page
-            );
+            assert!(request.frame != frame || request.page == page, "{frame} is in I/O for {} too", request.page);
         }
     }
 
@@ -352,17 +310,10 @@ impl Model {
                 self.tally.resubmitted += 1;
                 return;
             }
-            Done::Map {
-                page,
-                frame,
-                writable,
-            } => {
+            Done::Map { page, frame, writable } => {
                 assert_eq!((page, frame), (request.page, request.frame));
                 assert!(ok || request.kind == RequestKind::Write);
-                assert!(
-                    ok || writable,
-                    "a failed write-back left its page read-only"
-                );
+                assert!(ok || writable, "a failed write-back left its page read-only");
                 self.device.remove(&id);
                 self.map(page, frame, writable);
             }
@@ -417,11 +368,7 @@ impl Model {
         self.tally.max_in_flight = self.tally.max_in_flight.max(self.device.len());
         assert!(self.device.len() <= usize::from(self.oc.config().queue_depth));
         for (v, vcpu) in self.vcpus.iter().enumerate() {
-            assert_eq!(
-                self.oc.is_waiting(Waiter(v as u32)),
-                vcpu.blocked,
-                "vCPU {v}"
-            );
+            assert_eq!(self.oc.is_waiting(Waiter(v as u32)), vcpu.blocked, "vCPU {v}");
             assert!(!vcpu.blocked || vcpu.pending.is_some());
         }
         if self.device.is_empty() {
@@ -429,10 +376,7 @@ impl Model {
         }
         let c = self.oc.counters();
         let t = &self.tally;
-        assert_eq!(
-            c.reads_started + c.retries,
-            t.reads_submitted + t.resubmitted
-        );
+        assert_eq!(c.reads_started + c.retries, t.reads_submitted + t.resubmitted);
         assert_eq!(c.writebacks_started, t.writes_submitted);
         assert_eq!(c.page_ins, t.reads_ok);
         assert_eq!(c.dirty_writebacks, t.writes_ok);
@@ -452,11 +396,7 @@ impl Model {
         for _ in 0..SETTLE_STEPS {
             if let Some(&id) = self.device.keys().next() {
                 self.complete(id, true);
-            } else if let Some(v) = self
-                .vcpus
-                .iter()
-                .position(|v| !v.blocked && v.pending.is_some())
-            {
+            } else if let Some(v) = self.vcpus.iter().position(|v| !v.blocked && v.pending.is_some()) {
                 let access = self.vcpus[v].pending.unwrap();
                 self.access(v, access);
             } else {
@@ -473,10 +413,7 @@ impl Model {
         self.settle();
         assert!(self.vcpus.iter().all(|v| !v.blocked && v.pending.is_none()));
         for p in 0..self.latest.len() {
-            let access = Access {
-                page: PageNo(p as u32),
-                write: false,
-            };
+            let access = Access { page: PageNo(p as u32), write: false };
             self.access(0, access);
             self.check();
             self.settle();
@@ -510,22 +447,15 @@ fn config(
     frames: impl Strategy<Value = u32>,
     vcpus: impl Strategy<Value = u32>,
 ) -> impl Strategy<Value = Config> {
-    (
-        pages,
-        frames,
-        vcpus,
-        MIN_QUEUE_DEPTH..=MIN_QUEUE_DEPTH + 2,
-        0..=3u32,
+    (pages, frames, vcpus, MIN_QUEUE_DEPTH..=MIN_QUEUE_DEPTH + 2, 0..=3u32).prop_map(
+        |(pages, frames, waiters, queue_depth, read_retries)| Config {
+            pages,
+            frames,
+            queue_depth,
+            waiters,
+            read_retries,
+        },
     )
-        .prop_map(
-            |(pages, frames, waiters, queue_depth, read_retries)| Config {
-                pages,
-                frames,
-                queue_depth,
-                waiters,
-                read_retries,
-            },
-        )
 }
 
 proptest! {
@@ -587,15 +517,8 @@ fn random_runs_reach_every_path() {
         };
         let ops: Vec<Op> = (0..800)
             .map(|_| match next() % 11 {
-                0..=5 => Op::Access {
-                    vcpu: next() as u32,
-                    page: next() as u32,
-                    write: next() % 2 == 0,
-                },
-                6..=9 => Op::Complete {
-                    pick: next() as usize,
-                    ok: next() % 100 >= 20,
-                },
+                0..=5 => Op::Access { vcpu: next() as u32, page: next() as u32, write: next() % 2 == 0 },
+                6..=9 => Op::Complete { pick: next() as usize, ok: next() % 100 >= 20 },
                 _ => Op::Scan { seed: next() },
             })
             .collect();

@@ -46,13 +46,7 @@ impl PageState {
     /// Resident with [`Contents::Zero`] or [`Contents::Clean`]: a frame the clock can take
     /// without I/O.
     fn is_clean_resident(self) -> bool {
-        matches!(
-            self,
-            PageState::Resident {
-                contents: Contents::Zero | Contents::Clean,
-                ..
-            }
-        )
+        matches!(self, PageState::Resident { contents: Contents::Zero | Contents::Clean, .. })
     }
 }
 
@@ -66,10 +60,7 @@ pub(super) struct Pages {
 impl Pages {
     /// `count` pages, all never written.
     pub fn new(count: u32) -> Self {
-        Pages {
-            states: vec![PageState::Zero; count as usize],
-            clean_resident: 0,
-        }
+        Pages { states: vec![PageState::Zero; count as usize], clean_resident: 0 }
     }
 
     pub fn len(&self) -> usize {

@@ -46,10 +46,7 @@ pub(super) struct Requests {
 
 impl Requests {
     pub fn new(depth: u16) -> Self {
-        Requests {
-            entries: (0..depth).map(|_| None).collect(),
-            free: (0..depth).rev().map(RequestId).collect(),
-        }
+        Requests { entries: (0..depth).map(|_| None).collect(), free: (0..depth).rev().map(RequestId).collect() }
     }
 
     #[cfg(test)]
@@ -69,27 +66,14 @@ impl Requests {
     /// Starts a request, if the queue has room.
     pub fn start(&mut self, kind: RequestKind, page: PageNo, frame: FrameNo) -> Option<Request> {
         let id = self.free.pop()?;
-        let request = Request {
-            id,
-            kind,
-            page,
-            frame,
-        };
-        self.entries[id.index()] = Some(Entry {
-            request,
-            waiters: WaitList::EMPTY,
-            want_write: false,
-            failures: 0,
-        });
+        let request = Request { id, kind, page, frame };
+        self.entries[id.index()] = Some(Entry { request, waiters: WaitList::EMPTY, want_write: false, failures: 0 });
         Some(request)
     }
 
     /// The request `id` if it is in flight and of `kind`.
     pub fn get_mut(&mut self, id: RequestId, kind: RequestKind) -> Option<&mut Entry> {
-        self.entries
-            .get_mut(id.index())?
-            .as_mut()
-            .filter(|e| e.request.kind == kind)
+        self.entries.get_mut(id.index())?.as_mut().filter(|e| e.request.kind == kind)
     }
 
     pub fn get(&self, id: RequestId) -> Option<&Entry> {
@@ -98,9 +82,7 @@ impl Requests {
 
     /// Completes request `id` (which must be in flight) and frees its id.
     pub fn finish(&mut self, id: RequestId) -> Entry {
-        let entry = self.entries[id.index()]
-            .take()
-            .expect("finishing a request that is not in flight");
+        let entry = self.entries[id.index()].take().expect("finishing a request that is not in flight");
         self.free.push(id);
         entry
     }
@@ -119,26 +101,18 @@ mod tests {
     #[test]
     fn ids_are_bounded_and_reused() {
         let mut requests = Requests::new(2);
-        let a = requests
-            .start(RequestKind::Read, PageNo(1), FrameNo(0))
-            .unwrap();
-        let b = requests
-            .start(RequestKind::Write, PageNo(2), FrameNo(1))
-            .unwrap();
+        let a = requests.start(RequestKind::Read, PageNo(1), FrameNo(0)).unwrap();
+        let b = requests.start(RequestKind::Write, PageNo(2), FrameNo(1)).unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(requests.available(), 0);
-        assert!(requests
-            .start(RequestKind::Read, PageNo(3), FrameNo(2))
-            .is_none());
+        assert!(requests.start(RequestKind::Read, PageNo(3), FrameNo(2)).is_none());
         assert!(requests.get_mut(a.id, RequestKind::Write).is_none());
         assert!(requests.get_mut(a.id, RequestKind::Read).is_some());
         assert!(requests.get_mut(RequestId(2), RequestKind::Read).is_none());
         assert_eq!(requests.finish(a.id).request, a);
         assert_eq!(requests.in_flight(), 1);
         assert!(requests.get(a.id).is_none());
-        let c = requests
-            .start(RequestKind::Read, PageNo(3), FrameNo(2))
-            .unwrap();
+        let c = requests.start(RequestKind::Read, PageNo(3), FrameNo(2)).unwrap();
         assert_eq!(c.id, a.id);
     }
 }

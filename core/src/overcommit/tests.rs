@@ -17,10 +17,7 @@ impl Overcommit {
                     assert_eq!(self.frames.owner(frame), Some(page), "{page} in {frame}");
                 }
                 PageState::Reading(id) | PageState::WritingBack(id) => {
-                    let entry = self
-                        .requests
-                        .get(id)
-                        .expect("page names a request in flight");
+                    let entry = self.requests.get(id).expect("page names a request in flight");
                     let kind = match self.pages.get(page) {
                         PageState::Reading(_) => RequestKind::Read,
                         _ => RequestKind::Write,
@@ -40,9 +37,7 @@ impl Overcommit {
             };
             let used = match self.pages.get(page) {
                 PageState::Resident { frame: f, .. } => f,
-                PageState::Reading(id) | PageState::WritingBack(id) => {
-                    self.requests.get(id).unwrap().request.frame
-                }
+                PageState::Reading(id) | PageState::WritingBack(id) => self.requests.get(id).unwrap().request.frame,
                 state => panic!("{frame} owned by {page} in state {state:?}"),
             };
             assert_eq!(used, frame, "{frame} owned by {page}, which uses {used}");
@@ -50,10 +45,7 @@ impl Overcommit {
         let mut free = self.frames.free_list().to_vec();
         free.sort();
         assert_eq!(free, unowned, "free list");
-        assert_eq!(
-            self.pages.clean_resident(),
-            self.pages.recount_clean_resident()
-        );
+        assert_eq!(self.pages.clean_resident(), self.pages.recount_clean_resident());
         // Requests are named by their pages; each waiter is in at most one list.
         let mut listed = self.waiters.members(&self.frame_waiters);
         for entry in self.requests.iter() {
@@ -81,14 +73,7 @@ impl Overcommit {
 const WAITERS: u32 = 8;
 
 fn engine(pages: u32, frames: u32) -> Overcommit {
-    Overcommit::new(Config {
-        pages,
-        frames,
-        queue_depth: MIN_QUEUE_DEPTH,
-        waiters: WAITERS,
-        read_retries: 2,
-    })
-    .unwrap()
+    Overcommit::new(Config { pages, frames, queue_depth: MIN_QUEUE_DEPTH, waiters: WAITERS, read_retries: 2 }).unwrap()
 }
 
 fn fault(oc: &mut Overcommit, page: u32, write: bool, waiter: u32) -> (FaultAction, Vec<Request>) {
@@ -120,10 +105,7 @@ fn write_done(oc: &mut Overcommit, id: RequestId, ok: bool) -> (Done, Vec<Wake>)
 }
 
 fn resident(frame: u32, contents: Contents) -> Option<PageState> {
-    Some(PageState::Resident {
-        frame: FrameNo(frame),
-        contents,
-    })
+    Some(PageState::Resident { frame: FrameNo(frame), contents })
 }
 
 /// With one frame: page 0 is written, then evicted by a fault on page 1 from waiter 1 and
@@ -134,13 +116,7 @@ fn page0_on_disk() -> Overcommit {
     let (action, writebacks) = fault(&mut oc, 1, false, 1);
     assert_eq!(action, FaultAction::WaitIo);
     let (done, _) = write_done(&mut oc, writebacks[0].id, true);
-    assert_eq!(
-        done,
-        Done::Evicted {
-            page: PageNo(0),
-            frame: FrameNo(0)
-        }
-    );
+    assert_eq!(done, Done::Evicted { page: PageNo(0), frame: FrameNo(0) });
     assert_eq!(oc.state(PageNo(0)), Some(PageState::OnDisk));
     oc
 }
@@ -148,35 +124,13 @@ fn page0_on_disk() -> Overcommit {
 #[test]
 fn zero_fill_read_maps_read_only_then_first_write_upgrades() {
     let mut oc = engine(4, 2);
-    assert_eq!(
-        fault1(&mut oc, 3, false, 0),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: false,
-            unmap: None
-        }
-    );
+    assert_eq!(fault1(&mut oc, 3, false, 0), FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: None });
     assert_eq!(oc.state(PageNo(3)), resident(0, Contents::Zero));
     // A racing read fault on a resident clean page: map it read-only again.
-    assert_eq!(
-        fault1(&mut oc, 3, false, 1),
-        FaultAction::Map {
-            frame: FrameNo(0),
-            writable: false
-        }
-    );
-    assert_eq!(
-        fault1(&mut oc, 3, true, 1),
-        FaultAction::Upgrade { frame: FrameNo(0) }
-    );
+    assert_eq!(fault1(&mut oc, 3, false, 1), FaultAction::Map { frame: FrameNo(0), writable: false });
+    assert_eq!(fault1(&mut oc, 3, true, 1), FaultAction::Upgrade { frame: FrameNo(0) });
     assert_eq!(oc.state(PageNo(3)), resident(0, Contents::Dirty));
-    assert_eq!(
-        fault1(&mut oc, 3, true, 0),
-        FaultAction::Map {
-            frame: FrameNo(0),
-            writable: true
-        }
-    );
+    assert_eq!(fault1(&mut oc, 3, true, 0), FaultAction::Map { frame: FrameNo(0), writable: true });
     let c = oc.counters();
     assert_eq!((c.zero_fills, c.upgrades, c.reads_started), (1, 1, 0));
 }
@@ -184,14 +138,7 @@ fn zero_fill_read_maps_read_only_then_first_write_upgrades() {
 #[test]
 fn zero_fill_write_maps_read_write_dirty() {
     let mut oc = engine(4, 2);
-    assert_eq!(
-        fault1(&mut oc, 1, true, 0),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: true,
-            unmap: None
-        }
-    );
+    assert_eq!(fault1(&mut oc, 1, true, 0), FaultAction::ZeroFill { frame: FrameNo(0), writable: true, unmap: None });
     assert_eq!(oc.state(PageNo(1)), resident(0, Contents::Dirty));
     assert_eq!(oc.free_frames(), 1);
 }
@@ -202,21 +149,13 @@ fn never_written_page_is_dropped_without_io_and_zero_filled_again() {
     fault1(&mut oc, 0, false, 0);
     assert_eq!(
         fault1(&mut oc, 1, false, 0),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: false,
-            unmap: Some(PageNo(0))
-        }
+        FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: Some(PageNo(0)) }
     );
     assert_eq!(oc.state(PageNo(0)), Some(PageState::Zero));
     // Back to page 0: zero-filled again, not read.
     assert_eq!(
         fault1(&mut oc, 0, true, 0),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: true,
-            unmap: Some(PageNo(1))
-        }
+        FaultAction::ZeroFill { frame: FrameNo(0), writable: true, unmap: Some(PageNo(1)) }
     );
     let c = *oc.counters();
     assert_eq!((c.zero_fills, c.clean_drops, c.page_outs), (3, 2, 2));
@@ -230,41 +169,20 @@ fn dirty_page_is_written_back_before_its_frame_is_reused() {
     let (action, writebacks) = fault(&mut oc, 1, false, 1);
     // The only frame is dirty: write it back, wait for the frame.
     assert_eq!(action, FaultAction::WaitIo);
-    let [write] = writebacks[..] else {
-        panic!("one write-back expected: {writebacks:?}")
-    };
-    assert_eq!(
-        (write.kind, write.page, write.frame),
-        (RequestKind::Write, PageNo(0), FrameNo(0))
-    );
+    let [write] = writebacks[..] else { panic!("one write-back expected: {writebacks:?}") };
+    assert_eq!((write.kind, write.page, write.frame), (RequestKind::Write, PageNo(0), FrameNo(0)));
     assert_eq!(oc.state(PageNo(0)), Some(PageState::WritingBack(write.id)));
     assert_eq!(oc.free_frames(), 0);
     assert!(oc.is_waiting(Waiter(1)));
     // A read completion is not accepted for a write.
-    assert_eq!(
-        oc.read_done(write.id, true),
-        Err(Error::NotInFlight(write.id))
-    );
+    assert_eq!(oc.read_done(write.id, true), Err(Error::NotInFlight(write.id)));
     let (done, woken) = write_done(&mut oc, write.id, true);
-    assert_eq!(
-        done,
-        Done::Evicted {
-            page: PageNo(0),
-            frame: FrameNo(0)
-        }
-    );
+    assert_eq!(done, Done::Evicted { page: PageNo(0), frame: FrameNo(0) });
     assert_eq!(woken, [Wake::Resume(Waiter(1))]);
     assert!(!oc.is_waiting(Waiter(1)));
     assert_eq!(oc.free_frames(), 1);
     // Waiter 1 retries and gets the frame.
-    assert_eq!(
-        fault1(&mut oc, 1, false, 1),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: false,
-            unmap: None
-        }
-    );
+    assert_eq!(fault1(&mut oc, 1, false, 1), FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: None });
     let c = *oc.counters();
     assert_eq!((c.dirty_writebacks, c.page_outs, c.frame_waits), (1, 1, 1));
 }
@@ -277,38 +195,21 @@ fn page_on_disk_is_read_back_clean_and_dropped_without_a_write() {
         panic!("read expected");
     };
     assert_eq!(unmap, Some(PageNo(1)));
-    assert_eq!(
-        (read.kind, read.page, read.frame),
-        (RequestKind::Read, PageNo(0), FrameNo(0))
-    );
+    assert_eq!((read.kind, read.page, read.frame), (RequestKind::Read, PageNo(0), FrameNo(0)));
     assert_eq!(oc.request(read.id), Some(read));
     assert_eq!(oc.in_flight(), 1);
     let (done, woken) = read_done(&mut oc, read.id, true);
-    assert_eq!(
-        done,
-        Done::Map {
-            page: PageNo(0),
-            frame: FrameNo(0),
-            writable: false
-        }
-    );
+    assert_eq!(done, Done::Map { page: PageNo(0), frame: FrameNo(0), writable: false });
     assert_eq!(woken, [Wake::Resume(Waiter(0))]);
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Clean));
     // Evicting the clean page costs no write.
     assert_eq!(
         fault1(&mut oc, 2, true, 2),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: true,
-            unmap: Some(PageNo(0))
-        }
+        FaultAction::ZeroFill { frame: FrameNo(0), writable: true, unmap: Some(PageNo(0)) }
     );
     assert_eq!(oc.state(PageNo(0)), Some(PageState::OnDisk));
     let c = *oc.counters();
-    assert_eq!(
-        (c.page_ins, c.dirty_writebacks, c.writebacks_started),
-        (1, 1, 1)
-    );
+    assert_eq!((c.page_ins, c.dirty_writebacks, c.writebacks_started), (1, 1, 1));
 }
 
 #[test]
@@ -321,28 +222,11 @@ fn faults_on_one_page_share_one_read() {
     assert_eq!(fault1(&mut oc, 0, false, 3), FaultAction::WaitPage);
     assert_eq!(oc.counters().shared_fetches, 2);
     assert_eq!(oc.counters().reads_started, 1);
-    assert_eq!(
-        oc.fault(PageNo(0), false, Waiter(3)).unwrap_err(),
-        Error::AlreadyWaiting(Waiter(3))
-    );
+    assert_eq!(oc.fault(PageNo(0), false, Waiter(3)).unwrap_err(), Error::AlreadyWaiting(Waiter(3)));
     let (done, woken) = read_done(&mut oc, read.id, true);
     // One of the waiting faults writes: the page comes in dirty, mapped writable.
-    assert_eq!(
-        done,
-        Done::Map {
-            page: PageNo(0),
-            frame: FrameNo(0),
-            writable: true
-        }
-    );
-    assert_eq!(
-        woken,
-        [
-            Wake::Resume(Waiter(2)),
-            Wake::Resume(Waiter(0)),
-            Wake::Resume(Waiter(3))
-        ]
-    );
+    assert_eq!(done, Done::Map { page: PageNo(0), frame: FrameNo(0), writable: true });
+    assert_eq!(woken, [Wake::Resume(Waiter(2)), Wake::Resume(Waiter(0)), Wake::Resume(Waiter(3))]);
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Dirty));
 }
 
@@ -354,14 +238,7 @@ fn fault_during_write_back_waits_and_keeps_the_page() {
     // Page 0 is unmapped while it is written; touching it waits.
     assert_eq!(fault1(&mut oc, 0, false, 0), FaultAction::WaitPage);
     let (done, woken) = write_done(&mut oc, writebacks[0].id, true);
-    assert_eq!(
-        done,
-        Done::Map {
-            page: PageNo(0),
-            frame: FrameNo(0),
-            writable: false
-        }
-    );
+    assert_eq!(done, Done::Map { page: PageNo(0), frame: FrameNo(0), writable: false });
     // The page's waiters, then the frame waiters.
     assert_eq!(woken, [Wake::Resume(Waiter(0)), Wake::Resume(Waiter(1))]);
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Clean));
@@ -377,14 +254,7 @@ fn write_during_write_back_keeps_the_page_dirty() {
     let (_, writebacks) = fault(&mut oc, 1, false, 1);
     assert_eq!(fault1(&mut oc, 0, true, 0), FaultAction::WaitPage);
     let (done, _) = write_done(&mut oc, writebacks[0].id, true);
-    assert_eq!(
-        done,
-        Done::Map {
-            page: PageNo(0),
-            frame: FrameNo(0),
-            writable: true
-        }
-    );
+    assert_eq!(done, Done::Map { page: PageNo(0), frame: FrameNo(0), writable: true });
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Dirty));
 }
 
@@ -394,14 +264,7 @@ fn failed_write_back_keeps_the_page_resident_and_dirty() {
     fault1(&mut oc, 0, true, 0);
     let (_, writebacks) = fault(&mut oc, 1, false, 1);
     let (done, woken) = write_done(&mut oc, writebacks[0].id, false);
-    assert_eq!(
-        done,
-        Done::Map {
-            page: PageNo(0),
-            frame: FrameNo(0),
-            writable: true
-        }
-    );
+    assert_eq!(done, Done::Map { page: PageNo(0), frame: FrameNo(0), writable: true });
     assert_eq!(woken, [Wake::Resume(Waiter(1))]);
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Dirty));
     assert_eq!(oc.counters().io_errors, 1);
@@ -435,10 +298,7 @@ fn failed_read_is_retried_then_the_faults_fail() {
     assert_eq!(oc.free_frames(), 1);
     assert_eq!(oc.in_flight(), 0);
     let c = *oc.counters();
-    assert_eq!(
-        (c.io_errors, c.retries, c.failed_reads, c.aborts),
-        (3, 2, 1, 2)
-    );
+    assert_eq!((c.io_errors, c.retries, c.failed_reads, c.aborts), (3, 2, 1, 2));
     // Nothing is lost: the next access reads the page again.
     let FaultAction::StartRead { read, .. } = fault1(&mut oc, 0, false, 0) else {
         panic!("read expected");
@@ -455,18 +315,8 @@ fn write_backs_in_flight_do_not_block_a_fault_that_finds_a_clean_frame() {
     let (action, writebacks) = fault(&mut oc, 2, false, 0);
     // The hand passes dirty page 0 (starting its write-back) and takes clean page 1's frame.
     assert_eq!(writebacks.len(), 1);
-    assert_eq!(
-        (writebacks[0].page, writebacks[0].frame),
-        (PageNo(0), FrameNo(0))
-    );
-    assert_eq!(
-        action,
-        FaultAction::ZeroFill {
-            frame: FrameNo(1),
-            writable: false,
-            unmap: Some(PageNo(1))
-        }
-    );
+    assert_eq!((writebacks[0].page, writebacks[0].frame), (PageNo(0), FrameNo(0)));
+    assert_eq!(action, FaultAction::ZeroFill { frame: FrameNo(1), writable: false, unmap: Some(PageNo(1)) });
     assert!(!oc.is_waiting(Waiter(0)));
 }
 
@@ -495,11 +345,7 @@ fn read_completion_also_resumes_frame_waiters() {
     // Waiter 1 retries: page 0 is clean, its frame is taken after a second chance.
     assert_eq!(
         fault1(&mut oc, 2, false, 1),
-        FaultAction::ZeroFill {
-            frame: FrameNo(0),
-            writable: false,
-            unmap: Some(PageNo(0))
-        }
+        FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: Some(PageNo(0)) }
     );
 }
 
@@ -535,10 +381,7 @@ fn queue_depth_bounds_requests_and_reads_wait_for_a_slot() {
     assert_eq!(woken.len(), 5);
     let evicted = writes[0].page;
     // Waiter 6 takes that frame for a new page (keeping it dirty).
-    assert!(matches!(
-        fault1(&mut oc, 41, true, 6),
-        FaultAction::ZeroFill { unmap: None, .. }
-    ));
+    assert!(matches!(fault1(&mut oc, 41, true, 6), FaultAction::ZeroFill { unmap: None, .. }));
     // Waiter 7: the last slot goes to one more write-back, and it waits.
     let (action, writebacks) = fault(&mut oc, 42, false, 7);
     assert_eq!((action, writebacks.len()), (FaultAction::WaitIo, 1));
@@ -558,13 +401,7 @@ fn second_chance_follows_the_access_scan() {
             fault1(&mut oc, page, false, 0);
         }
         // Every frame was just mapped: round one clears the bits, frame 0 goes.
-        assert!(matches!(
-            fault1(&mut oc, 3, false, 0),
-            FaultAction::ZeroFill {
-                unmap: Some(PageNo(0)),
-                ..
-            }
-        ));
+        assert!(matches!(fault1(&mut oc, 3, false, 0), FaultAction::ZeroFill { unmap: Some(PageNo(0)), .. }));
         if protect {
             let mut asked = Vec::new();
             oc.scan(|page| {
@@ -587,17 +424,8 @@ fn second_chance_follows_the_access_scan() {
     }
     oc.mark_accessed(PageNo(1)).unwrap();
     oc.mark_accessed(PageNo(0)).unwrap(); // not resident: ignored
-    assert!(matches!(
-        fault1(&mut oc, 4, false, 0),
-        FaultAction::ZeroFill {
-            unmap: Some(PageNo(2)),
-            ..
-        }
-    ));
-    assert_eq!(
-        oc.mark_accessed(PageNo(8)),
-        Err(Error::PageOutOfRange(PageNo(8)))
-    );
+    assert!(matches!(fault1(&mut oc, 4, false, 0), FaultAction::ZeroFill { unmap: Some(PageNo(2)), .. }));
+    assert_eq!(oc.mark_accessed(PageNo(8)), Err(Error::PageOutOfRange(PageNo(8))));
 }
 
 #[test]
@@ -607,55 +435,30 @@ fn no_io_when_frames_cover_the_guest() {
         for page in 0..16 {
             let action = fault1(&mut oc, page, (page + round) % 3 == 0, round % WAITERS);
             assert!(
-                !matches!(
-                    action,
-                    FaultAction::StartRead { .. } | FaultAction::WaitIo | FaultAction::WaitPage
-                ),
+                !matches!(action, FaultAction::StartRead { .. } | FaultAction::WaitIo | FaultAction::WaitPage),
                 "{action:?}"
             );
         }
     }
     let c = *oc.counters();
     assert_eq!(c.zero_fills, 16);
-    assert_eq!(
-        (
-            c.reads_started,
-            c.writebacks_started,
-            c.page_outs,
-            c.io_errors
-        ),
-        (0, 0, 0, 0)
-    );
+    assert_eq!((c.reads_started, c.writebacks_started, c.page_outs, c.io_errors), (0, 0, 0, 0));
 }
 
 #[test]
 fn refuses_bad_calls_without_changing_anything() {
     let mut oc = engine(4, 1);
-    assert_eq!(
-        oc.fault(PageNo(4), false, Waiter(0)).unwrap_err(),
-        Error::PageOutOfRange(PageNo(4))
-    );
-    assert_eq!(
-        oc.fault(PageNo(0), false, Waiter(WAITERS)).unwrap_err(),
-        Error::UnknownWaiter(Waiter(WAITERS))
-    );
-    assert_eq!(
-        oc.read_done(RequestId(0), true),
-        Err(Error::NotInFlight(RequestId(0)))
-    );
-    assert_eq!(
-        oc.write_done(RequestId(999), false),
-        Err(Error::NotInFlight(RequestId(999)))
-    );
+    assert_eq!(oc.fault(PageNo(4), false, Waiter(0)).unwrap_err(), Error::PageOutOfRange(PageNo(4)));
+    assert_eq!(oc.fault(PageNo(0), false, Waiter(WAITERS)).unwrap_err(), Error::UnknownWaiter(Waiter(WAITERS)));
+    assert_eq!(oc.read_done(RequestId(0), true), Err(Error::NotInFlight(RequestId(0))));
+    assert_eq!(oc.write_done(RequestId(999), false), Err(Error::NotInFlight(RequestId(999))));
     assert_eq!(oc.state(PageNo(4)), None);
     assert!(!oc.is_waiting(Waiter(WAITERS)));
     assert_eq!(*oc.counters(), Counters::default());
     oc.check_invariants();
     let text = Error::AlreadyWaiting(Waiter(3)).to_string();
     assert!(text.contains("waiter 3"), "{text}");
-    assert!(Error::PageOutOfRange(PageNo(0x10))
-        .to_string()
-        .contains("page 0x10"));
+    assert!(Error::PageOutOfRange(PageNo(0x10)).to_string().contains("page 0x10"));
 }
 
 #[test]
@@ -670,18 +473,10 @@ fn config_is_checked() {
     };
     assert_eq!(bad(|c| c.pages = 0), ConfigError::NoPages);
     assert_eq!(bad(|c| c.frames = 0), ConfigError::NoFrames);
-    assert_eq!(
-        bad(|c| c.queue_depth = 15),
-        ConfigError::QueueTooShallow(15)
-    );
+    assert_eq!(bad(|c| c.queue_depth = 15), ConfigError::QueueTooShallow(15));
     assert_eq!(bad(|c| c.waiters = 0), ConfigError::BadWaiterCount(0));
-    assert_eq!(
-        bad(|c| c.waiters = MAX_WAITERS + 1),
-        ConfigError::BadWaiterCount(MAX_WAITERS + 1)
-    );
-    assert!(ConfigError::QueueTooShallow(4)
-        .to_string()
-        .contains("minimum 16"));
+    assert_eq!(bad(|c| c.waiters = MAX_WAITERS + 1), ConfigError::BadWaiterCount(MAX_WAITERS + 1));
+    assert!(ConfigError::QueueTooShallow(4).to_string().contains("minimum 16"));
 }
 
 #[test]

@@ -19,10 +19,7 @@ pub(super) struct WaitList {
 }
 
 impl WaitList {
-    pub const EMPTY: WaitList = WaitList {
-        head: NIL,
-        tail: NIL,
-    };
+    pub const EMPTY: WaitList = WaitList { head: NIL, tail: NIL };
 
     pub fn is_empty(&self) -> bool {
         self.head == NIL
@@ -37,10 +34,7 @@ pub(super) struct Waiters {
 
 impl Waiters {
     pub fn new(count: u32) -> Self {
-        Waiters {
-            next: vec![NIL; count as usize],
-            waiting: vec![false; count as usize],
-        }
+        Waiters { next: vec![NIL; count as usize], waiting: vec![false; count as usize] }
     }
 
     pub fn contains(&self, waiter: Waiter) -> bool {

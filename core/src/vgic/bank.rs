@@ -50,9 +50,7 @@ impl BankReg {
             }
         }
         if (gicd::IPRIORITYR..gicd::IPRIORITYR_END).contains(&offset) {
-            return Some(BankReg::Priority {
-                intid: offset - gicd::IPRIORITYR,
-            });
+            return Some(BankReg::Priority { intid: offset - gicd::IPRIORITYR });
         }
         if (gicd::ICFGR..gicd::ICFGR_END).contains(&offset) {
             return Some(BankReg::Config((offset - gicd::ICFGR) / 4));
@@ -123,11 +121,7 @@ impl Bank {
     pub(super) fn read_priorities(&self, first: usize, bytes: usize) -> u32 {
         (0..bytes).fold(0, |acc, i| {
             let bit = first + i;
-            let byte = if self.is_implemented(bit) {
-                self.priority[bit]
-            } else {
-                0
-            };
+            let byte = if self.is_implemented(bit) { self.priority[bit] } else { 0 };
             acc | u32::from(byte) << (8 * i)
         })
     }
@@ -143,11 +137,7 @@ impl Bank {
 
     /// ICFGR for the lower (`upper == false`) or upper 16 interrupts of the bank.
     pub(super) fn read_config(&self, upper: bool) -> u32 {
-        let edge = if upper {
-            self.edge >> icfgr::PER_REGISTER
-        } else {
-            self.edge & 0xffff
-        };
+        let edge = if upper { self.edge >> icfgr::PER_REGISTER } else { self.edge & 0xffff };
         spread_to_odd_bits(edge)
     }
 
@@ -190,10 +180,7 @@ impl Bank {
             bits &= bits - 1;
             let priority = self.priority[bit as usize];
             if best.is_none_or(|b| priority < b.priority) {
-                best = Some(Pending {
-                    intid: base + bit,
-                    priority,
-                });
+                best = Some(Pending { intid: base + bit, priority });
             }
         }
         best
@@ -202,17 +189,13 @@ impl Bank {
 
 /// Bit i of `bits` (i < 16) to bit 2i+1.
 fn spread_to_odd_bits(bits: u32) -> u32 {
-    (0..icfgr::PER_REGISTER)
-        .filter(|i| bits & (1 << i) != 0)
-        .fold(0, |acc, i| acc | 1 << (2 * i + 1))
+    (0..icfgr::PER_REGISTER).filter(|i| bits & (1 << i) != 0).fold(0, |acc, i| acc | 1 << (2 * i + 1))
 }
 
 /// Bit 2i+1 of `value` to bit i.
 fn gather_odd_bits(value: u32) -> u32 {
     let odd = value & icfgr::EDGE_BITS;
-    (0..icfgr::PER_REGISTER)
-        .filter(|i| odd & (1 << (2 * i + 1)) != 0)
-        .fold(0, |acc, i| acc | 1 << i)
+    (0..icfgr::PER_REGISTER).filter(|i| odd & (1 << (2 * i + 1)) != 0).fold(0, |acc, i| acc | 1 << i)
 }
 
 #[cfg(test)]
@@ -221,42 +204,15 @@ mod tests {
 
     #[test]
     fn decode_offsets() {
-        assert_eq!(
-            BankReg::decode(0x0080),
-            Some(BankReg::Bitmap(Bitmap::Group, 0))
-        );
-        assert_eq!(
-            BankReg::decode(0x00fc),
-            Some(BankReg::Bitmap(Bitmap::Group, 31))
-        );
-        assert_eq!(
-            BankReg::decode(0x0104),
-            Some(BankReg::Bitmap(Bitmap::SetEnable, 1))
-        );
-        assert_eq!(
-            BankReg::decode(0x0180),
-            Some(BankReg::Bitmap(Bitmap::ClearEnable, 0))
-        );
-        assert_eq!(
-            BankReg::decode(0x0208),
-            Some(BankReg::Bitmap(Bitmap::SetPending, 2))
-        );
-        assert_eq!(
-            BankReg::decode(0x0280),
-            Some(BankReg::Bitmap(Bitmap::ClearPending, 0))
-        );
-        assert_eq!(
-            BankReg::decode(0x0300),
-            Some(BankReg::Bitmap(Bitmap::SetActive, 0))
-        );
-        assert_eq!(
-            BankReg::decode(0x03fc),
-            Some(BankReg::Bitmap(Bitmap::ClearActive, 31))
-        );
-        assert_eq!(
-            BankReg::decode(0x0421),
-            Some(BankReg::Priority { intid: 0x21 })
-        );
+        assert_eq!(BankReg::decode(0x0080), Some(BankReg::Bitmap(Bitmap::Group, 0)));
+        assert_eq!(BankReg::decode(0x00fc), Some(BankReg::Bitmap(Bitmap::Group, 31)));
+        assert_eq!(BankReg::decode(0x0104), Some(BankReg::Bitmap(Bitmap::SetEnable, 1)));
+        assert_eq!(BankReg::decode(0x0180), Some(BankReg::Bitmap(Bitmap::ClearEnable, 0)));
+        assert_eq!(BankReg::decode(0x0208), Some(BankReg::Bitmap(Bitmap::SetPending, 2)));
+        assert_eq!(BankReg::decode(0x0280), Some(BankReg::Bitmap(Bitmap::ClearPending, 0)));
+        assert_eq!(BankReg::decode(0x0300), Some(BankReg::Bitmap(Bitmap::SetActive, 0)));
+        assert_eq!(BankReg::decode(0x03fc), Some(BankReg::Bitmap(Bitmap::ClearActive, 31)));
+        assert_eq!(BankReg::decode(0x0421), Some(BankReg::Priority { intid: 0x21 }));
         assert_eq!(BankReg::decode(0x0c04), Some(BankReg::Config(1)));
         assert_eq!(BankReg::decode(0x0000), None);
         assert_eq!(BankReg::decode(0x0800), None);
@@ -278,20 +234,8 @@ mod tests {
         bank.write_bitmap(Bitmap::SetEnable, u32::MAX);
         bank.write_priorities(0, 4, 0x40_20_20_80);
         bank.write_bitmap(Bitmap::SetPending, 0b1111);
-        assert_eq!(
-            bank.best(u32::MAX, 32),
-            Some(Pending {
-                intid: 33,
-                priority: 0x20
-            })
-        );
-        assert_eq!(
-            bank.best(0b1001, 32),
-            Some(Pending {
-                intid: 35,
-                priority: 0x40
-            })
-        );
+        assert_eq!(bank.best(u32::MAX, 32), Some(Pending { intid: 33, priority: 0x20 }));
+        assert_eq!(bank.best(0b1001, 32), Some(Pending { intid: 35, priority: 0x40 }));
         assert_eq!(bank.best(0, 32), None);
     }
 }

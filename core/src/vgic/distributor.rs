@@ -4,8 +4,7 @@
 use super::bank::{Bank, BankReg, BANK};
 use super::regs::{ctlr, gicd, iidr, pidr2, typer};
 use super::{
-    check_access, read_part, write_part, BadIntId, MmioError, Pending, Width, FIRST_SPI, GICD_SIZE,
-    LAST_SPI, MAX_SPIS,
+    check_access, read_part, write_part, BadIntId, MmioError, Pending, Width, FIRST_SPI, GICD_SIZE, LAST_SPI, MAX_SPIS,
 };
 use crate::mpidr;
 use alloc::vec;
@@ -39,15 +38,8 @@ impl Distributor {
                 Bank::new(implemented, u32::MAX, 0)
             })
             .collect::<Vec<_>>();
-        let cpus = u32::try_from(num_vcpus)
-            .unwrap_or(u32::MAX)
-            .clamp(1, typer::CPU_NUMBER_MAX + 1);
-        Distributor {
-            enables: 0,
-            cpu_number: cpus - 1,
-            routes: vec![0; spis.len() * BANK as usize],
-            spis,
-        }
+        let cpus = u32::try_from(num_vcpus).unwrap_or(u32::MAX).clamp(1, typer::CPU_NUMBER_MAX + 1);
+        Distributor { enables: 0, cpu_number: cpus - 1, routes: vec![0; spis.len() * BANK as usize], spis }
     }
 
     /// GICD_CTLR.EnableGrp1: whether Group 1 interrupts are forwarded at all.
@@ -92,9 +84,7 @@ impl Distributor {
         let value = match word {
             gicd::CTLR => self.enables | ctlr::ARE | ctlr::DS,
             gicd::TYPER => self.typer(),
-            gicd::IIDR => {
-                iidr::PRODUCT_ID_ASYNCPF << iidr::PRODUCT_ID_SHIFT | iidr::IMPLEMENTER_ARM
-            }
+            gicd::IIDR => iidr::PRODUCT_ID_ASYNCPF << iidr::PRODUCT_ID_SHIFT | iidr::IMPLEMENTER_ARM,
             gicd::TYPER2 => 0,
             gicd::PIDR2 => pidr2::ARCH_REV_GICV3 << pidr2::ARCH_REV_SHIFT,
             gicd::ITARGETSR..gicd::ITARGETSR_END | gicd::CPENDSGIR..gicd::SPENDSGIR_END => {
@@ -169,13 +159,11 @@ impl Distributor {
             BankReg::Priority { intid } => {
                 Width::ByteOrWord.check(size)?;
                 let first = (intid % u64::from(BANK)) as usize;
-                self.block(intid / u64::from(BANK))
-                    .map_or(0, |bank| bank.read_priorities(first, size.into()))
+                self.block(intid / u64::from(BANK)).map_or(0, |bank| bank.read_priorities(first, size.into()))
             }
             BankReg::Config(n) => {
                 Width::Word.check(size)?;
-                self.block(n / 2)
-                    .map_or(0, |bank| bank.read_config(n % 2 == 1))
+                self.block(n / 2).map_or(0, |bank| bank.read_config(n % 2 == 1))
             }
         };
         Ok(u64::from(value))

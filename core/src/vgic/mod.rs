@@ -181,17 +181,9 @@ pub fn take_next(dist: &mut Distributor, redist: &mut Redistributor) -> Option<P
 pub fn peek_next(dist: &Distributor, redist: &Redistributor) -> Option<Pending> {
     let group1 = dist.group1_enabled();
     let private = redist.peek_deliverable(group1);
-    let shared = if redist.is_awake() {
-        dist.peek_deliverable_for(redist.affinity())
-    } else {
-        None
-    };
+    let shared = if redist.is_awake() { dist.peek_deliverable_for(redist.affinity()) } else { None };
     match (private, shared) {
-        (Some(p), Some(s)) => Some(if (s.priority, s.intid) < (p.priority, p.intid) {
-            s
-        } else {
-            p
-        }),
+        (Some(p), Some(s)) => Some(if (s.priority, s.intid) < (p.priority, p.intid) { s } else { p }),
         (p, s) => p.or(s),
     }
 }

@@ -4,10 +4,7 @@
 
 use super::bank::{Bank, BankReg};
 use super::regs::{gicd, gicr, gicr_typer, iidr, pidr2, waker};
-use super::{
-    check_access, read_part, BadIntId, MmioError, Pending, Width, GICR_FRAME_SIZE, PRIVATE_COUNT,
-    SGI_COUNT,
-};
+use super::{check_access, read_part, BadIntId, MmioError, Pending, Width, GICR_FRAME_SIZE, PRIVATE_COUNT, SGI_COUNT};
 use crate::mpidr;
 
 /// SGIs are always edge-triggered (GICR_ICFGR0 is read-only).
@@ -83,9 +80,7 @@ impl Redistributor {
         let value = match offset & !3 {
             // EnableLPIs is RAZ/WI (no LPIs); RWP and UWP are 0: writes take effect at once.
             gicr::CTLR => 0,
-            gicr::IIDR => {
-                iidr::PRODUCT_ID_ASYNCPF << iidr::PRODUCT_ID_SHIFT | iidr::IMPLEMENTER_ARM
-            }
+            gicr::IIDR => iidr::PRODUCT_ID_ASYNCPF << iidr::PRODUCT_ID_SHIFT | iidr::IMPLEMENTER_ARM,
             gicr::WAKER => self.waker(),
             gicr::PIDR2 => pidr2::ARCH_REV_GICV3 << pidr2::ARCH_REV_SHIFT,
             _ => return Err(MmioError::Reserved),
@@ -149,8 +144,7 @@ impl Redistributor {
             }
             Some(BankReg::Priority { intid }) if intid < u64::from(PRIVATE_COUNT) => {
                 Width::ByteOrWord.check(size)?;
-                self.bank
-                    .write_priorities(intid as usize, size.into(), value);
+                self.bank.write_priorities(intid as usize, size.into(), value);
             }
             Some(BankReg::Config(n @ (0 | 1))) => {
                 Width::Word.check(size)?;

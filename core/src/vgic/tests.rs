@@ -62,13 +62,7 @@ fn gicd_typer() {
     assert_eq!((typer >> 19) & 0x1f, 9, "IDbits: 10 bits");
     assert_ne!(typer & (1 << 24), 0, "A3V");
     assert_ne!(typer & (1 << 25), 0, "No1N");
-    for (bit, name) in [
-        (8, "ESPI"),
-        (9, "NMI"),
-        (10, "SecurityExtn"),
-        (16, "MBIS"),
-        (17, "LPIS"),
-    ] {
+    for (bit, name) in [(8, "ESPI"), (9, "NMI"), (10, "SecurityExtn"), (16, "MBIS"), (17, "LPIS")] {
         assert_eq!(typer & (1 << bit), 0, "{name}");
     }
     assert_eq!((typer >> 11) & 0x1f, 0, "num_LPIs");
@@ -98,9 +92,7 @@ fn gicd_id_registers() {
 #[test]
 fn gicd_sgi_ppi_registers_are_raz_wi() {
     let mut d = dist(64);
-    for offset in [
-        0x080, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0xc00, 0xc04,
-    ] {
+    for offset in [0x080, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380, 0xc00, 0xc04] {
         w(&mut d, offset, 0xffff_ffff);
         assert_eq!(r(&d, offset), 0, "{offset:#x}");
     }
@@ -253,22 +245,10 @@ fn gicd_affinity_routing_raz_wi_registers() {
 #[test]
 fn gicd_bad_accesses() {
     let mut d = dist(64);
-    assert_eq!(
-        d.read(0x10, 4),
-        Err(MmioError::Reserved),
-        "STATUSR: unimplemented"
-    );
-    assert_eq!(
-        d.write(0x40, 4, 1),
-        Err(MmioError::Reserved),
-        "SETSPI_NSR: no MBIS"
-    );
+    assert_eq!(d.read(0x10, 4), Err(MmioError::Reserved), "STATUSR: unimplemented");
+    assert_eq!(d.write(0x40, 4, 1), Err(MmioError::Reserved), "SETSPI_NSR: no MBIS");
     assert_eq!(d.read(0x5000, 4), Err(MmioError::Reserved));
-    assert_eq!(
-        d.read(0xffd0, 4),
-        Err(MmioError::Reserved),
-        "PIDR4: not implemented"
-    );
+    assert_eq!(d.read(0xffd0, 4), Err(MmioError::Reserved), "PIDR4: not implemented");
     assert_eq!(d.read(0x2, 4), Err(MmioError::Unaligned));
     assert_eq!(d.read(0x104, 3), Err(MmioError::BadSize));
     assert_eq!(d.read(0x104, 0), Err(MmioError::BadSize));
@@ -301,18 +281,10 @@ fn gicr_typer() {
 #[test]
 fn gicr_waker_handshake() {
     let mut rd = Redistributor::new(0, 0, true);
-    assert_eq!(
-        rr(&rd, RD + 0x14),
-        0b110,
-        "ProcessorSleep and ChildrenAsleep at reset"
-    );
+    assert_eq!(rr(&rd, RD + 0x14), 0b110, "ProcessorSleep and ChildrenAsleep at reset");
     assert!(!rd.is_awake());
     rw(&mut rd, RD + 0x14, 0);
-    assert_eq!(
-        rr(&rd, RD + 0x14),
-        0,
-        "ChildrenAsleep follows ProcessorSleep"
-    );
+    assert_eq!(rr(&rd, RD + 0x14), 0, "ChildrenAsleep follows ProcessorSleep");
     assert!(rd.is_awake());
     rw(&mut rd, RD + 0x14, 0b100);
     assert_eq!(rr(&rd, RD + 0x14), 0, "ChildrenAsleep is read-only");
@@ -331,11 +303,7 @@ fn gicr_rd_base_registers() {
     assert_eq!(rr(&rd, RD + 0x4), 0x4100_043b, "IIDR");
     assert_eq!(rr(&rd, RD + 0xffe8), 0x30, "PIDR2.ArchRev = 3");
     assert_eq!(rd.read(RD + 0x10, 4), Err(MmioError::Reserved), "STATUSR");
-    assert_eq!(
-        rd.read(RD + 0x70, 8),
-        Err(MmioError::Reserved),
-        "PROPBASER: no LPIs"
-    );
+    assert_eq!(rd.read(RD + 0x70, 8), Err(MmioError::Reserved), "PROPBASER: no LPIs");
     assert_eq!(rd.read(RD + 0x14, 8), Err(MmioError::Unaligned));
     assert_eq!(rd.read(RD + 0x10, 8), Err(MmioError::Reserved));
     assert_eq!(rd.read(0x2_0000, 4), Err(MmioError::OutOfFrame));
@@ -372,11 +340,7 @@ fn gicr_sgi_frame_priority_and_config() {
     assert_eq!(rd.read(SGI + 0x41f, 1), Ok(0xa0));
     rd.write(SGI + 0x400, 1, 0x10).unwrap();
     assert_eq!(rr(&rd, SGI + 0x400), 0x10);
-    assert_eq!(
-        rd.read(SGI + 0x420, 4),
-        Err(MmioError::Reserved),
-        "IPRIORITYR8"
-    );
+    assert_eq!(rd.read(SGI + 0x420, 4), Err(MmioError::Reserved), "IPRIORITYR8");
     assert_eq!(rd.read(SGI + 0x400, 2), Err(MmioError::BadSize));
     // ICFGR0: SGIs are edge-triggered and read-only.
     assert_eq!(rr(&rd, SGI + 0xc00), 0xaaaa_aaaa);
@@ -392,11 +356,7 @@ fn gicr_sgi_frame_priority_and_config() {
         rw(&mut rd, SGI + offset, 0xffff_ffff);
         assert_eq!(rr(&rd, SGI + offset), 0, "{offset:#x}");
     }
-    assert_eq!(
-        rd.read(SGI + 0xd04, 4),
-        Err(MmioError::Reserved),
-        "IGRPMODR1"
-    );
+    assert_eq!(rd.read(SGI + 0xd04, 4), Err(MmioError::Reserved), "IGRPMODR1");
     assert_eq!(rd.read(SGI, 4), Err(MmioError::Reserved));
 }
 
@@ -426,13 +386,7 @@ fn redistributor_delivery_rules() {
     enable_private(&mut rd, 27, 0xa0);
     rd.set_pending(27).unwrap();
     assert!(!rd.has_deliverable(false), "distributor Group 1 disabled");
-    assert_eq!(
-        rd.peek_deliverable(true),
-        Some(Pending {
-            intid: 27,
-            priority: 0xa0
-        })
-    );
+    assert_eq!(rd.peek_deliverable(true), Some(Pending { intid: 27, priority: 0xa0 }));
     // Group 0: not delivered.
     rw(&mut rd, SGI + 0x80, 0);
     assert_eq!(rd.peek_deliverable(true), None);
@@ -454,32 +408,10 @@ fn redistributor_delivery_rules() {
     enable_private(&mut rd, 3, 0x80);
     rd.set_pending(3).unwrap();
     rd.set_pending(1).unwrap();
-    assert_eq!(
-        rd.take_deliverable(true),
-        Some(Pending {
-            intid: 1,
-            priority: 0x80
-        })
-    );
-    assert_eq!(
-        rr(&rd, SGI + 0x200),
-        1 << 27 | 1 << 3,
-        "taking clears pending"
-    );
-    assert_eq!(
-        rd.take_deliverable(true),
-        Some(Pending {
-            intid: 3,
-            priority: 0x80
-        })
-    );
-    assert_eq!(
-        rd.take_deliverable(true),
-        Some(Pending {
-            intid: 27,
-            priority: 0xa0
-        })
-    );
+    assert_eq!(rd.take_deliverable(true), Some(Pending { intid: 1, priority: 0x80 }));
+    assert_eq!(rr(&rd, SGI + 0x200), 1 << 27 | 1 << 3, "taking clears pending");
+    assert_eq!(rd.take_deliverable(true), Some(Pending { intid: 3, priority: 0x80 }));
+    assert_eq!(rd.take_deliverable(true), Some(Pending { intid: 27, priority: 0xa0 }));
     assert_eq!(rd.take_deliverable(true), None);
 }
 
@@ -491,34 +423,16 @@ fn spis_go_to_their_route() {
     enable_spi(&mut d, 40, 0x20, 0x0);
     d.set_pending(33).unwrap();
     d.set_pending(40).unwrap();
-    assert_eq!(
-        d.peek_deliverable_for(0x8000_0001),
-        Some(Pending {
-            intid: 33,
-            priority: 0x40
-        })
-    );
+    assert_eq!(d.peek_deliverable_for(0x8000_0001), Some(Pending { intid: 33, priority: 0x40 }));
     assert!(d.has_deliverable_for(0x8000_0000));
-    assert_eq!(
-        d.take_deliverable_for(0x8000_0000),
-        Some(Pending {
-            intid: 40,
-            priority: 0x20
-        })
-    );
+    assert_eq!(d.take_deliverable_for(0x8000_0000), Some(Pending { intid: 40, priority: 0x20 }));
     assert_eq!(d.take_deliverable_for(0x8000_0000), None);
     assert_eq!(d.take_deliverable_for(0x2), None);
     // Group 1 disabled in GICD_CTLR: nothing.
     w(&mut d, 0x0, 0x1);
     assert_eq!(d.peek_deliverable_for(0x1), None);
     w(&mut d, 0x0, 0x2);
-    assert_eq!(
-        d.take_deliverable_for(0x1),
-        Some(Pending {
-            intid: 33,
-            priority: 0x40
-        })
-    );
+    assert_eq!(d.take_deliverable_for(0x1), Some(Pending { intid: 33, priority: 0x40 }));
     assert_eq!(r(&d, 0x204), 0);
 }
 
@@ -537,27 +451,9 @@ fn take_next_weighs_spis_and_private_interrupts() {
     assert!(!has_next(&d, &rd));
     rw(&mut rd, RD + 0x14, 0);
     assert!(has_next(&d, &rd));
-    assert_eq!(
-        take_next(&mut d, &mut rd),
-        Some(Pending {
-            intid: 5,
-            priority: 0x20
-        })
-    );
-    assert_eq!(
-        take_next(&mut d, &mut rd),
-        Some(Pending {
-            intid: 50,
-            priority: 0x20
-        })
-    );
-    assert_eq!(
-        take_next(&mut d, &mut rd),
-        Some(Pending {
-            intid: 27,
-            priority: 0x30
-        })
-    );
+    assert_eq!(take_next(&mut d, &mut rd), Some(Pending { intid: 5, priority: 0x20 }));
+    assert_eq!(take_next(&mut d, &mut rd), Some(Pending { intid: 50, priority: 0x20 }));
+    assert_eq!(take_next(&mut d, &mut rd), Some(Pending { intid: 27, priority: 0x30 }));
     assert_eq!(take_next(&mut d, &mut rd), None);
     assert_eq!(r(&d, 0x204), 0);
     assert_eq!(rr(&rd, SGI + 0x200), 0);
@@ -644,10 +540,7 @@ enum Op {
 fn dist_offset() -> impl Strategy<Value = u64> {
     prop_oneof![
         Just(0x0u64),
-        (
-            0u64..3,
-            prop::sample::select(vec![0x80u64, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380])
-        )
+        (0u64..3, prop::sample::select(vec![0x80u64, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380]))
             .prop_map(|(n, base)| base + 4 * n),
         (0x400u64..0x460),
         (32u64..96).prop_map(|intid| 0x6000 + 8 * intid),
@@ -658,8 +551,7 @@ fn dist_offset() -> impl Strategy<Value = u64> {
 fn redist_offset() -> impl Strategy<Value = u64> {
     prop_oneof![
         Just(0x14u64),
-        prop::sample::select(vec![0x80u64, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380])
-            .prop_map(|o| SGI + o),
+        prop::sample::select(vec![0x80u64, 0x100, 0x180, 0x200, 0x280, 0x300, 0x380]).prop_map(|o| SGI + o),
         (0x400u64..0x420).prop_map(|o| SGI + o),
         (0u64..0x2_0000),
     ]

@@ -53,13 +53,18 @@ fn sender(source: u64) {
 pub fn run(_seed: u64) -> ! {
     let n = percpu::count();
     for source in 0..n {
-        let handle = sched::spawn_kernel("ipi-sender", sender, source as u64, SpawnOptions { pinned: Some(source), cpus_out: None }).expect("free task slot");
+        let handle = sched::spawn_kernel(
+            "ipi-sender",
+            sender,
+            source as u64,
+            SpawnOptions { pinned: Some(source), cpus_out: None },
+        )
+        .expect("free task slot");
         sched::join(handle);
     }
     let expected = (n * n) as u64;
     let received: u64 = (0..n).map(|d| RECEIVED[d].load(Ordering::Acquire)).sum();
-    let every_pair_once =
-        (0..n).all(|s| (0..n).all(|d| RECEIPTS[s][d].load(Ordering::Relaxed) == 1));
+    let every_pair_once = (0..n).all(|s| (0..n).all(|d| RECEIPTS[s][d].load(Ordering::Relaxed) == 1));
     let unexpected = UNEXPECTED.load(Ordering::Relaxed);
     let ok = received == expected && every_pair_once && unexpected == 0;
     let error = (!ok).then_some(format_args!("SGI receipts do not match the pairs sent"));

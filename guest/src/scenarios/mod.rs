@@ -49,7 +49,8 @@ pub fn start(bootargs: &'static str) {
         report::finish(false, Some(format_args!("unknown scenario {:?}", opts.scenario)), |_| Ok(()));
     };
     crate::println!("asyncpf guest: scenario {} seed {}", opts.scenario, opts.seed);
-    sched::spawn_kernel("scenario", control, index as u64, sched::SpawnOptions::default()).expect("a free task slot at boot");
+    sched::spawn_kernel("scenario", control, index as u64, sched::SpawnOptions::default())
+        .expect("a free task slot at boot");
 }
 
 /// The control task: runs the scenario, which reports and powers off.

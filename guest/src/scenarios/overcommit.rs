@@ -152,7 +152,8 @@ impl Worker {
         // disjoint and only this task uses this one until it exits, and the next phase's task
         // for it starts after the join.
         let generations = unsafe { core::slice::from_raw_parts_mut(table, slice.count as usize) };
-        let range = memcheck::Span { start: layout.page_addr(slice.first), end: layout.page_addr(slice.first + slice.count) };
+        let range =
+            memcheck::Span { start: layout.page_addr(slice.first), end: layout.page_addr(slice.first + slice.count) };
         Self { seed, layout, slice, generations, guard: Guard::arm(range), tally: Tally::default(), rewrites: 0 }
     }
 
@@ -284,7 +285,11 @@ pub fn run(seed: u64) -> ! {
     };
     let layout = match Layout::new(free, opts.ws_mib.map(|m| m * MIB), tasks) {
         Ok(layout) => layout,
-        Err(e) => report::finish(false, Some(format_args!("working set does not fit in free RAM {free:x?}: {e:?}")), |_| Ok(())),
+        Err(e) => {
+            report::finish(false, Some(format_args!("working set does not fit in free RAM {free:x?}: {e:?}")), |_| {
+                Ok(())
+            })
+        }
     };
     let ops = opts.ops.unwrap_or(layout.pages());
     CONFIG.set(Config { seed, layout, ops_per_task: ops.div_ceil(tasks) });

@@ -111,8 +111,8 @@ fn check_park_wake() -> (bool, u64) {
     // Wake first: nobody is parked, so the wake is kept and the park returns at once (a lost
     // wake would leave the join below waiting forever).
     sched::wake(sched::token(Namespace::Scenario, EARLY_WAKE_VALUE));
-    let early = sched::spawn_kernel("smp-early", parker, EARLY_WAKE_VALUE, SpawnOptions::default())
-        .expect("free task slot");
+    let early =
+        sched::spawn_kernel("smp-early", parker, EARLY_WAKE_VALUE, SpawnOptions::default()).expect("free task slot");
     sched::join(early);
     let early_ok = RELEASED.load(Ordering::Relaxed) == 1;
 
@@ -168,8 +168,13 @@ pub fn run(seed: u64) -> ! {
         *slot = Some(Worker { handle, user, progress });
     }
     let sleeper_progress = &PROGRESS[count];
-    let sleeper = sched::spawn_user("smp-sleep", user_sleeper, sleeper_progress as *const Progress as u64, SpawnOptions::default())
-        .expect("free task slot");
+    let sleeper = sched::spawn_user(
+        "smp-sleep",
+        user_sleeper,
+        sleeper_progress as *const Progress as u64,
+        SpawnOptions::default(),
+    )
+    .expect("free task slot");
 
     for worker in workers.iter().flatten() {
         sched::join(worker.handle);
@@ -177,9 +182,10 @@ pub fn run(seed: u64) -> ! {
     sched::join(sleeper);
     let elapsed_ns = timer::now_ns() - start;
 
-    let all_done = workers.iter().flatten().all(|w| {
-        w.progress.done_units.load(Ordering::Relaxed) == w.progress.target_units.load(Ordering::Relaxed)
-    });
+    let all_done = workers
+        .iter()
+        .flatten()
+        .all(|w| w.progress.done_units.load(Ordering::Relaxed) == w.progress.target_units.load(Ordering::Relaxed));
     let every_cpu_ran_tasks = percpu::all().all(|(_, c)| c.counters.tasks_run.load(Ordering::Relaxed) > 0);
     let preemptions: u64 = percpu::all().map(|(_, c)| c.counters.preemptions.load(Ordering::Relaxed)).sum();
     let slept_ns = sleeper_progress.slept_ns.load(Ordering::Relaxed);

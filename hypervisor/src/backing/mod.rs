@@ -78,20 +78,39 @@ type Blk = VirtIOBlk<hal::HypHal, MmioTransport<'static>>;
 #[derive(Debug)]
 pub enum BackingError {
     /// No `virtio,mmio` node has a block device behind it.
-    NoDevice { transports: usize },
+    NoDevice {
+        transports: usize,
+    },
     /// The block device speaks the legacy (version 1) transport.
-    LegacyTransport { base: u64, version: u32 },
+    LegacyTransport {
+        base: u64,
+        version: u32,
+    },
     /// The block device's node has no SPI in its `interrupts` property.
-    NoInterrupt { base: u64 },
+    NoInterrupt {
+        base: u64,
+    },
     /// The device tree does not say `dma-coherent`; the EL2 map is cacheable (see `hal`).
-    NotCoherent { base: u64 },
+    NotCoherent {
+        base: u64,
+    },
     /// The transport or the device refused initialisation.
-    Transport { base: u64, error: MmioError },
-    Init { base: u64, error: virtio_drivers::Error },
+    Transport {
+        base: u64,
+        error: MmioError,
+    },
+    Init {
+        base: u64,
+        error: virtio_drivers::Error,
+    },
     /// The disk is read-only.
-    ReadOnly { base: u64 },
+    ReadOnly {
+        base: u64,
+    },
     /// The disk holds less than one page.
-    Empty { base: u64 },
+    Empty {
+        base: u64,
+    },
 }
 
 impl fmt::Display for BackingError {
@@ -179,9 +198,13 @@ pub struct Completion {
 enum State {
     Free,
     /// Queued at the device under this virtqueue token.
-    AtDevice { token: u16 },
+    AtDevice {
+        token: u16,
+    },
     /// Completed by the device, waiting for its deadline.
-    Held { result: Result<(), DeviceError> },
+    Held {
+        result: Result<(), DeviceError>,
+    },
 }
 
 /// One request slot. `header` and `status` are read and written by the device while the request
@@ -446,11 +469,7 @@ impl BackingStore {
     /// not reported yet: when to fire the EL2 timer. Requests still at the device are not
     /// counted; their interrupt comes first.
     pub fn next_deadline(&self) -> Option<Ticks> {
-        self.requests
-            .iter()
-            .filter(|r| matches!(r.state, State::Held { .. }))
-            .map(|r| r.deadline)
-            .min()
+        self.requests.iter().filter(|r| matches!(r.state, State::Held { .. })).map(|r| r.deadline).min()
     }
 }
 

@@ -313,9 +313,9 @@ fn run_on(store: BackingStore, pages: u64, json: &mut String) {
     clock::set_el2_timer(None);
 
     let error = match &outcome {
-        Err(Abort::Stalled { in_flight }) => {
-            Some(alloc::format!("the device completed nothing for {STALL_SECONDS} s with {in_flight} requests in flight"))
-        }
+        Err(Abort::Stalled { in_flight }) => Some(alloc::format!(
+            "the device completed nothing for {STALL_SECONDS} s with {in_flight} requests in flight"
+        )),
         Ok(()) if !complete_list => Some(alloc::format!("more than {MAX_LISTED_FAILURES} writes failed; no read-back")),
         Ok(()) => None,
     };
@@ -328,7 +328,12 @@ fn run_on(store: BackingStore, pages: u64, json: &mut String) {
         json,
         ",\"ok\":{ok},\"verified\":{},\"mismatched_pages\":{},\"mismatched_words\":{},\"max_in_flight\":{},\
          \"device_irqs\":{},\"timer_irqs\":{}",
-        test.verified, test.mismatched_pages, test.mismatched_words, test.max_in_flight, test.device_irqs, test.timer_irqs
+        test.verified,
+        test.mismatched_pages,
+        test.mismatched_words,
+        test.max_in_flight,
+        test.device_irqs,
+        test.timer_irqs
     );
     let mut all: Vec<u32> = write.latencies_ns.iter().chain(read.latencies_ns.iter()).copied().collect();
     let overall = summarize(&mut all);
