@@ -203,6 +203,10 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
             true
         }
         Outcome::CpuOff => {
+            // The vCPU's context is gone: stop its timer (a level interrupt that would keep
+            // waking this CPU while it idles) and drop its in-flight virtual interrupts.
+            CNTV_CTL_EL0.set(0);
+            vgic::reset_this_cpu();
             vm.vcpus[index].set_power(PowerState::Off);
             false
         }
