@@ -123,6 +123,10 @@ pub mod runner {
     /// Run the backing-store self-test over this many 4 KiB pages before the VM starts
     /// (0, the default: no self-test). Its result is one [`SELFTEST_PREFIX`] line.
     pub const OPT_BACKING_SELFTEST: &str = "backing_selftest";
+    /// Host memory the VM's RAM may occupy, in MiB: guest RAM is paged by the hypervisor onto
+    /// the backing store when it is below `guest_mib` (memory overcommit). Without this key
+    /// every guest page has its own host frame from the start and nothing is paged.
+    pub const OPT_RESIDENT_MIB: &str = "resident_mib";
     /// Separator between hypervisor options and the guest command line.
     pub const GUEST_CMDLINE_SEPARATOR: &str = "--";
 

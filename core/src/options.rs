@@ -21,6 +21,9 @@ pub const GUEST_MIB_RANGE: core::ops::RangeInclusive<u64> = 16..=4096;
 /// The accepted range of `backing_latency_us`: up to one second per request (more would only
 /// make runs time out; the bound also keeps the tick arithmetic far from overflow).
 pub const BACKING_LATENCY_US_RANGE: core::ops::RangeInclusive<u64> = 0..=1_000_000;
+/// The accepted range of `resident_mib`: enough frames for a small kernel and its device tree,
+/// at most the largest guest.
+pub const RESIDENT_MIB_RANGE: core::ops::RangeInclusive<u64> = 4..=4096;
 /// Most pages `backing_selftest` accepts (1 GiB of disk; the disk's capacity is checked too):
 /// the self-test keeps one latency sample per request on the hypervisor's heap.
 pub const MAX_BACKING_SELFTEST_PAGES: u64 = 1 << 18;
@@ -47,6 +50,9 @@ pub struct HypOptions<'a> {
     pub backing_latency_us: u64,
     /// Pages the backing-store self-test writes and reads back before the VM starts; 0: none.
     pub backing_selftest: u64,
+    /// Host memory for guest RAM in MiB, within [`RESIDENT_MIB_RANGE`]; `Some` pages guest RAM
+    /// through the backing store (overcommitted when below `guest_mib`), `None` maps it all.
+    pub resident_mib: Option<u64>,
 }
 
 /// What is wrong with a command line. Borrowed strings are the offending words.
@@ -72,6 +78,8 @@ pub enum OptionsError<'a> {
     BackingLatencyOutOfRange(u64),
     /// `backing_selftest` above [`MAX_BACKING_SELFTEST_PAGES`].
     BackingSelftestTooLarge(u64),
+    /// `resident_mib` outside [`RESIDENT_MIB_RANGE`].
+    ResidentMibOutOfRange(u64),
 }
 
 impl fmt::Display for OptionsError<'_> {
@@ -79,9 +87,10 @@ impl fmt::Display for OptionsError<'_> {
         match *self {
             OptionsError::UnknownKey(key) => write!(
                 f,
-                "unknown option `{key}` (known: {}, {}, {}, {}, {}; put guest options after `{}`)",
+                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
                 runner::OPT_VCPUS,
                 runner::OPT_GUEST_MIB,
+                runner::OPT_RESIDENT_MIB,
                 runner::OPT_IMAGE,
                 runner::OPT_BACKING_LATENCY_US,
                 runner::OPT_BACKING_SELFTEST,
@@ -124,6 +133,13 @@ impl fmt::Display for OptionsError<'_> {
                 f,
                 "option `{}`: {pages} pages is more than the {MAX_BACKING_SELFTEST_PAGES} supported",
                 runner::OPT_BACKING_SELFTEST
+            ),
+            OptionsError::ResidentMibOutOfRange(mib) => write!(
+                f,
+                "option `{}`: {mib} MiB is outside the supported range {}..={} MiB",
+                runner::OPT_RESIDENT_MIB,
+                RESIDENT_MIB_RANGE.start(),
+                RESIDENT_MIB_RANGE.end()
             ),
         }
     }
@@ -168,6 +184,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut image = None;
     let mut backing_latency_us = None;
     let mut backing_selftest = None;
+    let mut resident_mib = None;
     let mut guest_cmdline = "";
 
     let mut rest = cmdline;
@@ -218,6 +235,13 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
                 }
                 set_once(&mut backing_selftest, key, pages)?;
             }
+            runner::OPT_RESIDENT_MIB => {
+                let mib = parse_number(key, value)?;
+                if !RESIDENT_MIB_RANGE.contains(&mib) {
+                    return Err(OptionsError::ResidentMibOutOfRange(mib));
+                }
+                set_once(&mut resident_mib, key, mib)?;
+            }
             _ => return Err(OptionsError::UnknownKey(key)),
         }
     }
@@ -228,6 +252,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         guest_cmdline,
         backing_latency_us: backing_latency_us.unwrap_or(runner::DEFAULT_BACKING_LATENCY_US),
         backing_selftest: backing_selftest.unwrap_or(0),
+        resident_mib,
     })
 }
 
@@ -267,6 +292,7 @@ mod tests {
                     guest_cmdline: "",
                     backing_latency_us: runner::DEFAULT_BACKING_LATENCY_US,
                     backing_selftest: 0,
+                    resident_mib: None,
                 }
             );
         }
@@ -307,6 +333,17 @@ mod tests {
         assert!(text.contains("backing_latency_us") && text.contains("0..=1000000"), "{text}");
         let text = parse("backing_selftest=99999999").unwrap_err().to_string();
         assert!(text.contains("backing_selftest"), "{text}");
+    }
+
+    #[test]
+    fn resident_mib() {
+        assert_eq!(parse("guest_mib=256 resident_mib=32").unwrap().resident_mib, Some(32));
+        assert_eq!(parse("resident_mib=4").unwrap().resident_mib, Some(4));
+        assert_eq!(parse("resident_mib=3"), Err(OptionsError::ResidentMibOutOfRange(3)));
+        assert_eq!(parse("resident_mib=4097"), Err(OptionsError::ResidentMibOutOfRange(4097)));
+        assert_eq!(parse("resident_mib=8 resident_mib=8"), Err(OptionsError::Duplicate("resident_mib")));
+        let text = parse("resident_mib=1").unwrap_err().to_string();
+        assert!(text.contains("resident_mib") && text.contains("4..=4096"), "{text}");
     }
 
     #[test]
