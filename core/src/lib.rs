@@ -20,6 +20,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod fdt;
+pub mod histogram;
 pub mod hypercall;
 pub mod image;
 pub mod mpidr;
