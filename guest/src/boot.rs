@@ -1,10 +1,17 @@
-//! Entry from the boot loader (Linux arm64 Image protocol) and secondary CPU bring-up.
+//! Entry from the boot loader (Linux arm64 Image protocol), secondary CPU bring-up, and a
+//! secondary CPU's way off (PSCI CPU_OFF) and back (CPU_ON again, through the same entry).
 //!
 //! The Image header comes first (Documentation/arch/arm64/booting.rst): `code0` branches to
 //! the entry, `text_offset` is 0x200000, `image_size` covers the whole memory footprint
 //! including bss, flags say little-endian with 4 KiB pages, and the magic is "ARM\x64".
 //! Both entries run with the MMU off; they mask interrupts, allow FP/SIMD (the compiler may use
 //! it anywhere), set a stack and TPIDR_EL1 (the logical CPU number), and call into Rust.
+//!
+//! The secondary path is re-entrant: a CPU that turned itself off (from its idle loop, on its
+//! boot stack, with nothing else of its own in flight) restarts at `secondary_entry` on the same
+//! stack from the top and redoes only per-CPU set-up (MMU registers, vectors, its GIC
+//! redistributor and CPU interface, its timer, its idle task); the one-time set-up (translation
+//! tables, distributor, per-CPU table, platform) is the boot CPU's and is not repeated.
 
 use crate::dt::MAX_CPUS;
 use crate::{arch, dt, exceptions, gic, mm, percpu, psci, scenarios, sched, timer};
@@ -23,7 +30,8 @@ const CPACR_FPEN: u64 = 3 << 20;
 
 #[repr(C, align(16))]
 struct BootStacks(UnsafeCell<[[u8; BOOT_STACK_SIZE]; MAX_CPUS]>);
-// SAFETY: CPU n uses only stack n, as its boot and then idle stack.
+// SAFETY: CPU n uses only stack n, as its boot and then idle stack (again from the top after it
+// turned itself off: nothing on it is live then).
 unsafe impl Sync for BootStacks {}
 static BOOT_STACKS: BootStacks = BootStacks(UnsafeCell::new([[0; BOOT_STACK_SIZE]; MAX_CPUS]));
 
@@ -98,10 +106,10 @@ extern "C" {
     fn secondary_entry();
 }
 
-/// CPUs that finished bring-up.
+/// CPUs that finished their first bring-up.
 static CPUS_UP: AtomicUsize = AtomicUsize::new(0);
 
-/// Interrupts, timer and scheduler of the running CPU (MMU already on).
+/// Interrupts, timer and scheduler of the running CPU (MMU already on), at every bring-up.
 fn init_this_cpu() {
     exceptions::install();
     if let Err(e) = gic::init_this_cpu() {
@@ -109,8 +117,39 @@ fn init_this_cpu() {
     }
     timer::init_this_cpu();
     sched::init_this_cpu();
-    percpu::this().set_online();
-    CPUS_UP.fetch_add(1, Ordering::AcqRel);
+    let this = percpu::this();
+    let first = this.hotplug.bring_ups.fetch_add(1, Ordering::AcqRel) == 0;
+    this.set_online();
+    if first {
+        CPUS_UP.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// Starts secondary CPU `index` with PSCI CPU_ON at the secondary entry: at boot, and again
+/// after it turned itself off. Returns PSCI's answer (SUCCESS, or e.g. ALREADY_ON when it is
+/// on, ON_PENDING while it is starting).
+pub fn cpu_on(index: usize) -> i64 {
+    assert!(index != 0 && index < percpu::count(), "cpu_on of cpu {index}");
+    // SAFETY: `secondary_entry` runs with the MMU off and expects its logical number in x0. It
+    // uses boot stack `index`, which is free: the CPU is either not started yet or turned itself
+    // off from its idle loop (which runs on that stack and has nothing else in flight); if the
+    // CPU is on or starting, PSCI refuses and nothing happens.
+    unsafe { psci::cpu_on(percpu::get(index).mpidr(), secondary_entry as *const () as usize, index as u64) }
+}
+
+/// Turns the running CPU off (PSCI CPU_OFF), from its idle loop, after the scheduler has moved
+/// its tasks away and marked it offline. It comes back, if ever, through [`cpu_on`].
+pub fn power_off_this_cpu() -> ! {
+    debug_assert!(arch::irqs_masked());
+    let this = percpu::this();
+    timer::stop_this_cpu();
+    gic::disable_this_cpu();
+    this.hotplug.cpu_off_calls.fetch_add(1, Ordering::AcqRel);
+    // SAFETY: the idle loop calls this with IRQs masked after `sched` marked the CPU offline
+    // with an empty run queue: no task's state is live here, only the idle loop's own frames on
+    // the boot stack, which the next bring-up starts over.
+    let ret = unsafe { psci::cpu_off() };
+    panic!("PSCI CPU_OFF returned {ret} on cpu {}", arch::cpu_index());
 }
 
 extern "C" fn primary_main(dtb: usize) -> ! {
@@ -163,8 +202,7 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     init_this_cpu();
 
     for (index, cpu) in percpu::all().skip(1) {
-        // SAFETY: `secondary_entry` runs with the MMU off and expects its logical number in x0.
-        let ret = unsafe { psci::cpu_on(cpu.mpidr(), secondary_entry as *const () as usize, index as u64) };
+        let ret = cpu_on(index);
         if ret != asyncpf_contract::psci::SUCCESS {
             panic!("PSCI CPU_ON of cpu {index} (MPIDR {:#x}) failed: {ret}", cpu.mpidr());
         }
@@ -195,6 +233,7 @@ fn unusable_device_tree(dtb: usize, error: dt::DtError) -> ! {
     }
 }
 
+/// Every bring-up of a secondary CPU, the first and those after CPU_OFF.
 extern "C" fn secondary_main(_index: usize) -> ! {
     // SAFETY: the boot CPU built the tables before starting this CPU.
     unsafe { mm::enable_mmu() };

@@ -142,6 +142,13 @@ pub fn init_this_cpu() -> Result<(), GicError> {
     Ok(())
 }
 
+/// Turns this CPU's interface off (Group 1 disabled), before the CPU turns itself off;
+/// [`init_this_cpu`] turns it on again.
+pub fn disable_this_cpu() {
+    // SAFETY: clearing ICC_IGRPEN1_EL1 only stops this CPU from taking Group 1 interrupts.
+    unsafe { asm!("msr icc_igrpen1_el1, xzr", "isb", options(nomem, nostack)) };
+}
+
 fn acknowledge() -> u32 {
     let intid: u64;
     // SAFETY: reading ICC_IAR1_EL1 acknowledges the highest-priority pending Group 1 interrupt,
@@ -183,7 +190,10 @@ pub fn send_sgi(cpu: usize, intid: u32) {
         | u64::from(intid & 0xF) << 24
         | ((affinity >> 8) & 0xFF) << 16 // Aff1
         | 1 << (aff0 & 0xF); // target list
-                             // SAFETY: ICC_SGI1R_EL1 only raises the SGI at the addressed CPU; the ISB makes it issue
-                             // before the caller goes on (e.g. waits for the receipt).
-    unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nomem, nostack)) };
+
+    // SAFETY: ICC_SGI1R_EL1 only raises the SGI at the addressed CPU. The DSB (and the asm not
+    // being `nomem`, for the compiler) makes the caller's earlier stores, e.g. a task queued for
+    // the target, visible before the SGI can arrive; the ISB makes it issue before the caller
+    // goes on (e.g. waits for the receipt).
+    unsafe { asm!("dsb ishst", "msr icc_sgi1r_el1, {}", "isb", in(reg) value, options(nostack)) };
 }

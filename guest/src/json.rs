@@ -142,6 +142,11 @@ impl<'w, W: Write> Json<'w, W> {
         self.separator(key)?;
         write!(self.out, "{v}")
     }
+    /// A signed number (e.g. a PSCI return code).
+    pub fn i64(&mut self, key: Option<&str>, v: i64) -> fmt::Result {
+        self.separator(key)?;
+        write!(self.out, "{v}")
+    }
     /// A boolean.
     pub fn bool(&mut self, key: Option<&str>, v: bool) -> fmt::Result {
         self.separator(key)?;
@@ -186,6 +191,18 @@ mod tests {
             r#"{"scenario":"smp","ok":true,"per_vcpu":[{"vcpu":0,"n":0},{"vcpu":1,"n":10}],"error":"a \"b\"\n"}"#
         );
         assert!(!buf.truncated());
+    }
+
+    #[test]
+    fn signed_numbers() {
+        let mut buf: FixedBuf<64> = FixedBuf::new();
+        let mut j = Json::new(&mut buf);
+        j.begin_array(None).unwrap();
+        j.i64(None, -4).unwrap();
+        j.i64(None, 0).unwrap();
+        j.i64(None, i64::MIN).unwrap();
+        j.end_array().unwrap();
+        assert_eq!(buf.as_str(), "[-4,0,-9223372036854775808]");
     }
 
     #[test]

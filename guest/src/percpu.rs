@@ -8,7 +8,7 @@ use crate::probe::ProbeState;
 use crate::sync::SpinLock;
 use crate::task::{TaskId, MAX_TASKS};
 use asyncpf_guest::runqueue::RunQueue;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 
 /// Scheduler statistics of one CPU (reported in `per_vcpu` of every `@result`).
 pub struct Counters {
@@ -22,10 +22,36 @@ pub struct Counters {
     pub timer_ticks: AtomicU64,
 }
 
+/// CPU hotplug statistics of one CPU (the `hotplug` scenario reports them).
+pub struct HotplugCounters {
+    /// Times the CPU went through bring-up (1 for a CPU that never turned off).
+    pub bring_ups: AtomicU64,
+    /// Times the CPU called PSCI CPU_OFF.
+    pub cpu_off_calls: AtomicU64,
+    /// Tasks moved from this CPU to others while it was draining.
+    pub tasks_moved: AtomicU64,
+}
+
+/// Where a CPU is in its life, as the scheduler sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum CpuState {
+    /// Not started yet, or turned off (or about to turn off): runs nothing; only tasks pinned
+    /// to it may be queued on it, and they wait until it is back.
+    Offline = 0,
+    /// Runs its scheduler and takes new work.
+    Online = 1,
+    /// Asked to turn off: takes no new unpinned work, runs only tasks pinned to it, and turns
+    /// itself off from its idle loop once none of them is queued.
+    Draining = 2,
+}
+
 /// One CPU's state.
 pub struct PerCpu {
     mpidr: AtomicU64,
-    online: AtomicBool,
+    /// A [`CpuState`]. Changes to and from `Draining` by other CPUs happen under `runqueue`'s
+    /// lock, so that a task is never queued, unpinned, on a CPU that will not run it.
+    state: AtomicU8,
     /// The task running here.
     pub current: AtomicUsize,
     /// The task just switched away from, whose fate `sched::finish_switch` settles.
@@ -39,6 +65,7 @@ pub struct PerCpu {
     /// Length of `runqueue`, readable without its lock (for load balancing).
     pub queued: AtomicUsize,
     pub counters: Counters,
+    pub hotplug: HotplugCounters,
     pub probe: ProbeState,
 }
 
@@ -49,7 +76,7 @@ impl PerCpu {
     const fn new() -> Self {
         Self {
             mpidr: AtomicU64::new(0),
-            online: AtomicBool::new(false),
+            state: AtomicU8::new(CpuState::Offline as u8),
             current: AtomicUsize::new(NO_TASK),
             previous: AtomicUsize::new(NO_TASK),
             need_resched: AtomicBool::new(false),
@@ -62,6 +89,11 @@ impl PerCpu {
                 preemptions: AtomicU64::new(0),
                 timer_ticks: AtomicU64::new(0),
             },
+            hotplug: HotplugCounters {
+                bring_ups: AtomicU64::new(0),
+                cpu_off_calls: AtomicU64::new(0),
+                tasks_moved: AtomicU64::new(0),
+            },
             probe: ProbeState::new(),
         }
     }
@@ -71,14 +103,33 @@ impl PerCpu {
         self.mpidr.load(Ordering::Acquire)
     }
 
-    /// True once the CPU runs its scheduler.
-    pub fn is_online(&self) -> bool {
-        self.online.load(Ordering::Acquire)
+    /// The CPU's state.
+    pub fn state(&self) -> CpuState {
+        match self.state.load(Ordering::Acquire) {
+            0 => CpuState::Offline,
+            1 => CpuState::Online,
+            _ => CpuState::Draining,
+        }
     }
 
-    /// Announces that the CPU runs its scheduler.
+    /// Sets the CPU's state (see the `state` field for who may).
+    pub fn set_state(&self, state: CpuState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    /// True while the CPU runs its scheduler and takes new work.
+    pub fn is_online(&self) -> bool {
+        self.state() == CpuState::Online
+    }
+
+    /// True while the CPU is on its way off.
+    pub fn is_draining(&self) -> bool {
+        self.state() == CpuState::Draining
+    }
+
+    /// Announces that the CPU runs its scheduler (at every bring-up).
     pub fn set_online(&self) {
-        self.online.store(true, Ordering::Release);
+        self.set_state(CpuState::Online);
     }
 }
 

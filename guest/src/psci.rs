@@ -68,6 +68,23 @@ pub unsafe fn cpu_on(target: u64, entry: usize, context: u64) -> i64 {
     unsafe { call(conduit(), psci::CPU_ON_64, target, entry as u64, context) }
 }
 
+/// Turns the calling CPU off (CPU_OFF). Returns only if PSCI refuses, with its answer.
+///
+/// # Safety
+/// Nothing may be live on this CPU that another CPU still needs: its tasks are elsewhere, and
+/// its stack and registers are abandoned (a later CPU_ON starts it afresh at an entry point).
+pub unsafe fn cpu_off() -> i64 {
+    // SAFETY: forwarded to the caller.
+    unsafe { call(conduit(), psci::CPU_OFF, 0, 0, 0) }
+}
+
+/// AFFINITY_INFO for the CPU with affinity `target` at `lowest_level` (0: that one CPU):
+/// 0 on, 1 off, 2 on pending, or a negative error.
+pub fn affinity_info(target: u64, lowest_level: u64) -> i64 {
+    // SAFETY: AFFINITY_INFO is a read-only query.
+    unsafe { call(conduit(), psci::AFFINITY_INFO_64, target, lowest_level, 0) }
+}
+
 /// Powers the machine off; never returns.
 pub fn system_off() -> ! {
     if let Some(conduit) = conduit_if_known() {

@@ -1,11 +1,20 @@
 //! The preemptive SMP scheduler: per-CPU run queues, placement on the least-loaded CPU,
-//! work stealing when a CPU runs dry, a timer-tick time slice, and the park/wake primitives.
+//! work stealing when a CPU runs dry, a timer-tick time slice, the park/wake primitives, and
+//! CPU hotplug (a CPU drains its run queue and turns itself off; it comes back through the
+//! normal secondary bring-up).
 //!
 //! Invariant that makes migration safe: a task is put on a run queue only once its context is
 //! saved (`SchedState::on_cpu` false). The CPU switching away from a task settles its fate in
 //! [`finish_switch`], running on the next task's stack.
+//!
+//! Hotplug: [`request_offline`] marks a CPU `Draining` (under its run-queue lock) and kicks it.
+//! A draining CPU takes no new unpinned work (placement re-checks the state under the target's
+//! run-queue lock), switches away from unpinned tasks at its next scheduling point (they move to
+//! CPUs that take work), still runs tasks pinned to it, and once none of those is queued its
+//! idle loop moves whatever is left, marks it `Offline` and calls PSCI CPU_OFF. The boot CPU
+//! never goes offline, so there is always a CPU that takes work.
 
-use crate::percpu::{self, NO_TASK};
+use crate::percpu::{self, CpuState, NO_TASK};
 use crate::sync::SpinLock;
 use crate::task::{self, Kind, Spec, State, TaskId, MAX_TASKS};
 use crate::{arch, gic, timer};
@@ -82,23 +91,98 @@ pub fn current_name() -> &'static str {
     }
 }
 
-/// Makes this CPU's boot context its idle task (called once per CPU during bring-up).
+/// Makes this CPU's boot context its idle task (called at every bring-up of the CPU, the
+/// first and those after it turned itself off, with IRQs masked).
 pub fn init_this_cpu() {
     let cpu = arch::cpu_index();
+    let this = percpu::this();
     task::init_idle(cpu);
-    percpu::this().current.store(usize::from(task::idle_id(cpu)), Ordering::Release);
+    this.previous.store(NO_TASK, Ordering::Relaxed);
+    this.need_resched.store(false, Ordering::Relaxed);
+    this.tick_expired.store(false, Ordering::Relaxed);
+    this.current.store(usize::from(task::idle_id(cpu)), Ordering::Release);
 }
 
-/// The CPU's idle loop: run whatever is runnable, otherwise wait for an interrupt.
+/// The CPU's idle loop: run whatever is runnable, otherwise wait for an interrupt; a draining
+/// CPU turns itself off from here once it has nothing of its own left to run.
 /// IRQs stay masked from the check to the WFI so that a wake-up cannot slip in between (WFI
 /// still wakes on a pending, masked interrupt).
 pub fn idle_loop() -> ! {
     loop {
         arch::irq_disable();
         schedule(Reason::Reschedule);
+        if percpu::this().is_draining() {
+            if leave_this_cpu() {
+                crate::boot::power_off_this_cpu();
+            }
+            // A task pinned here arrived: run it first.
+            arch::irq_enable();
+            continue;
+        }
         arch::wait_for_interrupt();
         arch::irq_enable();
     }
+}
+
+/// Why a CPU cannot be asked to go offline.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OfflineError {
+    /// The boot CPU stays: placement relies on one CPU always taking work.
+    BootCpu,
+    /// No such CPU.
+    NoSuchCpu,
+    /// The CPU is not online (not up yet, already draining, or off).
+    NotOnline(CpuState),
+}
+
+/// Asks CPU `cpu` to drain its run queue and turn itself off (PSCI CPU_OFF, from its idle
+/// loop). Returns at once; PSCI AFFINITY_INFO tells when the CPU is off.
+pub fn request_offline(cpu: usize) -> Result<(), OfflineError> {
+    if cpu == 0 {
+        return Err(OfflineError::BootCpu);
+    }
+    if cpu >= percpu::count() {
+        return Err(OfflineError::NoSuchCpu);
+    }
+    let c = percpu::get(cpu);
+    {
+        let _rq = c.runqueue.lock();
+        if !c.is_online() {
+            return Err(OfflineError::NotOnline(c.state()));
+        }
+        c.set_state(CpuState::Draining);
+    }
+    // The CPU switches away from what it runs at the reschedule, and its idle loop takes over.
+    gic::send_sgi(cpu, gic::SGI_RESCHEDULE);
+    Ok(())
+}
+
+/// On a draining CPU, from its idle loop with IRQs masked: moves every queued task to CPUs that
+/// take work and marks this CPU `Offline`, after which it may turn itself off. Returns false,
+/// changing nothing, while a task pinned to this CPU is queued here (it runs first).
+fn leave_this_cpu() -> bool {
+    debug_assert!(arch::irqs_masked());
+    let cpu = arch::cpu_index();
+    let this = percpu::get(cpu);
+    let mut moved = [0 as TaskId; MAX_TASKS];
+    let mut n = 0;
+    {
+        let mut rq = this.runqueue.lock();
+        while let Some(id) = rq.pop_front() {
+            moved[n] = id;
+            n += 1;
+        }
+        if moved[..n].iter().any(|&id| task::get(id).spec().pinned == Some(cpu)) {
+            // Put everything back in order; `schedule` will pick the pinned task.
+            moved[..n].iter().for_each(|&id| rq.push_back(id).expect("the tasks just taken fit"));
+            return false;
+        }
+        this.queued.store(0, Ordering::Relaxed);
+        this.set_state(CpuState::Offline);
+    }
+    this.hotplug.tasks_moved.fetch_add(n as u64, Ordering::Relaxed);
+    moved[..n].iter().for_each(|&id| place(id, cpu));
+    true
 }
 
 /// Load used for placement: queued tasks plus the running one (unless idle).
@@ -108,17 +192,9 @@ fn load(cpu: usize) -> usize {
     c.queued.load(Ordering::Relaxed) + usize::from(running)
 }
 
-/// The CPU a runnable task should be queued on: its pinned CPU, else the least-loaded online
-/// CPU (ties go to `preferred`).
-fn choose_cpu(spec: &Spec, preferred: usize) -> usize {
-    if let Some(cpu) = spec.pinned {
-        return cpu;
-    }
-    percpu::all()
-        .filter(|(_, c)| c.is_online())
-        .map(|(i, _)| i)
-        .min_by_key(|&i| (load(i), i != preferred))
-        .unwrap_or(preferred)
+/// The least-loaded CPU that takes work (ties go to `preferred`), if any does.
+fn least_loaded_online(preferred: usize) -> Option<usize> {
+    percpu::all().filter(|(_, c)| c.is_online()).map(|(i, _)| i).min_by_key(|&i| (load(i), i != preferred))
 }
 
 fn enqueue(cpu: usize, id: TaskId) {
@@ -128,10 +204,41 @@ fn enqueue(cpu: usize, id: TaskId) {
     c.queued.store(rq.len(), Ordering::Relaxed);
 }
 
-/// Queues a runnable task on its chosen CPU and, if that CPU is idle elsewhere, kicks it.
+/// Queues `id` on `cpu` unless the task is unpinned and `cpu` no longer takes work (checked
+/// under the queue's lock, under which draining starts). Returns whether it was queued.
+fn try_enqueue(cpu: usize, id: TaskId, pinned: bool) -> bool {
+    let c = percpu::get(cpu);
+    let mut rq = c.runqueue.lock();
+    if !pinned && !c.is_online() {
+        return false;
+    }
+    rq.push_back(id).expect("run queues hold every task");
+    c.queued.store(rq.len(), Ordering::Relaxed);
+    true
+}
+
+/// Queues a runnable task on its pinned CPU, else on the least-loaded CPU that takes work, and,
+/// if that CPU is idle elsewhere, kicks it.
 fn place(id: TaskId, preferred: usize) {
-    let cpu = choose_cpu(&task::get(id).spec(), preferred);
-    enqueue(cpu, id);
+    let cpu = match task::get(id).spec().pinned {
+        Some(cpu) => {
+            enqueue(cpu, id);
+            cpu
+        }
+        None => loop {
+            match least_loaded_online(preferred) {
+                // The choice is re-checked under the queue lock: the CPU may have started
+                // draining since.
+                Some(cpu) if try_enqueue(cpu, id, false) => break cpu,
+                Some(_) => continue,
+                // Only before the boot CPU is up (it never goes offline).
+                None => {
+                    enqueue(preferred, id);
+                    break preferred;
+                }
+            }
+        },
+    };
     let target = percpu::get(cpu);
     if cpu != arch::cpu_index() && task::is_idle(target.current.load(Ordering::Relaxed) as TaskId) {
         gic::send_sgi(cpu, gic::SGI_RESCHEDULE);
@@ -203,8 +310,18 @@ fn steal(me: usize, min_queued: usize) -> Option<TaskId> {
     id
 }
 
+/// On a draining CPU: takes a queued task pinned to it, if any.
+fn pop_pinned_local(cpu: usize) -> Option<TaskId> {
+    let c = percpu::get(cpu);
+    let mut rq = c.runqueue.lock();
+    let id = rq.steal(|id| task::get(id).spec().pinned == Some(cpu));
+    c.queued.store(rq.len(), Ordering::Relaxed);
+    id
+}
+
 /// Picks the next task and switches to it, or returns if the current one should go on.
-/// IRQs must be masked.
+/// On a draining CPU only tasks pinned to it run; others are switched away from (they move
+/// on in [`finish_switch`]). IRQs must be masked.
 pub fn schedule(reason: Reason) {
     debug_assert!(arch::irqs_masked());
     let cpu = arch::cpu_index();
@@ -221,11 +338,17 @@ pub fn schedule(reason: Reason) {
         s.state == State::Running
     };
 
+    let draining = this.is_draining();
     // A running task only gives way to local work or to a clear imbalance elsewhere.
-    let next = pop_local(cpu).or_else(|| steal(cpu, if prev_can_continue { 2 } else { 1 }));
+    let next = if draining {
+        pop_pinned_local(cpu)
+    } else {
+        pop_local(cpu).or_else(|| steal(cpu, if prev_can_continue { 2 } else { 1 }))
+    };
+    let prev_may_stay = prev_can_continue && (!draining || task::get(prev).spec().pinned == Some(cpu));
     let next = match next {
         Some(next) => next,
-        None if prev_can_continue || prev_is_idle => return,
+        None if prev_may_stay || prev_is_idle => return,
         None => task::idle_id(cpu),
     };
 
@@ -263,10 +386,14 @@ pub fn finish_switch() {
     let mut s = t.sched.lock();
     s.on_cpu = false;
     match s.state {
-        // Preempted or yielded: back to the end of the local queue.
+        // Preempted or yielded: back to the end of the local queue, unless this CPU is
+        // draining (then to a CPU that takes work).
         State::Running => {
             s.state = State::Runnable;
-            enqueue(cpu, prev);
+            if !try_enqueue(cpu, prev, t.spec().pinned == Some(cpu)) {
+                percpu::get(cpu).hotplug.tasks_moved.fetch_add(1, Ordering::Relaxed);
+                place(prev, cpu);
+            }
         }
         // Woken while it was switching away: place it like any woken task.
         State::Runnable => place(prev, cpu),

@@ -159,11 +159,12 @@ static KERNEL_STACKS: Stacks<KERNEL_STACK_SIZE> =
 static USER_STACKS: Stacks<USER_STACK_SIZE> =
     Stacks(UnsafeCell::new([const { Stack([0; USER_STACK_SIZE]) }; MAX_TASKS]));
 
-/// The idle task of the running CPU starts as the CPU's boot context.
+/// The idle task of the running CPU starts as the CPU's boot context (at every bring-up).
 pub fn init_idle(cpu: usize) {
     let idle = get(idle_id(cpu));
-    // SAFETY: the idle slot of this CPU is touched only by this CPU, and it is not yet visible to
-    // the scheduler.
+    // SAFETY: the idle slot of this CPU is touched only by this CPU (other CPUs only compare its
+    // id), and this CPU is not running its scheduler yet: at the first bring-up nothing has seen
+    // the slot, and after CPU_OFF the slot's previous life has ended.
     unsafe {
         *idle.spec.get() = Spec { name: "idle", kind: Kind::Idle, entry: 0, arg: 0, pinned: Some(cpu), cpus_out: None }
     };

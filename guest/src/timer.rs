@@ -36,6 +36,12 @@ pub fn init_this_cpu() {
     set_virtual_timer(PERIOD.load(Ordering::Acquire));
 }
 
+/// Stops this CPU's tick (before it turns itself off).
+pub fn stop_this_cpu() {
+    // SAFETY: disabling this CPU's EL1 virtual timer only stops its interrupt.
+    unsafe { asm!("msr cntv_ctl_el0, xzr", "isb", options(nomem, nostack)) };
+}
+
 /// The timer interrupt: re-arm, count, let the scheduler account the tick.
 pub fn tick() {
     set_virtual_timer(PERIOD.load(Ordering::Relaxed));

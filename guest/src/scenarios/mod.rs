@@ -2,6 +2,7 @@
 //! with its `@result` line.
 
 pub mod hostile;
+pub mod hotplug;
 pub mod ipi;
 pub mod overcommit;
 pub mod smp;
@@ -30,8 +31,13 @@ pub fn options() -> &'static cmdline::Options<'static> {
 }
 
 /// The scenarios, by command-line name.
-const SCENARIOS: [(&str, fn(u64) -> !); 4] =
-    [("smp", smp::run), ("ipi", ipi::run), ("hostile", hostile::run), ("overcommit", overcommit::run)];
+const SCENARIOS: [(&str, fn(u64) -> !); 5] = [
+    ("smp", smp::run),
+    ("ipi", ipi::run),
+    ("hostile", hostile::run),
+    ("overcommit", overcommit::run),
+    ("hotplug", hotplug::run),
+];
 
 /// Parses the command line and starts the scenario's control task (boot CPU, after every CPU
 /// is up).
