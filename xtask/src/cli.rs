@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US;
-use asyncpf_core::options::{BACKING_LATENCY_US_RANGE, MAX_BACKING_SELFTEST_PAGES};
+use asyncpf_core::options::{BACKING_LATENCY_US_RANGE, MAX_BACKING_SELFTEST_PAGES, RESIDENT_MIB_RANGE};
 use clap::{Args, Parser, Subcommand};
 
 /// QEMU's `virt` machine accepts at most this many CPUs.
@@ -110,6 +110,12 @@ pub struct RunArgs {
     /// Make the backing disk fail writes of these 4 KiB slots with EIO (QEMU blkdebug).
     #[arg(long, value_name = "SLOTS", value_delimiter = ',')]
     pub inject_write_errors: Vec<u64>,
+    /// Page guest RAM through the backing disk with only R MiB of host memory (hypervisor option
+    /// `resident_mib`, 4 to 4096): R below --guest-mib overcommits memory, R at or above it still
+    /// runs the pager. Default: guest RAM is all resident and never paged. Slot n of the disk is
+    /// guest page n (IPA 0x4000_0000 + n * 4096).
+    #[arg(long, value_name = "R")]
+    pub resident_mib: Option<u32>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -142,6 +148,8 @@ pub struct RunPlan {
     pub bare: bool,
     pub quiet: bool,
     pub backing: BackingPlan,
+    /// Host memory for guest RAM in MiB (`resident_mib`); None: guest RAM is not paged.
+    pub resident_mib: Option<u32>,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -242,6 +250,19 @@ impl RunArgs {
         if backing.selftest_pages > MAX_BACKING_SELFTEST_PAGES {
             bail!("--backing-selftest {} is more than {MAX_BACKING_SELFTEST_PAGES} pages", backing.selftest_pages);
         }
+        if let Some(mib) = self.resident_mib {
+            if self.bare {
+                bail!("--bare runs no hypervisor, so nothing pages guest RAM: drop --resident-mib");
+            }
+            if !RESIDENT_MIB_RANGE.contains(&u64::from(mib)) {
+                bail!(
+                    "--resident-mib {mib} is out of range {}..={}",
+                    RESIDENT_MIB_RANGE.start(),
+                    RESIDENT_MIB_RANGE.end()
+                );
+            }
+        }
+        // The disk always holds all of guest RAM (`disk_bytes`), which paging needs.
         let slots = backing.disk_bytes(self.guest_mib) / SLOT_BYTES;
         if let Some(bad) = backing.read_errors.iter().chain(&backing.write_errors).find(|&&s| s >= slots) {
             bail!("--inject-*-errors: slot {bad} is beyond the backing disk's {slots} slots");
@@ -261,6 +282,7 @@ impl RunArgs {
             bare: self.bare,
             quiet: self.quiet,
             backing,
+            resident_mib: self.resident_mib,
         })
     }
 }
@@ -300,6 +322,7 @@ pub(crate) mod tests {
         assert_eq!(plan.timeout_secs, 120);
         assert_eq!(plan.icount, None);
         assert!(!plan.bare && !plan.quiet);
+        assert_eq!(plan.resident_mib, None);
     }
 
     #[test]
@@ -355,6 +378,26 @@ pub(crate) mod tests {
         let err = parse_run(&["--inject-write-errors", "32768"]).validate().unwrap_err();
         assert!(err.to_string().contains("beyond the backing disk"), "{err}");
         assert!(parse_run(&["--bare", "--backing-selftest", "1"]).validate().is_err());
+    }
+
+    #[test]
+    fn resident_mib() {
+        let p = parse_run(&["--guest-mib", "256", "--resident-mib", "32"]).validate().unwrap();
+        assert_eq!(p.resident_mib, Some(32));
+        assert_eq!(p.backing.disk_bytes(p.guest_mib), 256 << 20, "the disk holds all of guest RAM");
+        assert_eq!(parse_run(&["--resident-mib", "4"]).validate().unwrap().resident_mib, Some(4));
+        assert_eq!(parse_run(&["--resident-mib", "4096"]).validate().unwrap().resident_mib, Some(4096));
+        // R may exceed G: the pager still runs, it just never needs to evict.
+        let p = parse_run(&["--guest-mib", "32", "--resident-mib", "64"]).validate().unwrap();
+        assert_eq!((p.guest_mib, p.resident_mib), (32, Some(64)));
+        for bad in ["3", "0", "4097"] {
+            let err = parse_run(&["--resident-mib", bad]).validate().unwrap_err();
+            assert!(err.to_string().contains("out of range 4..=4096"), "{err}");
+        }
+        let err = parse_run(&["--bare", "--resident-mib", "8"]).validate().unwrap_err();
+        assert!(err.to_string().contains("--bare") && err.to_string().contains("--resident-mib"), "{err}");
+        assert!(Cli::try_parse_from(["xtask", "run", "--resident-mib", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "run", "--resident-mib", "x"]).is_err());
     }
 
     #[test]

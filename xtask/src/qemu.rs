@@ -90,6 +90,9 @@ pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, foreign: bool) -> Str
     if plan.backing.selftest_pages > 0 {
         line.push_str(&format!(" {}={}", runner::OPT_BACKING_SELFTEST, plan.backing.selftest_pages));
     }
+    if let Some(mib) = plan.resident_mib {
+        line.push_str(&format!(" {}={mib}", runner::OPT_RESIDENT_MIB));
+    }
     if !guest.is_empty() {
         line.push_str(&format!(" {} {guest}", runner::GUEST_CMDLINE_SEPARATOR));
     }
@@ -320,6 +323,23 @@ mod tests {
         assert!(line.contains("-drive file=blkdebug:/d/b.blkdebug:/d/b.img,if=none,format=raw,id=backing"), "{line}");
         assert!(line.contains("-device virtio-blk-device,drive=backing,request-merging=off"), "{line}");
         assert!(line.ends_with("backing_latency_us=0 backing_selftest=64 -- scenario=smp seed=1'"), "{line}");
+    }
+
+    #[test]
+    fn resident_mib_option() {
+        let plan = parse_run(&["--scenario", "overcommit", "--vcpus", "2", "--guest-mib", "32", "--resident-mib", "8"])
+            .validate()
+            .unwrap();
+        assert_eq!(
+            hypervisor_cmdline(&plan, 0x1000, false),
+            "vcpus=2 guest_mib=32 image=0x42000000:0x1000 backing_latency_us=50 resident_mib=8 \
+             -- scenario=overcommit seed=1"
+        );
+        // Without the option nothing is paged and the word is absent (see the tests above).
+        let plan = parse_run(&["--guest-mib", "32"]).validate().unwrap();
+        assert!(!hypervisor_cmdline(&plan, 0x1000, false).contains("resident_mib"));
+        // The machine's RAM does not shrink: the hypervisor decides what it uses of it.
+        assert_eq!(machine_mib(32), 128);
     }
 
     #[test]

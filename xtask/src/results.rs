@@ -218,6 +218,16 @@ pub struct Report {
     pub backing_latency_us: Option<u64>,
     /// The hypervisor's backing-store self-test result (`@selftest`); null if none was run.
     pub backing_selftest: Value,
+    /// Host memory for guest RAM in MiB given to the hypervisor (`--resident-mib`); null if
+    /// guest RAM was not paged.
+    pub resident_mib: Option<u32>,
+    /// The pager's counters: a copy of `/hyp/mem` (`page_ins`, `page_outs`, `zero_fills`,
+    /// `dirty_writebacks`, `io_errors`, `failed_reads`, `aborts`, `fault_stall_us_mean`, ...),
+    /// which the hypervisor reports only when it paged guest RAM; null otherwise.
+    pub mem: Value,
+    /// The memory-integrity check: a copy of `/guest/check` (`words_checked`, `mismatches`)
+    /// from the `overcommit` scenario; null otherwise.
+    pub check: Value,
     pub failure: Option<String>,
     pub console_tail: Vec<String>,
 }
@@ -279,8 +289,55 @@ impl Report {
                 t.get("error").filter(|e| !e.is_null()).map(|e| format!(", error {e}")).unwrap_or_default(),
             );
         }
+        s += &self.memory_summary();
         if let Some(f) = &self.failure {
             s += &format!("   failure: {f}\n");
+        }
+        s
+    }
+
+    /// The pager's and the integrity check's lines: empty unless the run paged guest RAM or
+    /// checked memory.
+    fn memory_summary(&self) -> String {
+        let mut s = String::new();
+        let get = |v: &Value, k: &str| v.get(k).map(Value::to_string).unwrap_or_else(|| "-".into());
+        if self.mem.is_object() {
+            let f = |k: &str| get(&self.mem, k);
+            s += &format!(
+                "   mem: G={} MiB R={} MiB L={} us: page_ins {}, page_outs {}, zero_fills {}, clean_drops {}, \
+                 dirty_writebacks {}, io_errors {}, retries {}, failed_reads {}, aborts {}, blocking_faults {}, \
+                 stall mean {} us p99 {} us\n",
+                f("guest_mib"),
+                f("resident_mib"),
+                f("backing_latency_us"),
+                f("page_ins"),
+                f("page_outs"),
+                f("zero_fills"),
+                f("clean_drops"),
+                f("dirty_writebacks"),
+                f("io_errors"),
+                f("retries"),
+                f("failed_reads"),
+                f("aborts"),
+                f("blocking_faults"),
+                f("fault_stall_us_mean"),
+                f("fault_stall_us_p99"),
+            );
+        } else if let Some(r) = self.resident_mib.filter(|_| !self.hyp.is_null()) {
+            s += &format!("   mem: resident_mib={r} was given, but the hypervisor's result has no \"mem\" object\n");
+        }
+        if self.check.is_object() {
+            let words = self.check.get("words_checked").and_then(Value::as_u64);
+            let times = match (words, self.resident_mib) {
+                (Some(w), Some(r)) => format!(" (= {:.1}× resident)", (w * 8) as f64 / (u64::from(r) << 20) as f64),
+                _ => String::new(),
+            };
+            s += &format!(
+                "   check: words_checked {}{times}, mismatches {}, guest aborts {}\n",
+                get(&self.check, "words_checked"),
+                get(&self.check, "mismatches"),
+                get(&self.guest, "aborts"),
+            );
         }
         s
     }
@@ -356,6 +413,61 @@ mod tests {
         c.push("[hyp] @selftest {oops");
         assert!(c.bad_results[0].contains("self-test line"), "{:?}", c.bad_results);
         assert!(c.hyp.is_none());
+    }
+
+    fn report(resident_mib: Option<u32>, hyp: Value, guest: Value) -> Report {
+        Report {
+            scenario: "overcommit".into(),
+            vcpus: 2,
+            pcpus: 2,
+            cpu: "max".into(),
+            guest_mib: 256,
+            bare: false,
+            guest_kernel: "asyncpf-guest".into(),
+            qemu: String::new(),
+            qemu_version: "QEMU 10".into(),
+            icount: None,
+            seed: 1,
+            ok: true,
+            exit_status: Some(0),
+            wall_seconds: 1.0,
+            per_vcpu: Value::Null,
+            mem: hyp.get("mem").cloned().unwrap_or(Value::Null),
+            check: guest.get("check").cloned().unwrap_or(Value::Null),
+            hyp,
+            guest,
+            backing_latency_us: Some(50),
+            backing_selftest: Value::Null,
+            resident_mib,
+            failure: None,
+            console_tail: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn memory_summary_lines() {
+        let guest = json!({"aborts": 0, "check": {"words_checked": 16 << 20, "mismatches": 0}});
+        let hyp = json!({"exits": 9, "mem": {"guest_mib": 256, "resident_mib": 32, "backing_latency_us": 50,
+            "page_ins": 7, "page_outs": 8, "zero_fills": 9, "fault_stall_us_mean": 120, "fault_stall_us_p99": 900}});
+        let s = report(Some(32), hyp, guest.clone()).summary();
+        assert!(s.contains("   hyp: exits=9\n"), "the mem object is not a counter: {s}");
+        assert!(
+            s.contains("   mem: G=256 MiB R=32 MiB L=50 us: page_ins 7, page_outs 8, zero_fills 9, clean_drops -,"),
+            "{s}"
+        );
+        assert!(s.contains("stall mean 120 us p99 900 us\n"), "{s}");
+        assert!(
+            s.contains("   check: words_checked 16777216 (= 4.0× resident), mismatches 0, guest aborts 0\n"),
+            "{s}"
+        );
+        // Not paged: no mem line, and the check without the ratio.
+        let s = report(None, json!({"exits": 9}), guest.clone()).summary();
+        assert!(!s.contains("mem:") && s.contains("check: words_checked 16777216, mismatches 0"), "{s}");
+        // Paging asked for, but the hypervisor did not report it.
+        let s = report(Some(8), json!({"exits": 9}), guest).summary();
+        assert!(s.contains("mem: resident_mib=8 was given, but the hypervisor's result has no \"mem\" object"), "{s}");
+        let s = report(None, json!({"exits": 9}), json!({"ok": true})).summary();
+        assert!(!s.contains("check:") && !s.contains("mem:"), "{s}");
     }
 
     #[test]

@@ -128,6 +128,8 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.per_vcpu = report.guest.get("per_vcpu").cloned().unwrap_or(Value::Null);
     report.hyp = console.hyp.clone().unwrap_or(Value::Null);
     report.backing_selftest = console.selftest.clone().unwrap_or(Value::Null);
+    report.mem = report.hyp.get("mem").cloned().unwrap_or(Value::Null);
+    report.check = report.guest.get("check").cloned().unwrap_or(Value::Null);
     report.console_tail = console.tail.iter().cloned().collect();
 
     let mut out = String::new();
@@ -198,6 +200,9 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         guest: Value::Null,
         backing_latency_us: (!plan.bare).then_some(plan.backing.latency_us),
         backing_selftest: Value::Null,
+        resident_mib: plan.resident_mib,
+        mem: Value::Null,
+        check: Value::Null,
         failure: None,
         console_tail: Vec::new(),
     }

@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::build;
-use crate::cli::{BackingPlan, RunPlan, TestArgs};
+use crate::cli::{BackingPlan, RunPlan, TestArgs, SLOT_BYTES};
 use crate::run;
 use crate::toolchain::Toolchain;
 
@@ -65,14 +65,126 @@ const SELFTESTS: &[Selftest] = &[
     },
 ];
 
+/// A paging case: the `overcommit` integrity workload with guest RAM paged by the hypervisor
+/// (`--resident-mib`), at the default backing latency, on `max`. The working set is `ws_mib`,
+/// or by default all free guest RAM: about G - 6 MiB (the kernel Image and the generation table
+/// below it, the device tree in the last 2 MiB above it).
+#[derive(Debug, Clone, Copy)]
+struct Paged {
+    /// The case's name (`overcommit-4x` runs as qemu/overcommit/4x/vN) and its assertion label.
+    name: &'static str,
+    vcpus: u32,
+    guest_mib: u32,
+    resident_mib: u32,
+    /// The guest's `ws_mib=` (working set in MiB); None: the default.
+    ws_mib: Option<u32>,
+    read_errors: &'static [u64],
+    write_errors: &'static [u64],
+}
+
+impl Paged {
+    /// Less host memory than guest RAM.
+    fn overcommits(&self) -> bool {
+        self.resident_mib < self.guest_mib
+    }
+
+    /// Reads that fail make the pager inject aborts, so the guest's own verdict is a failure.
+    fn expects_aborts(&self) -> bool {
+        !self.read_errors.is_empty()
+    }
+}
+
+/// Every paging case carries this label; those without injected errors also the second, and
+/// those with less resident memory than guest RAM the third.
+const PAGED: &str = "paged";
+const PAGED_CLEAN: &str = "paged-clean";
+const OVERCOMMITTED: &str = "overcommitted";
+/// A working set at least 4 times the resident memory.
+const OC_4X: &str = "overcommit-4x";
+/// A working set at least 8 times the resident memory.
+const OC_8X: &str = "overcommit-8x";
+/// R = G: the pager runs (first touches are zero-filled) but never evicts.
+const OC_FITS: &str = "overcommit-fits";
+/// Disk errors under an overcommitted guest.
+const OC_BLKDEBUG: &str = "overcommit-blkdebug";
+/// The guest's RAM starts at this IPA on QEMU's `virt` layout; disk slot n backs guest page n.
+const GUEST_RAM_IPA: u64 = 0x4000_0000;
+/// The blkdebug case's guest RAM (32 MiB = slots 0..8192). The guest Image ends near slot 890
+/// (0x4037_a000 with today's 1.5 MiB image), the generation table takes 2 pages, so the working
+/// set is about slots 892..7680 (0x4037_c000..0x41e0_0000; the device tree takes the last 2 MiB,
+/// slots 7680..8192), 6788 pages in 6 task slices of ~1131 pages (3 tasks per vCPU, 2 vCPUs).
+/// The chosen slots lie in its middle half, so a growing guest Image cannot push them out, and
+/// with 8 MiB resident of ~26.5 MiB every page is evicted after the write phase and read back
+/// (at the latest in the final pass, after the first pass has cycled the whole working set).
+const OC_BLKDEBUG_GUEST_MIB: u32 = 32;
+/// Reads of these slots fail for good: each page aborts once (then the guest skips it).
+const OC_BLKDEBUG_READ_SLOTS: &[u64] = &[3800, 4200, 4600];
+/// Writes of these slots fail for good: the pages stay dirty and resident, nothing is lost.
+const OC_BLKDEBUG_WRITE_SLOTS: &[u64] = &[4000, 4400];
+
+/// The guest's working-set key (`asyncpf_guest::cmdline::OPT_WS_MIB`; the runner does not
+/// depend on the guest crate).
+const GUEST_OPT_WS_MIB: &str = "ws_mib";
+
+/// The paging cases. On 1 vCPU the working set is all free RAM of 64 MiB (≈ 58.5 MiB: 4.9x
+/// R = 12, 9.7x R = 6; about 5-7 s on a 2-core host). On 4 vCPUs (on 2 host cores) paging is
+/// about 4-5 times slower per page, so those use the smallest resident memory with a working set
+/// of exactly 4x and 8x it (12-16 s and 23-26 s measured).
+const PAGED_CASES: &[Paged] = &[
+    Paged { name: OC_4X, vcpus: 1, guest_mib: 64, resident_mib: 12, ws_mib: None, read_errors: &[], write_errors: &[] },
+    Paged {
+        name: OC_4X,
+        vcpus: 4,
+        guest_mib: 32,
+        resident_mib: 4,
+        ws_mib: Some(16),
+        read_errors: &[],
+        write_errors: &[],
+    },
+    Paged { name: OC_8X, vcpus: 1, guest_mib: 64, resident_mib: 6, ws_mib: None, read_errors: &[], write_errors: &[] },
+    Paged {
+        name: OC_8X,
+        vcpus: 4,
+        guest_mib: 40,
+        resident_mib: 4,
+        ws_mib: Some(32),
+        read_errors: &[],
+        write_errors: &[],
+    },
+    Paged {
+        name: OC_FITS,
+        vcpus: 2,
+        guest_mib: 32,
+        resident_mib: 32,
+        ws_mib: None,
+        read_errors: &[],
+        write_errors: &[],
+    },
+    Paged {
+        name: OC_BLKDEBUG,
+        vcpus: 2,
+        guest_mib: OC_BLKDEBUG_GUEST_MIB,
+        resident_mib: 8,
+        ws_mib: None,
+        read_errors: OC_BLKDEBUG_READ_SLOTS,
+        write_errors: OC_BLKDEBUG_WRITE_SLOTS,
+    },
+];
+
 /// A number in a report: a field (JSON pointer into the report), a constant, or derived from
 /// the run's vCPU count.
 #[derive(Debug, Clone, Copy)]
 pub enum Operand {
     Field(&'static str),
+    /// A constant times a field.
+    Times(i64, &'static str),
+    /// The sum of two fields.
+    Plus(&'static str, &'static str),
     Int(i64),
     Vcpus,
     VcpusSquared,
+    /// This many times the run's resident memory (`/resident_mib`), in bytes.
+    ResidentBytesTimes(i64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -87,6 +199,9 @@ pub enum Op {
 pub enum Check {
     /// The field is the boolean `true`.
     IsTrue(&'static str),
+    /// The field is a guest physical address (a `0x...` string or an integer) in one of these
+    /// backing-disk slots (slot n: `GUEST_RAM_IPA + n * 4096`).
+    InSlots(&'static str, &'static [u64]),
     /// Compares two numbers.
     Cmp(Operand, Op, Operand),
     /// The array has this many elements.
@@ -97,7 +212,9 @@ pub enum Check {
     Sum(&'static str, &'static str, Op, Operand),
 }
 
-/// A check and the scenarios it applies to (empty: every scenario).
+/// A check and the labels of the cases it applies to (empty: every case). A case's labels are
+/// its scenario's name, [`EXPECT_OK`] unless the guest is meant to fail, and for self-test and
+/// paging cases their names and group labels (see `Case::labels`).
 #[derive(Debug, Clone, Copy)]
 pub struct Assertion {
     pub scenarios: &'static [&'static str],
@@ -105,6 +222,8 @@ pub struct Assertion {
 }
 
 const ALL: &[&str] = &[];
+/// Every case whose run must pass (all but the paging case with failing reads).
+const EXPECT_OK: &str = "expect-ok";
 use Check::*;
 use Op::*;
 use Operand::*;
@@ -113,8 +232,8 @@ use Operand::*;
 /// report: `/guest/...` is the guest's `@result` object, `/hyp/...` the hypervisor's,
 /// `/per_vcpu` the guest's per-vCPU array.
 pub const ASSERTIONS: &[Assertion] = &[
-    // Every scenario: the run passed and reported every vCPU.
-    Assertion { scenarios: ALL, check: IsTrue("/ok") },
+    // Every case: the guest reported every vCPU, and the run passed unless meant to fail.
+    Assertion { scenarios: &[EXPECT_OK], check: IsTrue("/ok") },
     Assertion { scenarios: ALL, check: Len("/per_vcpu", Vcpus) },
     // smp: every vCPU ran tasks, and the timer preempted something.
     Assertion { scenarios: &["smp"], check: Each("/per_vcpu", "tasks_run", Gt, Int(0)) },
@@ -183,15 +302,67 @@ pub const ASSERTIONS: &[Assertion] = &[
         scenarios: &[SELFTEST_ERRORS],
         check: Cmp(Field("/backing_selftest/verified"), Eq, Int(BLKDEBUG_VERIFIABLE)),
     },
+    // Every paging case (`overcommit` with --resident-mib): the hypervisor paged with the
+    // options given, nothing read back wrong, first touches were zero-filled (the pager ran), and
+    // every abort the guest caught was one the pager injected.
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/mem/resident_mib"), Eq, Field("/resident_mib")) },
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/mem/guest_mib"), Eq, Field("/guest_mib")) },
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/mem/backing_latency_us"), Eq, Field("/backing_latency_us")) },
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/check/mismatches"), Eq, Int(0)) },
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/check/words_checked"), Gt, Int(0)) },
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/mem/zero_fills"), Gt, Int(0)) },
+    Assertion { scenarios: &[PAGED], check: Cmp(Field("/mem/aborts"), Ge, Field("/guest/aborts")) },
+    // Without injected errors: no I/O error, no abort, and every word verified in both full passes.
+    Assertion { scenarios: &[PAGED_CLEAN], check: Cmp(Field("/mem/io_errors"), Eq, Int(0)) },
+    Assertion { scenarios: &[PAGED_CLEAN], check: Cmp(Field("/mem/failed_reads"), Eq, Int(0)) },
+    Assertion { scenarios: &[PAGED_CLEAN], check: Cmp(Field("/mem/aborts"), Eq, Int(0)) },
+    Assertion {
+        scenarios: &[PAGED_CLEAN],
+        check: Cmp(Times(8, "/check/words_checked"), Ge, Times(2, "/guest/ws_bytes")),
+    },
+    // Overcommitted (R < G, working set ≥ 2R): pages went out dirty and came back. Each full
+    // verify pass reads back at least ws_pages - R pages, so the two give at least ws_pages.
+    Assertion { scenarios: &[OVERCOMMITTED], check: Cmp(Field("/mem/page_outs"), Gt, Int(0)) },
+    Assertion { scenarios: &[OVERCOMMITTED], check: Cmp(Field("/mem/dirty_writebacks"), Gt, Int(0)) },
+    Assertion { scenarios: &[OVERCOMMITTED], check: Cmp(Field("/mem/page_ins"), Ge, Field("/guest/ws_pages")) },
+    // The working set really is 4x (8x) the resident memory.
+    Assertion { scenarios: &[OC_4X], check: Cmp(Field("/guest/ws_bytes"), Ge, ResidentBytesTimes(4)) },
+    Assertion { scenarios: &[OC_8X], check: Cmp(Field("/guest/ws_bytes"), Ge, ResidentBytesTimes(8)) },
+    // R = G: nothing was evicted, so nothing went to or came from the disk.
+    Assertion { scenarios: &[OC_FITS], check: Cmp(Field("/mem/page_ins"), Eq, Int(0)) },
+    Assertion { scenarios: &[OC_FITS], check: Cmp(Field("/mem/page_outs"), Eq, Int(0)) },
+    Assertion { scenarios: &[OC_FITS], check: Cmp(Field("/mem/dirty_writebacks"), Eq, Int(0)) },
+    // blkdebug: reads of the chosen slots failed for good (after retries) and the guest caught
+    // the aborts, at most one per such page (a page is not always read back: one that stays
+    // resident whenever it is touched never is), the first on one of them; write-backs failed too
+    // (io_errors counts every failed request: each failed read attempt is a failed_read or a
+    // retry, so more errors than that are failed writes), and lost nothing (no mismatch above);
+    // the machine powered off.
+    Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/exit_status"), Eq, Int(0)) },
+    Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/mem/failed_reads"), Ge, Int(1)) },
+    Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/mem/retries"), Ge, Field("/mem/failed_reads")) },
+    Assertion {
+        scenarios: &[OC_BLKDEBUG],
+        check: Cmp(Field("/mem/io_errors"), Gt, Plus("/mem/failed_reads", "/mem/retries")),
+    },
+    Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/guest/aborts"), Ge, Int(1)) },
+    Assertion {
+        scenarios: &[OC_BLKDEBUG],
+        check: Cmp(Int(OC_BLKDEBUG_READ_SLOTS.len() as i64), Ge, Field("/guest/aborts")),
+    },
+    Assertion { scenarios: &[OC_BLKDEBUG], check: InSlots("/guest/abort_addresses/0/addr", OC_BLKDEBUG_READ_SLOTS) },
 ];
 
 impl fmt::Display for Operand {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             Field(p) => write!(f, "{p}"),
+            Times(k, p) => write!(f, "{k}*{p}"),
+            Plus(p, q) => write!(f, "{p}+{q}"),
             Int(i) => write!(f, "{i}"),
             Vcpus => write!(f, "vcpus"),
             VcpusSquared => write!(f, "vcpus*vcpus"),
+            ResidentBytesTimes(k) => write!(f, "{k}*/resident_mib MiB"),
         }
     }
 }
@@ -210,6 +381,7 @@ impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         match self {
             IsTrue(p) => write!(f, "{p} == true"),
+            InSlots(p, slots) => write!(f, "{p} in disk slots {slots:?}"),
             Cmp(a, op, b) => write!(f, "{a} {op} {b}"),
             Len(p, n) => write!(f, "len({p}) == {n}"),
             Each(p, k, op, b) => write!(f, "every {p}[*].{k} {op} {b}"),
@@ -222,16 +394,34 @@ fn as_int(v: &Value) -> Option<i128> {
     v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from))
 }
 
+/// The integer at `p`.
+fn int_field(report: &Value, p: &str) -> Result<i128, String> {
+    match report.pointer(p) {
+        None => Err(format!("{p} is missing")),
+        Some(v) => as_int(v).ok_or_else(|| format!("{p} is {v}, not an integer")),
+    }
+}
+
+/// An address at `p`: an integer, or a string as the guest prints them (`0x...`).
+fn address_field(report: &Value, p: &str) -> Result<u64, String> {
+    let v = report.pointer(p).ok_or_else(|| format!("{p} is missing"))?;
+    let parsed = match v {
+        Value::String(s) => s.strip_prefix("0x").and_then(|hex| u64::from_str_radix(hex, 16).ok()),
+        other => other.as_u64(),
+    };
+    parsed.ok_or_else(|| format!("{p} is {v}, not an address"))
+}
+
 impl Operand {
     fn eval(&self, report: &Value, vcpus: u32) -> Result<i128, String> {
-        match self {
-            Field(p) => match report.pointer(p) {
-                None => Err(format!("{p} is missing")),
-                Some(v) => as_int(v).ok_or_else(|| format!("{p} is {v}, not an integer")),
-            },
-            Int(i) => Ok(*i as i128),
+        match *self {
+            Field(p) => int_field(report, p),
+            Times(k, p) => Ok(k as i128 * int_field(report, p)?),
+            Plus(p, q) => Ok(int_field(report, p)? + int_field(report, q)?),
+            Int(i) => Ok(i as i128),
             Vcpus => Ok(vcpus as i128),
             VcpusSquared => Ok(vcpus as i128 * vcpus as i128),
+            ResidentBytesTimes(k) => Ok(k as i128 * (int_field(report, "/resident_mib")? << 20)),
         }
     }
 }
@@ -262,6 +452,15 @@ impl Check {
                 Some(v) => Err(format!("{p} is {v}")),
                 None => Err(format!("{p} is missing")),
             },
+            InSlots(p, slots) => {
+                let addr = address_field(report, p)?;
+                let slot = addr.checked_sub(GUEST_RAM_IPA).map(|offset| offset / SLOT_BYTES);
+                match slot {
+                    Some(slot) if slots.contains(&slot) => Ok(()),
+                    Some(slot) => Err(format!("{p} = {addr:#x} is in slot {slot}")),
+                    None => Err(format!("{p} = {addr:#x} is below guest RAM")),
+                }
+            }
             Cmp(a, op, b) => {
                 let (x, y) = (a.eval(report, vcpus)?, b.eval(report, vcpus)?);
                 op.holds(x, y).then_some(()).ok_or_else(|| format!("{a} = {x}, {b} = {y}"))
@@ -292,8 +491,8 @@ impl Check {
     }
 }
 
-/// Every assertion for a case with these labels (its scenario, and for self-test cases their
-/// names) that fails on `report`, as readable lines.
+/// Every assertion for a case with these labels (see [`Assertion`]) that fails on `report`, as
+/// readable lines.
 pub fn failed_assertions(labels: &[&str], vcpus: u32, report: &Value) -> Vec<String> {
     ASSERTIONS
         .iter()
@@ -310,47 +509,111 @@ struct Row {
     note: String,
 }
 
+/// The guest RAM of the matrix and self-test cases.
+const MATRIX_GUEST_MIB: u32 = 128;
+
 /// A QEMU integration case.
 #[derive(Debug, Clone)]
 struct Case {
     scenario: &'static str,
     vcpus: u32,
     cpu: &'static str,
+    guest_mib: u32,
     selftest: Option<Selftest>,
+    paged: Option<Paged>,
 }
 
 impl Case {
+    fn matrix(scenario: &'static str, vcpus: u32, cpu: &'static str) -> Case {
+        Case { scenario, vcpus, cpu, guest_mib: MATRIX_GUEST_MIB, selftest: None, paged: None }
+    }
+
     fn name(&self) -> String {
-        match &self.selftest {
+        match (&self.selftest, &self.paged) {
             // `selftest-l0` runs as qemu/selftest/l0/v2 (the scenario is always smp).
-            Some(t) => format!("qemu/{}/v{}", t.name.replacen('-', "/", 1), self.vcpus),
-            None => format!("qemu/{}/v{}/{}", self.scenario, self.vcpus, self.cpu),
+            (Some(t), _) => format!("qemu/{}/v{}", t.name.replacen('-', "/", 1), self.vcpus),
+            // `overcommit-4x` runs as qemu/overcommit/4x/v1 and /v4.
+            (None, Some(p)) => format!("qemu/{}/v{}", p.name.replacen('-', "/", 1), self.vcpus),
+            (None, None) => format!("qemu/{}/v{}/{}", self.scenario, self.vcpus, self.cpu),
         }
     }
 
-    /// What selects its assertions.
+    /// What selects its assertions. A case meant to fail (reads that fail for good) gets
+    /// neither [`EXPECT_OK`] nor its scenario's label, whose rows describe a passing run.
     fn labels(&self) -> Vec<&'static str> {
-        let mut labels = vec![self.scenario];
+        let mut labels = Vec::new();
+        if !self.paged.is_some_and(|p| p.expects_aborts()) {
+            labels.extend([self.scenario, EXPECT_OK]);
+        }
         if let Some(t) = &self.selftest {
             labels.extend([SELFTEST, t.name]);
             if t.read_errors.is_empty() && t.write_errors.is_empty() {
                 labels.push(SELFTEST_CLEAN);
             }
         }
+        if let Some(p) = &self.paged {
+            labels.extend([PAGED, p.name]);
+            if p.read_errors.is_empty() && p.write_errors.is_empty() {
+                labels.push(PAGED_CLEAN);
+            }
+            if p.overcommits() {
+                labels.push(OVERCOMMITTED);
+            }
+        }
         labels
     }
 
+    /// The run: quiet, seed 1, P = N.
+    fn plan(&self, json: Option<PathBuf>, timeout_secs: u64) -> RunPlan {
+        RunPlan {
+            scenario: self.scenario.into(),
+            vcpus: self.vcpus,
+            pcpus: self.vcpus,
+            cpu: self.cpu.into(),
+            guest_mib: self.guest_mib,
+            seed: 1,
+            json,
+            guest_kernel: None,
+            guest_cmdline: self.paged.and_then(|p| p.ws_mib).map(|m| format!("{GUEST_OPT_WS_MIB}={m}")),
+            timeout_secs,
+            icount: None,
+            bare: false,
+            quiet: true,
+            backing: self.backing(),
+            resident_mib: self.paged.map(|p| p.resident_mib),
+        }
+    }
+
     fn backing(&self) -> BackingPlan {
-        match &self.selftest {
-            None => BackingPlan::default(),
-            Some(t) => BackingPlan {
+        match (&self.selftest, &self.paged) {
+            (Some(t), _) => BackingPlan {
                 latency_us: t.latency_us,
                 selftest_pages: t.pages,
                 read_errors: t.read_errors.to_vec(),
                 write_errors: t.write_errors.to_vec(),
             },
+            (None, Some(p)) => BackingPlan {
+                read_errors: p.read_errors.to_vec(),
+                write_errors: p.write_errors.to_vec(),
+                ..BackingPlan::default()
+            },
+            (None, None) => BackingPlan::default(),
         }
     }
+}
+
+/// Every QEMU case: the matrix, the self-tests, the paging cases.
+fn all_cases() -> Vec<Case> {
+    let matrix = SCENARIOS.iter().flat_map(|&scenario| {
+        VCPU_COUNTS.iter().flat_map(move |&vcpus| CPU_MODELS.iter().map(move |&cpu| Case::matrix(scenario, vcpus, cpu)))
+    });
+    let selftests = SELFTESTS.iter().map(|&t| Case { selftest: Some(t), ..Case::matrix("smp", SELFTEST_VCPUS, "max") });
+    let paged = PAGED_CASES.iter().map(|&p| Case {
+        guest_mib: p.guest_mib,
+        paged: Some(p),
+        ..Case::matrix("overcommit", p.vcpus, "max")
+    });
+    matrix.chain(selftests).chain(paged).collect()
 }
 
 const HOST_TESTS: &str = "host-tests";
@@ -362,21 +625,7 @@ const LINUX: &str = "linux/boot";
 pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let suite_start = Instant::now();
     let selected = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
-    let cases: Vec<Case> = SCENARIOS
-        .iter()
-        .flat_map(|&scenario| {
-            VCPU_COUNTS.iter().flat_map(move |&vcpus| {
-                CPU_MODELS.iter().map(move |&cpu| Case { scenario, vcpus, cpu, selftest: None })
-            })
-        })
-        .chain(SELFTESTS.iter().map(|&t| Case {
-            scenario: "smp",
-            vcpus: SELFTEST_VCPUS,
-            cpu: "max",
-            selftest: Some(t),
-        }))
-        .filter(|c| selected(&c.name()))
-        .collect();
+    let cases: Vec<Case> = all_cases().into_iter().filter(|c| selected(&c.name())).collect();
     println!("test: {} ({} QEMU cases, {} jobs)", tc.qemu_version, cases.len(), args.jobs.max(1));
     let mut rows = Vec::new();
 
@@ -495,22 +744,7 @@ fn run_case(root: &Path, tc: &Toolchain, case: &Case, timeout: u64) -> Row {
     let name = case.name();
     println!("test: {name} ...");
     let json = root.join("target").join("xtask").join("results").join(format!("{}.json", name.replace('/', "-")));
-    let plan = RunPlan {
-        scenario: case.scenario.into(),
-        vcpus: case.vcpus,
-        pcpus: case.vcpus,
-        cpu: case.cpu.into(),
-        guest_mib: 128,
-        seed: 1,
-        json: Some(json.clone()),
-        guest_kernel: None,
-        guest_cmdline: None,
-        timeout_secs: timeout,
-        icount: None,
-        bare: false,
-        quiet: true,
-        backing: case.backing(),
-    };
+    let plan = case.plan(Some(json), timeout);
     let start = Instant::now();
     let (passed, note) = match run::run(root, tc, &plan, true) {
         Err(e) => (false, format!("{e:#}")),
@@ -530,6 +764,8 @@ fn run_case(root: &Path, tc: &Toolchain, case: &Case, timeout: u64) -> Row {
                 println!("test: {name}: assertion failed: {f}");
             }
             let note = match (&report.failure, failures.first()) {
+                // A case meant to fail passed its own checks.
+                (Some(f), None) => format!("as expected: {f}"),
                 (Some(f), _) => f.clone(),
                 (None, Some(f)) => format!("{f} ({} assertions failed)", failures.len()),
                 (None, None) => String::new(),
@@ -627,7 +863,7 @@ mod tests {
         assert_eq!(f, ["every /per_vcpu[*].tasks_run > 0: /per_vcpu/0/tasks_run = 0"]);
         let f = failed_assertions(&["ipi"], 4, &r);
         assert_eq!(f.len(), 2, "wrong vcpu count and ipi_expected != 16: {f:?}");
-        let f = failed_assertions(&["smp"], 2, &json!({"ok": false, "per_vcpu": null}));
+        let f = failed_assertions(&["smp", EXPECT_OK], 2, &json!({"ok": false, "per_vcpu": null}));
         assert!(f[0].contains("/ok is false") && f[1].contains("not an array"), "{f:?}");
     }
 
@@ -640,7 +876,7 @@ mod tests {
                 "lat_min_us": 201, "max_in_flight": 32, "timer_irqs": 40, "failed_writes": [], "failed_reads": [],
                 "write": {"pages": 1024, "failed": 0}, "read": {"pages": 1024, "failed": 0}},
         });
-        let labels = ["smp", SELFTEST, SELFTEST_CLEAN, SELFTEST_LATENCY];
+        let labels = ["smp", EXPECT_OK, SELFTEST, SELFTEST_CLEAN, SELFTEST_LATENCY];
         assert_eq!(failed_assertions(&labels, 2, &report), Vec::<String>::new());
         let mut early = report.clone();
         early["backing_selftest"]["lat_min_us"] = json!(199);
@@ -652,13 +888,229 @@ mod tests {
 
     #[test]
     fn matrix_names() {
-        let c = Case { scenario: "ipi", vcpus: 4, cpu: "a64fx", selftest: None };
+        let c = Case::matrix("ipi", 4, "a64fx");
         assert_eq!(c.name(), "qemu/ipi/v4/a64fx");
-        let c = Case { scenario: "smp", vcpus: 2, cpu: "max", selftest: Some(SELFTESTS[2]) };
+        assert_eq!(c.labels(), ["ipi", EXPECT_OK]);
+        let c = Case { selftest: Some(SELFTESTS[2]), ..Case::matrix("smp", 2, "max") };
         assert_eq!(c.name(), "qemu/selftest/blkdebug/v2");
-        assert_eq!(c.labels(), ["smp", SELFTEST, SELFTEST_ERRORS]);
+        assert_eq!(c.labels(), ["smp", EXPECT_OK, SELFTEST, SELFTEST_ERRORS]);
         assert_eq!(c.backing().write_errors, [BLKDEBUG_WRITE_SLOT]);
         assert_eq!(first_line("a\nb"), "a");
         assert_eq!(first_line(&"x".repeat(200)).len(), 102);
+    }
+
+    fn vcpus_text(vcpus: u32) -> &'static str {
+        ["0", "1", "2", "3", "4"][vcpus as usize]
+    }
+
+    fn case(name: &str) -> Vec<Case> {
+        all_cases().into_iter().filter(|c| c.paged.is_some_and(|p| p.name == name)).collect()
+    }
+
+    #[test]
+    fn paged_cases() {
+        let names: Vec<String> = all_cases().iter().filter(|c| c.paged.is_some()).map(Case::name).collect();
+        assert_eq!(
+            names,
+            [
+                "qemu/overcommit/4x/v1",
+                "qemu/overcommit/4x/v4",
+                "qemu/overcommit/8x/v1",
+                "qemu/overcommit/8x/v4",
+                "qemu/overcommit/fits/v2",
+                "qemu/overcommit/blkdebug/v2"
+            ]
+        );
+        // The unpaged overcommit matrix is still there, and the names do not collide.
+        let all: Vec<String> = all_cases().iter().map(Case::name).collect();
+        assert!(all.iter().any(|n| n == "qemu/overcommit/v4/a64fx"));
+        assert_eq!(all.len(), all.iter().collect::<std::collections::HashSet<_>>().len());
+
+        let c = &case(OC_4X)[1];
+        assert_eq!((c.scenario, c.vcpus, c.cpu, c.guest_mib), ("overcommit", 4, "max", 32));
+        assert_eq!(c.plan(None, 1).guest_cmdline.as_deref(), Some("ws_mib=16"));
+        assert_eq!(case(OC_4X)[0].plan(None, 1).guest_cmdline, None);
+        assert_eq!(c.labels(), ["overcommit", EXPECT_OK, PAGED, OC_4X, PAGED_CLEAN, OVERCOMMITTED]);
+        assert_eq!(c.backing(), BackingPlan::default());
+        assert_eq!(case(OC_FITS)[0].labels(), ["overcommit", EXPECT_OK, PAGED, OC_FITS, PAGED_CLEAN]);
+        let c = &case(OC_BLKDEBUG)[0];
+        assert_eq!(c.labels(), [PAGED, OC_BLKDEBUG, OVERCOMMITTED], "meant to fail: no expect-ok");
+        assert_eq!(c.backing().read_errors, OC_BLKDEBUG_READ_SLOTS);
+        assert_eq!(c.backing().write_errors, OC_BLKDEBUG_WRITE_SLOTS);
+        assert_eq!(c.backing().latency_us, asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US);
+    }
+
+    /// The working set of a paging case in MiB, at least: `ws_mib`, or what the default layout
+    /// gets in G MiB of guest RAM: all but the Image (< 4 MiB with its text offset) and the
+    /// generation table below, the device tree (2 MiB) above.
+    fn min_ws_mib(p: &Paged) -> u32 {
+        p.ws_mib.unwrap_or(p.guest_mib - 6)
+    }
+
+    #[test]
+    fn paged_table_is_consistent() {
+        for p in PAGED_CASES {
+            // The suite's plan is what `cargo xtask run` makes of the same options.
+            let c = all_cases().into_iter().find(|c| c.paged.is_some_and(|q| (q.name, q.vcpus) == (p.name, p.vcpus)));
+            let c = c.unwrap();
+            let mut args = vec!["--scenario", "overcommit", "--vcpus", vcpus_text(c.vcpus), "--quiet"];
+            let (g, r) = (p.guest_mib.to_string(), p.resident_mib.to_string());
+            args.extend(["--guest-mib", &g, "--resident-mib", &r, "--timeout", "180"]);
+            let ws = p.ws_mib.map(|m| format!("ws_mib={m}"));
+            if let Some(ws) = &ws {
+                args.extend(["--guest-cmdline", ws]);
+            }
+            let join = |slots: &[u64]| slots.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let (reads, writes) = (join(p.read_errors), join(p.write_errors));
+            if !reads.is_empty() {
+                args.extend(["--inject-read-errors", &reads, "--inject-write-errors", &writes]);
+            }
+            let validated = crate::cli::tests::parse_run(&args).validate().unwrap();
+            assert_eq!(c.plan(None, 180), validated, "{}", c.name());
+            // A given working set fits in the free RAM.
+            assert!(min_ws_mib(p) <= p.guest_mib - 6, "{}", c.name());
+            // The `page_ins >= ws_pages` row needs a working set of at least 2R.
+            if p.overcommits() {
+                assert!(min_ws_mib(p) >= 2 * p.resident_mib, "{}", c.name());
+            }
+            let factor = match p.name {
+                OC_4X => 4,
+                OC_8X => 8,
+                OC_FITS => {
+                    assert!(p.resident_mib >= p.guest_mib);
+                    continue;
+                }
+                _ => continue,
+            };
+            assert!(min_ws_mib(p) >= factor * p.resident_mib, "{}", c.name());
+        }
+        // blkdebug: the slots are in the disk, distinct, and in the middle half of the working
+        // set (slots 892..7680 today; see OC_BLKDEBUG_GUEST_MIB): from the top of a 4 MiB Image
+        // to the device tree, its middle half is 1024 + (7680 - 1024) / 4 ..= 7680 - 6656 / 4.
+        let b = PAGED_CASES.iter().find(|p| p.name == OC_BLKDEBUG).unwrap();
+        assert_eq!(b.ws_mib, None, "the slots assume the default working set");
+        let ws_top = u64::from(b.guest_mib - 2) << 8;
+        let ws_bottom = 4 << 8;
+        let quarter = (ws_top - ws_bottom) / 4;
+        let mut slots: Vec<u64> = b.read_errors.iter().chain(b.write_errors).copied().collect();
+        for &slot in &slots {
+            assert!((ws_bottom + quarter..ws_top - quarter).contains(&slot), "slot {slot}");
+        }
+        slots.sort();
+        slots.dedup();
+        assert_eq!(slots.len(), b.read_errors.len() + b.write_errors.len());
+        assert!(b.overcommits() && b.expects_aborts());
+    }
+
+    /// A report of a paging run that did what the tables expect.
+    fn paged_report(guest_mib: u64, resident_mib: u64) -> Value {
+        let ws_pages = (guest_mib - 6) * 256;
+        let words = 2 * ws_pages * 512;
+        json!({
+            "ok": true, "exit_status": 0, "guest_mib": guest_mib, "resident_mib": resident_mib,
+            "backing_latency_us": 50,
+            "per_vcpu": [{"tasks_run": 3}, {"tasks_run": 3}],
+            "guest": {"aborts": 0, "ws_bytes": ws_pages * 4096, "ws_pages": ws_pages, "abort_addresses": [],
+                      "check": {"words_checked": words, "mismatches": 0}},
+            "check": {"words_checked": words, "mismatches": 0},
+            "mem": {"guest_mib": guest_mib, "resident_mib": resident_mib, "backing_latency_us": 50,
+                    "page_ins": 2 * ws_pages, "page_outs": 3 * ws_pages, "zero_fills": ws_pages,
+                    "clean_drops": ws_pages, "dirty_writebacks": 2 * ws_pages, "io_errors": 0, "retries": 0,
+                    "failed_reads": 0, "aborts": 0, "blocking_faults": 4 * ws_pages},
+        })
+    }
+
+    #[test]
+    fn paged_assertions() {
+        for c in case(OC_4X).iter().chain(&case(OC_8X)) {
+            let r = paged_report(64, c.paged.unwrap().resident_mib.into());
+            assert_eq!(failed_assertions(&c.labels(), 2, &r), Vec::<String>::new(), "{}", c.name());
+        }
+        // 4x is not 8x.
+        let c = &case(OC_8X)[0];
+        let r = paged_report(64, 12);
+        let f = failed_assertions(&c.labels(), 2, &r);
+        assert_eq!(
+            f,
+            ["/guest/ws_bytes >= 8*/resident_mib MiB: /guest/ws_bytes = 60817408, 8*/resident_mib MiB = 100663296"]
+        );
+        // A hypervisor that ignored resident_mib: every /mem row fails, by name.
+        let mut r = paged_report(64, 12);
+        r["mem"] = Value::Null;
+        let f = failed_assertions(&case(OC_4X)[0].labels(), 2, &r);
+        assert!(f.iter().any(|l| l.contains("/mem/page_ins is missing")), "{f:?}");
+        // One word read back wrong, a write-back that failed.
+        let mut r = paged_report(64, 12);
+        r["check"]["mismatches"] = json!(1);
+        r["guest"]["check"]["mismatches"] = json!(1);
+        r["mem"]["io_errors"] = json!(1);
+        let f = failed_assertions(&case(OC_4X)[0].labels(), 2, &r);
+        assert_eq!(f.len(), 3, "the scenario's /guest row, the paged /check row, io_errors: {f:?}");
+
+        // fits: the pager ran but never touched the disk.
+        let c = &case(OC_FITS)[0];
+        let mut r = paged_report(32, 32);
+        for k in ["page_ins", "page_outs", "dirty_writebacks", "clean_drops"] {
+            r["mem"][k] = json!(0);
+        }
+        assert_eq!(failed_assertions(&c.labels(), 2, &r), Vec::<String>::new());
+        r["mem"]["zero_fills"] = json!(0);
+        r["mem"]["page_outs"] = json!(1);
+        let f = failed_assertions(&c.labels(), 2, &r);
+        assert_eq!(
+            f,
+            ["/mem/zero_fills > 0: /mem/zero_fills = 0, 0 = 0", "/mem/page_outs == 0: /mem/page_outs = 1, 0 = 0"]
+        );
+    }
+
+    #[test]
+    fn paged_blkdebug_assertions() {
+        let c = &case(OC_BLKDEBUG)[0];
+        let mut r = paged_report(32, 8);
+        r["ok"] = json!(false);
+        r["failure"] = json!("the guest result has \"ok\": false");
+        r["guest"]["ok"] = json!(false);
+        r["guest"]["aborts"] = json!(2);
+        r["guest"]["abort_addresses"] = json!([{"addr": "0x41068010", "far": "0x41068010"}, {"addr": "0x411f8000"}]);
+        r["check"]["words_checked"] = json!(2 * 6788 * 512 - 3 * 512);
+        r["mem"]["failed_reads"] = json!(2);
+        r["mem"]["retries"] = json!(6);
+        r["mem"]["io_errors"] = json!(12);
+        r["mem"]["aborts"] = json!(2);
+        assert_eq!((0x41068010u64 - GUEST_RAM_IPA) >> 12, 4200);
+        assert_eq!(failed_assertions(&c.labels(), 2, &r), Vec::<String>::new());
+
+        let mut bad = r.clone();
+        bad["guest"]["abort_addresses"][0]["addr"] = json!("0x41069000");
+        bad["guest"]["aborts"] = json!(4);
+        bad["mem"]["io_errors"] = json!(8);
+        bad["exit_status"] = json!(101);
+        let f = failed_assertions(&c.labels(), 2, &bad);
+        assert_eq!(
+            f,
+            [
+                "/mem/aborts >= /guest/aborts: /mem/aborts = 2, /guest/aborts = 4",
+                "/exit_status == 0: /exit_status = 101, 0 = 0",
+                "/mem/io_errors > /mem/failed_reads+/mem/retries: /mem/io_errors = 8, /mem/failed_reads+/mem/retries = 8",
+                "3 >= /guest/aborts: 3 = 3, /guest/aborts = 4",
+                "/guest/abort_addresses/0/addr in disk slots [3800, 4200, 4600]: \
+                 /guest/abort_addresses/0/addr = 0x41069000 is in slot 4201",
+            ]
+        );
+        let mut none = r.clone();
+        none["guest"]["aborts"] = json!(0);
+        none["guest"]["abort_addresses"] = json!([]);
+        let f = failed_assertions(&c.labels(), 2, &none);
+        assert!(f.iter().any(|l| l.contains("/guest/abort_addresses/0/addr is missing")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/guest/aborts >= 1")), "{f:?}");
+        // Addresses as integers too; below guest RAM is an error, not a slot.
+        let mut int = r.clone();
+        int["guest"]["abort_addresses"][0]["addr"] = json!(0x4000_0000u64 + 3800 * 4096 + 8);
+        assert_eq!(failed_assertions(&c.labels(), 2, &int), Vec::<String>::new());
+        int["guest"]["abort_addresses"][0]["addr"] = json!("0x1000");
+        let f = failed_assertions(&c.labels(), 2, &int);
+        let want = "/guest/abort_addresses/0/addr in disk slots [3800, 4200, 4600]: \
+                    /guest/abort_addresses/0/addr = 0x1000 is below guest RAM";
+        assert_eq!(f, [want]);
     }
 }
