@@ -216,6 +216,49 @@ pub fn external_abort_esr(kind: AbortKind, pstate: u64) -> u64 {
     class << EC_SHIFT | ESR_IL | wnr | FSC_SYNC_EXTERNAL
 }
 
+/// What a stage-2 abort (EC 0x20 or 0x24 taken to EL2) reports in its fault status code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultStatus {
+    /// No valid descriptor at this translation level (DFSC/IFSC 0b0001LL).
+    Translation { level: u8 },
+    /// A valid descriptor with AF clear (0b0010LL).
+    AccessFlag { level: u8 },
+    /// The access is not allowed by the descriptor's permissions (0b0011LL).
+    Permission { level: u8 },
+    /// Anything else (external aborts, address size, alignment, TLB conflict, ...).
+    Other(u8),
+}
+
+/// A stage-2 abort on memory, decoded from its ISS (Arm ARM D24.2.40, ESR_EL2 for EC 0x20/0x24).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stage2Abort {
+    pub status: FaultStatus,
+    /// The access writes (ISS.WnR; always false for instruction aborts). For a fault on a
+    /// stage-1 table walk this is set when the walk itself writes (hardware AF/dirty updates).
+    pub write: bool,
+    /// The fault happened on the guest's stage-1 translation table walk (ISS.S1PTW).
+    pub on_table_walk: bool,
+}
+
+/// ISS.S1PTW: the abort happened on a stage-2 translation of a stage-1 table walk.
+const ISS_S1PTW: u64 = 1 << 7;
+
+impl Stage2Abort {
+    /// Decodes the ISS of a lower-EL data (`instruction == false`) or instruction abort.
+    pub const fn decode(iss: u64, instruction: bool) -> Self {
+        let fsc = (iss & 0x3f) as u8;
+        let level = fsc & 0b11;
+        let status = match fsc >> 2 {
+            0b0001 => FaultStatus::Translation { level },
+            0b0010 => FaultStatus::AccessFlag { level },
+            0b0011 => FaultStatus::Permission { level },
+            _ => FaultStatus::Other(fsc),
+        };
+        let write = !instruction && iss & dabt::WNR != 0;
+        Stage2Abort { status, write, on_table_walk: iss & ISS_S1PTW != 0 }
+    }
+}
+
 /// ESR_EL1 for an UNDEFINED instruction ("unknown reason", EC 0).
 pub const fn undefined_esr() -> u64 {
     ec::UNKNOWN << EC_SHIFT | ESR_IL
@@ -270,6 +313,22 @@ mod tests {
         assert_eq!(guest_id_register(mmfr0, 0x1_1000_f906), 0x1_1000_f906);
         let aarch32_dfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 1, op2: 2 };
         assert_eq!(guest_id_register(aarch32_dfr0, 0x3303_0066), 0x3003_0066);
+    }
+
+    #[test]
+    fn stage2_abort_decoding() {
+        // A write translation fault at level 3: DFSC 0b000111, WnR.
+        let a = Stage2Abort::decode(0b000111 | dabt::WNR, false);
+        assert_eq!(a, Stage2Abort { status: FaultStatus::Translation { level: 3 }, write: true, on_table_walk: false });
+        // A read permission fault at level 3 during a stage-1 walk.
+        let a = Stage2Abort::decode(0b001111 | ISS_S1PTW, false);
+        assert_eq!(a.status, FaultStatus::Permission { level: 3 });
+        assert!(!a.write && a.on_table_walk);
+        assert_eq!(Stage2Abort::decode(0b001011, false).status, FaultStatus::AccessFlag { level: 3 });
+        // Instruction aborts never write, whatever bit 6 holds.
+        assert!(!Stage2Abort::decode(0b000101 | dabt::WNR, true).write);
+        assert_eq!(Stage2Abort::decode(FSC_SYNC_EXTERNAL, false).status, FaultStatus::Other(0x10));
+        assert_eq!(Stage2Abort::decode(0b000000, false).status, FaultStatus::Other(0), "address size fault");
     }
 
     #[test]

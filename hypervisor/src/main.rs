@@ -17,6 +17,7 @@ mod backing;
 mod console;
 mod gic;
 mod mm;
+mod pager;
 mod panic;
 mod platform;
 mod semihosting;
@@ -144,7 +145,9 @@ fn secondary_cpu(cpu: usize) -> ! {
     // No vCPU for this CPU: stay idle.
     loop {
         arch::wait_for_interrupt();
-        gic::drain(|_| {});
+        gic::drain(|intid| {
+            vcpu::pager_interrupt(intid);
+        });
     }
 }
 

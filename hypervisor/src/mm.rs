@@ -5,6 +5,8 @@ use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, ID_AA64MMFR0_EL1, MAIR_EL2, SCTLR_EL2, TCR_EL2, TTBR0_EL2, VTCR_EL2, VTTBR_EL2,
 };
 use alloc::alloc::{alloc_zeroed, Layout};
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
 use linked_list_allocator::LockedHeap;
 
 use crate::arch;
@@ -33,13 +35,30 @@ pub fn init_heap(start: usize, end: usize) {
 
 /// A 4 KiB translation table, zeroed, from the heap. Tables are never freed.
 fn new_table() -> &'static mut [u64; ENTRIES] {
+    // SAFETY: `[u64; ENTRIES]` is valid when zeroed (every entry invalid).
+    unsafe { &mut *new_zeroed_page::<[u64; ENTRIES]>() }
+}
+
+/// A 4 KiB table whose entries may be changed while the hardware walks it (level 3 of guest
+/// RAM under the pager): every descriptor is one atomic 64-bit store.
+fn new_shared_table() -> &'static [AtomicU64; ENTRIES] {
+    // SAFETY: `AtomicU64` has the size and in-memory representation of `u64`, so zeroed memory
+    // is a valid `[AtomicU64; ENTRIES]` (every entry invalid).
+    unsafe { &*new_zeroed_page::<[AtomicU64; ENTRIES]>() }
+}
+
+/// A zeroed, page-aligned, leaked heap page, typed as `T` (4 KiB).
+///
+/// # Safety
+/// An all-zero `T` must be valid.
+unsafe fn new_zeroed_page<T>() -> *mut T {
+    const { assert!(core::mem::size_of::<T>() == PAGE_SIZE as usize) };
     let layout = Layout::from_size_align(PAGE_SIZE as usize, PAGE_SIZE as usize).expect("valid layout");
-    // SAFETY: the layout has non-zero size; the memory is zeroed (every entry invalid) and
-    // leaked, so the `'static` reference is unique.
-    let ptr = unsafe { alloc_zeroed(layout) } as *mut [u64; ENTRIES];
+    // SAFETY: the layout has non-zero size; the memory is zeroed and leaked (never freed), so
+    // whoever receives the pointer holds the only reference.
+    let ptr = unsafe { alloc_zeroed(layout) } as *mut T;
     assert!(!ptr.is_null(), "out of hypervisor heap for a translation table");
-    // SAFETY: freshly allocated, aligned, zeroed and exclusively ours.
-    unsafe { &mut *ptr }
+    ptr
 }
 
 // ---- EL2 stage 1 -------------------------------------------------------------------------
@@ -96,6 +115,7 @@ pub fn enable_el2_mmu() {
 /// Stage-2 descriptor bits (Arm ARM D8.3): MemAttr[5:2], S2AP[7:6], SH[9:8], AF[10].
 const S2_MEMATTR_NORMAL_WB: u64 = 0b1111 << 2;
 const S2_AP_RW: u64 = 0b11 << 6;
+const S2_AP_RO: u64 = 0b01 << 6;
 const S2_PAGE: u64 = 0b11;
 /// Bits 47:12 of a descriptor hold the output address.
 const DESC_ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
@@ -138,6 +158,25 @@ impl Stage2 {
         arch::dsb_ish();
     }
 
+    /// Give `[ipa, ipa + size)` (2 MiB aligned) level-3 tables with every page unmapped, for the
+    /// pager to fill one page at a time ([`GuestPages`]).
+    pub fn prepare_pages(&mut self, ipa: Ipa, size: u64) -> GuestPages {
+        assert!(ipa.0 % BLOCK_2M == 0 && size % BLOCK_2M == 0 && ipa.0 + size <= 1 << IPA_BITS);
+        let tables = (0..size / BLOCK_2M)
+            .map(|i| {
+                let block = ipa.0 + i * BLOCK_2M;
+                let l2 = next_level(&mut self.root[((block >> 30) & 0x1ff) as usize]);
+                let entry = &mut l2[((block >> 21) & 0x1ff) as usize];
+                assert!(*entry & 1 == 0, "IPA {block:#x} is already mapped");
+                let table = new_shared_table();
+                *entry = table.as_ptr() as u64 | DESC_TABLE;
+                table
+            })
+            .collect();
+        arch::dsb_ish();
+        GuestPages { pages: (size / PAGE_SIZE) as usize, tables }
+    }
+
     /// Physical address of the root table, for VTTBR_EL2.
     fn root_address(&self) -> u64 {
         self.root.as_ptr() as u64
@@ -172,4 +211,86 @@ fn next_level(entry: &mut u64) -> &'static mut [u64; ENTRIES] {
     // SAFETY: table entries created here point to tables from `new_table`, which are leaked,
     // aligned and only reached through this `Stage2`, which we borrow mutably.
     unsafe { &mut *((*entry & DESC_ADDR_MASK) as *mut [u64; ENTRIES]) }
+}
+
+/// The level-3 stage-2 descriptors of guest RAM, one per 4 KiB page, which the pager maps and
+/// unmaps while vCPUs run. Changes are single atomic stores; the caller serializes them (the
+/// pager's lock) and the hardware only reads them (stage-2 hardware AF/dirty updates are off:
+/// VTCR_EL2.HA/HD are 0).
+pub struct GuestPages {
+    pages: usize,
+    tables: Vec<&'static [AtomicU64; ENTRIES]>,
+}
+
+/// Stage-2 permission of a mapped page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+impl GuestPages {
+    fn descriptor(&self, page: usize) -> &AtomicU64 {
+        assert!(page < self.pages, "guest page {page} beyond the prepared range");
+        &self.tables[page / ENTRIES][page % ENTRIES]
+    }
+
+    /// Map page `page` to the host frame at `frame` with `access` (normal write-back memory,
+    /// executable, access flag set). Whatever the frame holds must be written before this.
+    /// Raising a read-only mapping to read-write needs no TLB maintenance: a stale read-only
+    /// entry only causes another permission fault.
+    pub fn map(&self, page: usize, frame: PhysAddr, access: Access) {
+        assert!(frame.0 % PAGE_SIZE == 0);
+        let ap = match access {
+            Access::ReadOnly => S2_AP_RO,
+            Access::ReadWrite => S2_AP_RW,
+        };
+        // The frame's contents must be visible before the descriptor that exposes them.
+        arch::dsb_ish();
+        self.descriptor(page)
+            .store(frame.0 | S2_MEMATTR_NORMAL_WB | ap | DESC_SH_INNER | DESC_AF | S2_PAGE, Ordering::Release);
+        arch::dsb_ish();
+        arch::isb();
+    }
+
+    /// Remove page `page`'s mapping. Its frame may still be reached through TLB entries
+    /// until [`Self::invalidate_tlbs`]: call it after a batch of unmaps, before any of their
+    /// frames is reused or written out.
+    pub fn unmap(&self, page: usize) {
+        self.descriptor(page).store(0, Ordering::Release);
+    }
+
+    /// Invalidate every cached stage-1 and stage-2 translation of the VM on every CPU (inner
+    /// shareable). One instruction for a whole batch of unmaps: under QEMU's TCG each broadcast
+    /// TLBI stops every running vCPU thread, so per-page invalidation costs far more there
+    /// than on hardware.
+    pub fn invalidate_tlbs(&self) {
+        arch::tlbi_vmalls12e1is();
+    }
+
+    /// Read and clear page `page`'s access flag; false if unmapped. The caller invalidates the
+    /// TLBs after a batch of these (a cached entry would keep hiding accesses), see
+    /// [`arch::tlbi_vmalls12e1is`].
+    pub fn test_and_clear_accessed(&self, page: usize) -> bool {
+        let descriptor = self.descriptor(page);
+        let value = descriptor.load(Ordering::Acquire);
+        if value & 1 == 0 || value & DESC_AF == 0 {
+            return false;
+        }
+        descriptor.store(value & !DESC_AF, Ordering::Release);
+        true
+    }
+
+    /// Set page `page`'s access flag (after an access flag fault); false if it is unmapped.
+    pub fn set_accessed(&self, page: usize) -> bool {
+        let descriptor = self.descriptor(page);
+        let value = descriptor.load(Ordering::Acquire);
+        if value & 1 == 0 {
+            return false;
+        }
+        descriptor.store(value | DESC_AF, Ordering::Release);
+        arch::dsb_ish();
+        arch::isb();
+        true
+    }
 }

@@ -48,6 +48,8 @@ pub struct Stats {
     pub timer_irqs: Counter,
     /// Virtual interrupts written to list registers.
     pub lr_injections: Counter,
+    /// Stage-2 aborts on paged guest RAM handed to the pager.
+    pub page_faults: Counter,
 }
 
 pub static STATS: Stats = Stats {
@@ -64,12 +66,13 @@ pub static STATS: Stats = Stats {
     sgis: Counter::new(),
     timer_irqs: Counter::new(),
     lr_injections: Counter::new(),
+    page_faults: Counter::new(),
 };
 
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 13] = [
+        let members: [(&str, &Counter); 14] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -83,6 +86,7 @@ impl Stats {
             ("sgis", &self.sgis),
             ("timer_irqs", &self.timer_irqs),
             ("lr_injections", &self.lr_injections),
+            ("page_faults", &self.page_faults),
         ];
         for (i, (name, counter)) in members.iter().enumerate() {
             if i > 0 {

@@ -9,11 +9,13 @@ use aarch64_cpu::registers::{
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
 use crate::arch::entry::{run_guest, ExitKind, GuestRegs};
+use crate::mm::PAGE_SIZE;
+use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
 use crate::{arch, gic, hyp_println, vgic};
 use asyncpf_core::hypercall::{self, Outcome, Verdict};
-use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, SysregAccess, PSTATE_EL1H_MASKED, XZR};
+use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, Stage2Abort, SysregAccess, PSTATE_EL1H_MASKED, XZR};
 
 /// SCTLR_EL1 at reset: RES1 bits only, MMU and caches off, little-endian.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
@@ -96,7 +98,9 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
     let shared = &vm.vcpus[index];
     while shared.power() != PowerState::OnPending {
         arch::wait_for_interrupt();
-        gic::drain(|_| {});
+        gic::drain(|intid| {
+            pager_interrupt(intid);
+        });
     }
     let (entry, context) = shared.boot_request();
     *regs = GuestRegs::default();
@@ -133,12 +137,26 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
 }
 
 fn handle_physical_interrupts(vm: &Vm, index: usize) {
-    gic::drain(|intid| match intid {
+    gic::drain(|intid| {
+        if !pager_interrupt(intid) {
+            vcpu_interrupt(vm, index, intid)
+        }
+    });
+}
+
+/// A physical interrupt that concerns the vCPU of this CPU.
+fn vcpu_interrupt(vm: &Vm, index: usize, intid: u32) {
+    match intid {
         gic::PPI_VIRTUAL_TIMER => vgic::forward_virtual_timer(vm, index),
         // A kick or an underflow: the flush before re-entry does the work.
         gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
         other => hyp_println!("vCPU {index}: unexpected physical interrupt {other} ignored"),
-    });
+    }
+}
+
+/// Give `intid` to the pager if it is the pager's (the backing disk, the latency timer).
+pub fn pager_interrupt(intid: u32) -> bool {
+    pager::get().is_some_and(|pager| pager.handle_interrupt(intid))
 }
 
 fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
@@ -160,7 +178,7 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             true
         }
         ec::IABT_LOWER => {
-            inject_abort(regs, AbortKind::Instruction);
+            instruction_abort_exit(vm, index, regs, iss);
             true
         }
         ec::WFX => {
@@ -221,12 +239,13 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
     use core::fmt::Write;
     let _ = write!(json, "{{\"end\":\"{how}\",\"by_vcpu\":{index},");
     let _ = STATS.write_json_members(&mut json);
-    let _ = write!(
-        json,
-        ",\"list_registers\":{},\"cwg_bytes\":{}}}",
-        vgic::list_registers(),
-        crate::max_writeback_granule()
-    );
+    let _ =
+        write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}", vgic::list_registers(), crate::max_writeback_granule());
+    if let Some(pager) = pager::get() {
+        json.push_str(",\"mem\":");
+        let _ = pager.write_json(&mut json);
+    }
+    json.push('}');
     hyp_println!("{RESULT_PREFIX}{json}");
     crate::semihosting::exit(status)
 }
@@ -249,9 +268,50 @@ fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
     }
 }
 
+/// The IPA of a stage-2 abort.
+fn fault_ipa() -> u64 {
+    (HPFAR_EL2.get() >> 4 << 12) | (FAR_EL2.get() & 0xfff)
+}
+
+fn instruction_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
+    let ipa = fault_ipa();
+    if vm.is_guest_ram(ipa, 1) {
+        page_fault(vm, index, regs, ipa, Stage2Abort::decode(iss, true), AbortKind::Instruction);
+    } else {
+        inject_abort(regs, AbortKind::Instruction);
+    }
+}
+
+/// A stage-2 abort on guest RAM, which only paged RAM takes: the pager makes the page
+/// resident (the vCPU may wait here for the disk) and the access is retried, or it fails and
+/// the guest gets a synchronous external abort.
+fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stage2Abort, kind: AbortKind) {
+    let Some(pager) = pager::get() else {
+        hyp_println!("vCPU {index}: stage-2 abort on mapped guest RAM at IPA {ipa:#x}; injecting an abort");
+        inject_abort(regs, kind);
+        return;
+    };
+    STATS.page_faults.inc();
+    let far = FAR_EL2.get();
+    let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
+    let resolution = match pager.fault(index, page, abort) {
+        FaultReply::Retry => Resolution::Retry,
+        FaultReply::Abort => Resolution::Abort,
+        FaultReply::Blocked => pager.wait(index, |intid| vcpu_interrupt(vm, index, intid)),
+    };
+    if resolution == Resolution::Abort {
+        STATS.injected_aborts.inc();
+        inject_sync_exception(regs, trap::external_abort_esr(kind, regs.pstate), Some(far));
+    }
+}
+
 fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
-    let ipa = (HPFAR_EL2.get() >> 4 << 12) | (FAR_EL2.get() & 0xfff);
+    let ipa = fault_ipa();
     let abort = AbortKind::Data { write: MmioAccess::write_not_read_bit(iss) != 0 };
+    if vm.is_guest_ram(ipa, 1) {
+        page_fault(vm, index, regs, ipa, Stage2Abort::decode(iss, false), abort);
+        return;
+    }
     // Not a device, or no instruction syndrome (e.g. a load pair): cannot be emulated.
     let (Some(device), Some(access)) = (vm.device_at(ipa), MmioAccess::decode(iss)) else {
         inject_abort(regs, abort);

@@ -12,10 +12,10 @@ use asyncpf_core::options::HypOptions;
 use asyncpf_core::vgic::{Distributor, Redistributor};
 use spin::{Mutex, Once};
 
-use crate::mm::{Ipa, PhysAddr, Stage2};
+use crate::mm::{Ipa, PhysAddr, Stage2, PAGE_SIZE};
 use crate::platform::Platform;
 use crate::vuart::{VirtualUart, UART_PAGE_BYTES};
-use crate::{arch, gic};
+use crate::{arch, gic, pager};
 
 /// Where guest RAM starts in the guest's physical address space (as on QEMU's `virt`).
 pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
@@ -70,8 +70,10 @@ pub struct Vm {
     pub vcpus: Vec<VcpuShared>,
     pub ram_base: Ipa,
     pub ram_bytes: u64,
-    /// Host frames backing guest RAM (contiguous).
+    /// Host frames backing guest RAM (contiguous): one per guest page, or the pager's
+    /// `resident_mib` of frames.
     pub ram_host: PhysAddr,
+    pub ram_host_bytes: u64,
     pub stage2: Stage2,
     pub dist: Mutex<Distributor>,
     pub uart: Mutex<VirtualUart>,
@@ -104,12 +106,6 @@ impl Vm {
     /// Whether `[ipa, ipa + len)` lies inside guest RAM.
     pub fn is_guest_ram(&self, ipa: u64, len: u64) -> bool {
         ipa >= self.ram_base.0 && ipa.checked_add(len).is_some_and(|end| end <= self.ram_base.0 + self.ram_bytes)
-    }
-
-    /// Host address of guest RAM at `ipa` (which must be guest RAM).
-    pub fn host_address(&self, ipa: u64) -> usize {
-        debug_assert!(self.is_guest_ram(ipa, 1));
-        (self.ram_host.0 + (ipa - self.ram_base.0)) as usize
     }
 
     /// PSCI CPU_ON: record the entry point and wake the target's physical CPU.
@@ -153,13 +149,27 @@ impl Machine for Vm {
 /// Why the VM could not be built.
 #[derive(Debug)]
 pub enum BuildError {
-    TooManyVcpus { requested: usize, physical: usize },
+    TooManyVcpus {
+        requested: usize,
+        physical: usize,
+    },
     NoImage,
     ImageOutsideRam,
     BadImage(image::ImageError),
-    ImageTooLarge { needed: u64, guest_bytes: u64 },
-    NotEnoughRam { needed_end: u64, ram_end: u64 },
+    ImageTooLarge {
+        needed: u64,
+        guest_bytes: u64,
+    },
+    NotEnoughRam {
+        needed_end: u64,
+        ram_end: u64,
+    },
     DeviceTree(asyncpf_core::fdt::FdtError),
+    Pager(pager::PagerError),
+    /// `resident_mib` has too few frames for the kernel and the device tree.
+    ResidentTooSmall {
+        resident_mib: u64,
+    },
 }
 
 impl core::fmt::Display for BuildError {
@@ -176,6 +186,11 @@ impl core::fmt::Display for BuildError {
                 write!(f, "the guest kernel needs {needed:#x} bytes of guest RAM but the guest has {guest_bytes:#x}")
             }
             Self::DeviceTree(e) => write!(f, "cannot write the guest device tree: {e}"),
+            Self::Pager(e) => write!(f, "cannot page guest RAM: {e}"),
+            Self::ResidentTooSmall { resident_mib } => write!(
+                f,
+                "resident_mib={resident_mib} cannot even hold the guest kernel and its device tree; raise it"
+            ),
             Self::NotEnoughRam { needed_end, ram_end } => write!(
                 f,
                 "not enough host RAM for the guest: need up to {needed_end:#x}, RAM ends at {ram_end:#x} (raise QEMU -m)"
@@ -203,9 +218,11 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     let header = ImageHeader::parse(image_bytes).map_err(BuildError::BadImage)?;
 
     let guest_bytes = options.guest_ram_bytes();
+    // With a pager, only `resident_mib` of host frames back guest RAM.
+    let host_bytes = options.resident_mib.map_or(guest_bytes, |mib| (mib * MIB).min(guest_bytes));
     let ram_host = align_up(staged.addr + staged.size, 2 * MIB);
-    if ram_host + guest_bytes > ram_end {
-        return Err(BuildError::NotEnoughRam { needed_end: ram_host + guest_bytes, ram_end });
+    if ram_host + host_bytes > ram_end {
+        return Err(BuildError::NotEnoughRam { needed_end: ram_host + host_bytes, ram_end });
     }
     let load = image::load_address(GUEST_RAM_IPA, &header);
     let footprint = header.image_size.max(staged.size);
@@ -216,7 +233,20 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     }
 
     let mut stage2 = Stage2::new();
-    stage2.map_normal(Ipa(GUEST_RAM_IPA), PhysAddr(ram_host), guest_bytes);
+    if let Some(resident_mib) = options.resident_mib {
+        let pages = stage2.prepare_pages(Ipa(GUEST_RAM_IPA), guest_bytes);
+        let setup = pager::PagerSetup {
+            guest_mib: options.guest_mib,
+            resident_mib,
+            latency_us: options.backing_latency_us,
+            vcpus: vcpu_count,
+            pages,
+            frames: PhysAddr(ram_host),
+        };
+        pager::start(platform, setup).map_err(BuildError::Pager)?;
+    } else {
+        stage2.map_normal(Ipa(GUEST_RAM_IPA), PhysAddr(ram_host), guest_bytes);
+    }
 
     let vcpus: Vec<VcpuShared> = (0..vcpu_count)
         .map(|i| VcpuShared {
@@ -234,6 +264,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         ram_base: Ipa(GUEST_RAM_IPA),
         ram_bytes: guest_bytes,
         ram_host: PhysAddr(ram_host),
+        ram_host_bytes: host_bytes,
         stage2,
         dist: Mutex::new(Distributor::new(GUEST_SPIS, vcpu_count)),
         uart: Mutex::new(VirtualUart::new()),
@@ -242,13 +273,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     });
 
     // Load the kernel (zeroing the rest of its footprint) and the device tree.
-    let kernel = vm.host_address(load);
-    // SAFETY: `[load, load + footprint)` was checked to lie in guest RAM, whose host frames
-    // belong to this VM alone and are not yet visible to any vCPU.
-    unsafe {
-        core::ptr::copy_nonoverlapping(image_bytes.as_ptr(), kernel as *mut u8, image_bytes.len());
-        core::ptr::write_bytes((kernel + image_bytes.len()) as *mut u8, 0, (footprint - staged.size) as usize);
-    }
+    vm.load(load, image_bytes, footprint)?;
     let platform_dt = GuestPlatform {
         ram_base: GUEST_RAM_IPA,
         ram_size: guest_bytes,
@@ -261,14 +286,47 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     };
     let dtb = platform_dt.build_fdt().map_err(BuildError::DeviceTree)?;
     assert!(dtb.len() as u64 <= 2 * MIB, "the guest device tree outgrew its 2 MiB slot");
-    let dtb_host = vm.host_address(dtb_address);
-    // SAFETY: the 2 MiB slot at `dtb_address` is guest RAM (checked above), unused by the kernel.
-    unsafe { core::ptr::copy_nonoverlapping(dtb.as_ptr(), dtb_host as *mut u8, dtb.len()) };
+    vm.load(dtb_address, &dtb, dtb.len() as u64)?;
     // The guest starts with its MMU and caches off: make what we wrote visible to it.
-    arch::clean_dcache_to_poc(kernel, footprint as usize);
-    arch::clean_dcache_to_poc(dtb_host, dtb.len());
     arch::invalidate_icache();
     Ok(vm)
+}
+
+impl Vm {
+    /// Before the VM runs: copy `bytes` into guest RAM at `ipa` and zero the rest of
+    /// `[ipa, ipa + footprint)` (checked to be guest RAM), cleaned to the point of coherency.
+    /// Paged RAM gets resident, dirty pages from the pager.
+    fn load(&self, ipa: u64, bytes: &[u8], footprint: u64) -> Result<(), BuildError> {
+        debug_assert!(self.is_guest_ram(ipa, footprint) && bytes.len() as u64 <= footprint);
+        let mut offset = 0;
+        while offset < footprint {
+            let at = ipa + offset;
+            let page = ((at - self.ram_base.0) / PAGE_SIZE) as usize;
+            let within = at % PAGE_SIZE;
+            let chunk = (PAGE_SIZE - within).min(footprint - offset);
+            let frame = match pager::get() {
+                Some(pager) => pager
+                    .preload(page)
+                    .ok_or(BuildError::ResidentTooSmall { resident_mib: self.ram_host_bytes / MIB })?,
+                None => PhysAddr(self.ram_host.0 + page as u64 * PAGE_SIZE),
+            };
+            let host = (frame.0 + within) as usize;
+            let copied = (bytes.len() as u64).saturating_sub(offset).min(chunk) as usize;
+            // SAFETY: `host` lies in the host frame that backs this guest page (`chunk` stays
+            // within the page); the frame belongs to the VM alone, and no vCPU runs yet.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    bytes.as_ptr().add((offset as usize).min(bytes.len())),
+                    host as *mut u8,
+                    copied,
+                );
+                core::ptr::write_bytes((host + copied) as *mut u8, 0, chunk as usize - copied);
+            }
+            arch::clean_dcache_to_poc(host, chunk as usize);
+            offset += chunk;
+        }
+        Ok(())
+    }
 }
 
 const fn align_up(value: u64, align: u64) -> u64 {

@@ -1,0 +1,487 @@
+//! The pager: memory overcommit in the hypervisor. Guest RAM (`guest_mib`) lives on `resident_mib`
+//! of host frames; the rest is on the backing store (a virtio-blk disk only the hypervisor sees).
+//!
+//! The decisions (which frame, which victim, when to write back, who waits for what) are
+//! `asyncpf_core::overcommit`'s, host-tested there. This module does what they say: it edits
+//! stage 2 ([`GuestPages`]), zeroes frames, submits and completes disk requests, parks the
+//! faulting vCPU until its page is back (synchronous page-in: its physical CPU sleeps in `wfi`
+//! until the disk's interrupt or the latency timer), and resumes or aborts it.
+//!
+//! # Locking and interrupts
+//! One spin lock serializes the engine, the disk and stage-2 edits, as the engine requires.
+//! Every CPU that runs a vCPU may take the lock: on a stage-2 fault of its vCPU, on the disk's
+//! SPI (routed to CPU 0), and on its own EL2 timer (`gic::PPI_HYP_TIMER`), which the CPU that last
+//! polled the disk arms for the earliest latency deadline. So some CPU's timer always covers
+//! the earliest held completion.
+//!
+//! # Waiting
+//! A blocked vCPU's [`WaitState`] is set to `Waiting` under the lock, before the lock is
+//! released; whoever processes the completion that wakes it (under the lock) sets `Resume` or
+//! `Abort` and kicks its CPU with an SGI, which stays pending until `wfi`, so no wake-up is lost.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+
+use asyncpf_core::histogram::Histogram;
+use asyncpf_core::overcommit::{
+    Config, Done, FaultAction, FrameNo, Overcommit, PageNo, Request, RequestId, RequestKind, Waiter, Wake,
+    PAGES_PER_MIB,
+};
+use asyncpf_core::trap::{FaultStatus, Stage2Abort};
+use spin::{Mutex, Once};
+
+use crate::backing::{self, clock, BackingStore, Busy, Completion, Op, Ticks};
+use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
+use crate::platform::Platform;
+use crate::{arch, gic, hyp_println};
+
+/// How a blocked vCPU's fault ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Retry the access: the page is mapped (or the fault is taken again).
+    Retry,
+    /// The page could not be read back: inject a synchronous external abort for the access.
+    Abort,
+}
+
+/// What the vCPU does after [`Pager::fault`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FaultReply {
+    /// Re-enter the guest at the faulting instruction.
+    Retry,
+    /// Wait with [`Pager::wait`] first.
+    Blocked,
+    /// Inject a synchronous external abort (a request the engine refused; logged).
+    Abort,
+}
+
+/// Per-vCPU wait state (an `AtomicU8`).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum WaitState {
+    Running = 0,
+    Waiting = 1,
+    Resume = 2,
+    Abort = 3,
+}
+
+struct VcpuWait {
+    state: AtomicU8,
+    /// When the blocked fault was taken (counter ticks).
+    since: AtomicU64,
+}
+
+/// Everything under the lock.
+struct Locked {
+    engine: Overcommit,
+    disk: BackingStore,
+    /// Requests the disk refused for now ([`Busy`]: its virtqueue is full); submitted, in
+    /// order, as soon as completions free a slot.
+    backlog: VecDeque<Request>,
+    completions: Vec<Completion>,
+    /// How long blocked faults waited, in nanoseconds.
+    stalls: Histogram,
+    /// Frames handed out (zero-fills and reads) since the last access-flag scan.
+    since_scan: u32,
+    scans: u64,
+    access_flag_faults: u64,
+    blocking_faults: u64,
+    device_irqs: u64,
+    timer_irqs: u64,
+    engine_refusals: u64,
+}
+
+/// The pager of the VM's RAM.
+pub struct Pager {
+    locked: Mutex<Locked>,
+    waits: Vec<VcpuWait>,
+    pages: GuestPages,
+    /// Host address of frame 0; frames are contiguous.
+    frames: PhysAddr,
+    disk_intid: u32,
+    guest_mib: u64,
+    resident_mib: u64,
+    latency_us: u64,
+    /// Frames handed out between two access-flag scans.
+    scan_interval: u32,
+}
+
+static PAGER: Once<Pager> = Once::new();
+
+/// The pager, if the VM's RAM is paged (`resident_mib` given).
+pub fn get() -> Option<&'static Pager> {
+    PAGER.get()
+}
+
+/// Why the pager could not start.
+#[derive(Debug)]
+pub enum PagerError {
+    Backing(backing::BackingError),
+    /// The disk has fewer slots than guest RAM has pages.
+    DiskTooSmall {
+        slots: u64,
+        pages: u64,
+    },
+    Config(asyncpf_core::overcommit::ConfigError),
+}
+
+impl core::fmt::Display for PagerError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Backing(e) => write!(f, "backing store: {e}"),
+            Self::DiskTooSmall { slots, pages } => {
+                write!(f, "the backing disk has {slots} 4 KiB slots but guest RAM has {pages} pages")
+            }
+            Self::Config(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The parameters of [`start`].
+pub struct PagerSetup {
+    pub guest_mib: u64,
+    pub resident_mib: u64,
+    pub latency_us: u64,
+    pub vcpus: usize,
+    /// Stage-2 level-3 tables of guest RAM, every page unmapped.
+    pub pages: GuestPages,
+    /// The first of the `min(resident, guest)` contiguous host frames.
+    pub frames: PhysAddr,
+}
+
+/// Start the pager (CPU 0, while building the VM): probe the disk, route its interrupt here.
+pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, PagerError> {
+    let pages = setup.guest_mib * PAGES_PER_MIB as u64;
+    let frames = setup.resident_mib.min(setup.guest_mib) * PAGES_PER_MIB as u64;
+    let disk = BackingStore::probe(platform, setup.latency_us, None).map_err(PagerError::Backing)?;
+    if disk.capacity_pages() < pages {
+        return Err(PagerError::DiskTooSmall { slots: disk.capacity_pages(), pages });
+    }
+    let engine =
+        Overcommit::new(Config::new(pages as u32, frames as u32, setup.vcpus as u32)).map_err(PagerError::Config)?;
+    let disk_intid = disk.intid();
+    Ok(PAGER.call_once(|| Pager {
+        locked: Mutex::new(Locked {
+            engine,
+            disk,
+            backlog: VecDeque::with_capacity(usize::from(asyncpf_core::overcommit::DEFAULT_QUEUE_DEPTH)),
+            completions: Vec::with_capacity(backing::MAX_IN_FLIGHT),
+            stalls: Histogram::new(),
+            since_scan: 0,
+            scans: 0,
+            access_flag_faults: 0,
+            blocking_faults: 0,
+            device_irqs: 0,
+            timer_irqs: 0,
+            engine_refusals: 0,
+        }),
+        waits: (0..setup.vcpus)
+            .map(|_| VcpuWait { state: AtomicU8::new(WaitState::Running as u8), since: AtomicU64::new(0) })
+            .collect(),
+        pages: setup.pages,
+        frames: setup.frames,
+        disk_intid,
+        guest_mib: setup.guest_mib,
+        resident_mib: setup.resident_mib,
+        latency_us: setup.latency_us,
+        scan_interval: (frames as u32 / 4).max(1),
+    }))
+}
+
+impl Pager {
+    fn frame_address(&self, frame: FrameNo) -> PhysAddr {
+        PhysAddr(self.frames.0 + frame.0 as u64 * PAGE_SIZE)
+    }
+
+    /// Make guest page `page` resident and writable before the VM starts (the kernel and the
+    /// device tree are loaded into it), and return its host address. `None` when no free
+    /// frame is left: `resident_mib` is too small for what must be loaded.
+    pub fn preload(&self, page: usize) -> Option<PhysAddr> {
+        let mut locked = self.locked.lock();
+        let fault = locked.engine.fault(PageNo(page as u32), true, Waiter(0)).ok()?;
+        match (fault.action, fault.writebacks.is_empty()) {
+            (FaultAction::ZeroFill { frame, unmap: None, .. }, true) => {
+                let address = self.frame_address(frame);
+                zero_frame(address);
+                self.pages.map(page, address, Access::ReadWrite);
+                Some(address)
+            }
+            (FaultAction::Map { frame, writable: true }, true) => Some(self.frame_address(frame)),
+            _ => None,
+        }
+    }
+
+    /// A stage-2 abort of `vcpu` on guest RAM page `page`.
+    pub fn fault(&self, vcpu: usize, page: usize, abort: Stage2Abort) -> FaultReply {
+        let mut locked = self.locked.lock();
+        match abort.status {
+            FaultStatus::AccessFlag { .. } => {
+                locked.access_flag_faults += 1;
+                if self.pages.set_accessed(page) {
+                    let _ = locked.engine.mark_accessed(PageNo(page as u32));
+                    return FaultReply::Retry;
+                }
+                // Unmapped meanwhile: handle it as the translation fault it now is.
+            }
+            FaultStatus::Translation { .. } | FaultStatus::Permission { .. } => {}
+            FaultStatus::Other(code) => {
+                hyp_println!("vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort");
+                return FaultReply::Abort;
+            }
+        }
+        let Locked { engine, disk, backlog, blocking_faults, since_scan, engine_refusals, .. } = &mut *locked;
+        let fault = match engine.fault(PageNo(page as u32), abort.write, Waiter(vcpu as u32)) {
+            Ok(fault) => fault,
+            Err(e) => {
+                *engine_refusals += 1;
+                hyp_println!("vCPU {vcpu}: the pager refused a fault on guest page {page:#x}: {e}; injecting an abort");
+                return FaultReply::Abort;
+            }
+        };
+        // Every unmap first, then one TLB invalidation, then the frames are reused or written
+        // out: no vCPU can reach a frame through a stale translation once the device or a new
+        // page gets it.
+        let victim = match fault.action {
+            FaultAction::ZeroFill { unmap, .. } | FaultAction::StartRead { unmap, .. } => unmap,
+            _ => None,
+        };
+        let unmapped = fault.writebacks.iter().map(|write| write.page).chain(victim);
+        let mut any_unmapped = false;
+        for page in unmapped {
+            self.pages.unmap(page.index());
+            any_unmapped = true;
+        }
+        if any_unmapped {
+            self.pages.invalidate_tlbs();
+        }
+        for &write in fault.writebacks {
+            self.submit(disk, backlog, write);
+        }
+        let reply = match fault.action {
+            FaultAction::Map { frame, writable } => {
+                self.pages.map(page, self.frame_address(frame), access(writable));
+                FaultReply::Retry
+            }
+            FaultAction::Upgrade { frame } => {
+                self.pages.map(page, self.frame_address(frame), Access::ReadWrite);
+                FaultReply::Retry
+            }
+            FaultAction::ZeroFill { frame, writable, .. } => {
+                let address = self.frame_address(frame);
+                zero_frame(address);
+                self.pages.map(page, address, access(writable));
+                *since_scan += 1;
+                FaultReply::Retry
+            }
+            FaultAction::StartRead { read, .. } => {
+                self.submit(disk, backlog, read);
+                *since_scan += 1;
+                FaultReply::Blocked
+            }
+            FaultAction::WaitPage | FaultAction::WaitIo => FaultReply::Blocked,
+        };
+        if reply == FaultReply::Blocked {
+            *blocking_faults += 1;
+            let wait = &self.waits[vcpu];
+            wait.since.store(clock::now().0, Ordering::Relaxed);
+            wait.state.store(WaitState::Waiting as u8, Ordering::Release);
+        }
+        if locked.since_scan >= self.scan_interval {
+            self.scan(&mut locked);
+        }
+        reply
+    }
+
+    /// Park `vcpu` (the caller's own) until its blocked fault is resolved. Its physical CPU
+    /// sleeps; `on_interrupt` is given every other physical interrupt that arrives meanwhile
+    /// (the pager's own are handled here).
+    pub fn wait(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
+        let wait = &self.waits[vcpu];
+        loop {
+            gic::drain(|intid| {
+                if !self.handle_interrupt(intid) {
+                    on_interrupt(intid)
+                }
+            });
+            match wait.state.load(Ordering::Acquire) {
+                s if s == WaitState::Resume as u8 => {
+                    wait.state.store(WaitState::Running as u8, Ordering::Relaxed);
+                    return Resolution::Retry;
+                }
+                s if s == WaitState::Abort as u8 => {
+                    wait.state.store(WaitState::Running as u8, Ordering::Relaxed);
+                    return Resolution::Abort;
+                }
+                // A kick (a completion processed elsewhere), the disk or the timer wakes us.
+                _ => arch::wait_for_interrupt(),
+            }
+        }
+    }
+
+    /// Handle `intid` if it is the pager's (the disk's SPI or the EL2 timer); false otherwise.
+    /// Called from every `gic::drain` loop of a CPU that runs a vCPU.
+    pub fn handle_interrupt(&self, intid: u32) -> bool {
+        if intid != self.disk_intid && intid != gic::PPI_HYP_TIMER {
+            return false;
+        }
+        let mut locked = self.locked.lock();
+        if intid == self.disk_intid {
+            locked.device_irqs += 1;
+            locked.disk.acknowledge_interrupt();
+        } else {
+            locked.timer_irqs += 1;
+            // Level-sensitive: it is re-armed (or stopped) below, before the interrupt ends.
+        }
+        self.process_completions(&mut locked);
+        true
+    }
+
+    /// Take what the disk finished, tell the engine, apply its answers, wake the waiters, and
+    /// arm this CPU's EL2 timer for the next latency deadline.
+    fn process_completions(&self, locked: &mut Locked) {
+        let now = clock::now();
+        let Locked { engine, disk, backlog, completions, stalls, .. } = locked;
+        disk.poll_completions(now, completions);
+        for completion in completions.drain(..) {
+            let id = RequestId(completion.tag as u16);
+            let ok = completion.result.is_ok();
+            if let Err(error) = completion.result {
+                hyp_println!("backing store: {:?} request {} failed ({error})", completion.op, id.0);
+            }
+            let answer = match completion.op {
+                Op::Read => engine.read_done(id, ok),
+                Op::Write => engine.write_done(id, ok),
+            };
+            let answer = match answer {
+                Ok(answer) => answer,
+                Err(e) => {
+                    // Cannot happen: every tag is a request the engine started.
+                    hyp_println!("backing store: completion of an unknown request: {e}");
+                    continue;
+                }
+            };
+            match answer.done {
+                Done::Map { page, frame, writable } => {
+                    self.pages.map(page.index(), self.frame_address(frame), access(writable))
+                }
+                Done::Resubmit(read) => {
+                    self.submit(disk, backlog, read);
+                }
+                Done::Evicted { .. } | Done::ReadFailed { .. } => {}
+            }
+            for &wake in answer.woken {
+                let (waiter, state) = match wake {
+                    Wake::Resume(w) => (w, WaitState::Resume),
+                    Wake::Abort(w) => (w, WaitState::Abort),
+                };
+                let wait = &self.waits[waiter.index()];
+                let since = Ticks(wait.since.load(Ordering::Relaxed));
+                stalls.record(clock::now().saturating_sub(since).as_nanos());
+                wait.state.store(state as u8, Ordering::Release);
+                if waiter.index() != arch::cpu_index() {
+                    crate::vm::get().kick(waiter.index());
+                }
+            }
+        }
+        while let Some(&request) = backlog.front() {
+            if self.try_submit(disk, request).is_err() {
+                break;
+            }
+            backlog.pop_front();
+        }
+        clock::set_el2_timer(disk.next_deadline());
+    }
+
+    /// Submit `request`, or queue it behind earlier ones if the disk is full.
+    fn submit(&self, disk: &mut BackingStore, backlog: &mut VecDeque<Request>, request: Request) {
+        if !backlog.is_empty() || self.try_submit(disk, request).is_err() {
+            backlog.push_back(request);
+        }
+    }
+
+    fn try_submit(&self, disk: &mut BackingStore, request: Request) -> Result<(), Busy> {
+        let frame = self.frame_address(request.frame);
+        let slot = u64::from(request.page.0);
+        let tag = u64::from(request.id.0);
+        // SAFETY: the engine gave `frame` to this request alone: for a read it is unmapped and
+        // unused until the read's completion maps it; for a write-back the page was unmapped
+        // (and its TLB entries invalidated) above, and the frame is not reused or remapped
+        // until the write's completion. The disk lives in the `'static` pager.
+        unsafe {
+            match request.kind {
+                RequestKind::Read => disk.submit_read(slot, frame, tag, clock::now()),
+                RequestKind::Write => disk.submit_write(slot, frame, tag, clock::now()),
+            }
+        }
+    }
+
+    /// The access-flag scan: feed the clock whether each resident page was used since the last
+    /// scan, clearing the flags (the next access takes an access flag fault and sets it again).
+    fn scan(&self, locked: &mut Locked) {
+        let pages = &self.pages;
+        locked.engine.scan(|page| pages.test_and_clear_accessed(page.index()));
+        pages.invalidate_tlbs();
+        locked.since_scan = 0;
+        locked.scans += 1;
+    }
+
+    /// The `mem` result object.
+    pub fn write_json(&self, out: &mut impl Write) -> core::fmt::Result {
+        let locked = self.locked.lock();
+        let c = locked.engine.counters();
+        let stall_us = |ns: Option<u64>| ns.unwrap_or(0) as f64 / 1000.0;
+        write!(
+            out,
+            "{{\"guest_mib\":{},\"resident_mib\":{},\"backing_latency_us\":{},\"page_ins\":{},\"page_outs\":{},\
+             \"zero_fills\":{},\"clean_drops\":{},\"dirty_writebacks\":{},\"io_errors\":{},\"retries\":{},\
+             \"shared_fetches\":{},\"failed_reads\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
+             \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
+             \"timer_irqs\":{},\"engine_refusals\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
+             \"fault_stall_us_max\":{:.1}}}",
+            self.guest_mib,
+            self.resident_mib,
+            self.latency_us,
+            c.page_ins,
+            c.page_outs,
+            c.zero_fills,
+            c.clean_drops,
+            c.dirty_writebacks,
+            c.io_errors,
+            c.retries,
+            c.shared_fetches,
+            c.failed_reads,
+            c.aborts,
+            c.upgrades,
+            c.writeback_waits,
+            c.frame_waits,
+            locked.blocking_faults,
+            locked.access_flag_faults,
+            locked.scans,
+            locked.device_irqs,
+            locked.timer_irqs,
+            locked.engine_refusals,
+            stall_us(locked.stalls.mean()),
+            stall_us(locked.stalls.percentile(990)),
+            stall_us(locked.stalls.max()),
+        )
+    }
+}
+
+fn access(writable: bool) -> Access {
+    if writable {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    }
+}
+
+/// Fill a frame with zeros, cleaned to the point of coherency so that a guest running with its
+/// MMU off (non-cacheable accesses) reads zeros too.
+fn zero_frame(frame: PhysAddr) {
+    // SAFETY: the engine handed this frame to one page and it is not mapped at stage 2 yet
+    // (the caller maps it afterwards), so nothing else accesses it.
+    unsafe { core::ptr::write_bytes(frame.0 as *mut u8, 0, PAGE_SIZE as usize) };
+    arch::clean_dcache_to_poc(frame.0 as usize, PAGE_SIZE as usize);
+}
