@@ -35,7 +35,7 @@ use spin::{Mutex, Once};
 use crate::backing::{self, clock, BackingStore, Busy, Completion, Op, Ticks};
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
-use crate::{arch, gic, hyp_println};
+use crate::{arch, gic, hyp_println, vgic};
 
 /// How a blocked vCPU's fault ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,6 +83,8 @@ struct Locked {
     completions: Vec<Completion>,
     /// How long blocked faults waited, in nanoseconds.
     stalls: Histogram,
+    /// How long disk requests took from submission to being reported, in nanoseconds.
+    requests: Histogram,
     /// Frames handed out (zero-fills and reads) since the last access-flag scan.
     since_scan: u32,
     scans: u64,
@@ -109,6 +111,9 @@ pub struct Pager {
 }
 
 static PAGER: Once<Pager> = Once::new();
+
+/// The shortest interval at which a waiting CPU polls the disk (see `Pager::arm_wait_timer`).
+const MIN_WAIT_POLL_US: u64 = 20;
 
 /// The pager, if the VM's RAM is paged (`resident_mib` given).
 pub fn get() -> Option<&'static Pager> {
@@ -169,6 +174,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
             backlog: VecDeque::with_capacity(usize::from(asyncpf_core::overcommit::DEFAULT_QUEUE_DEPTH)),
             completions: Vec::with_capacity(backing::MAX_IN_FLIGHT),
             stalls: Histogram::new(),
+            requests: Histogram::new(),
             since_scan: 0,
             scans: 0,
             access_flag_faults: 0,
@@ -297,7 +303,14 @@ impl Pager {
     /// Park `vcpu` (the caller's own) until its blocked fault is resolved. Its physical CPU
     /// sleeps; `on_interrupt` is given every other physical interrupt that arrives meanwhile
     /// (the pager's own are handled here).
-    pub fn wait(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
+    pub fn wait(&self, vcpu: usize, on_interrupt: impl FnMut(u32)) -> Resolution {
+        let saved = vgic::park();
+        let resolution = self.wait_parked(vcpu, on_interrupt);
+        vgic::unpark(saved);
+        resolution
+    }
+
+    fn wait_parked(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
         let wait = &self.waits[vcpu];
         loop {
             gic::drain(|intid| {
@@ -315,9 +328,24 @@ impl Pager {
                     return Resolution::Abort;
                 }
                 // A kick (a completion processed elsewhere), the disk or the timer wakes us.
-                _ => arch::wait_for_interrupt(),
+                _ => {
+                    self.arm_wait_timer();
+                    arch::wait_for_interrupt()
+                }
             }
         }
+    }
+
+    /// Before a waiting CPU sleeps: fire this CPU's EL2 timer at the earliest latency deadline
+    /// of a finished request, and at the latest one polling interval (the latency, at least
+    /// [`MIN_WAIT_POLL_US`]) from now. The poll bounds how long a lost or late device
+    /// interrupt can stall a vCPU, and it gives QEMU's `-icount` (with `sleep=off`) a virtual
+    /// timer deadline to advance to: without one a halted CPU spins there until the I/O
+    /// completes, and the machine stalls.
+    fn arm_wait_timer(&self) {
+        let poll = clock::now().saturating_add(Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US)));
+        let held = self.locked.lock().disk.next_deadline();
+        clock::set_el2_timer(Some(held.map_or(poll, |held| held.min(poll))));
     }
 
     /// Handle `intid` if it is the pager's (the disk's SPI or the EL2 timer); false otherwise.
@@ -342,9 +370,10 @@ impl Pager {
     /// arm this CPU's EL2 timer for the next latency deadline.
     fn process_completions(&self, locked: &mut Locked) {
         let now = clock::now();
-        let Locked { engine, disk, backlog, completions, stalls, .. } = locked;
+        let Locked { engine, disk, backlog, completions, stalls, requests, .. } = locked;
         disk.poll_completions(now, completions);
         for completion in completions.drain(..) {
+            requests.record(now.saturating_sub(completion.submitted).as_nanos());
             let id = RequestId(completion.tag as u16);
             let ok = completion.result.is_ok();
             if let Err(error) = completion.result {
@@ -439,7 +468,7 @@ impl Pager {
              \"shared_fetches\":{},\"failed_reads\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
              \"timer_irqs\":{},\"engine_refusals\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
-             \"fault_stall_us_max\":{:.1}}}",
+             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1}}}",
             self.guest_mib,
             self.resident_mib,
             self.latency_us,
@@ -465,6 +494,8 @@ impl Pager {
             stall_us(locked.stalls.mean()),
             stall_us(locked.stalls.percentile(990)),
             stall_us(locked.stalls.max()),
+            stall_us(locked.requests.mean()),
+            stall_us(locked.requests.percentile(990)),
         )
     }
 }

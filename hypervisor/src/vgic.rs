@@ -36,6 +36,24 @@ pub fn reset_this_cpu() {
     ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET);
 }
 
+/// While the vCPU on this CPU is parked in the hypervisor (the pager's wait): stop the virtual
+/// CPU interface from signalling its listed interrupts. A pending list register asserts the
+/// virtual IRQ line, which the hypervisor cannot take but which ends `wfi` at once on QEMU
+/// (its "has work" test counts virtual interrupts at any EL), so the CPU would spin. The list
+/// registers keep their state; [`unpark`] restores the interface.
+pub fn park() -> u64 {
+    let saved = ICH_HCR_EL2.get();
+    ICH_HCR_EL2.modify(ICH_HCR_EL2::En::CLEAR);
+    crate::arch::isb();
+    saved
+}
+
+/// Undo [`park`] with the value it returned.
+pub fn unpark(saved: u64) {
+    ICH_HCR_EL2.set(saved);
+    crate::arch::isb();
+}
+
 /// Move deliverable interrupts of vCPU `vcpu` into free list registers; ask for an underflow
 /// maintenance interrupt when more are waiting than fit.
 pub fn flush(vm: &Vm, vcpu: usize) {
