@@ -22,7 +22,9 @@ use crate::run;
 use crate::toolchain::Toolchain;
 
 /// The scenarios, vCPU counts and CPU models of the integration matrix.
-const SCENARIOS: &[&str] = &["smp", "ipi", "hostile", "overcommit"];
+const SCENARIOS: &[&str] = &["smp", "ipi", "hostile", "overcommit", "hotplug"];
+/// Rounds of the guest's `hotplug` scenario: each turns every secondary vCPU off and on again.
+const HOTPLUG_ROUNDS: i64 = 3;
 const VCPU_COUNTS: &[u32] = &[1, 4];
 const CPU_MODELS: &[&str] = &["max", "a64fx"];
 
@@ -183,6 +185,8 @@ pub enum Operand {
     Int(i64),
     Vcpus,
     VcpusSquared,
+    /// This many times the number of secondary vCPUs (`vcpus - 1`).
+    SecondariesTimes(i64),
     /// This many times the run's resident memory (`/resident_mib`), in bytes.
     ResidentBytesTimes(i64),
 }
@@ -251,6 +255,18 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undefs_caught"), Ge, Int(100)) },
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_caught")) },
     Assertion { scenarios: &["hostile"], check: IsTrue("/guest/hyp_uid_matches") },
+    // hotplug: every secondary vCPU turned off (PSCI CPU_OFF) and on again (CPU_ON) in each
+    // round, came back and ran a task; PSCI answered every probe as docs/abi.md says.
+    Assertion { scenarios: &["hotplug"], check: Cmp(Field("/guest/came_back"), Eq, SecondariesTimes(HOTPLUG_ROUNDS)) },
+    Assertion { scenarios: &["hotplug"], check: Cmp(Field("/guest/cpu_off_calls"), Eq, Field("/guest/came_back")) },
+    Assertion { scenarios: &["hotplug"], check: Cmp(Field("/guest/cpu_on_calls"), Eq, Field("/guest/came_back")) },
+    Assertion { scenarios: &["hotplug"], check: Cmp(Field("/guest/stranded"), Eq, Int(0)) },
+    Assertion { scenarios: &["hotplug"], check: Cmp(Field("/guest/affinity_unexpected"), Eq, Int(0)) },
+    Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/already_on_ok") },
+    Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/affinity_on_ok") },
+    Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/repeat_on_ok") },
+    Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/invalid_answers_ok") },
+    Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/load_ok") },
     // overcommit: every word of the working set written, read back and checked, twice, with
     // no mismatch and no abort (the guest's own `ok` also requires 2 full passes).
     Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/check/mismatches"), Eq, Int(0)) },
@@ -362,6 +378,7 @@ impl fmt::Display for Operand {
             Int(i) => write!(f, "{i}"),
             Vcpus => write!(f, "vcpus"),
             VcpusSquared => write!(f, "vcpus*vcpus"),
+            SecondariesTimes(k) => write!(f, "{k}*(vcpus-1)"),
             ResidentBytesTimes(k) => write!(f, "{k}*/resident_mib MiB"),
         }
     }
@@ -421,6 +438,7 @@ impl Operand {
             Int(i) => Ok(i as i128),
             Vcpus => Ok(vcpus as i128),
             VcpusSquared => Ok(vcpus as i128 * vcpus as i128),
+            SecondariesTimes(k) => Ok(k as i128 * (vcpus as i128 - 1)),
             ResidentBytesTimes(k) => Ok(k as i128 * (int_field(report, "/resident_mib")? << 20)),
         }
     }
@@ -835,7 +853,10 @@ mod tests {
             "per_vcpu": [{"tasks_run": 1, "preemptions": 0}, {"tasks_run": 2, "preemptions": 3}],
             "guest": {"undef_caught": 0, "aborts_caught": 100, "undefs_caught": 150, "hyp_uid_matches": true,
                       "ipi_expected": 4, "ipi_received": 4,
-                      "check": {"words_checked": 1024, "mismatches": 0}, "aborts": 0, "ws_bytes": 4096},
+                      "check": {"words_checked": 1024, "mismatches": 0}, "aborts": 0, "ws_bytes": 4096,
+                      "came_back": 3, "cpu_off_calls": 3, "cpu_on_calls": 3, "stranded": 0,
+                      "affinity_unexpected": 0, "already_on_ok": true, "affinity_on_ok": true,
+                      "repeat_on_ok": true, "invalid_answers_ok": true, "load_ok": true},
             "hyp": {"hvc_calls": 10_000u64, "unknown_calls": 7, "injected_aborts": 100, "injected_undefs": 151},
         })
     }
@@ -846,6 +867,17 @@ mod tests {
         for scenario in SCENARIOS {
             assert_eq!(failed_assertions(&[scenario], 2, &r), Vec::<String>::new(), "{scenario}");
         }
+    }
+
+    #[test]
+    fn hotplug_counts_scale_with_secondaries() {
+        let r = hostile_report();
+        assert_eq!(failed_assertions(&["hotplug"], 2, &r), Vec::<String>::new());
+        let f = failed_assertions(&["hotplug"], 4, &r);
+        assert!(
+            f.contains(&"/guest/came_back == 3*(vcpus-1): /guest/came_back = 3, 3*(vcpus-1) = 9".to_string()),
+            "{f:?}"
+        );
     }
 
     #[test]
