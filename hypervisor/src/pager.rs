@@ -93,6 +93,8 @@ struct Locked {
     device_irqs: u64,
     timer_irqs: u64,
     engine_refusals: u64,
+    /// Stage-2 aborts on guest RAM with a fault status the pager does not handle.
+    other_faults: u64,
 }
 
 /// The pager of the VM's RAM.
@@ -182,6 +184,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
             device_irqs: 0,
             timer_irqs: 0,
             engine_refusals: 0,
+            other_faults: 0,
         }),
         waits: (0..setup.vcpus)
             .map(|_| VcpuWait { state: AtomicU8::new(WaitState::Running as u8), since: AtomicU64::new(0) })
@@ -233,7 +236,12 @@ impl Pager {
             }
             FaultStatus::Translation { .. } | FaultStatus::Permission { .. } => {}
             FaultStatus::Other(code) => {
-                hyp_println!("vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort");
+                locked.other_faults += 1;
+                if should_log() {
+                    hyp_println!(
+                        "vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort"
+                    );
+                }
                 return FaultReply::Abort;
             }
         }
@@ -242,7 +250,11 @@ impl Pager {
             Ok(fault) => fault,
             Err(e) => {
                 *engine_refusals += 1;
-                hyp_println!("vCPU {vcpu}: the pager refused a fault on guest page {page:#x}: {e}; injecting an abort");
+                if should_log() {
+                    hyp_println!(
+                        "vCPU {vcpu}: the pager refused a fault on guest page {page:#x}: {e}; injecting an abort"
+                    );
+                }
                 return FaultReply::Abort;
             }
         };
@@ -467,7 +479,7 @@ impl Pager {
              \"zero_fills\":{},\"clean_drops\":{},\"dirty_writebacks\":{},\"io_errors\":{},\"retries\":{},\
              \"shared_fetches\":{},\"failed_reads\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
-             \"timer_irqs\":{},\"engine_refusals\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
+             \"timer_irqs\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
              \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1}}}",
             self.guest_mib,
             self.resident_mib,
@@ -491,6 +503,7 @@ impl Pager {
             locked.device_irqs,
             locked.timer_irqs,
             locked.engine_refusals,
+            locked.other_faults,
             stall_us(locked.stalls.mean()),
             stall_us(locked.stalls.percentile(990)),
             stall_us(locked.stalls.max()),
@@ -498,6 +511,15 @@ impl Pager {
             stall_us(locked.requests.percentile(990)),
         )
     }
+}
+
+/// Diagnostics a guest can provoke are printed for the first [`LOGGED_DIAGNOSTICS`] only (and
+/// always counted in the `mem` result), so that a guest cannot flood the console.
+const LOGGED_DIAGNOSTICS: u32 = 8;
+static DIAGNOSTICS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
+
+fn should_log() -> bool {
+    DIAGNOSTICS.fetch_add(1, Ordering::Relaxed) < LOGGED_DIAGNOSTICS
 }
 
 fn access(writable: bool) -> Access {
