@@ -115,7 +115,7 @@ pub struct Pager {
 static PAGER: Once<Pager> = Once::new();
 
 /// The shortest interval at which a waiting CPU polls the disk (see `Pager::arm_wait_timer`).
-const MIN_WAIT_POLL_US: u64 = 20;
+const MIN_WAIT_POLL_US: u64 = 100;
 
 /// The pager, if the VM's RAM is paged (`resident_mib` given).
 pub fn get() -> Option<&'static Pager> {
@@ -348,16 +348,21 @@ impl Pager {
         }
     }
 
-    /// Before a waiting CPU sleeps: fire this CPU's EL2 timer at the earliest latency deadline
-    /// of a finished request, and at the latest one polling interval (the latency, at least
-    /// [`MIN_WAIT_POLL_US`]) from now. The poll bounds how long a lost or late device
-    /// interrupt can stall a vCPU, and it gives QEMU's `-icount` (with `sleep=off`) a virtual
-    /// timer deadline to advance to: without one a halted CPU spins there until the I/O
-    /// completes, and the machine stalls.
+    /// Before a waiting CPU sleeps: fire this CPU's EL2 timer when the earliest outstanding
+    /// request can complete (its latency deadline), or, if that has passed and the device is
+    /// late, one polling interval from now (the latency, at least [`MIN_WAIT_POLL_US`]). The
+    /// poll bounds how long a lost or late device interrupt can stall a vCPU, and it gives
+    /// QEMU's `-icount` (with `sleep=off`) a virtual timer deadline to advance to: without one
+    /// a halted CPU spins there until the I/O completes, and the machine stalls.
     fn arm_wait_timer(&self) {
-        let poll = clock::now().saturating_add(Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US)));
-        let held = self.locked.lock().disk.next_deadline();
-        clock::set_el2_timer(Some(held.map_or(poll, |held| held.min(poll))));
+        let now = clock::now();
+        let poll = now.saturating_add(Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US)));
+        let due = self.locked.lock().disk.earliest_due();
+        let at = match due {
+            Some(due) if due > now => due.min(poll),
+            _ => poll,
+        };
+        clock::set_el2_timer(Some(at));
     }
 
     /// Handle `intid` if it is the pager's (the disk's SPI or the EL2 timer); false otherwise.

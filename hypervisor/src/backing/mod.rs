@@ -471,6 +471,12 @@ impl BackingStore {
     pub fn next_deadline(&self) -> Option<Ticks> {
         self.requests.iter().filter(|r| matches!(r.state, State::Held { .. })).map(|r| r.deadline).min()
     }
+
+    /// The earliest latency deadline of any outstanding request, finished or still at the
+    /// device: the earliest time a completion can be reported.
+    pub fn earliest_due(&self) -> Option<Ticks> {
+        self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min()
+    }
 }
 
 impl Drop for BackingStore {
