@@ -36,6 +36,9 @@ pub enum Command {
     Run(RunArgs),
     /// Host tests, the cross build, and the QEMU integration tests.
     Test(TestArgs),
+    /// The memory-overcommit benchmark: the `overcommit` scenario under -icount at several
+    /// backing-store latencies, plus a reference run without overcommit; prints a table.
+    Bench(BenchArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -128,6 +131,37 @@ pub struct TestArgs {
     pub jobs: usize,
     /// Timeout of each QEMU test in seconds.
     #[arg(long, default_value_t = 180)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// Backing-store latencies L to measure, in µs: one overcommitted run each.
+    #[arg(long, value_name = "L,...", value_delimiter = ',', default_values_t = [0u64, 50, 200, 1000])]
+    pub latencies: Vec<u64>,
+    /// QEMU `-icount shift=SHIFT,sleep=off` (virtual time: 2^SHIFT ns per instruction).
+    #[arg(long, value_name = "SHIFT", default_value_t = 3)]
+    pub icount: u32,
+    /// Number of vCPUs (and physical CPUs).
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u32,
+    /// QEMU CPU model (`-cpu`).
+    #[arg(long, default_value = "max")]
+    pub cpu: String,
+    /// Guest RAM G in MiB.
+    #[arg(long, value_name = "G", default_value_t = 64)]
+    pub guest_mib: u32,
+    /// Host memory R for guest RAM in MiB in the overcommitted runs (the reference run uses G).
+    #[arg(long, value_name = "R", default_value_t = 12)]
+    pub resident_mib: u32,
+    /// Seed of the scenario's pseudo-random choices.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to write the rows and settings as JSON (default: target/xtask/bench/overcommit.json).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Kill QEMU and count the run as failed after this many seconds.
+    #[arg(long, default_value_t = 120)]
     pub timeout: u64,
 }
 

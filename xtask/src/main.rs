@@ -5,6 +5,7 @@
 //! kernel `Image`, runs scenarios on QEMU's `virt` machine and checks their machine-readable
 //! results. See `cargo xtask --help`.
 
+mod bench;
 mod build;
 mod cli;
 mod disk;
@@ -63,6 +64,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let tc = toolchain::ensure()?;
             let all_passed = suite::run_suite(&workspace_root(), &tc, &args)?;
             Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Bench(args) => {
+            let runs = bench::plan_runs(&args)?;
+            let tc = toolchain::ensure()?;
+            let all_ok = bench::run_bench(&workspace_root(), &tc, &args, &runs)?;
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }
 }
