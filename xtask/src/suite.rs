@@ -357,9 +357,12 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/exit_status"), Eq, Int(0)) },
     Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/mem/failed_reads"), Ge, Int(1)) },
     Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/mem/retries"), Ge, Field("/mem/failed_reads")) },
+    // Whether an injected write error is hit depends on which dirty pages the clock evicts
+    // (seen in most runs, not all: a fresh-clone CI run had none); the host property tests of
+    // core::overcommit cover failed write-backs deterministically. Here: every error counted.
     Assertion {
         scenarios: &[OC_BLKDEBUG],
-        check: Cmp(Field("/mem/io_errors"), Gt, Plus("/mem/failed_reads", "/mem/retries")),
+        check: Cmp(Field("/mem/io_errors"), Ge, Plus("/mem/failed_reads", "/mem/retries")),
     },
     Assertion { scenarios: &[OC_BLKDEBUG], check: Cmp(Field("/guest/aborts"), Ge, Int(1)) },
     Assertion {
@@ -1115,7 +1118,7 @@ mod tests {
         let mut bad = r.clone();
         bad["guest"]["abort_addresses"][0]["addr"] = json!("0x41069000");
         bad["guest"]["aborts"] = json!(4);
-        bad["mem"]["io_errors"] = json!(8);
+        bad["mem"]["io_errors"] = json!(7);
         bad["exit_status"] = json!(101);
         let f = failed_assertions(&c.labels(), 2, &bad);
         assert_eq!(
@@ -1123,7 +1126,7 @@ mod tests {
             [
                 "/mem/aborts >= /guest/aborts: /mem/aborts = 2, /guest/aborts = 4",
                 "/exit_status == 0: /exit_status = 101, 0 = 0",
-                "/mem/io_errors > /mem/failed_reads+/mem/retries: /mem/io_errors = 8, /mem/failed_reads+/mem/retries = 8",
+                "/mem/io_errors >= /mem/failed_reads+/mem/retries: /mem/io_errors = 7, /mem/failed_reads+/mem/retries = 8",
                 "3 >= /guest/aborts: 3 = 3, /guest/aborts = 4",
                 "/guest/abort_addresses/0/addr in disk slots [3800, 4200, 4600]: \
                  /guest/abort_addresses/0/addr = 0x41069000 is in slot 4201",
