@@ -278,7 +278,7 @@ fn instruction_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64)
     if vm.is_guest_ram(ipa, 1) {
         page_fault(vm, index, regs, ipa, Stage2Abort::decode(iss, true), AbortKind::Instruction);
     } else {
-        inject_abort(regs, AbortKind::Instruction);
+        inject_abort(regs, AbortKind::Instruction, FAR_EL2.get());
     }
 }
 
@@ -288,7 +288,7 @@ fn instruction_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64)
 fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stage2Abort, kind: AbortKind) {
     let Some(pager) = pager::get() else {
         hyp_println!("vCPU {index}: stage-2 abort on mapped guest RAM at IPA {ipa:#x}; injecting an abort");
-        inject_abort(regs, kind);
+        inject_abort(regs, kind, FAR_EL2.get());
         return;
     };
     STATS.page_faults.inc();
@@ -300,8 +300,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
         FaultReply::Blocked => pager.wait(index, |intid| vcpu_interrupt(vm, index, intid)),
     };
     if resolution == Resolution::Abort {
-        STATS.injected_aborts.inc();
-        inject_sync_exception(regs, trap::external_abort_esr(kind, regs.pstate), Some(far));
+        inject_abort(regs, kind, far);
     }
 }
 
@@ -314,7 +313,7 @@ fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
     }
     // Not a device, or no instruction syndrome (e.g. a load pair): cannot be emulated.
     let (Some(device), Some(access)) = (vm.device_at(ipa), MmioAccess::decode(iss)) else {
-        inject_abort(regs, abort);
+        inject_abort(regs, abort, FAR_EL2.get());
         return;
     };
     let register_value = regs.x.get(access.register).copied().unwrap_or(0); // xzr: none
@@ -327,7 +326,7 @@ fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
             }
             regs.pc += 4;
         }
-        Err(()) => inject_abort(regs, abort),
+        Err(()) => inject_abort(regs, abort, FAR_EL2.get()),
     }
 }
 
@@ -391,11 +390,11 @@ fn inject_sync_exception(regs: &mut GuestRegs, esr_el1: u64, far: Option<u64>) {
     regs.pstate = PSTATE_EL1H_MASKED;
 }
 
-/// Inject a synchronous external abort for the access that trapped; the guest sees it as
-/// taken from EL0 or EL1, wherever it ran.
-fn inject_abort(regs: &mut GuestRegs, kind: AbortKind) {
+/// Inject a synchronous external abort for the access that trapped at virtual address `far`;
+/// the guest sees it as taken from EL0 or EL1, wherever it ran.
+fn inject_abort(regs: &mut GuestRegs, kind: AbortKind, far: u64) {
     STATS.injected_aborts.inc();
-    inject_sync_exception(regs, trap::external_abort_esr(kind, regs.pstate), Some(FAR_EL2.get()));
+    inject_sync_exception(regs, trap::external_abort_esr(kind, regs.pstate), Some(far));
 }
 
 /// Inject an UNDEFINED exception for the trapped instruction.
