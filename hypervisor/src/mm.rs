@@ -214,8 +214,9 @@ fn next_level(entry: &mut u64) -> &'static mut [u64; ENTRIES] {
 }
 
 /// The level-3 stage-2 descriptors of guest RAM, one per 4 KiB page, which the pager maps and
-/// unmaps while vCPUs run. Changes are single atomic stores; the caller serializes them (the
-/// pager's lock) and the hardware only reads them (stage-2 hardware AF/dirty updates are off:
+/// unmaps while vCPUs run. Changes are single atomic stores; the caller serializes maps and
+/// unmaps (the pager's lock; only the access flag is also set without it, atomically) and the
+/// hardware only reads them (stage-2 hardware AF/dirty updates are off:
 /// VTCR_EL2.HA/HD are 0).
 pub struct GuestPages {
     pages: usize,
@@ -272,23 +273,22 @@ impl GuestPages {
     /// TLBs after a batch of these (a cached entry would keep hiding accesses), see
     /// [`arch::tlbi_vmalls12e1is`].
     pub fn test_and_clear_accessed(&self, page: usize) -> bool {
-        let descriptor = self.descriptor(page);
-        let value = descriptor.load(Ordering::Acquire);
-        if value & 1 == 0 || value & DESC_AF == 0 {
-            return false;
-        }
-        descriptor.store(value & !DESC_AF, Ordering::Release);
-        true
+        // Atomic, because `set_accessed` runs without the pager's lock. Clearing the flag of an
+        // invalid descriptor changes nothing the hardware reads.
+        let old = self.descriptor(page).fetch_and(!DESC_AF, Ordering::AcqRel);
+        old & 1 != 0 && old & DESC_AF != 0
     }
 
     /// Set page `page`'s access flag (after an access flag fault); false if it is unmapped.
+    /// Safe without the pager's lock: the flag is set only on the valid descriptor it was
+    /// read with (a concurrent unmap or map wins, and the fault is taken again if needed).
     pub fn set_accessed(&self, page: usize) -> bool {
-        let descriptor = self.descriptor(page);
-        let value = descriptor.load(Ordering::Acquire);
-        if value & 1 == 0 {
+        let set = self
+            .descriptor(page)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |value| (value & 1 != 0).then_some(value | DESC_AF));
+        if set.is_err() {
             return false;
         }
-        descriptor.store(value | DESC_AF, Ordering::Release);
         arch::dsb_ish();
         arch::isb();
         true

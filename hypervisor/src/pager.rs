@@ -14,6 +14,21 @@
 //! polled the disk arms for the earliest latency deadline. So some CPU's timer always covers
 //! the earliest held completion.
 //!
+//! The lock is held as briefly as possible, because under QEMU's TCG with more vCPUs than host
+//! cores a spinning CPU steals the host time its holder needs (measured: 4 vCPUs on 2 host cores
+//! spent most of their time spinning here). So:
+//! * a timer interrupt never waits for the lock: if it is taken, the CPU sets
+//!   [`Pager::poll_wanted`] and goes on, and whoever holds the lock polls the disk again after
+//!   releasing it ([`PagerGuard`]'s drop; the flag and the lock are ordered by `SeqCst` fences,
+//!   so one of the two always sees the other);
+//! * vCPUs woken under the lock are kicked after it is released ([`Pager::kicks`]), and the
+//!   disk's doorbell is rung and its interrupt acknowledged outside it
+//!   ([`backing::DeviceRegisters`]): MMIO is the slowest thing the pager does;
+//! * clean pages are evicted in batches (`asyncpf_core::overcommit::reclaim_batch`), so one
+//!   broadcast TLB invalidation serves many evictions;
+//! * an access-flag fault on a mapped page sets the flag without the lock;
+//! * a waiting CPU reads the earliest latency deadline from [`Pager::earliest_due`].
+//!
 //! # Waiting
 //! A blocked vCPU's [`WaitState`] is set to `Waiting` under the lock, before the lock is
 //! released; whoever processes the completion that wakes it (under the lock) sets `Resume` or
@@ -22,7 +37,8 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use asyncpf_core::histogram::Histogram;
 use asyncpf_core::overcommit::{
@@ -30,9 +46,9 @@ use asyncpf_core::overcommit::{
     PAGES_PER_MIB,
 };
 use asyncpf_core::trap::{FaultStatus, Stage2Abort};
-use spin::{Mutex, Once};
+use spin::{Mutex, MutexGuard, Once};
 
-use crate::backing::{self, clock, BackingStore, Busy, Completion, Op, Ticks};
+use crate::backing::{self, clock, BackingStore, Busy, Completion, DeviceRegisters, Op, Ticks};
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
 use crate::{arch, gic, hyp_println, vgic};
@@ -88,10 +104,7 @@ struct Locked {
     /// Frames handed out (zero-fills and reads) since the last access-flag scan.
     since_scan: u32,
     scans: u64,
-    access_flag_faults: u64,
     blocking_faults: u64,
-    device_irqs: u64,
-    timer_irqs: u64,
     engine_refusals: u64,
     /// Stage-2 aborts on guest RAM with a fault status the pager does not handle.
     other_faults: u64,
@@ -100,11 +113,25 @@ struct Locked {
 /// The pager of the VM's RAM.
 pub struct Pager {
     locked: Mutex<Locked>,
+    /// A CPU's pager interrupt found the lock taken: the holder polls the disk after releasing
+    /// it (see the module documentation).
+    poll_wanted: AtomicBool,
+    /// vCPUs woken under the lock, to be kicked once it is released: bit `n` is vCPU `n`.
+    kicks: AtomicU64,
+    /// The earliest latency deadline of an outstanding request (counter ticks; `u64::MAX`:
+    /// none), published under the lock for waiting CPUs' timers.
+    earliest_due: AtomicU64,
+    /// Counted without the lock: access-flag faults, the disk's and the EL2 timer's interrupts.
+    access_flag_faults: AtomicU64,
+    device_irqs: AtomicU64,
+    timer_irqs: AtomicU64,
     waits: Vec<VcpuWait>,
     pages: GuestPages,
     /// Host address of frame 0; frames are contiguous.
     frames: PhysAddr,
     disk_intid: u32,
+    /// The disk's doorbell and interrupt acknowledgement, used outside the lock.
+    disk_registers: DeviceRegisters,
     guest_mib: u64,
     resident_mib: u64,
     latency_us: u64,
@@ -169,6 +196,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
     let engine =
         Overcommit::new(Config::new(pages as u32, frames as u32, setup.vcpus as u32)).map_err(PagerError::Config)?;
     let disk_intid = disk.intid();
+    let disk_registers = disk.registers();
     Ok(PAGER.call_once(|| Pager {
         locked: Mutex::new(Locked {
             engine,
@@ -179,19 +207,23 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
             requests: Histogram::new(),
             since_scan: 0,
             scans: 0,
-            access_flag_faults: 0,
             blocking_faults: 0,
-            device_irqs: 0,
-            timer_irqs: 0,
             engine_refusals: 0,
             other_faults: 0,
         }),
+        poll_wanted: AtomicBool::new(false),
+        kicks: AtomicU64::new(0),
+        earliest_due: AtomicU64::new(u64::MAX),
+        access_flag_faults: AtomicU64::new(0),
+        device_irqs: AtomicU64::new(0),
+        timer_irqs: AtomicU64::new(0),
         waits: (0..setup.vcpus)
             .map(|_| VcpuWait { state: AtomicU8::new(WaitState::Running as u8), since: AtomicU64::new(0) })
             .collect(),
         pages: setup.pages,
         frames: setup.frames,
         disk_intid,
+        disk_registers,
         guest_mib: setup.guest_mib,
         resident_mib: setup.resident_mib,
         latency_us: setup.latency_us,
@@ -208,10 +240,10 @@ impl Pager {
     /// device tree are loaded into it), and return its host address. `None` when no free
     /// frame is left: `resident_mib` is too small for what must be loaded.
     pub fn preload(&self, page: usize) -> Option<PhysAddr> {
-        let mut locked = self.locked.lock();
+        let mut locked = self.lock();
         let fault = locked.engine.fault(PageNo(page as u32), true, Waiter(0)).ok()?;
-        match (fault.action, fault.writebacks.is_empty()) {
-            (FaultAction::ZeroFill { frame, unmap: None, .. }, true) => {
+        match (fault.action, fault.writebacks.is_empty() && fault.dropped.is_empty()) {
+            (FaultAction::ZeroFill { frame, .. }, true) => {
                 let address = self.frame_address(frame);
                 zero_frame(address);
                 self.pages.map(page, address, Access::ReadWrite);
@@ -224,26 +256,21 @@ impl Pager {
 
     /// A stage-2 abort of `vcpu` on guest RAM page `page`.
     pub fn fault(&self, vcpu: usize, page: usize, abort: Stage2Abort) -> FaultReply {
-        let mut locked = self.locked.lock();
-        match abort.status {
-            FaultStatus::AccessFlag { .. } => {
-                locked.access_flag_faults += 1;
-                if self.pages.set_accessed(page) {
-                    let _ = locked.engine.mark_accessed(PageNo(page as u32));
-                    return FaultReply::Retry;
-                }
-                // Unmapped meanwhile: handle it as the translation fault it now is.
+        if let FaultStatus::AccessFlag { .. } = abort.status {
+            self.access_flag_faults.fetch_add(1, Ordering::Relaxed);
+            if self.pages.set_accessed(page) {
+                let _ = self.lock().engine.mark_accessed(PageNo(page as u32));
+                return FaultReply::Retry;
             }
-            FaultStatus::Translation { .. } | FaultStatus::Permission { .. } => {}
-            FaultStatus::Other(code) => {
-                locked.other_faults += 1;
-                if should_log() {
-                    hyp_println!(
-                        "vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort"
-                    );
-                }
-                return FaultReply::Abort;
+            // Unmapped meanwhile: handle it as the translation fault it now is.
+        }
+        let mut locked = self.lock();
+        if let FaultStatus::Other(code) = abort.status {
+            locked.other_faults += 1;
+            if should_log() {
+                hyp_println!("vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort");
             }
+            return FaultReply::Abort;
         }
         let Locked { engine, disk, backlog, blocking_faults, since_scan, engine_refusals, .. } = &mut *locked;
         let fault = match engine.fault(PageNo(page as u32), abort.write, Waiter(vcpu as u32)) {
@@ -261,11 +288,7 @@ impl Pager {
         // Every unmap first, then one TLB invalidation, then the frames are reused or written
         // out: no vCPU can reach a frame through a stale translation once the device or a new
         // page gets it.
-        let victim = match fault.action {
-            FaultAction::ZeroFill { unmap, .. } | FaultAction::StartRead { unmap, .. } => unmap,
-            _ => None,
-        };
-        let unmapped = fault.writebacks.iter().map(|write| write.page).chain(victim);
+        let unmapped = fault.writebacks.iter().map(|write| write.page).chain(fault.dropped.iter().copied());
         let mut any_unmapped = false;
         for page in unmapped {
             self.pages.unmap(page.index());
@@ -286,14 +309,14 @@ impl Pager {
                 self.pages.map(page, self.frame_address(frame), Access::ReadWrite);
                 FaultReply::Retry
             }
-            FaultAction::ZeroFill { frame, writable, .. } => {
+            FaultAction::ZeroFill { frame, writable } => {
                 let address = self.frame_address(frame);
                 zero_frame(address);
                 self.pages.map(page, address, access(writable));
                 *since_scan += 1;
                 FaultReply::Retry
             }
-            FaultAction::StartRead { read, .. } => {
+            FaultAction::StartRead { read } => {
                 self.submit(disk, backlog, read);
                 *since_scan += 1;
                 FaultReply::Blocked
@@ -357,30 +380,77 @@ impl Pager {
     fn arm_wait_timer(&self) {
         let now = clock::now();
         let poll = now.saturating_add(Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US)));
-        let due = self.locked.lock().disk.earliest_due();
-        let at = match due {
-            Some(due) if due > now => due.min(poll),
-            _ => poll,
-        };
+        let due = Ticks(self.earliest_due.load(Ordering::Acquire));
+        let at = if due > now { due.min(poll) } else { poll };
         clock::set_el2_timer(Some(at));
     }
 
     /// Handle `intid` if it is the pager's (the disk's SPI or the EL2 timer); false otherwise.
     /// Called from every `gic::drain` loop of a CPU that runs a vCPU.
     pub fn handle_interrupt(&self, intid: u32) -> bool {
-        if intid != self.disk_intid && intid != gic::PPI_HYP_TIMER {
+        if intid == self.disk_intid {
+            // Lower the line first (acknowledged before the used ring is read, so a later
+            // completion raises it again); then poll, or leave that to the lock's holder.
+            self.disk_registers.acknowledge_interrupt();
+            self.device_irqs.fetch_add(1, Ordering::Relaxed);
+        } else if intid == gic::PPI_HYP_TIMER {
+            // Level-sensitive: lower it here. If the lock is taken, its holder polls, and arms
+            // its own timer for the next deadline; a waiting CPU re-arms its own anyway.
+            clock::set_el2_timer(None);
+            self.timer_irqs.fetch_add(1, Ordering::Relaxed);
+        } else {
             return false;
         }
-        let mut locked = self.locked.lock();
-        if intid == self.disk_intid {
-            locked.device_irqs += 1;
-            locked.disk.acknowledge_interrupt();
-        } else {
-            locked.timer_irqs += 1;
-            // Level-sensitive: it is re-armed (or stopped) below, before the interrupt ends.
-        }
-        self.process_completions(&mut locked);
+        self.poll_wanted.store(true, Ordering::Relaxed);
+        self.poll();
         true
+    }
+
+    /// Take the lock (waiting for it).
+    fn lock(&self) -> PagerGuard<'_> {
+        PagerGuard { pager: self, locked: Some(self.locked.lock()) }
+    }
+
+    /// Poll the disk if someone asked for it ([`Self::poll_wanted`]) and the lock is free; if
+    /// it is taken, its holder polls after releasing it.
+    fn poll(&self) {
+        loop {
+            // A requester stores the flag and then gets here; a holder releases the lock and
+            // then gets here. With a fence between each one's store and load, the holder sees
+            // the flag or the requester's `try_lock` sees the lock released (or a later
+            // holder's): no request is lost.
+            fence(Ordering::SeqCst);
+            if !self.poll_wanted.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(mut locked) = self.locked.try_lock() else {
+                return;
+            };
+            self.poll_wanted.store(false, Ordering::Relaxed);
+            self.process_completions(&mut locked);
+            self.release(locked);
+        }
+    }
+
+    /// Release the lock, then ring the disk's doorbell for requests queued under it and kick
+    /// the vCPUs woken under it.
+    fn release(&self, mut locked: MutexGuard<'_, Locked>) {
+        let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
+        self.earliest_due.store(due, Ordering::Release);
+        let doorbell = locked.disk.take_doorbell();
+        drop(locked);
+        if let Some(queue) = doorbell {
+            self.disk_registers.notify_queue(queue);
+        }
+        let mut kicks = self.kicks.swap(0, Ordering::AcqRel);
+        let me = arch::cpu_index();
+        while kicks != 0 {
+            let vcpu = kicks.trailing_zeros() as usize;
+            kicks &= kicks - 1;
+            if vcpu != me {
+                crate::vm::get().kick(vcpu);
+            }
+        }
     }
 
     /// Take what the disk finished, tell the engine, apply its answers, wake the waiters, and
@@ -426,9 +496,7 @@ impl Pager {
                 let since = Ticks(wait.since.load(Ordering::Relaxed));
                 stalls.record(clock::now().saturating_sub(since).as_nanos());
                 wait.state.store(state as u8, Ordering::Release);
-                if waiter.index() != arch::cpu_index() {
-                    crate::vm::get().kick(waiter.index());
-                }
+                self.kicks.fetch_or(1 << waiter.index(), Ordering::Relaxed);
             }
         }
         while let Some(&request) = backlog.front() {
@@ -475,7 +543,7 @@ impl Pager {
 
     /// The `mem` result object.
     pub fn write_json(&self, out: &mut impl Write) -> core::fmt::Result {
-        let locked = self.locked.lock();
+        let locked = self.lock();
         let c = locked.engine.counters();
         let stall_us = |ns: Option<u64>| ns.unwrap_or(0) as f64 / 1000.0;
         write!(
@@ -503,10 +571,10 @@ impl Pager {
             c.writeback_waits,
             c.frame_waits,
             locked.blocking_faults,
-            locked.access_flag_faults,
+            self.access_flag_faults.load(Ordering::Relaxed),
             locked.scans,
-            locked.device_irqs,
-            locked.timer_irqs,
+            self.device_irqs.load(Ordering::Relaxed),
+            self.timer_irqs.load(Ordering::Relaxed),
             locked.engine_refusals,
             locked.other_faults,
             stall_us(locked.stalls.mean()),
@@ -515,6 +583,36 @@ impl Pager {
             stall_us(locked.requests.mean()),
             stall_us(locked.requests.percentile(990)),
         )
+    }
+}
+
+/// The pager's lock, held. Dropping it releases the lock ([`Pager::release`]: the vCPUs woken
+/// under it are kicked), then polls the disk if a timer interrupt asked for it meanwhile.
+struct PagerGuard<'a> {
+    pager: &'a Pager,
+    /// `Some` until the drop.
+    locked: Option<MutexGuard<'a, Locked>>,
+}
+
+impl Deref for PagerGuard<'_> {
+    type Target = Locked;
+    fn deref(&self) -> &Locked {
+        self.locked.as_ref().expect("held until dropped")
+    }
+}
+
+impl DerefMut for PagerGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Locked {
+        self.locked.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for PagerGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(locked) = self.locked.take() {
+            self.pager.release(locked);
+            self.pager.poll();
+        }
     }
 }
 

@@ -18,8 +18,12 @@ pub const SWEEP_ROUNDS: usize = 2;
 /// The engine's verdict on a frame the hand offers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Visit {
+    /// The search ends with this frame; the hand moves past it.
     Take,
+    /// Go on to the next frame.
     Pass,
+    /// The search ends without a frame; the hand stays on this one, which is offered first
+    /// next time.
     Stop,
 }
 
@@ -33,7 +37,7 @@ impl Clock {
     }
 
     /// Moves the hand until `visit` takes a frame (which is returned; the hand stays just
-    /// past it), stops, or [`SWEEP_ROUNDS`] rounds have passed. `visit` gets the frame and
+    /// past it), stops (the hand stays on the frame), or [`SWEEP_ROUNDS`] rounds have passed. `visit` gets the frame and
     /// the page that owns it; free frames are skipped.
     pub fn sweep(&mut self, frames: &mut Frames, mut visit: impl FnMut(FrameNo, PageNo) -> Visit) -> Option<FrameNo> {
         let count = frames.len();
@@ -49,7 +53,10 @@ impl Clock {
             match visit(frame, page) {
                 Visit::Take => return Some(frame),
                 Visit::Pass => {}
-                Visit::Stop => return None,
+                Visit::Stop => {
+                    self.hand = frame.index();
+                    return None;
+                }
             }
         }
         None
@@ -107,14 +114,16 @@ mod tests {
         // Round one clears the bits, round two offers each frame once.
         assert_eq!(visits, 4);
         let mut visits = 0;
-        assert_eq!(
-            clock.sweep(&mut frames, |_, _| {
-                visits += 1;
+        let mut offered = Vec::new();
+        for _ in 0..2 {
+            let stopped = clock.sweep(&mut frames, |frame, _| {
+                offered.push(frame);
                 Visit::Stop
-            }),
-            None
-        );
-        assert_eq!(visits, 1);
+            });
+            assert_eq!(stopped, None);
+        }
+        // Each search stopped at its first offer, and the hand stayed there.
+        assert_eq!(offered, [FrameNo(0), FrameNo(0)]);
     }
 
     #[test]

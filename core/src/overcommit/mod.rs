@@ -96,6 +96,9 @@
 //!   counts as a use. Dirty pages the hand passes are put to write-back (at most
 //!   [`WRITEBACK_BATCH`] per fault) while it goes on looking for a clean one, so write-backs in
 //!   flight never block a fault that can get another frame.
+//! * **Clean pages are reclaimed in batches.** A fault that finds the free pool empty drops a
+//!   batch of clean pages ([`reclaim_batch`], at most [`RECLAIM_BATCH`]) into it, so that the
+//!   caller invalidates the TLBs once per batch rather than once per eviction.
 //! * **Waiting for a frame**: when no frame is free, none is clean and unused, and no write-back
 //!   can be started, or when a read cannot get a request slot, the fault waits
 //!   ([`FaultAction::WaitIo`]). Some I/O is always in flight then, and every completion (except
@@ -125,17 +128,19 @@
 //!
 //! // A stage-2 fault of vCPU 1 on guest page 0x42, a write:
 //! let fault = oc.fault(PageNo(0x42), true, Waiter(1)).unwrap();
+//! // First unmap every dropped page and every write-back's page, then one TLBI.
+//! assert!(fault.dropped.is_empty() && fault.writebacks.is_empty());
 //! for write in fault.writebacks {
-//!     // unmap write.page + TLBI, then submit: write write.frame to write.page.sector()
+//!     // submit: write write.frame to write.page.sector()
 //! }
 //! match fault.action {
 //!     FaultAction::Map { frame, writable } => { /* map, resume the vCPU */ }
 //!     FaultAction::Upgrade { frame } => { /* make the mapping writable, resume */ }
-//!     FaultAction::ZeroFill { frame, writable, unmap } => {
-//!         // unmap `unmap` (if any) + TLBI; zero `frame`; map it; resume the vCPU
-//!         assert!(writable && unmap.is_none());
+//!     FaultAction::ZeroFill { frame, writable } => {
+//!         // zero `frame`; map it; resume the vCPU
+//!         assert!(writable);
 //!     }
-//!     FaultAction::StartRead { read, unmap } => { /* unmap; submit `read`; block the vCPU */ }
+//!     FaultAction::StartRead { read } => { /* submit `read`; block the vCPU */ }
 //!     FaultAction::WaitPage | FaultAction::WaitIo => { /* block the vCPU */ }
 //! }
 //!
@@ -191,7 +196,25 @@ pub const DEFAULT_QUEUE_DEPTH: u16 = 32;
 pub const DEFAULT_READ_RETRIES: u32 = 3;
 /// The most write-backs one fault starts while it looks for a clean frame: enough to keep the
 /// disk busy when memory is mostly dirty, few enough not to evict much more than is needed.
-pub const WRITEBACK_BATCH: usize = 4;
+pub const WRITEBACK_BATCH: usize = 8;
+/// The most clean pages one fault reclaims when the free pool is empty (see
+/// [`reclaim_batch`]). Every eviction needs a TLB invalidation on every CPU before the frame
+/// is reused, and that is costly (under QEMU's TCG it stops every vCPU thread), so they are
+/// batched; a batch is small next to the pool, so little is evicted early.
+pub const RECLAIM_BATCH: usize = 32;
+
+/// Clean pages reclaimed at once with `frames` frames: an eighth of the pool, from 1 to
+/// [`RECLAIM_BATCH`].
+pub const fn reclaim_batch(frames: usize) -> usize {
+    let batch = frames / 8;
+    if batch < 1 {
+        1
+    } else if batch > RECLAIM_BATCH {
+        RECLAIM_BATCH
+    } else {
+        batch
+    }
+}
 /// The most waiter ids accepted.
 pub const MAX_WAITERS: u32 = 1 << 20;
 
@@ -283,14 +306,12 @@ pub enum FaultAction {
     /// First write to a clean resident page, which is now dirty (its disk copy is stale): make
     /// its mapping of `frame` writable and resume.
     Upgrade { frame: FrameNo },
-    /// A never-written page got `frame`. If `unmap` names a page, `frame` was that clean
-    /// page's: remove its mapping and invalidate the TLBs first. Then fill `frame` with zeros,
-    /// map it (writable if `writable`) and resume. No disk read.
-    ZeroFill { frame: FrameNo, writable: bool, unmap: Option<PageNo> },
-    /// The page is on disk and is read into `read.frame`. If `unmap` names a page, the frame
-    /// was that clean page's: remove its mapping and invalidate the TLBs first. Then submit
-    /// `read`. The waiter is blocked until [`Overcommit::read_done`] wakes it.
-    StartRead { read: Request, unmap: Option<PageNo> },
+    /// A never-written page got `frame`: fill it with zeros, map it (writable if `writable`)
+    /// and resume. No disk read. (After the answer's unmaps: the frame may be a dropped page's.)
+    ZeroFill { frame: FrameNo, writable: bool },
+    /// The page is on disk and is read into `read.frame`: submit `read` (after the answer's
+    /// unmaps). The waiter is blocked until [`Overcommit::read_done`] wakes it.
+    StartRead { read: Request },
     /// The page is being read or written back: the waiter is blocked until that request's
     /// completion wakes it.
     WaitPage,
@@ -300,11 +321,17 @@ pub enum FaultAction {
     WaitIo,
 }
 
-/// The answer to a fault: the action for the faulting waiter, and the write-backs the frame
-/// search started. For each write-back, unmap `page` and invalidate the TLBs, then submit it.
+/// The answer to a fault: the action for the faulting waiter, and what the frame search did.
+/// The caller first removes the mappings of every `dropped` page and of every write-back's
+/// page, invalidates the TLBs once for all of them, and only then submits the write-backs and
+/// carries out the action.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Fault<'a> {
     pub action: FaultAction,
+    /// Clean pages the clock reclaimed into the free pool (their disk slot, or zero, has their
+    /// contents): a batch, so that one TLB invalidation serves many evictions.
+    pub dropped: &'a [PageNo],
+    /// Dirty pages put to write-back.
     pub writebacks: &'a [Request],
 }
 
@@ -391,6 +418,8 @@ pub struct Overcommit {
     counters: Counters,
     /// The write-backs of the current fault's answer (capacity [`WRITEBACK_BATCH`]).
     writebacks: Vec<Request>,
+    /// The clean pages the current fault's answer dropped (capacity [`reclaim_batch`]).
+    dropped: Vec<PageNo>,
     /// The wake-ups of the current completion's answer (capacity: the number of waiters).
     woken: Vec<Wake>,
 }
@@ -420,6 +449,7 @@ impl Overcommit {
             frame_waiters: WaitList::EMPTY,
             counters: Counters::default(),
             writebacks: Vec::with_capacity(WRITEBACK_BATCH),
+            dropped: Vec::with_capacity(reclaim_batch(config.frames as usize)),
             woken: Vec::with_capacity(config.waiters as usize),
         })
     }
@@ -470,6 +500,7 @@ impl Overcommit {
             return Err(Error::AlreadyWaiting(waiter));
         }
         self.writebacks.clear();
+        self.dropped.clear();
         let action = match self.pages.get(page) {
             PageState::Resident { frame, contents } => {
                 self.frames.set_referenced(frame);
@@ -494,12 +525,12 @@ impl Overcommit {
                 FaultAction::WaitPage
             }
             PageState::Zero => match self.find_frame(page, 0) {
-                Some((frame, unmap)) => {
+                Some(frame) => {
                     let contents = if is_write { Contents::Dirty } else { Contents::Zero };
                     self.pages.set(page, PageState::Resident { frame, contents });
                     self.frames.set_referenced(frame);
                     self.counters.zero_fills += 1;
-                    FaultAction::ZeroFill { frame, writable: is_write, unmap }
+                    FaultAction::ZeroFill { frame, writable: is_write }
                 }
                 None => self.wait_io(waiter),
             },
@@ -511,7 +542,7 @@ impl Overcommit {
                     _ => self.find_frame(page, 1),
                 };
                 match found {
-                    Some((frame, unmap)) => {
+                    Some(frame) => {
                         let read = self
                             .requests
                             .start(RequestKind::Read, page, frame)
@@ -519,13 +550,13 @@ impl Overcommit {
                         self.pages.set(page, PageState::Reading(read.id));
                         self.counters.reads_started += 1;
                         self.join(read.id, RequestKind::Read, is_write, waiter);
-                        FaultAction::StartRead { read, unmap }
+                        FaultAction::StartRead { read }
                     }
                     None => self.wait_io(waiter),
                 }
             }
         };
-        Ok(Fault { action, writebacks: &self.writebacks })
+        Ok(Fault { action, dropped: &self.dropped, writebacks: &self.writebacks })
     }
 
     /// The device completed read `id`; `ok` if it succeeded (the frame holds the slot's data).
@@ -652,52 +683,75 @@ impl Overcommit {
         });
     }
 
-    /// A frame for `page`: a free one, or a clean page's that the clock picks (returned with
-    /// it, to be unmapped). Dirty pages the hand passes are put to write-back, leaving
-    /// `reserve` request slots free. `None` if no frame can be had now.
-    fn find_frame(&mut self, page: PageNo, reserve: usize) -> Option<(FrameNo, Option<PageNo>)> {
-        if let Some(frame) = self.frames.allocate(page) {
-            return Some((frame, None));
+    /// A frame for `page` from the free pool. When the pool is empty the clock first reclaims
+    /// a batch ([`reclaim_batch`]) of clean pages into it (the answer's `dropped`), and puts
+    /// dirty pages it passes to write-back, leaving `reserve` request slots free. `None` if no
+    /// frame can be had now.
+    fn find_frame(&mut self, page: PageNo, reserve: usize) -> Option<FrameNo> {
+        if self.frames.free_count() == 0 {
+            self.reclaim(reserve);
         }
-        let Overcommit { pages, frames, clock, requests, writebacks, counters, .. } = self;
+        self.frames.allocate(page)
+    }
+
+    /// Moves the clock hand to drop up to a batch of clean pages into the free pool (each
+    /// becomes [`PageState::Zero`] or [`PageState::OnDisk`]), starting write-backs of the dirty
+    /// pages it passes while request slots beyond `reserve` are left.
+    fn reclaim(&mut self, reserve: usize) {
+        let Overcommit { pages, frames, clock, requests, writebacks, dropped, counters, .. } = self;
+        let batch = reclaim_batch(frames.len());
         let can_write_back = |requests: &Requests, writebacks: &Vec<Request>| {
             requests.available() > reserve && writebacks.len() < WRITEBACK_BATCH
         };
-        if pages.clean_resident() == 0 && !can_write_back(requests, writebacks) {
-            return None;
-        }
-        let frame = clock.sweep(frames, |frame, owner| match pages.get(owner) {
-            PageState::Resident { contents: Contents::Dirty, .. } => {
-                if can_write_back(requests, writebacks) {
-                    let write =
-                        requests.start(RequestKind::Write, owner, frame).expect("can_write_back checked for a slot");
-                    pages.set(owner, PageState::WritingBack(write.id));
-                    writebacks.push(write);
-                    counters.writebacks_started += 1;
-                }
-                if pages.clean_resident() == 0 && !can_write_back(requests, writebacks) {
-                    Visit::Stop
-                } else {
-                    Visit::Pass
-                }
+        while dropped.len() < batch {
+            if pages.clean_resident() == 0 && !can_write_back(requests, writebacks) {
+                return;
             }
-            PageState::Resident { .. } => Visit::Take,
-            PageState::Reading(_) | PageState::WritingBack(_) => Visit::Pass,
-            PageState::Zero | PageState::OnDisk => unreachable!("{owner} owns {frame}"),
-        })?;
-        let victim = frames.owner(frame).expect("the clock takes owned frames");
-        let PageState::Resident { contents, .. } = pages.get(victim) else {
-            unreachable!("the clock takes resident frames");
-        };
-        // Clean: the disk slot (or, for a never-written page, zero) still has the contents.
-        let state = match contents {
-            Contents::Zero => PageState::Zero,
-            _ => PageState::OnDisk,
-        };
-        pages.set(victim, state);
-        counters.clean_drops += 1;
-        counters.page_outs += 1;
-        frames.give(frame, page);
-        Some((frame, Some(victim)))
+            let have_frames = !dropped.is_empty();
+            let taken = clock.sweep(frames, |frame, owner| match pages.get(owner) {
+                PageState::Resident { contents: Contents::Dirty, .. } => {
+                    if can_write_back(requests, writebacks) {
+                        let write = requests
+                            .start(RequestKind::Write, owner, frame)
+                            .expect("can_write_back checked for a slot");
+                        pages.set(owner, PageState::WritingBack(write.id));
+                        writebacks.push(write);
+                        counters.writebacks_started += 1;
+                        if pages.clean_resident() == 0 && !can_write_back(requests, writebacks) {
+                            Visit::Stop
+                        } else {
+                            Visit::Pass
+                        }
+                    } else if have_frames || pages.clean_resident() == 0 {
+                        // No write-back can start: rather than let this dirty page skip a
+                        // round, end the batch here (the hand stays on it) once this fault has
+                        // a frame. The batch then evicts in the order single evictions would.
+                        Visit::Stop
+                    } else {
+                        Visit::Pass
+                    }
+                }
+                PageState::Resident { .. } => Visit::Take,
+                PageState::Reading(_) | PageState::WritingBack(_) => Visit::Pass,
+                PageState::Zero | PageState::OnDisk => unreachable!("{owner} owns {frame}"),
+            });
+            let Some(frame) = taken else {
+                return;
+            };
+            let victim = frames.owner(frame).expect("the clock takes owned frames");
+            let PageState::Resident { contents, .. } = pages.get(victim) else {
+                unreachable!("the clock takes resident frames");
+            };
+            // Clean: the disk slot (or, for a never-written page, zero) still has the contents.
+            let state = match contents {
+                Contents::Zero => PageState::Zero,
+                _ => PageState::OnDisk,
+            };
+            pages.set(victim, state);
+            counters.clean_drops += 1;
+            counters.page_outs += 1;
+            frames.release(frame);
+            dropped.push(victim);
+        }
     }
 }

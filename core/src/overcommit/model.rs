@@ -76,6 +76,8 @@ struct Tally {
     aborts: u64,
     /// The most requests ever in flight at once.
     max_in_flight: usize,
+    /// The most clean pages one fault dropped.
+    max_dropped: usize,
 }
 
 struct Model {
@@ -157,8 +159,14 @@ impl Model {
             }
             let answer = self.oc.fault(page, write, Waiter(v as u32)).unwrap();
             let action = answer.action;
+            let dropped = answer.dropped.to_vec();
             let writebacks = answer.writebacks.to_vec();
             assert!(writebacks.len() <= WRITEBACK_BATCH);
+            assert!(dropped.len() <= reclaim_batch(self.frame_data.len()));
+            self.tally.max_dropped = self.tally.max_dropped.max(dropped.len());
+            for victim in dropped {
+                self.drop_clean(victim, page);
+            }
             for write in writebacks {
                 self.submit_write(write);
             }
@@ -172,22 +180,16 @@ impl Model {
                     assert_eq!(self.stage2[p], Some((frame, false)), "upgrade of {page}");
                     self.map(page, frame, true);
                 }
-                FaultAction::ZeroFill { frame, writable, unmap } => {
+                FaultAction::ZeroFill { frame, writable } => {
                     assert_eq!(writable, write);
-                    if let Some(victim) = unmap {
-                        self.drop_clean(victim, frame);
-                    }
                     assert_eq!(self.latest[p], ZERO, "zero-fill of written {page}");
                     self.assert_frame_unused(frame, page);
                     self.frame_data[frame.index()] = ZERO;
                     self.tally.zero_fills += 1;
                     self.map(page, frame, writable);
                 }
-                FaultAction::StartRead { read, unmap } => {
+                FaultAction::StartRead { read } => {
                     assert_eq!((read.kind, read.page), (RequestKind::Read, page));
-                    if let Some(victim) = unmap {
-                        self.drop_clean(victim, read.frame);
-                    }
                     assert_eq!(self.stage2[p], None, "read of mapped {page}");
                     assert_eq!(self.disk[p], Some(self.latest[p]), "read of {page}, whose slot does not hold it");
                     self.assert_frame_unused(read.frame, page);
@@ -229,10 +231,15 @@ impl Model {
         assert!(self.device.insert(request.id, request).is_none(), "{} submitted twice", request.id);
     }
 
-    /// The caller unmaps clean page `victim`, whose frame is taken.
-    fn drop_clean(&mut self, victim: PageNo, frame: FrameNo) {
+    /// The caller unmaps clean page `victim`, whose frame went back to the pool (and may have
+    /// been taken from it already for `faulting`, the page whose fault dropped it).
+    fn drop_clean(&mut self, victim: PageNo, faulting: PageNo) {
         let p = victim.index();
-        assert_eq!(self.stage2[p], Some((frame, false)), "dropped {victim} is not mapped read-only at {frame}");
+        let Some((frame, false)) = self.stage2[p] else {
+            panic!("dropped {victim} is not mapped read-only: {:?}", self.stage2[p]);
+        };
+        let owner = self.oc.frames.owner(frame);
+        assert!(owner.is_none() || owner == Some(faulting), "dropped {victim}'s {frame} went to {owner:?}");
         assert!(!self.maybe_dirty[p], "dropped {victim}, which may have been written");
         // What the page holds must survive elsewhere: in its slot, or it is all zeros.
         let expected = if self.latest[p] == ZERO && self.disk[p].is_none() {
@@ -421,15 +428,15 @@ impl Model {
     }
 }
 
-/// Runs `ops` and the final verification; returns the engine's counters and the most
-/// requests that were in flight at once.
-fn run(config: Config, ops: &[Op]) -> (Counters, usize) {
+/// Runs `ops` and the final verification; returns the engine's counters, the most requests
+/// that were in flight at once and the most clean pages one fault dropped.
+fn run(config: Config, ops: &[Op]) -> (Counters, usize, usize) {
     let mut model = Model::new(config);
     for &op in ops {
         model.step(op);
     }
     model.verify_all_pages();
-    (*model.oc.counters(), model.tally.max_in_flight)
+    (*model.oc.counters(), model.tally.max_in_flight, model.tally.max_dropped)
 }
 
 fn op(fail_percent: u32) -> impl Strategy<Value = Op> {
@@ -487,7 +494,7 @@ proptest! {
             .prop_flat_map(|pages| config(Just(pages), pages..=pages + 8, 1..=4u32))
             .prop_flat_map(|config| (Just(config), prop::collection::vec(op(50), 1..400))),
     ) {
-        let (counters, _) = run(config, &ops);
+        let (counters, ..) = run(config, &ops);
         prop_assert_eq!(counters.reads_started + counters.writebacks_started, 0);
         prop_assert_eq!(counters.page_outs, 0);
     }
@@ -507,6 +514,7 @@ fn random_runs_reach_every_path() {
     };
     let mut total = Counters::default();
     let mut queue_filled = false;
+    let mut batch_dropped = false;
     for round in 0..64u32 {
         let config = Config {
             pages: 4 + round % 40,
@@ -522,8 +530,9 @@ fn random_runs_reach_every_path() {
                 _ => Op::Scan { seed: next() },
             })
             .collect();
-        let (c, max_in_flight) = run(config, &ops);
+        let (c, max_in_flight, max_dropped) = run(config, &ops);
         queue_filled |= max_in_flight == usize::from(config.queue_depth);
+        batch_dropped |= max_dropped > 1;
         total.page_ins += c.page_ins;
         total.zero_fills += c.zero_fills;
         total.clean_drops += c.clean_drops;
@@ -557,4 +566,5 @@ fn random_runs_reach_every_path() {
         assert!(count > 0, "no {name} in the sample: {t:?}");
     }
     assert!(queue_filled, "the queue never filled up in the sample");
+    assert!(batch_dropped, "no fault reclaimed more than one clean page in the sample");
 }

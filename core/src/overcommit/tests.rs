@@ -3,6 +3,7 @@
 
 use super::*;
 use std::string::ToString;
+use std::vec;
 use std::vec::Vec;
 
 impl Overcommit {
@@ -85,9 +86,16 @@ fn fault(oc: &mut Overcommit, page: u32, write: bool, waiter: u32) -> (FaultActi
 
 /// A fault that starts no write-back.
 fn fault1(oc: &mut Overcommit, page: u32, write: bool, waiter: u32) -> FaultAction {
-    let (action, writebacks) = fault(oc, page, write, waiter);
-    assert_eq!(writebacks, []);
-    action
+    fault1d(oc, page, write, waiter).0
+}
+
+/// A fault that starts no write-back, with the clean pages it dropped.
+fn fault1d(oc: &mut Overcommit, page: u32, write: bool, waiter: u32) -> (FaultAction, Vec<PageNo>) {
+    let answer = oc.fault(PageNo(page), write, Waiter(waiter)).unwrap();
+    assert_eq!(answer.writebacks, []);
+    let result = (answer.action, answer.dropped.to_vec());
+    oc.check_invariants();
+    result
 }
 
 fn read_done(oc: &mut Overcommit, id: RequestId, ok: bool) -> (Done, Vec<Wake>) {
@@ -124,7 +132,7 @@ fn page0_on_disk() -> Overcommit {
 #[test]
 fn zero_fill_read_maps_read_only_then_first_write_upgrades() {
     let mut oc = engine(4, 2);
-    assert_eq!(fault1(&mut oc, 3, false, 0), FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: None });
+    assert_eq!(fault1d(&mut oc, 3, false, 0), (FaultAction::ZeroFill { frame: FrameNo(0), writable: false }, vec![]));
     assert_eq!(oc.state(PageNo(3)), resident(0, Contents::Zero));
     // A racing read fault on a resident clean page: map it read-only again.
     assert_eq!(fault1(&mut oc, 3, false, 1), FaultAction::Map { frame: FrameNo(0), writable: false });
@@ -138,7 +146,7 @@ fn zero_fill_read_maps_read_only_then_first_write_upgrades() {
 #[test]
 fn zero_fill_write_maps_read_write_dirty() {
     let mut oc = engine(4, 2);
-    assert_eq!(fault1(&mut oc, 1, true, 0), FaultAction::ZeroFill { frame: FrameNo(0), writable: true, unmap: None });
+    assert_eq!(fault1d(&mut oc, 1, true, 0), (FaultAction::ZeroFill { frame: FrameNo(0), writable: true }, vec![]));
     assert_eq!(oc.state(PageNo(1)), resident(0, Contents::Dirty));
     assert_eq!(oc.free_frames(), 1);
 }
@@ -148,14 +156,14 @@ fn never_written_page_is_dropped_without_io_and_zero_filled_again() {
     let mut oc = engine(4, 1);
     fault1(&mut oc, 0, false, 0);
     assert_eq!(
-        fault1(&mut oc, 1, false, 0),
-        FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: Some(PageNo(0)) }
+        fault1d(&mut oc, 1, false, 0),
+        (FaultAction::ZeroFill { frame: FrameNo(0), writable: false }, vec![PageNo(0)])
     );
     assert_eq!(oc.state(PageNo(0)), Some(PageState::Zero));
     // Back to page 0: zero-filled again, not read.
     assert_eq!(
-        fault1(&mut oc, 0, true, 0),
-        FaultAction::ZeroFill { frame: FrameNo(0), writable: true, unmap: Some(PageNo(1)) }
+        fault1d(&mut oc, 0, true, 0),
+        (FaultAction::ZeroFill { frame: FrameNo(0), writable: true }, vec![PageNo(1)])
     );
     let c = *oc.counters();
     assert_eq!((c.zero_fills, c.clean_drops, c.page_outs), (3, 2, 2));
@@ -182,7 +190,7 @@ fn dirty_page_is_written_back_before_its_frame_is_reused() {
     assert!(!oc.is_waiting(Waiter(1)));
     assert_eq!(oc.free_frames(), 1);
     // Waiter 1 retries and gets the frame.
-    assert_eq!(fault1(&mut oc, 1, false, 1), FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: None });
+    assert_eq!(fault1d(&mut oc, 1, false, 1), (FaultAction::ZeroFill { frame: FrameNo(0), writable: false }, vec![]));
     let c = *oc.counters();
     assert_eq!((c.dirty_writebacks, c.page_outs, c.frame_waits), (1, 1, 1));
 }
@@ -191,10 +199,10 @@ fn dirty_page_is_written_back_before_its_frame_is_reused() {
 fn page_on_disk_is_read_back_clean_and_dropped_without_a_write() {
     let mut oc = page0_on_disk();
     fault1(&mut oc, 1, false, 1);
-    let FaultAction::StartRead { read, unmap } = fault1(&mut oc, 0, false, 0) else {
+    let (FaultAction::StartRead { read }, dropped) = fault1d(&mut oc, 0, false, 0) else {
         panic!("read expected");
     };
-    assert_eq!(unmap, Some(PageNo(1)));
+    assert_eq!(dropped, [PageNo(1)]);
     assert_eq!((read.kind, read.page, read.frame), (RequestKind::Read, PageNo(0), FrameNo(0)));
     assert_eq!(oc.request(read.id), Some(read));
     assert_eq!(oc.in_flight(), 1);
@@ -204,8 +212,8 @@ fn page_on_disk_is_read_back_clean_and_dropped_without_a_write() {
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Clean));
     // Evicting the clean page costs no write.
     assert_eq!(
-        fault1(&mut oc, 2, true, 2),
-        FaultAction::ZeroFill { frame: FrameNo(0), writable: true, unmap: Some(PageNo(0)) }
+        fault1d(&mut oc, 2, true, 2),
+        (FaultAction::ZeroFill { frame: FrameNo(0), writable: true }, vec![PageNo(0)])
     );
     assert_eq!(oc.state(PageNo(0)), Some(PageState::OnDisk));
     let c = *oc.counters();
@@ -312,11 +320,13 @@ fn write_backs_in_flight_do_not_block_a_fault_that_finds_a_clean_frame() {
     let mut oc = engine(4, 2);
     fault1(&mut oc, 0, true, 0);
     fault1(&mut oc, 1, false, 0);
-    let (action, writebacks) = fault(&mut oc, 2, false, 0);
+    let answer = oc.fault(PageNo(2), false, Waiter(0)).unwrap();
     // The hand passes dirty page 0 (starting its write-back) and takes clean page 1's frame.
-    assert_eq!(writebacks.len(), 1);
-    assert_eq!((writebacks[0].page, writebacks[0].frame), (PageNo(0), FrameNo(0)));
-    assert_eq!(action, FaultAction::ZeroFill { frame: FrameNo(1), writable: false, unmap: Some(PageNo(1)) });
+    let [write] = answer.writebacks[..] else { panic!("one write-back expected: {:?}", answer.writebacks) };
+    assert_eq!((write.page, write.frame), (PageNo(0), FrameNo(0)));
+    assert_eq!(answer.dropped, [PageNo(1)]);
+    assert_eq!(answer.action, FaultAction::ZeroFill { frame: FrameNo(1), writable: false });
+    assert_eq!(oc.state(PageNo(1)), Some(PageState::Zero));
     assert!(!oc.is_waiting(Waiter(0)));
 }
 
@@ -344,8 +354,8 @@ fn read_completion_also_resumes_frame_waiters() {
     assert_eq!(woken, [Wake::Resume(Waiter(0)), Wake::Resume(Waiter(1))]);
     // Waiter 1 retries: page 0 is clean, its frame is taken after a second chance.
     assert_eq!(
-        fault1(&mut oc, 2, false, 1),
-        FaultAction::ZeroFill { frame: FrameNo(0), writable: false, unmap: Some(PageNo(0)) }
+        fault1d(&mut oc, 2, false, 1),
+        (FaultAction::ZeroFill { frame: FrameNo(0), writable: false }, vec![PageNo(0)])
     );
 }
 
@@ -363,9 +373,12 @@ fn queue_depth_bounds_requests_and_reads_wait_for_a_slot() {
     for page in 0..FRAMES {
         fault1(&mut oc, page, true, 0);
     }
-    // Every frame is dirty: each fault starts a batch of write-backs and waits.
+    // Every frame is dirty: each fault starts a batch of write-backs and waits, until the
+    // queue is full.
+    const BATCHES: u32 = MIN_QUEUE_DEPTH as u32 / WRITEBACK_BATCH as u32;
+    const _: () = assert!(MIN_QUEUE_DEPTH as usize % WRITEBACK_BATCH == 0 && BATCHES >= 1);
     let mut writes = Vec::new();
-    for waiter in 1..=4 {
+    for waiter in 1..=BATCHES {
         let (action, writebacks) = fault(&mut oc, FRAMES + waiter, false, waiter);
         assert_eq!(action, FaultAction::WaitIo);
         assert_eq!(writebacks.len(), WRITEBACK_BATCH);
@@ -373,22 +386,23 @@ fn queue_depth_bounds_requests_and_reads_wait_for_a_slot() {
     }
     assert_eq!(oc.in_flight(), usize::from(MIN_QUEUE_DEPTH));
     // Queue full: no more write-backs.
-    assert_eq!(fault1(&mut oc, 40, false, 5), FaultAction::WaitIo);
+    let full = BATCHES + 1;
+    assert_eq!(fault1(&mut oc, 40, false, full), FaultAction::WaitIo);
     assert_eq!(oc.in_flight(), usize::from(MIN_QUEUE_DEPTH));
     // One write-back completes: its frame is free, everyone waiting for a frame retries.
     let (done, woken) = write_done(&mut oc, writes[0].id, true);
     assert!(matches!(done, Done::Evicted { .. }));
-    assert_eq!(woken.len(), 5);
+    assert_eq!(woken.len(), full as usize);
     let evicted = writes[0].page;
-    // Waiter 6 takes that frame for a new page (keeping it dirty).
-    assert!(matches!(fault1(&mut oc, 41, true, 6), FaultAction::ZeroFill { unmap: None, .. }));
-    // Waiter 7: the last slot goes to one more write-back, and it waits.
-    let (action, writebacks) = fault(&mut oc, 42, false, 7);
+    // The next waiter takes that frame for a new page (keeping it dirty).
+    assert!(matches!(fault1d(&mut oc, 41, true, full + 1), (FaultAction::ZeroFill { .. }, d) if d.is_empty()));
+    // The next: the last slot goes to one more write-back, and it waits.
+    let (action, writebacks) = fault(&mut oc, 42, false, full + 2);
     assert_eq!((action, writebacks.len()), (FaultAction::WaitIo, 1));
     assert_eq!(oc.in_flight(), usize::from(MIN_QUEUE_DEPTH));
-    // Waiter 8 needs a read of the evicted page: no slot, so it waits without evicting.
+    // The next needs a read of the evicted page: no slot, so it waits without evicting.
     let before = *oc.counters();
-    assert_eq!(fault1(&mut oc, evicted.0, false, 8), FaultAction::WaitIo);
+    assert_eq!(fault1(&mut oc, evicted.0, false, full + 3), FaultAction::WaitIo);
     assert_eq!(oc.counters().clean_drops, before.clean_drops);
     assert_eq!(oc.state(evicted), Some(PageState::OnDisk));
 }
@@ -401,7 +415,7 @@ fn second_chance_follows_the_access_scan() {
             fault1(&mut oc, page, false, 0);
         }
         // Every frame was just mapped: round one clears the bits, frame 0 goes.
-        assert!(matches!(fault1(&mut oc, 3, false, 0), FaultAction::ZeroFill { unmap: Some(PageNo(0)), .. }));
+        assert!(matches!(fault1d(&mut oc, 3, false, 0), (FaultAction::ZeroFill { .. }, d) if d == [PageNo(0)]));
         if protect {
             let mut asked = Vec::new();
             oc.scan(|page| {
@@ -413,8 +427,8 @@ fn second_chance_follows_the_access_scan() {
         }
         let victim = if protect { 2 } else { 1 };
         assert!(matches!(
-            fault1(&mut oc, 4, false, 0),
-            FaultAction::ZeroFill { unmap: Some(p), .. } if p == PageNo(victim)
+            fault1d(&mut oc, 4, false, 0),
+            (FaultAction::ZeroFill { .. }, d) if d == [PageNo(victim)]
         ));
     }
     // The same with mark_accessed.
@@ -424,7 +438,7 @@ fn second_chance_follows_the_access_scan() {
     }
     oc.mark_accessed(PageNo(1)).unwrap();
     oc.mark_accessed(PageNo(0)).unwrap(); // not resident: ignored
-    assert!(matches!(fault1(&mut oc, 4, false, 0), FaultAction::ZeroFill { unmap: Some(PageNo(2)), .. }));
+    assert!(matches!(fault1d(&mut oc, 4, false, 0), (FaultAction::ZeroFill { .. }, d) if d == [PageNo(2)]));
     assert_eq!(oc.mark_accessed(PageNo(8)), Err(Error::PageOutOfRange(PageNo(8))));
 }
 

@@ -17,12 +17,15 @@
 //!   transfer between disk slot `slot` (sectors `8·slot..8·slot+8`) and the page at `frame`,
 //!   labelled with the caller's `tag`; they return [`Busy`] when [`MAX_IN_FLIGHT`] requests are
 //!   outstanding or the device's queue is full. They are `unsafe`: the device writes (read) or
-//!   reads (write) the frame until its completion is reported.
+//!   reads (write) the frame until its completion is reported. The device is not notified at
+//!   once: [`BackingStore::ring`], or [`BackingStore::take_doorbell`] and then
+//!   [`DeviceRegisters::notify_queue`] without exclusive access (see `doorbell`).
 //! - [`BackingStore::poll_completions`], called when the device's interrupt
 //!   ([`BackingStore::intid`]) or the EL2 timer (`gic::PPI_HYP_TIMER`) fires, reports each
 //!   request that the device has completed *and* whose latency deadline has passed, as a
-//!   [`Completion`] (its tag and `Ok`, or `Err` with the device's status); call
-//!   [`BackingStore::acknowledge_interrupt`] inside the `gic::drain` callback for the SPI.
+//!   [`Completion`] (its tag and `Ok`, or `Err` with the device's status); acknowledge the
+//!   device's interrupt first ([`BackingStore::acknowledge_interrupt`], or
+//!   [`DeviceRegisters::acknowledge_interrupt`]) inside the `gic::drain` callback for the SPI.
 //! - [`BackingStore::next_deadline`] says when to arm the EL2 timer ([`clock::set_el2_timer`]).
 //!
 //! # Latency model
@@ -39,12 +42,15 @@
 //! the driver does not retry (the overcommit engine decides).
 
 pub mod clock;
+mod doorbell;
 mod hal;
 pub mod selftest;
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use core::fmt;
 use core::ptr::{read_volatile, NonNull};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
@@ -54,6 +60,8 @@ use crate::gic;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::platform::{Platform, VirtioMmioNode};
 pub use clock::Ticks;
+use doorbell::DeferredNotify;
+pub use doorbell::DeviceRegisters;
 
 /// Most requests outstanding (submitted and not yet reported) at once: the device's queue
 /// depth plus as many held until their latency deadline.
@@ -72,7 +80,10 @@ const VIRTIO_MMIO_MODERN: u32 = 2;
 /// virtio device ID of a block device (virtio 1.2, 5).
 const VIRTIO_ID_BLOCK: u32 = 2;
 
-type Blk = VirtIOBlk<hal::HypHal, MmioTransport<'static>>;
+type Blk = VirtIOBlk<hal::HypHal, DeferredNotify<MmioTransport<'static>>>;
+
+/// The index of virtio-blk's (single) request queue (virtio 1.2, 5.2.2).
+const REQUEST_QUEUE: u16 = 0;
 
 /// Why there is no backing store.
 #[derive(Debug)]
@@ -247,6 +258,9 @@ pub struct BackingStore {
     base: u64,
     intid: u32,
     gicd_base: u64,
+    registers: DeviceRegisters,
+    /// Set by the transport when the driver wants the device notified ([`Self::take_doorbell`]).
+    doorbell: Arc<AtomicBool>,
 }
 
 /// One 32-bit virtio-mmio register of the transport at `base`.
@@ -301,7 +315,11 @@ impl BackingStore {
         // the hypervisor's whole life, `node.size` bytes long; only this store accesses it.
         let transport = unsafe { MmioTransport::new(header, node.size as usize) }
             .map_err(|error| BackingError::Transport { base, error })?;
+        let doorbell = Arc::new(AtomicBool::new(false));
+        let transport = DeferredNotify::new(transport, doorbell.clone());
         let mut blk = Blk::new(transport).map_err(|error| BackingError::Init { base, error })?;
+        // SAFETY: the same register window as the transport's, mapped for the hypervisor's life.
+        let registers = unsafe { DeviceRegisters::new(base) };
         if blk.readonly() {
             return Err(BackingError::ReadOnly { base });
         }
@@ -323,7 +341,29 @@ impl BackingStore {
             base,
             intid,
             gicd_base: platform.gicd_base,
+            registers,
+            doorbell,
         })
+    }
+
+    /// The device's notification and interrupt registers, for use without `&mut self` (and so
+    /// without the lock around the store): see [`Self::take_doorbell`].
+    pub fn registers(&self) -> DeviceRegisters {
+        self.registers
+    }
+
+    /// Whether requests were queued since the last call that the device must be told about:
+    /// if so, the caller rings `registers().notify_queue(REQUEST_QUEUE)` ([`Self::ring`] does
+    /// both). Until then the device may not look at them.
+    pub fn take_doorbell(&mut self) -> Option<u16> {
+        self.doorbell.swap(false, Ordering::AcqRel).then_some(REQUEST_QUEUE)
+    }
+
+    /// Notify the device of the requests queued since the last notification, if any.
+    pub fn ring(&mut self) {
+        if let Some(queue) = self.take_doorbell() {
+            self.registers.notify_queue(queue);
+        }
     }
 
     /// Disk size in 4 KiB pages (8 sectors each); valid slots are `0..capacity_pages()`.
@@ -415,15 +455,13 @@ impl BackingStore {
     /// callback for [`Self::intid`], before the interrupt ends, so that a level-sensitive line
     /// drops; `poll_completions` then takes what the device finished.
     pub fn acknowledge_interrupt(&mut self) {
-        self.blk.ack_interrupt();
+        self.registers.acknowledge_interrupt();
     }
 
     /// Take every request the device has finished off the virtqueue, then append to `out` each
     /// finished request whose deadline is at or before `now`, earliest deadline first. Call it
     /// after the device's interrupt and after the EL2 timer fired.
     pub fn poll_completions(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
-        // An edge-triggered line rises only when InterruptStatus goes from 0 to non-0.
-        self.blk.ack_interrupt();
         while let Some(token) = self.blk.peek_used() {
             let index = self
                 .requests

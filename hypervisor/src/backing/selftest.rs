@@ -204,6 +204,7 @@ impl SelfTest {
                 self.max_in_flight = self.max_in_flight.max(self.store.in_flight());
                 next = order.next();
             }
+            self.store.ring();
             if next.is_none() && self.store.in_flight() == 0 {
                 break;
             }
