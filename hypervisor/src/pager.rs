@@ -118,6 +118,8 @@ pub struct Pager {
     poll_wanted: AtomicBool,
     /// vCPUs woken under the lock, to be kicked once it is released: bit `n` is vCPU `n`.
     kicks: AtomicU64,
+    /// CPUs sleeping until the lock is released (bit `n`: CPU `n`), kicked by the releaser.
+    lock_sleepers: AtomicU64,
     /// The earliest latency deadline of an outstanding request (counter ticks; `u64::MAX`:
     /// none), published under the lock for waiting CPUs' timers.
     earliest_due: AtomicU64,
@@ -140,6 +142,11 @@ pub struct Pager {
 }
 
 static PAGER: Once<Pager> = Once::new();
+
+/// Tries a CPU spins for the lock before it sleeps until the lock is released: under QEMU's
+/// TCG with more vCPUs than host cores, a spinning vCPU thread takes the host time that the
+/// lock's holder (possibly descheduled) and QEMU's I/O threads need, so waiters sleep early.
+const LOCK_SPINS: u32 = 100;
 
 /// The shortest interval at which a waiting CPU polls the disk (see `Pager::arm_wait_timer`).
 const MIN_WAIT_POLL_US: u64 = 100;
@@ -213,6 +220,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         }),
         poll_wanted: AtomicBool::new(false),
         kicks: AtomicU64::new(0),
+        lock_sleepers: AtomicU64::new(0),
         earliest_due: AtomicU64::new(u64::MAX),
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
@@ -254,17 +262,18 @@ impl Pager {
         }
     }
 
-    /// A stage-2 abort of `vcpu` on guest RAM page `page`.
-    pub fn fault(&self, vcpu: usize, page: usize, abort: Stage2Abort) -> FaultReply {
+    /// A stage-2 abort of `vcpu` (the caller's own) on guest RAM page `page`. If the CPU sleeps
+    /// while it waits for the lock, `on_interrupt` gets the interrupts that are not the pager's.
+    pub fn fault(&self, vcpu: usize, page: usize, abort: Stage2Abort, mut on_interrupt: impl FnMut(u32)) -> FaultReply {
         if let FaultStatus::AccessFlag { .. } = abort.status {
             self.access_flag_faults.fetch_add(1, Ordering::Relaxed);
             if self.pages.set_accessed(page) {
-                let _ = self.lock().engine.mark_accessed(PageNo(page as u32));
+                let _ = self.lock_or_sleep(&mut on_interrupt).engine.mark_accessed(PageNo(page as u32));
                 return FaultReply::Retry;
             }
             // Unmapped meanwhile: handle it as the translation fault it now is.
         }
-        let mut locked = self.lock();
+        let mut locked = self.lock_or_sleep(&mut on_interrupt);
         if let FaultStatus::Other(code) = abort.status {
             locked.other_faults += 1;
             if should_log() {
@@ -406,9 +415,42 @@ impl Pager {
         true
     }
 
-    /// Take the lock (waiting for it).
+    /// Take the lock, spinning for it (before the VM runs, and at its end).
     fn lock(&self) -> PagerGuard<'_> {
         PagerGuard { pager: self, locked: Some(self.locked.lock()) }
+    }
+
+    /// Take the lock; if it stays taken for [`LOCK_SPINS`] tries, sleep in `wfi` until its
+    /// holder kicks this CPU on release ([`Self::lock_sleepers`]), handling the interrupts that
+    /// arrive meanwhile (the pager's here, the others with `on_interrupt`).
+    fn lock_or_sleep(&self, on_interrupt: &mut impl FnMut(u32)) -> PagerGuard<'_> {
+        let me = 1u64 << arch::cpu_index();
+        loop {
+            for _ in 0..LOCK_SPINS {
+                if let Some(locked) = self.locked.try_lock() {
+                    return PagerGuard { pager: self, locked: Some(locked) };
+                }
+                core::hint::spin_loop();
+            }
+            // Announce the sleep, then look once more: with the releaser's fence between its
+            // unlock and its read of the sleepers, it sees this bit or this `try_lock` sees the
+            // lock released.
+            self.lock_sleepers.fetch_or(me, Ordering::SeqCst);
+            if let Some(locked) = self.locked.try_lock() {
+                self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
+                return PagerGuard { pager: self, locked: Some(locked) };
+            }
+            // A listed virtual interrupt would end `wfi` at once (see `vgic::park`).
+            let saved = vgic::park();
+            arch::wait_for_interrupt();
+            vgic::unpark(saved);
+            self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
+            gic::drain(|intid| {
+                if !self.handle_interrupt(intid) {
+                    on_interrupt(intid)
+                }
+            });
+        }
     }
 
     /// Poll the disk if someone asked for it ([`Self::poll_wanted`]) and the lock is free; if
@@ -442,7 +484,9 @@ impl Pager {
         if let Some(queue) = doorbell {
             self.disk_registers.notify_queue(queue);
         }
-        let mut kicks = self.kicks.swap(0, Ordering::AcqRel);
+        // Pairs with `lock_or_sleep`'s announcement (see there).
+        fence(Ordering::SeqCst);
+        let mut kicks = self.kicks.swap(0, Ordering::AcqRel) | self.lock_sleepers.swap(0, Ordering::AcqRel);
         let me = arch::cpu_index();
         while kicks != 0 {
             let vcpu = kicks.trailing_zeros() as usize;

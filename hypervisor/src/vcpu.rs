@@ -294,7 +294,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     STATS.page_faults.inc();
     let far = FAR_EL2.get();
     let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
-    let resolution = match pager.fault(index, page, abort) {
+    let resolution = match pager.fault(index, page, abort, |intid| vcpu_interrupt(vm, index, intid)) {
         FaultReply::Retry => Resolution::Retry,
         FaultReply::Abort => Resolution::Abort,
         FaultReply::Blocked => pager.wait(index, |intid| vcpu_interrupt(vm, index, intid)),
