@@ -100,6 +100,144 @@ pub mod hypcall {
     pub const FUNCTION_COUNT: u32 = 0;
 }
 
+/// SDEI (Arm DEN0054, Software Delegated Exception Interface) 1.1 function identifiers and
+/// return codes: the hypervisor is the SDEI dispatcher of its guest (conduit `hvc`), and
+/// delivers page_not_present as an SDEI event. See docs/abi.md, section 8.
+pub mod sdei {
+    pub const VERSION: u32 = 0xC400_0020;
+    pub const EVENT_REGISTER: u32 = 0xC400_0021;
+    pub const EVENT_ENABLE: u32 = 0xC400_0022;
+    pub const EVENT_DISABLE: u32 = 0xC400_0023;
+    pub const EVENT_CONTEXT: u32 = 0xC400_0024;
+    pub const EVENT_COMPLETE: u32 = 0xC400_0025;
+    pub const EVENT_COMPLETE_AND_RESUME: u32 = 0xC400_0026;
+    pub const EVENT_UNREGISTER: u32 = 0xC400_0027;
+    pub const EVENT_STATUS: u32 = 0xC400_0028;
+    pub const EVENT_GET_INFO: u32 = 0xC400_0029;
+    pub const EVENT_ROUTING_SET: u32 = 0xC400_002A;
+    pub const PE_MASK: u32 = 0xC400_002B;
+    pub const PE_UNMASK: u32 = 0xC400_002C;
+    pub const INTERRUPT_BIND: u32 = 0xC400_002D;
+    pub const INTERRUPT_RELEASE: u32 = 0xC400_002E;
+    pub const EVENT_SIGNAL: u32 = 0xC400_002F;
+    pub const FEATURES: u32 = 0xC400_0030;
+    pub const PRIVATE_RESET: u32 = 0xC400_0031;
+    pub const SHARED_RESET: u32 = 0xC400_0032;
+
+    /// Return codes (DEN0054 5.1.1).
+    pub const SUCCESS: i64 = 0;
+    pub const NOT_SUPPORTED: i64 = -1;
+    pub const INVALID_PARAMETERS: i64 = -2;
+    pub const DENIED: i64 = -3;
+    pub const PENDING: i64 = -5;
+    pub const OUT_OF_RESOURCE: i64 = -10;
+
+    /// The version the hypervisor implements: 1.1, vendor-defined part 0.
+    pub const VERSION_MAJOR: u64 = 1;
+    pub const VERSION_MINOR: u64 = 1;
+    /// SDEI_VERSION's result: major in bits 62:48, minor in 47:32, vendor in 31:0.
+    pub const fn version_value(major: u64, minor: u64) -> u64 {
+        major << 48 | minor << 32
+    }
+
+    /// The asyncpf page_not_present event: a private (per-PE), normal-priority event signalled
+    /// by the hypervisor. A vendor-defined event number (the spec leaves numbers other than
+    /// event 0 to the implementation).
+    pub const EVENT_PAGE_NOT_PRESENT: u32 = 0x4150_4600;
+    /// Event 0: the standard software-signalled event (SDEI_EVENT_SIGNAL).
+    pub const EVENT_SOFTWARE_SIGNALLED: u32 = 0;
+
+    /// SDEI_EVENT_GET_INFO `info` values.
+    pub const INFO_TYPE: u64 = 0;
+    pub const INFO_SIGNALED: u64 = 1;
+    pub const INFO_PRIORITY: u64 = 2;
+    pub const INFO_ROUTING_MODE: u64 = 3;
+    pub const INFO_ROUTING_AFF: u64 = 4;
+    /// Event types and priorities.
+    pub const TYPE_PRIVATE: u64 = 0;
+    pub const TYPE_SHARED: u64 = 1;
+    pub const PRIORITY_NORMAL: u64 = 0;
+    pub const PRIORITY_CRITICAL: u64 = 1;
+
+    /// SDEI_EVENT_STATUS result bits.
+    pub const STATUS_REGISTERED: u64 = 1 << 0;
+    pub const STATUS_ENABLED: u64 = 1 << 1;
+    pub const STATUS_RUNNING: u64 = 1 << 2;
+}
+
+/// Asynchronous page faults: the asyncpf vendor hypervisor service's APF calls, the per-vCPU
+/// shared record and the tokens. See docs/abi.md, section 8.
+pub mod apf {
+    /// APF_FEATURES(): x0 = SUCCESS, x1 = the record's granule in bytes (the largest
+    /// CTR_EL0.CWG writeback granule over all physical CPUs), x2 = the page_ready PPI's INTID,
+    /// x3 = the page_not_present SDEI event number. NOT_SUPPORTED when the VM's memory is not
+    /// paged (there are no page faults to report).
+    pub const FEATURES: u32 = 0xC600_0001;
+    /// APF_ENABLE(record_ipa, flags): enable APF on the calling vCPU with its record at guest
+    /// physical address `record_ipa` (aligned to the granule, inside guest RAM, [`record_bytes`]
+    /// long). SUCCESS, INVALID_PARAMETER (misaligned, outside RAM, unknown flags), or
+    /// NOT_SUPPORTED.
+    pub const ENABLE: u32 = 0xC600_0002;
+    /// APF_DISABLE(): stop APF on the calling vCPU. Faults in flight complete; a WAKE_ALL token
+    /// is posted first, so no task waits forever. SUCCESS (also when not enabled).
+    pub const DISABLE: u32 = 0xC600_0003;
+
+    /// APF_ENABLE flag: dispatch page_not_present only when the fault was taken from EL0.
+    pub const FLAG_USER_ONLY: u64 = 1 << 0;
+    /// Every flag APF_ENABLE knows.
+    pub const FLAGS_ALL: u64 = FLAG_USER_ONLY;
+
+    /// The INTID of the page_ready PPI (a private peripheral interrupt of each vCPU).
+    pub const PAGE_READY_INTID: u32 = 22;
+
+    /// A token the guest never sees for a fault: "wake every task that waits for a page".
+    pub const TOKEN_WAKE_ALL: u64 = u64::MAX;
+    /// Tokens are never 0.
+    pub const TOKEN_NONE: u64 = 0;
+
+    /// Entries in the completion ring (a power of two).
+    pub const RING_ENTRIES: u64 = 64;
+    /// Bytes per ring entry (a token, little-endian u64).
+    pub const RING_ENTRY_BYTES: u64 = 8;
+
+    /// The smallest granule the record is laid out with: CTR_EL0.CWG can encode 16 bytes, but
+    /// two u64 fields need 16; use at least this.
+    pub const MIN_GRANULE: u64 = 16;
+    /// The granule when CTR_EL0.CWG is 0 ("not provided"): the architectural maximum, 2 KiB.
+    pub const MAX_GRANULE: u64 = 2048;
+
+    /// Layout of the per-vCPU record for writeback granule `granule` (a power of two between
+    /// [`MIN_GRANULE`] and [`MAX_GRANULE`]): host-written fields and guest-written fields never
+    /// share a granule.
+    ///
+    /// | offset | bytes | writer | field |
+    /// |---|---|---|---|
+    /// | 0 | 8 | host | `pnp_token`: the token of the page_not_present being delivered |
+    /// | 8 | 8 | host | `pnp_address`: the faulting guest virtual address (FAR) |
+    /// | granule | 8 | host | `ring_head`: entries produced (free-running, u64) |
+    /// | 2·granule | 8 | guest | `ring_tail`: entries consumed (free-running, u64) |
+    /// | 3·granule | RING_ENTRIES · 8 | host | the ring: entry `i % RING_ENTRIES` |
+    pub const fn offset_pnp_token(_granule: u64) -> u64 {
+        0
+    }
+    pub const fn offset_pnp_address(_granule: u64) -> u64 {
+        8
+    }
+    pub const fn offset_ring_head(granule: u64) -> u64 {
+        granule
+    }
+    pub const fn offset_ring_tail(granule: u64) -> u64 {
+        2 * granule
+    }
+    pub const fn offset_ring(granule: u64) -> u64 {
+        3 * granule
+    }
+    /// The record's size in bytes.
+    pub const fn record_bytes(granule: u64) -> u64 {
+        offset_ring(granule) + RING_ENTRIES * RING_ENTRY_BYTES
+    }
+}
+
 /// The protocol between the hypervisor, the guest kernel and the host runner.
 ///
 /// The runner passes options to the hypervisor on the hypervisor's command line (QEMU

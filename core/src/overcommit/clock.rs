@@ -38,7 +38,7 @@ impl Clock {
 
     /// Moves the hand until `visit` takes a frame (which is returned; the hand stays just
     /// past it), stops (the hand stays on the frame), or [`SWEEP_ROUNDS`] rounds have passed. `visit` gets the frame and
-    /// the page that owns it; free frames are skipped.
+    /// the page that owns it; free and pinned frames are skipped.
     pub fn sweep(&mut self, frames: &mut Frames, mut visit: impl FnMut(FrameNo, PageNo) -> Visit) -> Option<FrameNo> {
         let count = frames.len();
         for _ in 0..SWEEP_ROUNDS * count {
@@ -47,6 +47,9 @@ impl Clock {
             let Some(page) = frames.owner(frame) else {
                 continue;
             };
+            if frames.is_pinned(frame) {
+                continue;
+            }
             if frames.take_referenced(frame) {
                 continue;
             }

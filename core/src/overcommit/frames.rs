@@ -10,6 +10,8 @@ pub(super) struct Frames {
     owner: Vec<Option<PageNo>>,
     /// Set when the page in the frame was used since the clock hand last passed it.
     referenced: Vec<bool>,
+    /// How many times the frame's page is pinned: the clock passes over a pinned frame.
+    pins: Vec<u16>,
     /// Free frames, taken from the end.
     free: Vec<FrameNo>,
 }
@@ -20,6 +22,7 @@ impl Frames {
         Frames {
             owner: vec![None; count as usize],
             referenced: vec![false; count as usize],
+            pins: vec![0; count as usize],
             free: (0..count).rev().map(FrameNo).collect(),
         }
     }
@@ -51,8 +54,30 @@ impl Frames {
 
     /// Returns `frame` to the free pool.
     pub fn release(&mut self, frame: FrameNo) {
+        assert_eq!(self.pins[frame.index()], 0, "{frame} freed while pinned");
         assert!(self.owner[frame.index()].take().is_some(), "{frame} freed twice");
         self.free.push(frame);
+    }
+
+    pub fn pin(&mut self, frame: FrameNo) {
+        self.pins[frame.index()] += 1;
+    }
+
+    /// Drops one pin; false if the frame was not pinned.
+    pub fn unpin(&mut self, frame: FrameNo) -> bool {
+        let pins = &mut self.pins[frame.index()];
+        let was = *pins > 0;
+        *pins = pins.saturating_sub(1);
+        was
+    }
+
+    pub fn is_pinned(&self, frame: FrameNo) -> bool {
+        self.pins[frame.index()] > 0
+    }
+
+    /// Frames with at least one pin.
+    pub fn pinned_count(&self) -> usize {
+        self.pins.iter().filter(|&&pins| pins > 0).count()
     }
 
     pub fn set_referenced(&mut self, frame: FrameNo) {

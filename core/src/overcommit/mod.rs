@@ -278,6 +278,12 @@ pub enum Error {
     AlreadyWaiting(Waiter),
     /// No request of that kind with that id is in flight.
     NotInFlight(RequestId),
+    /// [`Overcommit::pin`]: the page is not resident (fault it in first).
+    NotResident(PageNo),
+    /// [`Overcommit::pin`]: half of the frames are pinned already.
+    TooManyPins,
+    /// [`Overcommit::unpin`]: the page is not pinned.
+    NotPinned(PageNo),
 }
 
 impl fmt::Display for Error {
@@ -291,6 +297,9 @@ impl fmt::Display for Error {
             Error::NotInFlight(id) => {
                 write!(f, "overcommit: {id} is not in flight (or of the other kind)")
             }
+            Error::NotResident(page) => write!(f, "overcommit: {page} is not resident"),
+            Error::TooManyPins => write!(f, "overcommit: half of the frames are pinned already"),
+            Error::NotPinned(page) => write!(f, "overcommit: {page} is not pinned"),
         }
     }
 }
@@ -640,6 +649,37 @@ impl Overcommit {
             if matches!(self.pages.get(page), PageState::Resident { .. }) && accessed(page) {
                 self.frames.set_referenced(frame);
             }
+        }
+    }
+
+    /// Keeps resident `page` in its frame until [`Self::unpin`] (pins count): the clock passes
+    /// over it, so it is never evicted or written back meanwhile. For pages the hypervisor
+    /// writes itself (the asynchronous page fault records). The page becomes dirty, since those
+    /// writes make its disk copy stale: the caller maps the returned frame read-write. At most
+    /// half of the frames can be pinned, so that eviction can always go on.
+    pub fn pin(&mut self, page: PageNo) -> Result<FrameNo, Error> {
+        let Some(state) = self.state(page) else {
+            return Err(Error::PageOutOfRange(page));
+        };
+        let PageState::Resident { frame, contents } = state else {
+            return Err(Error::NotResident(page));
+        };
+        if !self.frames.is_pinned(frame) && 2 * (self.frames.pinned_count() + 1) > self.frames.len() {
+            return Err(Error::TooManyPins);
+        }
+        if contents != Contents::Dirty {
+            self.pages.set(page, PageState::Resident { frame, contents: Contents::Dirty });
+        }
+        self.frames.pin(frame);
+        Ok(frame)
+    }
+
+    /// Drops one pin of `page` (see [`Self::pin`]); the clock may take it again once none is left.
+    pub fn unpin(&mut self, page: PageNo) -> Result<(), Error> {
+        match self.state(page) {
+            None => Err(Error::PageOutOfRange(page)),
+            Some(PageState::Resident { frame, .. }) if self.frames.unpin(frame) => Ok(()),
+            Some(_) => Err(Error::NotPinned(page)),
         }
     }
 

@@ -48,6 +48,8 @@ enum Op {
     Complete { pick: usize, ok: bool },
     /// The hypervisor's access-flag scan, with pseudo-random flags.
     Scan { seed: u64 },
+    /// The hypervisor pins `page` (if resident; it then maps it read-write), or unpins it.
+    Pin { page: u32, pin: bool },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +80,8 @@ struct Tally {
     max_in_flight: usize,
     /// The most clean pages one fault dropped.
     max_dropped: usize,
+    /// Pins taken.
+    pins: u64,
 }
 
 struct Model {
@@ -97,6 +101,8 @@ struct Model {
     vcpus: Vec<Vcpu>,
     next_version: u64,
     tally: Tally,
+    /// Per page: pins held.
+    pins: Vec<u32>,
 }
 
 impl Model {
@@ -112,6 +118,7 @@ impl Model {
             vcpus: vec![Vcpu::default(); config.waiters as usize],
             next_version: ZERO,
             tally: Tally::default(),
+            pins: vec![0; config.pages as usize],
         }
     }
 
@@ -135,6 +142,35 @@ impl Model {
                 let mixed = (seed ^ u64::from(page.0)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
                 mixed >> 63 == 1
             }),
+            Op::Pin { page, pin: true } => {
+                let page = PageNo(page % self.latest.len() as u32);
+                match self.oc.pin(page) {
+                    Ok(frame) => {
+                        assert_eq!(self.stage2[page.index()].map(|(f, _)| f), Some(frame), "pinned {page}");
+                        self.map(page, frame, true);
+                        self.pins[page.index()] += 1;
+                        self.tally.pins += 1;
+                    }
+                    Err(Error::NotResident(_)) => assert_eq!(self.stage2[page.index()], None, "{page}"),
+                    Err(Error::TooManyPins) => {
+                        let pinned = self.pins.iter().filter(|&&n| n > 0).count();
+                        assert!(2 * (pinned + 1) > self.frame_data.len(), "refused with {pinned} pinned");
+                    }
+                    Err(e) => panic!("pin {page}: {e}"),
+                }
+            }
+            Op::Pin { page, pin: false } => {
+                let page = PageNo(page % self.latest.len() as u32);
+                let pins = &mut self.pins[page.index()];
+                match self.oc.unpin(page) {
+                    Ok(()) => {
+                        assert!(*pins > 0, "unpinned {page}, which was not pinned");
+                        *pins -= 1;
+                    }
+                    Err(Error::NotPinned(_)) => assert_eq!(*pins, 0, "{page} is pinned"),
+                    Err(e) => panic!("unpin {page}: {e}"),
+                }
+            }
         }
         self.check();
     }
@@ -381,6 +417,15 @@ impl Model {
         if self.device.is_empty() {
             assert!(self.vcpus.iter().all(|v| !v.blocked), "lost wake-up");
         }
+        for (p, &pins) in self.pins.iter().enumerate() {
+            if pins > 0 {
+                assert!(
+                    matches!(self.oc.state(PageNo(p as u32)), Some(PageState::Resident { .. })),
+                    "pinned {} left memory",
+                    PageNo(p as u32)
+                );
+            }
+        }
         let c = self.oc.counters();
         let t = &self.tally;
         assert_eq!(c.reads_started + c.retries, t.reads_submitted + t.resubmitted);
@@ -429,14 +474,14 @@ impl Model {
 }
 
 /// Runs `ops` and the final verification; returns the engine's counters, the most requests
-/// that were in flight at once and the most clean pages one fault dropped.
-fn run(config: Config, ops: &[Op]) -> (Counters, usize, usize) {
+/// that were in flight at once, the most clean pages one fault dropped and the pins taken.
+fn run(config: Config, ops: &[Op]) -> (Counters, usize, usize, u64) {
     let mut model = Model::new(config);
     for &op in ops {
         model.step(op);
     }
     model.verify_all_pages();
-    (*model.oc.counters(), model.tally.max_in_flight, model.tally.max_dropped)
+    (*model.oc.counters(), model.tally.max_in_flight, model.tally.max_dropped, model.tally.pins)
 }
 
 fn op(fail_percent: u32) -> impl Strategy<Value = Op> {
@@ -446,6 +491,7 @@ fn op(fail_percent: u32) -> impl Strategy<Value = Op> {
         4 => (any::<usize>(), 0..100u32)
             .prop_map(move |(pick, roll)| Op::Complete { pick, ok: roll >= fail_percent }),
         1 => any::<u64>().prop_map(|seed| Op::Scan { seed }),
+        1 => (any::<u32>(), any::<bool>()).prop_map(|(page, pin)| Op::Pin { page, pin }),
     ]
 }
 
@@ -515,6 +561,7 @@ fn random_runs_reach_every_path() {
     let mut total = Counters::default();
     let mut queue_filled = false;
     let mut batch_dropped = false;
+    let mut pins = 0;
     for round in 0..64u32 {
         let config = Config {
             pages: 4 + round % 40,
@@ -524,13 +571,15 @@ fn random_runs_reach_every_path() {
             read_retries: round % 3,
         };
         let ops: Vec<Op> = (0..800)
-            .map(|_| match next() % 11 {
+            .map(|_| match next() % 12 {
                 0..=5 => Op::Access { vcpu: next() as u32, page: next() as u32, write: next() % 2 == 0 },
                 6..=9 => Op::Complete { pick: next() as usize, ok: next() % 100 >= 20 },
+                10 => Op::Pin { page: next() as u32, pin: next() % 2 == 0 },
                 _ => Op::Scan { seed: next() },
             })
             .collect();
-        let (c, max_in_flight, max_dropped) = run(config, &ops);
+        let (c, max_in_flight, max_dropped, pinned) = run(config, &ops);
+        pins += pinned;
         queue_filled |= max_in_flight == usize::from(config.queue_depth);
         batch_dropped |= max_dropped > 1;
         total.page_ins += c.page_ins;
@@ -567,4 +616,5 @@ fn random_runs_reach_every_path() {
     }
     assert!(queue_filled, "the queue never filled up in the sample");
     assert!(batch_dropped, "no fault reclaimed more than one clean page in the sample");
+    assert!(pins > 0, "no page was pinned in the sample");
 }

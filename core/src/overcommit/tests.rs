@@ -507,3 +507,44 @@ fn full_size_engine_is_cheap_to_build() {
     assert_eq!(oc.free_frames(), 8192);
     assert_eq!(oc.state(PageNo(65535)), Some(PageState::Zero));
 }
+
+#[test]
+fn pinned_pages_stay_resident_and_dirty() {
+    let mut oc = engine(8, 4);
+    assert_eq!(oc.pin(PageNo(0)), Err(Error::NotResident(PageNo(0))));
+    assert_eq!(oc.pin(PageNo(8)), Err(Error::PageOutOfRange(PageNo(8))));
+    fault1(&mut oc, 0, false, 0);
+    // Pinning a clean (here: zero) page makes it dirty: the hypervisor writes into it.
+    let frame = oc.pin(PageNo(0)).unwrap();
+    assert_eq!(oc.state(PageNo(0)), resident(frame.0, Contents::Dirty));
+    fault1(&mut oc, 1, false, 0);
+    assert_eq!(oc.pin(PageNo(1)).map(|f| f.0), Ok(1));
+    // Half of the 4 frames are pinned: no more.
+    fault1(&mut oc, 2, false, 0);
+    assert_eq!(oc.pin(PageNo(2)), Err(Error::TooManyPins));
+    // A second pin of a pinned page is fine (records of two vCPUs can share a page).
+    assert_eq!(oc.pin(PageNo(0)), Ok(frame));
+    // Cycle every other page through the two unpinned frames: pages 0 and 1 never leave.
+    for round in 0..3 {
+        for page in 2..8 {
+            fault1(&mut oc, page, false, round);
+            assert!(matches!(oc.state(PageNo(0)), Some(PageState::Resident { .. })));
+            assert!(matches!(oc.state(PageNo(1)), Some(PageState::Resident { .. })));
+        }
+    }
+    assert_eq!(oc.counters().writebacks_started, 0, "a pinned dirty page was written back");
+    // Unpinned (twice for page 0), the clock takes them again: dirty, so written back.
+    assert_eq!(oc.unpin(PageNo(0)), Ok(()));
+    assert_eq!(oc.unpin(PageNo(0)), Ok(()));
+    assert_eq!(oc.unpin(PageNo(0)), Err(Error::NotPinned(PageNo(0))));
+    assert_eq!(oc.unpin(PageNo(5)), Err(Error::NotPinned(PageNo(5))));
+    let mut started = Vec::new();
+    for page in 2..8 {
+        let (_, writebacks) = fault(&mut oc, page, false, 1);
+        started.extend(writebacks.iter().map(|w| w.page));
+        if oc.is_waiting(Waiter(1)) {
+            break;
+        }
+    }
+    assert!(started.contains(&PageNo(0)), "page 0 not written back once unpinned: {started:?}");
+}
