@@ -141,9 +141,13 @@ pub mod sdei {
     }
 
     /// The asyncpf page_not_present event: a private (per-PE), normal-priority event signalled
-    /// by the hypervisor. A vendor-defined event number (the spec leaves numbers other than
-    /// event 0 to the implementation).
-    pub const EVENT_PAGE_NOT_PRESENT: u32 = 0x4150_4600;
+    /// by the hypervisor. Event numbers other than 0 are the platform's (here: the
+    /// hypervisor's) to choose and are communicated out of band (APF_FEATURES x3), but an event
+    /// number must be a positive signed 32-bit value (SDEI_INTERRUPT_BIND returns event numbers
+    /// and errors in the same register), and the event number proper is bits 23:0; bits 31:24
+    /// are not a platform's to use. This number keeps bits 31:24 zero: 0x41_50_46 is "APF" in
+    /// ASCII.
+    pub const EVENT_PAGE_NOT_PRESENT: u32 = 0x0041_5046;
     /// Event 0: the standard software-signalled event (SDEI_EVENT_SIGNAL).
     pub const EVENT_SOFTWARE_SIGNALLED: u32 = 0;
 

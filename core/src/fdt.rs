@@ -2,7 +2,7 @@
 //!
 //! Follows the Devicetree Specification v0.4 (structure, `memory`, `cpus`, `chosen`, `aliases`)
 //! and the Linux DT bindings of each device (`Documentation/devicetree/bindings/`):
-//! `arm/cpus.yaml`, `arm/psci.yaml`, `interrupt-controller/arm,gic-v3.yaml`,
+//! `arm/cpus.yaml`, `arm/psci.yaml`, `firmware/sdei.yaml`, `interrupt-controller/arm,gic-v3.yaml`,
 //! `timer/arm,arch_timer.yaml`, `serial/pl011.yaml`, `clock/fixed-clock.yaml`,
 //! The aim is a tree an unmodified arm64 Linux boots on.
 //!
@@ -216,8 +216,13 @@ impl GuestPlatform<'_> {
         fdt.property_string("method", "hvc")?;
         fdt.end_node(psci)?;
 
-        // No `/firmware/sdei` node yet: the hypervisor does not implement SDEI, and a guest
-        // must not be told that it does. It comes with the page_not_present event.
+        // The hypervisor is the guest's SDEI dispatcher (`firmware/sdei.yaml` binding).
+        let firmware = fdt.begin_node("firmware")?;
+        let sdei = fdt.begin_node("sdei")?;
+        fdt.property_string("compatible", "arm,sdei-1.0")?;
+        fdt.property_string("method", "hvc")?;
+        fdt.end_node(sdei)?;
+        fdt.end_node(firmware)?;
 
         let gic = fdt.begin_node(&format!("interrupt-controller@{:x}", self.gicd_base))?;
         fdt.property_string("compatible", "arm,gic-v3")?;
@@ -333,6 +338,7 @@ mod tests {
                 "memory@40000000",
                 "cpus",
                 "psci",
+                "firmware",
                 "interrupt-controller@8000000",
                 "timer",
                 "clock-apb-pclk",
@@ -376,12 +382,18 @@ mod tests {
         }
         assert_eq!(fdt.cpus().count(), 4);
 
+        let sdei = node(&fdt, "/firmware/sdei");
+        assert_eq!(property_names(sdei), set(&["compatible", "method"]));
+        assert_eq!(string_list(sdei, "compatible"), ["arm,sdei-1.0"]);
+        assert_eq!(string_list(sdei, "method"), ["hvc"]);
         let psci = node(&fdt, "/psci");
         assert_eq!(property_names(psci), set(&["compatible", "method"]));
         assert_eq!(string_list(psci, "compatible"), ["arm,psci-1.0", "arm,psci-0.2"]);
         assert_eq!(string_list(psci, "method"), ["hvc"]);
 
-        assert!(fdt.find_node("/firmware").is_none(), "no SDEI until it is implemented");
+        let firmware = node(&fdt, "/firmware");
+        assert_eq!(children(firmware), ["sdei"]);
+        assert!(property_names(firmware).is_empty(), "the binding gives /firmware no properties");
 
         let gic = node(&fdt, "/interrupt-controller@8000000");
         assert_eq!(

@@ -9,6 +9,7 @@
 //! * [`hypercall`]: the answers to the guest's SMCCC, PSCI and vendor-service calls.
 //! * [`trap`]: decoding exit syndromes, encoding injected exceptions.
 //! * [`sgi`]: the targets of an SGI the guest generates.
+//! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -26,6 +27,7 @@ pub mod image;
 pub mod mpidr;
 pub mod options;
 pub mod overcommit;
+pub mod sdei;
 pub mod sgi;
 pub mod trap;
 pub mod vgic;

@@ -18,6 +18,7 @@ mod console;
 mod gic;
 mod mm;
 mod pager;
+mod sdei;
 mod panic;
 mod platform;
 mod semihosting;

@@ -34,6 +34,8 @@ pub struct Stats {
     pub invalid_arguments: Counter,
     /// PSCI calls (a subset of `hvc_calls`).
     pub psci_calls: Counter,
+    /// SDEI calls (a subset of `hvc_calls`).
+    pub sdei_calls: Counter,
     /// Synchronous external aborts injected (stage-2 aborts outside RAM and devices).
     pub injected_aborts: Counter,
     /// UNDEFINED exceptions injected (trapped instructions and registers not emulated).
@@ -59,6 +61,7 @@ pub static STATS: Stats = Stats {
     unknown_calls: Counter::new(),
     invalid_arguments: Counter::new(),
     psci_calls: Counter::new(),
+    sdei_calls: Counter::new(),
     injected_aborts: Counter::new(),
     injected_undefs: Counter::new(),
     mmio_accesses: Counter::new(),
@@ -72,13 +75,14 @@ pub static STATS: Stats = Stats {
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 14] = [
+        let members: [(&str, &Counter); 15] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
             ("unknown_calls", &self.unknown_calls),
             ("invalid_arguments", &self.invalid_arguments),
             ("psci_calls", &self.psci_calls),
+            ("sdei_calls", &self.sdei_calls),
             ("injected_aborts", &self.injected_aborts),
             ("injected_undefs", &self.injected_undefs),
             ("mmio_accesses", &self.mmio_accesses),

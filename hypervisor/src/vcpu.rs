@@ -13,7 +13,7 @@ use crate::mm::PAGE_SIZE;
 use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
-use crate::{arch, gic, hyp_println, vgic};
+use crate::{arch, gic, hyp_println, sdei, vgic};
 use asyncpf_core::hypercall::{self, Outcome, Verdict};
 use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, Stage2Abort, SysregAccess, PSTATE_EL1H_MASKED, XZR};
 
@@ -103,6 +103,7 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
         });
     }
     let (entry, context) = shared.boot_request();
+    vm.sdei.reset_vcpu(index);
     *regs = GuestRegs::default();
     regs.x[0] = context;
     regs.pc = entry;
@@ -116,6 +117,7 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
 
 /// Enter the guest once and handle the exit. Returns false when the vCPU turned off.
 fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
+    vm.sdei.deliver_signalled(index, regs);
     vgic::flush(vm, index);
     let exit = run_guest(regs);
     STATS.exits.inc();
@@ -193,6 +195,16 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
 }
 
 fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -> bool {
+    if immediate == 0 && sdei::is_sdei_call(regs.x[0]) {
+        STATS.hvc_calls.inc();
+        STATS.sdei_calls.inc();
+        match vm.sdei.call(vm, index, regs) {
+            Verdict::Served => {}
+            Verdict::Unknown => STATS.unknown_calls.inc(),
+            Verdict::InvalidArguments => STATS.invalid_arguments.inc(),
+        }
+        return true;
+    }
     let args = [regs.x[0], regs.x[1], regs.x[2], regs.x[3]];
     let answer = hypercall::handle(vm, immediate, args);
     STATS.hvc_calls.inc();
@@ -241,6 +253,8 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
     let _ = STATS.write_json_members(&mut json);
     let _ =
         write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}", vgic::list_registers(), crate::max_writeback_granule());
+    json.push_str(",\"sdei\":");
+    let _ = crate::vm::get().sdei.write_json(&mut json);
     if let Some(pager) = pager::get() {
         json.push_str(",\"mem\":");
         let _ = pager.write_json(&mut json);

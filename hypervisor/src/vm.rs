@@ -79,6 +79,8 @@ pub struct Vm {
     pub uart: Mutex<VirtualUart>,
     pub kernel_entry: u64,
     pub dtb_address: u64,
+    /// The guest's SDEI dispatcher.
+    pub sdei: crate::sdei::Dispatcher,
 }
 
 static VM: Once<Vm> = Once::new();
@@ -270,6 +272,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         uart: Mutex::new(VirtualUart::new()),
         kernel_entry: load,
         dtb_address,
+        sdei: crate::sdei::Dispatcher::new(vcpu_count),
     });
 
     // Load the kernel (zeroing the rest of its footprint) and the device tree.

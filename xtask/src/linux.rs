@@ -18,9 +18,11 @@ use crate::run;
 
 /// The metapackage whose dependency names the current kernel package.
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64:arm64";
-/// What the console must show, in order of boot.
-const EXPECTED_LINES: [&str; 3] = [
+/// What the console must show, in order of boot. The SDEI line is Linux's SDEI driver taking
+/// the hypervisor as its firmware (`/firmware/sdei`, SDEI_VERSION 1.1).
+const EXPECTED_LINES: [&str; 4] = [
     "Booting Linux on physical CPU",
+    "sdei: SDEIv1.1 (0x0) detected in firmware.",
     "CPU1: Booted secondary processor",
     "Kernel panic - not syncing: VFS: Unable to mount root fs",
 ];
@@ -107,6 +109,11 @@ pub fn boot_test(root: &Path) -> Result<String> {
     if report["exit_status"].as_i64() != Some(EXIT_SYSTEM_RESET) {
         problems.push(format!("exit status {} instead of {EXIT_SYSTEM_RESET} (SYSTEM_RESET)", report["exit_status"]));
     }
+    // Linux's SDEI driver probes, resets and unmasks every CPU: all answered without an error.
+    let sdei = &report["hyp"]["sdei"];
+    if sdei["calls"].as_u64().unwrap_or(0) == 0 || sdei["errors"] != 0 || sdei["not_supported"] != 0 {
+        problems.push(format!("the SDEI driver's calls were not all answered: {sdei}"));
+    }
     if report["hyp"]["end"].as_str() != Some("system_reset") {
         problems.push(format!("the hypervisor reported end {} instead of system_reset", report["hyp"]["end"]));
     }
@@ -114,5 +121,8 @@ pub fn boot_test(root: &Path) -> Result<String> {
         bail!("{}; console tail:\n{}", problems.join("; "), console.join("\n"));
     }
     let name = kernel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(format!("{name}: booted on 2 vCPUs to the root-mount panic, {} exits", report["hyp"]["exits"]))
+    Ok(format!(
+        "{name}: booted on 2 vCPUs to the root-mount panic, {} exits, {} SDEI calls",
+        report["hyp"]["exits"], sdei["calls"]
+    ))
 }
