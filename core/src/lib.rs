@@ -10,6 +10,7 @@
 //! * [`trap`]: decoding exit syndromes, encoding injected exceptions.
 //! * [`sgi`]: the targets of an SGI the guest generates.
 //! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
+//! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -22,6 +23,7 @@ extern crate std;
 
 pub mod fdt;
 pub mod histogram;
+pub mod apf;
 pub mod hypercall;
 pub mod image;
 pub mod mpidr;

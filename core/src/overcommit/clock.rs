@@ -116,7 +116,6 @@ mod tests {
         );
         // Round one clears the bits, round two offers each frame once.
         assert_eq!(visits, 4);
-        let mut visits = 0;
         let mut offered = Vec::new();
         for _ in 0..2 {
             let stopped = clock.sweep(&mut frames, |frame, _| {
