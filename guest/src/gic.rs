@@ -101,7 +101,12 @@ pub fn init_this_cpu() -> Result<(), GicError> {
     let l = layout();
     let rd = find_redistributor(crate::arch::mpidr_affinity()).ok_or(GicError::RedistributorNotFound)?;
     let sgi = rd + SGI_FRAME;
-    let enabled = (1 << SGI_RESCHEDULE) | (1 << SGI_TEST) | (1 << l.vtimer_intid);
+    // page_ready (asyncpf_contract::apf::PAGE_READY_INTID) is enabled too: it only ever
+    // arrives after this CPU enabled asynchronous page faults.
+    let enabled = (1 << SGI_RESCHEDULE)
+        | (1 << SGI_TEST)
+        | (1 << l.vtimer_intid)
+        | (1 << asyncpf_contract::apf::PAGE_READY_INTID);
     // SAFETY: `rd` is this CPU's redistributor (matched by affinity); all offsets are aligned
     // 32-bit registers of its RD and SGI frames.
     unsafe {
@@ -175,6 +180,8 @@ pub fn handle_interrupts() {
             sched::request_reschedule();
         } else if intid == SGI_TEST {
             scenarios::ipi::received();
+        } else if intid == asyncpf_contract::apf::PAGE_READY_INTID {
+            crate::apf::on_page_ready();
         }
         end_of_interrupt(intid);
     }

@@ -42,6 +42,29 @@ pub unsafe fn call(conduit: Conduit, function: u32, a1: u64, a2: u64, a3: u64) -
     x0 as i64
 }
 
+/// Makes an SMCCC fast call with up to five arguments (x1..x5) and returns x0..x3.
+///
+/// # Safety
+/// As [`call`].
+pub unsafe fn call_wide(conduit: Conduit, function: u32, args: [u64; 5]) -> [u64; 4] {
+    let [a1, a2, a3, a4, a5] = args;
+    let (mut x0, mut x1, mut x2, mut x3) = (u64::from(function), a1, a2, a3);
+    // SAFETY: as in `call`: SMCCC 1.1 preserves x18 and up, x0-x17 are declared clobbered.
+    unsafe {
+        match conduit {
+            Conduit::Hvc => asm!("hvc #0", inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3,
+                inout("x4") a4 => _, inout("x5") a5 => _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack)),
+            Conduit::Smc => asm!("smc #0", inout("x0") x0, inout("x1") x1, inout("x2") x2, inout("x3") x3,
+                inout("x4") a4 => _, inout("x5") a5 => _, out("x6") _, out("x7") _,
+                out("x8") _, out("x9") _, out("x10") _, out("x11") _, out("x12") _, out("x13") _,
+                out("x14") _, out("x15") _, out("x16") _, out("x17") _, options(nostack)),
+        }
+    }
+    [x0, x1, x2, x3]
+}
+
 fn conduit() -> Conduit {
     *CONDUIT.get().expect("PSCI conduit read from the device tree at boot")
 }

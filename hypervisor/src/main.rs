@@ -12,6 +12,7 @@
 
 extern crate alloc;
 
+mod apf;
 mod arch;
 mod backing;
 mod console;

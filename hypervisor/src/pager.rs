@@ -344,6 +344,49 @@ impl Pager {
         reply
     }
 
+    /// Keep guest page `page` resident and writable until [`Self::unpin`] (the hypervisor
+    /// writes into it: an asynchronous page fault record), paging it in first if needed, as a
+    /// write fault of `vcpu` (the caller's own) would. Returns the host address of its frame;
+    /// `None` if it cannot be read back from the disk or too many frames are pinned.
+    pub fn pin(&self, vcpu: usize, page: usize, mut on_interrupt: impl FnMut(u32)) -> Option<PhysAddr> {
+        let write_fault =
+            Stage2Abort { status: FaultStatus::Translation { level: 3 }, write: true, on_table_walk: false };
+        loop {
+            {
+                let mut locked = self.lock_or_sleep(&mut on_interrupt);
+                match locked.engine.pin(PageNo(page as u32)) {
+                    Ok(frame) => {
+                        let address = self.frame_address(frame);
+                        self.pages.map(page, address, Access::ReadWrite);
+                        return Some(address);
+                    }
+                    Err(asyncpf_core::overcommit::Error::NotResident(_)) => {}
+                    Err(e) => {
+                        if should_log() {
+                            hyp_println!("vCPU {vcpu}: cannot pin guest page {page:#x}: {e}");
+                        }
+                        return None;
+                    }
+                }
+            }
+            let resolution = match self.fault(vcpu, page, write_fault, &mut on_interrupt) {
+                FaultReply::Retry => Resolution::Retry,
+                FaultReply::Abort => Resolution::Abort,
+                FaultReply::Blocked => self.wait(vcpu, &mut on_interrupt),
+            };
+            if resolution == Resolution::Abort {
+                return None;
+            }
+        }
+    }
+
+    /// Drop one pin of `page` ([`Self::pin`]).
+    pub fn unpin(&self, page: usize) {
+        if let Err(e) = self.lock().engine.unpin(PageNo(page as u32)) {
+            hyp_println!("pager: unpin of guest page {page:#x}: {e}");
+        }
+    }
+
     /// Park `vcpu` (the caller's own) until its blocked fault is resolved. Its physical CPU
     /// sleeps; `on_interrupt` is given every other physical interrupt that arrives meanwhile
     /// (the pager's own are handled here).

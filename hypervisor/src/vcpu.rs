@@ -13,7 +13,7 @@ use crate::mm::PAGE_SIZE;
 use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
-use crate::{arch, gic, hyp_println, sdei, vgic};
+use crate::{apf, arch, gic, hyp_println, sdei, vgic};
 use asyncpf_core::hypercall::{self, Outcome, Verdict};
 use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, Stage2Abort, SysregAccess, PSTATE_EL1H_MASKED, XZR};
 
@@ -104,6 +104,9 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
     }
     let (entry, context) = shared.boot_request();
     vm.sdei.reset_vcpu(index);
+    if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
+        apf.reset_vcpu(vm, pager, index);
+    }
     *regs = GuestRegs::default();
     regs.x[0] = context;
     regs.pc = entry;
@@ -118,6 +121,9 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
 /// Enter the guest once and handle the exit. Returns false when the vCPU turned off.
 fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
     vm.sdei.deliver_signalled(index, regs);
+    if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
+        apf.on_entry(vm, pager, index);
+    }
     vgic::flush(vm, index);
     let exit = run_guest(regs);
     STATS.exits.inc();
@@ -205,6 +211,15 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         }
         return true;
     }
+    if let (0, true, Some(apf), Some(pager)) = (immediate, apf::is_apf_call(regs.x[0]), &vm.apf, pager::get()) {
+        STATS.hvc_calls.inc();
+        match apf.call(vm, pager, index, regs, |intid| vcpu_interrupt(vm, index, intid)) {
+            asyncpf_contract::smccc::SUCCESS => {}
+            asyncpf_contract::smccc::NOT_SUPPORTED => STATS.unknown_calls.inc(),
+            _ => STATS.invalid_arguments.inc(),
+        }
+        return true;
+    }
     let args = [regs.x[0], regs.x[1], regs.x[2], regs.x[3]];
     let answer = hypercall::handle(vm, immediate, args);
     STATS.hvc_calls.inc();
@@ -255,6 +270,10 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
         write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}", vgic::list_registers(), crate::max_writeback_granule());
     json.push_str(",\"sdei\":");
     let _ = crate::vm::get().sdei.write_json(&mut json);
+    if let Some(apf) = &crate::vm::get().apf {
+        json.push_str(",\"apf\":");
+        let _ = apf.write_json(&mut json);
+    }
     if let Some(pager) = pager::get() {
         json.push_str(",\"mem\":");
         let _ = pager.write_json(&mut json);

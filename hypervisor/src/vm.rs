@@ -81,6 +81,8 @@ pub struct Vm {
     pub dtb_address: u64,
     /// The guest's SDEI dispatcher.
     pub sdei: crate::sdei::Dispatcher,
+    /// Asynchronous page faults: only when guest RAM is paged.
+    pub apf: Option<crate::apf::Apf>,
 }
 
 static VM: Once<Vm> = Once::new();
@@ -273,6 +275,10 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         kernel_entry: load,
         dtb_address,
         sdei: crate::sdei::Dispatcher::new(vcpu_count),
+        apf: pager::get().map(|_| {
+            let granule = crate::max_writeback_granule() as u64;
+            crate::apf::Apf::new(vcpu_count, granule, GUEST_RAM_IPA..GUEST_RAM_IPA + guest_bytes)
+        }),
     });
 
     // Load the kernel (zeroing the rest of its footprint) and the device tree.

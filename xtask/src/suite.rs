@@ -22,7 +22,7 @@ use crate::run;
 use crate::toolchain::Toolchain;
 
 /// The scenarios, vCPU counts and CPU models of the integration matrix.
-const SCENARIOS: &[&str] = &["smp", "ipi", "hostile", "overcommit", "hotplug"];
+const SCENARIOS: &[&str] = &["smp", "ipi", "hostile", "overcommit", "hotplug", "apfabi"];
 /// Rounds of the guest's `hotplug` scenario: each turns every secondary vCPU off and on again.
 const HOTPLUG_ROUNDS: i64 = 3;
 const VCPU_COUNTS: &[u32] = &[1, 4];
@@ -255,6 +255,26 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undefs_caught"), Ge, Int(100)) },
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_caught")) },
     Assertion { scenarios: &["hostile"], check: IsTrue("/guest/hyp_uid_matches") },
+    // apfabi: every check of the contract passed in the guest; the SDEI dispatcher entered the
+    // guest's handler twice (a signal held while masked, then one delivered at once) and both
+    // handlers completed; every SDEI call was one the dispatcher implements.
+    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/guest/checks_failed"), Eq, Int(0)) },
+    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/guest/sdei_handled"), Eq, Int(2)) },
+    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/hyp/sdei/dispatches"), Eq, Int(2)) },
+    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/hyp/sdei/completes"), Eq, Int(2)) },
+    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/hyp/sdei/not_supported"), Eq, Int(0)) },
+    // Without paging the APF calls are NOT_SUPPORTED (28 checks, the SDEI ones and two APF).
+    Assertion { scenarios: &[APF_UNPAGED], check: Cmp(Field("/guest/checks"), Eq, Int(28)) },
+    Assertion { scenarios: &[APF_UNPAGED], check: Cmp(Field("/guest/apf_granule"), Eq, Int(0)) },
+    // With paging: all 39 checks ran; the record is laid out by the hypervisor's largest
+    // writeback granule; APF_DISABLE's one wake-all came through the ring and the PPI.
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/checks"), Eq, Int(39)) },
+    Assertion { scenarios: &[APF_PAGED], check: IsTrue("/guest/apf_paged") },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/apf_granule"), Eq, Field("/hyp/cwg_bytes")) },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/wake_alls"), Eq, Int(1)) },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/apf/wake_alls"), Eq, Int(1)) },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/apf/posted"), Eq, Int(1)) },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/apf/ring_errors"), Eq, Int(0)) },
     // hotplug: every secondary vCPU turned off (PSCI CPU_OFF) and on again (CPU_ON) in each
     // round, came back and ran a task; PSCI answered every probe as docs/abi.md says.
     Assertion { scenarios: &["hotplug"], check: Cmp(Field("/guest/came_back"), Eq, SecondariesTimes(HOTPLUG_ROUNDS)) },
@@ -542,11 +562,13 @@ struct Case {
     guest_mib: u32,
     selftest: Option<Selftest>,
     paged: Option<Paged>,
+    /// `--resident-mib` for a scenario other than the overcommit workload (`apfabi`).
+    resident_mib: Option<u32>,
 }
 
 impl Case {
     fn matrix(scenario: &'static str, vcpus: u32, cpu: &'static str) -> Case {
-        Case { scenario, vcpus, cpu, guest_mib: MATRIX_GUEST_MIB, selftest: None, paged: None }
+        Case { scenario, vcpus, cpu, guest_mib: MATRIX_GUEST_MIB, selftest: None, paged: None, resident_mib: None }
     }
 
     fn name(&self) -> String {
@@ -555,6 +577,9 @@ impl Case {
             (Some(t), _) => format!("qemu/{}/v{}", t.name.replacen('-', "/", 1), self.vcpus),
             // `overcommit-4x` runs as qemu/overcommit/4x/v1 and /v4.
             (None, Some(p)) => format!("qemu/{}/v{}", p.name.replacen('-', "/", 1), self.vcpus),
+            (None, None) if self.resident_mib.is_some() => {
+                format!("qemu/{}/paged/v{}/{}", self.scenario, self.vcpus, self.cpu)
+            }
             (None, None) => format!("qemu/{}/v{}/{}", self.scenario, self.vcpus, self.cpu),
         }
     }
@@ -581,6 +606,9 @@ impl Case {
                 labels.push(OVERCOMMITTED);
             }
         }
+        if self.scenario == "apfabi" {
+            labels.push(if self.resident_mib.is_some() { APF_PAGED } else { APF_UNPAGED });
+        }
         labels
     }
 
@@ -601,7 +629,7 @@ impl Case {
             bare: false,
             quiet: true,
             backing: self.backing(),
-            resident_mib: self.paged.map(|p| p.resident_mib),
+            resident_mib: self.paged.map(|p| p.resident_mib).or(self.resident_mib),
         }
     }
 
@@ -634,8 +662,22 @@ fn all_cases() -> Vec<Case> {
         paged: Some(p),
         ..Case::matrix("overcommit", p.vcpus, "max")
     });
-    matrix.chain(selftests).chain(paged).collect()
+    let apf_paged = CPU_MODELS.iter().map(|&cpu| Case {
+        guest_mib: APF_ABI_GUEST_MIB,
+        resident_mib: Some(APF_ABI_RESIDENT_MIB),
+        ..Case::matrix("apfabi", APF_ABI_VCPUS, cpu)
+    });
+    matrix.chain(selftests).chain(paged).chain(apf_paged).collect()
 }
+
+/// The `apfabi` cases with paged RAM (where the APF calls are answered): 2 vCPUs, on each CPU
+/// model (`a64fx` has a 256-byte writeback granule, so its records are laid out by 256).
+const APF_ABI_VCPUS: u32 = 2;
+const APF_ABI_GUEST_MIB: u32 = 64;
+const APF_ABI_RESIDENT_MIB: u32 = 16;
+/// `apfabi` labels: with and without paged RAM.
+const APF_PAGED: &str = "apf-paged";
+const APF_UNPAGED: &str = "apf-unpaged";
 
 const HOST_TESTS: &str = "host-tests";
 const BUILD: &str = "build";
@@ -859,9 +901,33 @@ mod tests {
                       "check": {"words_checked": 1024, "mismatches": 0}, "aborts": 0, "ws_bytes": 4096,
                       "came_back": 3, "cpu_off_calls": 3, "cpu_on_calls": 3, "stranded": 0,
                       "affinity_unexpected": 0, "already_on_ok": true, "affinity_on_ok": true,
-                      "repeat_on_ok": true, "invalid_answers_ok": true, "load_ok": true},
-            "hyp": {"hvc_calls": 10_000u64, "unknown_calls": 7, "injected_aborts": 100, "injected_undefs": 151},
+                      "repeat_on_ok": true, "invalid_answers_ok": true, "load_ok": true,
+                      "checks": 39, "checks_failed": 0, "sdei_handled": 2, "apf_paged": true, "apf_granule": 64,
+                      "wake_alls": 1},
+            "hyp": {"hvc_calls": 10_000u64, "unknown_calls": 7, "injected_aborts": 100, "injected_undefs": 151,
+                    "cwg_bytes": 64,
+                    "sdei": {"dispatches": 2, "completes": 2, "not_supported": 0},
+                    "apf": {"wake_alls": 1, "posted": 1, "ring_errors": 0}},
         })
+    }
+
+    #[test]
+    fn apf_abi_assertions() {
+        let r = hostile_report();
+        assert_eq!(failed_assertions(&["apfabi", APF_PAGED], 2, &r), Vec::<String>::new());
+        // The unpaged cases expect the 28 SDEI-and-NOT_SUPPORTED checks only.
+        let f = failed_assertions(&["apfabi", APF_UNPAGED], 2, &r);
+        assert_eq!(f.len(), 2, "{f:?}");
+        // A granule that is not the hypervisor's (a hard-coded 64 on a64fx), a lost wake-all.
+        let mut r = hostile_report();
+        r["hyp"]["cwg_bytes"] = json!(256);
+        r["guest"]["wake_alls"] = json!(0);
+        let f = failed_assertions(&[APF_PAGED], 2, &r);
+        assert!(f.iter().any(|l| l.contains("/guest/apf_granule == /hyp/cwg_bytes")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("/guest/wake_alls == 1")), "{f:?}");
+        let names: Vec<String> = all_cases().iter().filter(|c| c.scenario == "apfabi").map(Case::name).collect();
+        assert!(names.contains(&"qemu/apfabi/paged/v2/a64fx".to_string()), "{names:?}");
+        assert!(names.contains(&"qemu/apfabi/v1/max".to_string()), "{names:?}");
     }
 
     #[test]

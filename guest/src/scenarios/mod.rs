@@ -1,6 +1,7 @@
 //! What a run does, chosen by `scenario=NAME` on the command line; each scenario ends the run
 //! with its `@result` line.
 
+pub mod apfabi;
 pub mod hostile;
 pub mod hotplug;
 pub mod ipi;
@@ -31,12 +32,13 @@ pub fn options() -> &'static cmdline::Options<'static> {
 }
 
 /// The scenarios, by command-line name.
-const SCENARIOS: [(&str, fn(u64) -> !); 5] = [
+const SCENARIOS: [(&str, fn(u64) -> !); 6] = [
     ("smp", smp::run),
     ("ipi", ipi::run),
     ("hostile", hostile::run),
     ("overcommit", overcommit::run),
     ("hotplug", hotplug::run),
+    ("apfabi", apfabi::run),
 ];
 
 /// Parses the command line and starts the scenario's control task (boot CPU, after every CPU

@@ -89,13 +89,11 @@ pub fn dcache_line_bytes() -> usize {
     4 << ((ctr_el0() >> 16) & 0xf)
 }
 
-/// The cache writeback granule of this CPU in bytes (CTR_EL0.CWG; 0 means "not reported",
-/// for which the architecture says to assume the maximum, 2 KiB).
+/// The cache writeback granule of this CPU in bytes, as the asynchronous page fault record is
+/// laid out by it (`asyncpf_core::apf::cwg_bytes`: CTR_EL0.CWG 0, "not reported", or a
+/// reserved value means the architectural maximum, 2 KiB; at least 16 bytes).
 pub fn writeback_granule_bytes() -> usize {
-    match (ctr_el0() >> 24) & 0xf {
-        0 => 2048,
-        cwg => 4 << cwg,
-    }
+    asyncpf_core::apf::cwg_bytes((ctr_el0() >> 24) & 0xf) as usize
 }
 
 /// This physical CPU's index, set by `boot` in TPIDR_EL2.

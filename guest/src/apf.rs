@@ -1,0 +1,231 @@
+//! The guest's side of the asyncpf contract (docs/abi.md §8): SDEI calls and the SDEI handler
+//! entry, the asynchronous-page-fault calls, the per-CPU records, and the page_ready interrupt
+//! (INTID 22) that drains a record's completion ring.
+
+use crate::arch;
+use crate::psci::{self, Conduit};
+use asyncpf_contract::{apf as abi, sdei};
+use core::arch::global_asm;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// Most CPUs the kernel brings up (as `percpu`).
+const MAX_CPUS: usize = crate::dt::MAX_CPUS;
+/// A record's bytes at the largest granule (`record_bytes(MAX_GRANULE)` = 6656), rounded up
+/// to whole pages so that no two CPUs' records share a page.
+const RECORD_SPACE: usize = 8192;
+
+/// One CPU's record: written by the hypervisor (its fields) and by this CPU (`ring_tail`).
+#[repr(C, align(4096))]
+struct RecordSpace(UnsafeCell<[u64; RECORD_SPACE / 8]>);
+
+// SAFETY: each CPU touches only its own record, and the hypervisor's concurrent writes are to
+// fields the guest only reads (volatile, single 64-bit accesses).
+unsafe impl Sync for RecordSpace {}
+
+static RECORDS: [RecordSpace; MAX_CPUS] = [const { RecordSpace(UnsafeCell::new([0; RECORD_SPACE / 8])) }; MAX_CPUS];
+
+/// What `APF_FEATURES` answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Features {
+    pub granule: u64,
+    pub page_ready_intid: u32,
+    pub event: u32,
+}
+
+/// An SMCCC call through the platform's conduit: x0..x3 of the answer.
+pub fn call(function: u32, args: [u64; 5]) -> [u64; 4] {
+    let conduit = psci::conduit_if_known().unwrap_or(Conduit::Hvc);
+    // SAFETY: SDEI and APF calls change only SDEI/APF state; the handler entry point the guest
+    // registers (`sdei_entry`) is ready to run at any time.
+    unsafe { psci::call_wide(conduit, function, args) }
+}
+
+/// APF_FEATURES, or `Err(code)` (NOT_SUPPORTED when guest RAM is not paged).
+pub fn features() -> Result<Features, i64> {
+    let [x0, x1, x2, x3] = call(abi::FEATURES, [0; 5]);
+    match x0 as i64 {
+        0 => Ok(Features { granule: x1, page_ready_intid: x2 as u32, event: x3 as u32 }),
+        code => Err(code),
+    }
+}
+
+/// The guest physical (= virtual: the kernel maps RAM 1:1) address of this CPU's record.
+pub fn record_address(cpu: usize) -> u64 {
+    RECORDS[cpu].0.get() as u64
+}
+
+/// APF_ENABLE with this CPU's record at `granule`; the SMCCC result.
+pub fn enable(record_ipa: u64, flags: u64) -> i64 {
+    call(abi::ENABLE, [record_ipa, flags, 0, 0, 0])[0] as i64
+}
+
+/// APF_DISABLE; the SMCCC result.
+pub fn disable() -> i64 {
+    call(abi::DISABLE, [0; 5])[0] as i64
+}
+
+/// Reads the u64 at byte `offset` of this CPU's record.
+pub fn read_record(offset: u64) -> u64 {
+    let base = record_address(arch::cpu_index()) as *const u64;
+    // SAFETY: inside this CPU's record (offset below RECORD_SPACE, 8-aligned: checked); the
+    // hypervisor may write it concurrently, which one volatile 64-bit load tolerates.
+    assert!(offset % 8 == 0 && offset < RECORD_SPACE as u64);
+    unsafe { core::ptr::read_volatile(base.add(offset as usize / 8)) }
+}
+
+fn write_record(offset: u64, value: u64) {
+    let base = record_address(arch::cpu_index()) as *mut u64;
+    assert!(offset % 8 == 0 && offset < RECORD_SPACE as u64);
+    // SAFETY: inside this CPU's record; only guest-written fields are written here.
+    unsafe { core::ptr::write_volatile(base.add(offset as usize / 8), value) };
+}
+
+/// page_ready tokens seen (all CPUs), and the TOKEN_WAKE_ALL among them.
+pub static TOKENS_SEEN: AtomicU64 = AtomicU64::new(0);
+pub static WAKE_ALLS_SEEN: AtomicU64 = AtomicU64::new(0);
+/// Ring errors seen by the consumer (garbage indices).
+pub static RING_ERRORS: AtomicU64 = AtomicU64::new(0);
+
+/// The granule this CPU's record uses (set by the scenario that enabled it).
+static GRANULE: AtomicU64 = AtomicU64::new(0);
+
+/// Remember the granule the record is laid out with (before APF_ENABLE).
+pub fn set_granule(granule: u64) {
+    GRANULE.store(granule, Ordering::Relaxed);
+}
+
+/// The page_ready interrupt: take every token from this CPU's ring (docs/abi.md §8.4: read
+/// `ring_head`, then the entries, then write `ring_tail`, with load barriers between).
+pub fn on_page_ready() {
+    let g = GRANULE.load(Ordering::Relaxed);
+    if g == 0 {
+        return;
+    }
+    let head = read_record(g);
+    // SAFETY: barriers only order memory accesses.
+    unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
+    let tail = read_record(2 * g);
+    let used = head.wrapping_sub(tail);
+    if used > abi::RING_ENTRIES {
+        RING_ERRORS.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    for position in tail..head {
+        let token = read_record(3 * g + (position % abi::RING_ENTRIES) * abi::RING_ENTRY_BYTES);
+        TOKENS_SEEN.fetch_add(1, Ordering::Relaxed);
+        if token == abi::TOKEN_WAKE_ALL {
+            WAKE_ALLS_SEEN.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    // SAFETY: as above: every entry read completes before the slot is handed back.
+    unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
+    write_record(2 * g, head);
+}
+
+/// Events the SDEI handler body has run for, and the last (event, argument) it saw.
+pub static SDEI_HANDLED: AtomicU64 = AtomicU64::new(0);
+pub static SDEI_LAST_EVENT: AtomicU64 = AtomicU64::new(u64::MAX);
+pub static SDEI_LAST_ARG: AtomicU64 = AtomicU64::new(0);
+/// SDEI_EVENT_CONTEXT(0) and (17) from inside the handler: the interrupted x0 and x17.
+pub static SDEI_CONTEXT_X0: AtomicU64 = AtomicU64::new(0);
+
+/// The handler body, called by `sdei_entry` with the dispatcher's x0..x3. Returns the
+/// resume address for SDEI_EVENT_COMPLETE_AND_RESUME, or 0 for SDEI_EVENT_COMPLETE.
+extern "C" fn sdei_handler(event: u64, argument: u64, _pc: u64, _pstate: u64) -> u64 {
+    SDEI_LAST_EVENT.store(event, Ordering::Relaxed);
+    SDEI_LAST_ARG.store(argument, Ordering::Relaxed);
+    SDEI_CONTEXT_X0.store(call(sdei::EVENT_CONTEXT, [0, 0, 0, 0, 0])[0], Ordering::Relaxed);
+    SDEI_HANDLED.fetch_add(1, Ordering::Relaxed);
+    0
+}
+
+/// The SDEI handler's entry point (register it with SDEI_EVENT_REGISTER).
+pub fn sdei_entry_address() -> u64 {
+    sdei_entry as *const () as u64
+}
+
+unsafe extern "C" {
+    fn sdei_entry();
+}
+
+// The dispatcher enters at EL1h with DAIF masked, x0..x3 = event, argument, interrupted PC,
+// interrupted PSTATE, on the interrupted context's stack. A handler may clobber x0..x17 only
+// (the dispatcher restores them): save x18..x30 and the FP/SIMD state (the compiler may use
+// it anywhere), run the Rust body, restore, and complete with the body's answer.
+global_asm!(
+    r#"
+.section .text.sdei, "ax"
+.balign 4
+.global sdei_entry
+sdei_entry:
+    sub sp, sp, #640
+    stp x18, x19, [sp, #0]
+    stp x20, x21, [sp, #16]
+    stp x22, x23, [sp, #32]
+    stp x24, x25, [sp, #48]
+    stp x26, x27, [sp, #64]
+    stp x28, x29, [sp, #80]
+    str x30, [sp, #96]
+    mrs x9, fpcr
+    mrs x10, fpsr
+    stp x9, x10, [sp, #104]
+    add x9, sp, #128
+    stp q0, q1, [x9, #0]
+    stp q2, q3, [x9, #32]
+    stp q4, q5, [x9, #64]
+    stp q6, q7, [x9, #96]
+    stp q8, q9, [x9, #128]
+    stp q10, q11, [x9, #160]
+    stp q12, q13, [x9, #192]
+    stp q14, q15, [x9, #224]
+    stp q16, q17, [x9, #256]
+    stp q18, q19, [x9, #288]
+    stp q20, q21, [x9, #320]
+    stp q22, q23, [x9, #352]
+    stp q24, q25, [x9, #384]
+    stp q26, q27, [x9, #416]
+    stp q28, q29, [x9, #448]
+    stp q30, q31, [x9, #480]
+    mov x29, #0
+    bl {body}
+    mov x1, x0
+    add x9, sp, #128
+    ldp q0, q1, [x9, #0]
+    ldp q2, q3, [x9, #32]
+    ldp q4, q5, [x9, #64]
+    ldp q6, q7, [x9, #96]
+    ldp q8, q9, [x9, #128]
+    ldp q10, q11, [x9, #160]
+    ldp q12, q13, [x9, #192]
+    ldp q14, q15, [x9, #224]
+    ldp q16, q17, [x9, #256]
+    ldp q18, q19, [x9, #288]
+    ldp q20, q21, [x9, #320]
+    ldp q22, q23, [x9, #352]
+    ldp q24, q25, [x9, #384]
+    ldp q26, q27, [x9, #416]
+    ldp q28, q29, [x9, #448]
+    ldp q30, q31, [x9, #480]
+    ldp x9, x10, [sp, #104]
+    msr fpcr, x9
+    msr fpsr, x10
+    ldp x18, x19, [sp, #0]
+    ldp x20, x21, [sp, #16]
+    ldp x22, x23, [sp, #32]
+    ldp x24, x25, [sp, #48]
+    ldp x26, x27, [sp, #64]
+    ldp x28, x29, [sp, #80]
+    ldr x30, [sp, #96]
+    add sp, sp, #640
+    cbz x1, 1f
+    movz x0, #0x0026
+    movk x0, #0xC400, lsl #16
+    hvc #0
+1:  movz x0, #0x0025
+    movk x0, #0xC400, lsl #16
+    hvc #0
+2:  b 2b
+"#,
+    body = sym sdei_handler,
+);

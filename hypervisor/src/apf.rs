@@ -1,0 +1,277 @@
+//! Asynchronous page faults, the hypervisor's side: the APF_* calls of the vendor service, the
+//! per-vCPU records in guest memory, and the page_ready PPI. `asyncpf_core::apf` decides
+//! (validation, tokens, the ring and its backlog); this module keeps each record's guest pages
+//! pinned in the pager's frames, gives the core a [`RecordMemory`] over them, and raises the
+//! PPI whenever the core posted something.
+//!
+//! APF exists only when guest RAM is paged (`resident_mib`): without a pager there are no page
+//! faults to report, and the calls answer NOT_SUPPORTED.
+
+use alloc::vec::Vec;
+use core::ops::Range;
+
+use asyncpf_contract::apf as abi;
+use asyncpf_contract::smccc;
+use asyncpf_core::apf::{validate_enable, ApfVcpu, Layout, Record, RecordMemory, Status};
+use spin::Mutex;
+
+use crate::arch::entry::GuestRegs;
+use crate::mm::{PhysAddr, PAGE_SIZE};
+use crate::pager::Pager;
+use crate::vm::Vm;
+use crate::{arch, hyp_println};
+
+/// Tokens one vCPU may have in flight: more than the guest's tasks per CPU.
+const TOKENS_PER_VCPU: usize = 16;
+/// Most 4 KiB pages a record spans: `record_bytes(2048)` = 6656 bytes, granule-aligned.
+const MAX_RECORD_PAGES: usize = 3;
+
+/// The APF state of one vCPU: the core's state and the pinned pages of its record.
+struct VcpuApf {
+    state: ApfVcpu,
+    /// The record's guest pages and the host frames pinned for them, while the core keeps a
+    /// record ([`ApfVcpu::record`]).
+    pinned: Vec<(usize, PhysAddr)>,
+    /// Where the record starts in its first page.
+    offset: u64,
+}
+
+/// The VM's asynchronous page faults.
+pub struct Apf {
+    vcpus: Vec<Mutex<VcpuApf>>,
+    layout: Layout,
+    ram: Range<u64>,
+}
+
+impl Apf {
+    /// For `vcpus` vCPUs of a VM whose RAM is `ram` (guest physical), with records laid out by
+    /// `granule` (the largest writeback granule of the physical CPUs).
+    pub fn new(vcpus: usize, granule: u64, ram: Range<u64>) -> Self {
+        let layout = Layout::new(granule).expect("writeback_granule_bytes gives a valid granule");
+        let vcpus = (0..vcpus)
+            .map(|v| {
+                let state = ApfVcpu::new(v as u16, TOKENS_PER_VCPU).expect("a limit in range");
+                Mutex::new(VcpuApf { state, pinned: Vec::with_capacity(MAX_RECORD_PAGES), offset: 0 })
+            })
+            .collect();
+        Apf { vcpus, layout, ram }
+    }
+
+    /// An APF_* call of `vcpu` (x0 = function, x1.. = arguments), answered in `regs`; returns
+    /// the SMCCC result (also in x0). `on_interrupt` takes the interrupts that arrive while
+    /// pinning waits for the disk.
+    pub fn call(
+        &self,
+        vm: &Vm,
+        pager: &Pager,
+        vcpu: usize,
+        regs: &mut GuestRegs,
+        on_interrupt: impl FnMut(u32),
+    ) -> i64 {
+        let result = match regs.x[0] as u32 {
+            abi::FEATURES => {
+                regs.x[1] = self.layout.granule();
+                regs.x[2] = u64::from(abi::PAGE_READY_INTID);
+                regs.x[3] = u64::from(asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT);
+                smccc::SUCCESS
+            }
+            abi::ENABLE => self.enable(pager, vcpu, regs.x[1], regs.x[2], on_interrupt),
+            abi::DISABLE => {
+                let mut apf = self.vcpus[vcpu].lock();
+                let VcpuApf { state, pinned, offset } = &mut *apf;
+                let posted = state.disable(&mut HostRecord { pinned, start: *offset });
+                self.settle(vm, pager, vcpu, &mut apf, posted);
+                smccc::SUCCESS
+            }
+            _ => smccc::NOT_SUPPORTED,
+        };
+        regs.x[0] = result as u64;
+        result
+    }
+
+    /// `vcpu` is reset (turned on again): a task the guest parked before cannot wait forever,
+    /// so a wake-all goes to its record (while the guest keeps it), as APF_DISABLE would.
+    pub fn reset_vcpu(&self, vm: &Vm, pager: &Pager, vcpu: usize) {
+        let mut apf = self.vcpus[vcpu].lock();
+        let VcpuApf { state, pinned, offset } = &mut *apf;
+        let posted = state.reset(&mut HostRecord { pinned, start: *offset });
+        self.settle(vm, pager, vcpu, &mut apf, posted);
+    }
+
+    fn enable(
+        &self,
+        pager: &Pager,
+        vcpu: usize,
+        record_ipa: u64,
+        flags: u64,
+        mut on_interrupt: impl FnMut(u32),
+    ) -> i64 {
+        let record = match validate_enable(record_ipa, flags, self.layout, self.ram.clone()) {
+            Ok(record) => record,
+            Err(e) => return e.smccc(),
+        };
+        // Pin the new record's pages before the old ones are let go (they may overlap).
+        let mut pinned = Vec::with_capacity(MAX_RECORD_PAGES);
+        for page in record_pages(&record, self.ram.start) {
+            match pager.pin(vcpu, page, &mut on_interrupt) {
+                Some(frame) => pinned.push((page, frame)),
+                None => {
+                    for &(page, _) in &pinned {
+                        pager.unpin(page);
+                    }
+                    hyp_println!("vCPU {vcpu}: APF_ENABLE: cannot keep the record at {record_ipa:#x} resident");
+                    return smccc::INVALID_PARAMETER;
+                }
+            }
+        }
+        let mut apf = self.vcpus[vcpu].lock();
+        let old = core::mem::replace(&mut apf.pinned, pinned);
+        for (page, _) in old {
+            pager.unpin(page);
+        }
+        apf.offset = record.ipa() % PAGE_SIZE;
+        let VcpuApf { state, pinned, offset } = &mut *apf;
+        state.enable(record, &mut HostRecord { pinned, start: *offset });
+        smccc::SUCCESS
+    }
+
+    /// After a call that may have posted `posted` entries or ended the record's use: raise
+    /// the PPI, log a ring error once, and unpin the record once the core lets it go.
+    fn settle(&self, vm: &Vm, pager: &Pager, vcpu: usize, apf: &mut VcpuApf, posted: usize) {
+        if posted > 0 {
+            raise_page_ready(vm, vcpu);
+        }
+        if let Some(error) = apf.state.take_ring_error() {
+            hyp_println!("vCPU {vcpu}: {error}");
+        }
+        if apf.state.status() == Status::Disabled {
+            for (page, _) in apf.pinned.drain(..) {
+                pager.unpin(page);
+            }
+        }
+    }
+
+    /// Before `vcpu` enters the guest: post what waits for ring space, if the guest made room.
+    pub fn on_entry(&self, vm: &Vm, pager: &Pager, vcpu: usize) {
+        let Some(mut apf) = self.vcpus[vcpu].try_lock() else {
+            return;
+        };
+        if apf.state.backlog().len() == 0 {
+            return;
+        }
+        let VcpuApf { state, pinned, offset } = &mut *apf;
+        let posted = state.flush_backlog(&mut HostRecord { pinned, start: *offset });
+        self.settle(vm, pager, vcpu, &mut apf, posted);
+    }
+
+    /// The `apf` result object: the counters summed over vCPUs.
+    pub fn write_json(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
+        let mut sum = asyncpf_core::apf::Counters::default();
+        let mut enabled = 0;
+        for v in &self.vcpus {
+            let apf = v.lock();
+            let c = apf.state.counters();
+            enabled += usize::from(apf.state.is_enabled());
+            sum.dispatched += c.dispatched;
+            sum.accepted += c.accepted;
+            sum.declined += c.declined;
+            sum.completed += c.completed;
+            sum.stale += c.stale;
+            sum.posted += c.posted;
+            sum.queued += c.queued;
+            sum.wake_alls += c.wake_alls;
+            sum.dropped += c.dropped;
+            sum.ring_errors += c.ring_errors;
+        }
+        write!(
+            out,
+            "{{\"granule\":{},\"enabled_vcpus\":{enabled},\"dispatched\":{},\"accepted\":{},\"declined\":{},\
+             \"completed\":{},\"stale\":{},\"posted\":{},\"queued\":{},\"wake_alls\":{},\"dropped\":{},\
+             \"ring_errors\":{}}}",
+            self.layout.granule(),
+            sum.dispatched,
+            sum.accepted,
+            sum.declined,
+            sum.completed,
+            sum.stale,
+            sum.posted,
+            sum.queued,
+            sum.wake_alls,
+            sum.dropped,
+            sum.ring_errors
+        )
+    }
+}
+
+/// Whether `function` is one of the APF calls.
+pub fn is_apf_call(function: u64) -> bool {
+    matches!(u32::try_from(function), Ok(abi::FEATURES | abi::ENABLE | abi::DISABLE))
+}
+
+/// The guest RAM pages (indices from the start of RAM at `ram_base`) that `record` covers.
+fn record_pages(record: &Record, ram_base: u64) -> impl Iterator<Item = usize> {
+    let range = record.range();
+    let first = (range.start - ram_base) / PAGE_SIZE;
+    let last = (range.end - 1 - ram_base) / PAGE_SIZE;
+    (first..=last).map(|page| page as usize)
+}
+
+/// Make page_ready pending on `vcpu` and kick it if it runs elsewhere.
+fn raise_page_ready(vm: &Vm, vcpu: usize) {
+    // PAGE_READY_INTID is a PPI, always in range.
+    let _ = vm.vcpus[vcpu].redist.lock().set_pending(abi::PAGE_READY_INTID);
+    if vcpu != arch::cpu_index() {
+        vm.kick(vcpu);
+    }
+}
+
+/// A record's bytes, through the host frames pinned for its pages (`(guest page, frame)`, in
+/// page order, covering the whole record).
+struct HostRecord<'a> {
+    pinned: &'a [(usize, PhysAddr)],
+    /// Offset of the record's start in its first page.
+    start: u64,
+}
+
+impl HostRecord<'_> {
+    /// The host address of the u64 at `offset` in the record; `None` beyond the pinned pages
+    /// or misaligned (`asyncpf_core::apf` never asks for either: a hypervisor bug, logged).
+    fn address(&self, offset: u64) -> Option<*mut u64> {
+        let at = self.start + offset;
+        let frame = self.pinned.get((at / PAGE_SIZE) as usize).map(|&(_, frame)| frame);
+        match frame {
+            Some(frame) if at % 8 == 0 => Some((frame.0 + at % PAGE_SIZE) as *mut u64),
+            _ => {
+                hyp_println!("apf: record offset {offset:#x} outside the pinned record; ignored");
+                None
+            }
+        }
+    }
+}
+
+impl RecordMemory for HostRecord<'_> {
+    fn read_u64(&mut self, offset: u64) -> u64 {
+        // SAFETY: an aligned u64 in a host frame the pager keeps for this record's page (pinned:
+        // not reused while pinned), identity-mapped at EL2; the guest may write it concurrently,
+        // which a single 64-bit load tolerates (single-copy atomic).
+        self.address(offset).map_or(0, |p| unsafe { core::ptr::read_volatile(p) })
+    }
+
+    fn write_u64(&mut self, offset: u64, value: u64) {
+        if let Some(p) = self.address(offset) {
+            // SAFETY: as in `read_u64`; the record is the guest's memory given for this purpose,
+            // and `asyncpf_core::apf` writes only the host's fields of it.
+            unsafe { core::ptr::write_volatile(p, value) };
+        }
+    }
+
+    fn publish(&mut self) {
+        // SAFETY: a barrier only orders memory accesses.
+        unsafe { core::arch::asm!("dmb ishst", options(nostack, preserves_flags)) };
+    }
+
+    fn acquire(&mut self) {
+        // SAFETY: a barrier only orders memory accesses.
+        unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
+    }
+}
