@@ -4,6 +4,7 @@
 
 use crate::arch;
 use crate::psci::{self, Conduit};
+use crate::sched::{self, Namespace};
 use asyncpf_contract::{apf as abi, sdei};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -95,8 +96,75 @@ pub fn set_granule(granule: u64) {
     GRANULE.store(granule, Ordering::Relaxed);
 }
 
+/// Tokens this CPU's SDEI handler accepted and that the IRQ path (entered through
+/// COMPLETE_AND_RESUME) must still park the interrupted task on; 0 = none.
+static PENDING_PARK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+/// page_not_present events accepted (the task parked) and declined (the idle task faulted).
+pub static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+pub static DECLINED: AtomicU64 = AtomicU64::new(0);
+/// Tasks woken by a page_ready token (WAKE_ALL counted per task released).
+pub static WOKEN: AtomicU64 = AtomicU64::new(0);
+
+/// The IRQ vector offsets from VBAR_EL1: current EL with SP_ELx, and lower EL (AArch64).
+const IRQ_VECTOR_EL1H: u64 = 0x280;
+const IRQ_VECTOR_EL0: u64 = 0x480;
+
+/// page_not_present on this CPU (from the SDEI handler): accept if the interrupted task may
+/// park (any task but the idle task; the hypervisor only delivers with IRQs unmasked, so no
+/// spin lock is held), by returning the IRQ vector for COMPLETE_AND_RESUME; else decline (0).
+fn page_not_present(pstate: u64) -> u64 {
+    if sched::current_is_idle() {
+        DECLINED.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    }
+    let token = read_record(abi_offsets::PNP_TOKEN);
+    PENDING_PARK[arch::cpu_index()].store(token, Ordering::Relaxed);
+    ACCEPTED.fetch_add(1, Ordering::Relaxed);
+    let from_el0 = pstate & 0xf == 0;
+    arch::vbar() + if from_el0 { IRQ_VECTOR_EL0 } else { IRQ_VECTOR_EL1H }
+}
+
+/// From the IRQ path, after the interrupts: park the task whose page_not_present this CPU
+/// accepted (its context is the IRQ frame at the faulting instruction, which it retries when
+/// it runs again).
+pub fn park_if_pending() {
+    let token = PENDING_PARK[arch::cpu_index()].swap(0, Ordering::Relaxed);
+    if token != 0 {
+        sched::park(sched::token(Namespace::Apf, token));
+    }
+}
+
+mod abi_offsets {
+    /// `pnp_token` is at offset 0 at every granule (docs/abi.md §8.2).
+    pub const PNP_TOKEN: u64 = 0;
+}
+
+/// Enable asynchronous page faults on this CPU: register, enable and unmask the SDEI event,
+/// then APF_ENABLE with this CPU's record. `Err` with the first failing call's result.
+pub fn enable_this_cpu() -> Result<Features, i64> {
+    let features = features()?;
+    set_granule(features.granule);
+    let event = u64::from(features.event);
+    let entry = sdei_entry_address();
+    for (function, args) in [
+        (sdei::EVENT_REGISTER, [event, entry, 0, 0, 0]),
+        (sdei::EVENT_ENABLE, [event, 0, 0, 0, 0]),
+        (sdei::PE_UNMASK, [0; 5]),
+    ] {
+        let result = call(function, args)[0] as i64;
+        if result != 0 {
+            return Err(result);
+        }
+    }
+    match enable(record_address(arch::cpu_index()), 0) {
+        0 => Ok(features),
+        code => Err(code),
+    }
+}
+
 /// The page_ready interrupt: take every token from this CPU's ring (docs/abi.md §8.4: read
-/// `ring_head`, then the entries, then write `ring_tail`, with load barriers between).
+/// `ring_head`, then the entries, then write `ring_tail`, with load barriers between), and
+/// wake the task of each (every APF waiter for TOKEN_WAKE_ALL).
 pub fn on_page_ready() {
     let g = GRANULE.load(Ordering::Relaxed);
     if g == 0 {
@@ -114,9 +182,14 @@ pub fn on_page_ready() {
     for position in tail..head {
         let token = read_record(3 * g + (position % abi::RING_ENTRIES) * abi::RING_ENTRY_BYTES);
         TOKENS_SEEN.fetch_add(1, Ordering::Relaxed);
-        if token == abi::TOKEN_WAKE_ALL {
+        let woken = if token == abi::TOKEN_WAKE_ALL {
             WAKE_ALLS_SEEN.fetch_add(1, Ordering::Relaxed);
-        }
+            sched::wake_all(Namespace::Apf)
+        } else {
+            // A wake that overtakes its park is remembered (`sched::wake`).
+            sched::wake(sched::token(Namespace::Apf, token))
+        };
+        WOKEN.fetch_add(woken as u64, Ordering::Relaxed);
     }
     // SAFETY: as above: every entry read completes before the slot is handed back.
     unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
@@ -132,7 +205,10 @@ pub static SDEI_CONTEXT_X0: AtomicU64 = AtomicU64::new(0);
 
 /// The handler body, called by `sdei_entry` with the dispatcher's x0..x3. Returns the
 /// resume address for SDEI_EVENT_COMPLETE_AND_RESUME, or 0 for SDEI_EVENT_COMPLETE.
-extern "C" fn sdei_handler(event: u64, argument: u64, _pc: u64, _pstate: u64) -> u64 {
+extern "C" fn sdei_handler(event: u64, argument: u64, _pc: u64, pstate: u64) -> u64 {
+    if event == u64::from(sdei::EVENT_PAGE_NOT_PRESENT) {
+        return page_not_present(pstate);
+    }
     SDEI_LAST_EVENT.store(event, Ordering::Relaxed);
     SDEI_LAST_ARG.store(argument, Ordering::Relaxed);
     SDEI_CONTEXT_X0.store(call(sdei::EVENT_CONTEXT, [0, 0, 0, 0, 0])[0], Ordering::Relaxed);

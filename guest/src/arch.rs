@@ -38,6 +38,9 @@ read_only_sysreg!(
 read_only_sysreg!(
     /// CurrentEL (bits 3:2 hold the exception level).
     current_el, "currentel");
+read_only_sysreg!(
+    /// VBAR_EL1: the exception vector base.
+    vbar, "vbar_el1");
 
 /// MPIDR affinity fields Aff3.Aff2.Aff1.Aff0 packed as the DT `/cpus/cpu@N` `reg` and PSCI
 /// use them (Aff3 at bits 39:32).

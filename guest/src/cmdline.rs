@@ -13,6 +13,9 @@ pub const OPT_WS_MIB: &str = "ws_mib";
 /// Key: the `overcommit` random read/write operations over all tasks (default: one per
 /// working-set page).
 pub const OPT_OPS: &str = "ops";
+/// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
+/// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
+pub const OPT_APF: &str = "apf";
 
 /// The options the guest understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +24,7 @@ pub struct Options<'a> {
     pub seed: u64,
     pub ws_mib: Option<u64>,
     pub ops: Option<u64>,
+    pub apf: bool,
 }
 
 /// A malformed option value.
@@ -29,11 +33,12 @@ pub enum CmdlineError<'a> {
     BadSeed(&'a str),
     BadWsMib(&'a str),
     BadOps(&'a str),
+    BadApf(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
 pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
-    let mut opts = Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None };
+    let mut opts = Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None, apf: false };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
         match key {
@@ -44,6 +49,13 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                 opts.ws_mib = Some(mib.ok_or(CmdlineError::BadWsMib(value))?);
             }
             OPT_OPS => opts.ops = Some(parse_u64(value).ok_or(CmdlineError::BadOps(value))?),
+            OPT_APF => {
+                opts.apf = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(CmdlineError::BadApf(value)),
+                }
+            }
             _ => {}
         }
     }
@@ -64,7 +76,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None };
+        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
             parse("console=ttyAMA0 scenario=ipi seed=0x10 noise").unwrap(),
@@ -77,7 +89,10 @@ mod tests {
     #[test]
     fn overcommit_keys() {
         let opts = parse("scenario=overcommit seed=3 ws_mib=32 ops=0x100").unwrap();
-        assert_eq!(opts, Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256) });
+        assert_eq!(opts, Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256), apf: false });
+        assert!(parse("apf=on").unwrap().apf);
+        assert!(!parse("apf=on apf=off").unwrap().apf);
+        assert_eq!(parse("apf=1"), Err(CmdlineError::BadApf("1")));
         assert_eq!(parse("ws_mib=8 ws_mib=16").unwrap().ws_mib, Some(16));
         assert_eq!(parse("ops=0").unwrap().ops, Some(0));
         assert_eq!(parse("ws_mib=0"), Err(CmdlineError::BadWsMib("0")));

@@ -210,6 +210,7 @@ extern "C" fn exception_dispatch(frame: &mut TrapFrame, vector: u64) {
         }
         v if v == Vector::El1Irq as u64 || v == Vector::El0Irq as u64 => {
             gic::handle_interrupts();
+            crate::apf::park_if_pending();
             sched::preempt_if_needed();
         }
         v if v == Vector::El1Fiq as u64 || v == Vector::El0Fiq as u64 => fatal(frame, "FIQ"),

@@ -46,6 +46,8 @@ pub enum Namespace {
     Sleep = 2,
     /// Tokens the scenarios use to check the primitives themselves.
     Scenario = 3,
+    /// Asynchronous page faults: the hypervisor's tokens (`crate::apf`).
+    Apf = 4,
 }
 
 /// The token `value` (low 56 bits) in `namespace`.
@@ -75,6 +77,11 @@ impl TaskHandle {
 
 fn current_id() -> TaskId {
     percpu::this().current.load(Ordering::Relaxed) as TaskId
+}
+
+/// Whether the running task is this CPU's idle task (which must never park).
+pub fn current_is_idle() -> bool {
+    task::is_idle(current_id())
 }
 
 /// The running task's handle.

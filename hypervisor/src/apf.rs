@@ -12,7 +12,7 @@ use core::ops::Range;
 
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
-use asyncpf_core::apf::{validate_enable, ApfVcpu, Layout, Record, RecordMemory, Status};
+use asyncpf_core::apf::{validate_enable, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Status, Token};
 use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
@@ -21,8 +21,8 @@ use crate::pager::Pager;
 use crate::vm::Vm;
 use crate::{arch, hyp_println};
 
-/// Tokens one vCPU may have in flight: more than the guest's tasks per CPU.
-const TOKENS_PER_VCPU: usize = 16;
+/// Tokens one vCPU may have in flight: one per engine waiter id the pager sets aside.
+const TOKENS_PER_VCPU: usize = crate::pager::APF_WAITERS_PER_VCPU;
 /// Most 4 KiB pages a record spans: `record_bytes(2048)` = 6656 bytes, granule-aligned.
 const MAX_RECORD_PAGES: usize = 3;
 
@@ -34,6 +34,19 @@ struct VcpuApf {
     pinned: Vec<(usize, PhysAddr)>,
     /// Where the record starts in its first page.
     offset: u64,
+    /// Per engine waiter slot ([`crate::pager::apf_waiter`]): free (`None`), reserved for a
+    /// fault being decided (`Some(None)`), or the token of a fault in flight.
+    slots: [Option<Option<Token>>; TOKENS_PER_VCPU],
+    /// The guest declined the last page_not_present: resolve the next fault synchronously
+    /// (its retry of the same access would be declined again).
+    sync_next: bool,
+}
+
+impl VcpuApf {
+    /// The core's state and the record's memory, borrowed together.
+    fn parts(&mut self) -> (&mut ApfVcpu, HostRecord<'_>) {
+        (&mut self.state, HostRecord { pinned: &self.pinned, start: self.offset })
+    }
 }
 
 /// The VM's asynchronous page faults.
@@ -51,7 +64,13 @@ impl Apf {
         let vcpus = (0..vcpus)
             .map(|v| {
                 let state = ApfVcpu::new(v as u16, TOKENS_PER_VCPU).expect("a limit in range");
-                Mutex::new(VcpuApf { state, pinned: Vec::with_capacity(MAX_RECORD_PAGES), offset: 0 })
+                Mutex::new(VcpuApf {
+                    state,
+                    pinned: Vec::with_capacity(MAX_RECORD_PAGES),
+                    offset: 0,
+                    slots: [None; TOKENS_PER_VCPU],
+                    sync_next: false,
+                })
             })
             .collect();
         Apf { vcpus, layout, ram }
@@ -77,25 +96,19 @@ impl Apf {
             }
             abi::ENABLE => self.enable(pager, vcpu, regs.x[1], regs.x[2], on_interrupt),
             abi::DISABLE => {
-                let mut apf = self.vcpus[vcpu].lock();
-                let VcpuApf { state, pinned, offset } = &mut *apf;
-                let posted = state.disable(&mut HostRecord { pinned, start: *offset });
-                self.settle(vm, pager, vcpu, &mut apf, posted);
+                let unpin = {
+                    let mut apf = self.vcpus[vcpu].lock();
+                    let (state, mut mem) = apf.parts();
+                    let posted = state.disable(&mut mem);
+                    self.settle(vm, vcpu, &mut apf, posted)
+                };
+                unpin_all(pager, unpin);
                 smccc::SUCCESS
             }
             _ => smccc::NOT_SUPPORTED,
         };
         regs.x[0] = result as u64;
         result
-    }
-
-    /// `vcpu` is reset (turned on again): a task the guest parked before cannot wait forever,
-    /// so a wake-all goes to its record (while the guest keeps it), as APF_DISABLE would.
-    pub fn reset_vcpu(&self, vm: &Vm, pager: &Pager, vcpu: usize) {
-        let mut apf = self.vcpus[vcpu].lock();
-        let VcpuApf { state, pinned, offset } = &mut *apf;
-        let posted = state.reset(&mut HostRecord { pinned, start: *offset });
-        self.settle(vm, pager, vcpu, &mut apf, posted);
     }
 
     fn enable(
@@ -116,28 +129,30 @@ impl Apf {
             match pager.pin(vcpu, page, &mut on_interrupt) {
                 Some(frame) => pinned.push((page, frame)),
                 None => {
-                    for &(page, _) in &pinned {
-                        pager.unpin(page);
-                    }
+                    unpin_all(pager, pinned);
                     hyp_println!("vCPU {vcpu}: APF_ENABLE: cannot keep the record at {record_ipa:#x} resident");
                     return smccc::INVALID_PARAMETER;
                 }
             }
         }
-        let mut apf = self.vcpus[vcpu].lock();
-        let old = core::mem::replace(&mut apf.pinned, pinned);
-        for (page, _) in old {
-            pager.unpin(page);
-        }
-        apf.offset = record.ipa() % PAGE_SIZE;
-        let VcpuApf { state, pinned, offset } = &mut *apf;
-        state.enable(record, &mut HostRecord { pinned, start: *offset });
+        let old = {
+            let mut apf = self.vcpus[vcpu].lock();
+            let old = core::mem::replace(&mut apf.pinned, pinned);
+            apf.offset = record.ipa() % PAGE_SIZE;
+            apf.sync_next = false;
+            let (state, mut mem) = apf.parts();
+            state.enable(record, &mut mem);
+            old
+        };
+        unpin_all(pager, old);
         smccc::SUCCESS
     }
 
     /// After a call that may have posted `posted` entries or ended the record's use: raise
-    /// the PPI, log a ring error once, and unpin the record once the core lets it go.
-    fn settle(&self, vm: &Vm, pager: &Pager, vcpu: usize, apf: &mut VcpuApf, posted: usize) {
+    /// the PPI, log a ring error once, and hand back the record's pages once the core lets it
+    /// go (the caller unpins them after releasing the vCPU's lock: the pager's lock is taken
+    /// before a vCPU's APF lock, never after).
+    fn settle(&self, vm: &Vm, vcpu: usize, apf: &mut VcpuApf, posted: usize) -> Vec<(usize, PhysAddr)> {
         if posted > 0 {
             raise_page_ready(vm, vcpu);
         }
@@ -145,10 +160,23 @@ impl Apf {
             hyp_println!("vCPU {vcpu}: {error}");
         }
         if apf.state.status() == Status::Disabled {
-            for (page, _) in apf.pinned.drain(..) {
-                pager.unpin(page);
-            }
+            core::mem::take(&mut apf.pinned)
+        } else {
+            Vec::new()
         }
+    }
+
+    /// `vcpu` is reset (turned on again): a task the guest parked before cannot wait forever,
+    /// so a wake-all goes to its record (while the guest keeps it), as APF_DISABLE would.
+    pub fn reset_vcpu(&self, vm: &Vm, pager: &Pager, vcpu: usize) {
+        let unpin = {
+            let mut apf = self.vcpus[vcpu].lock();
+            apf.sync_next = false;
+            let (state, mut mem) = apf.parts();
+            let posted = state.reset(&mut mem);
+            self.settle(vm, vcpu, &mut apf, posted)
+        };
+        unpin_all(pager, unpin);
     }
 
     /// Before `vcpu` enters the guest: post what waits for ring space, if the guest made room.
@@ -159,9 +187,105 @@ impl Apf {
         if apf.state.backlog().len() == 0 {
             return;
         }
-        let VcpuApf { state, pinned, offset } = &mut *apf;
-        let posted = state.flush_backlog(&mut HostRecord { pinned, start: *offset });
-        self.settle(vm, pager, vcpu, &mut apf, posted);
+        let (state, mut mem) = apf.parts();
+        let posted = state.flush_backlog(&mut mem);
+        let unpin = self.settle(vm, vcpu, &mut apf, posted);
+        drop(apf);
+        unpin_all(pager, unpin);
+    }
+
+    /// Before a stage-2 fault of `vcpu` goes to the pager: may it be resolved asynchronously?
+    /// If so, a token slot is reserved and its engine waiter id returned; the caller then
+    /// calls [`Self::deliver`] if the fault blocks, or [`Self::release`] if it does not.
+    /// `pstate` is the faulting context's (SPSR_EL2).
+    pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64) -> Option<u32> {
+        let mut apf = self.vcpus[vcpu].lock();
+        if core::mem::take(&mut apf.sync_next) || !apf.state.is_enabled() {
+            return None;
+        }
+        apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate)).ok()?;
+        let slot = apf.slots.iter().position(Option::is_none)?;
+        apf.slots[slot] = Some(None);
+        Some(crate::pager::apf_waiter(self.vcpus.len(), vcpu, slot))
+    }
+
+    /// The fault prepared with `waiter` blocks: start its token (the record's page_not_present
+    /// slot gets it and `address`) and enter the guest's SDEI handler. False if that cannot be
+    /// done after all: the caller resolves the fault synchronously (the slot stays reserved
+    /// until the page is back, and its completion is then dropped).
+    pub fn deliver(&self, vm: &Vm, vcpu: usize, waiter: u32, address: u64, regs: &mut GuestRegs) -> bool {
+        let slot = self.slot_of(vcpu, waiter);
+        let mut apf = self.vcpus[vcpu].lock();
+        let inputs = dispatch_inputs(vm, vcpu, regs.pstate);
+        let (state, mut mem) = apf.parts();
+        let Ok(token) = state.start(inputs, address, &mut mem) else {
+            apf.sync_next = true;
+            return false;
+        };
+        match vm.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
+            Ok(()) => {
+                apf.slots[slot] = Some(Some(token));
+                true
+            }
+            Err(refusal) => {
+                // Not expected: only this vCPU changes its own SDEI state, and `start` checked it.
+                hyp_println!("vCPU {vcpu}: page_not_present refused by SDEI ({refusal:?}); resolving synchronously");
+                let _ = apf.state.decline(token);
+                apf.sync_next = true;
+                false
+            }
+        }
+    }
+
+    /// The fault prepared with `waiter` did not block (or was aborted): free its slot.
+    pub fn release(&self, vcpu: usize, waiter: u32) {
+        let slot = self.slot_of(vcpu, waiter);
+        self.vcpus[vcpu].lock().slots[slot] = None;
+    }
+
+    /// The guest's page_not_present handler finished: with COMPLETE_AND_RESUME (`accepted`: its
+    /// task is parked on the token) or COMPLETE (declined: the fault is retried and resolved
+    /// synchronously).
+    pub fn handler_done(&self, vm: &Vm, vcpu: usize, accepted: bool) {
+        let mut apf = self.vcpus[vcpu].lock();
+        let Some(token) = apf.state.delivering() else {
+            return;
+        };
+        let posted = if accepted {
+            let (state, mut mem) = apf.parts();
+            state.accept(token, &mut mem).unwrap_or(0)
+        } else {
+            let _ = apf.state.decline(token);
+            apf.sync_next = true;
+            0
+        };
+        if posted > 0 {
+            raise_page_ready(vm, vcpu);
+        }
+    }
+
+    /// The page of the asynchronous fault with engine waiter id `waiter` is back: post its
+    /// page_ready (or hold it, or drop it if the guest declined) and free the slot.
+    pub fn completed(&self, vm: &Vm, pager: &Pager, waiter: u32) {
+        let Some(vcpu) = (waiter as usize).checked_sub(self.vcpus.len()).map(|i| i / TOKENS_PER_VCPU) else {
+            return;
+        };
+        if vcpu >= self.vcpus.len() {
+            return;
+        }
+        let slot = self.slot_of(vcpu, waiter);
+        let unpin = {
+            let mut apf = self.vcpus[vcpu].lock();
+            let token = apf.slots[slot].take().flatten();
+            let (state, mut mem) = apf.parts();
+            let posted = token.map_or(0, |token| state.complete(token, &mut mem).map_or(0, |d| d.posted));
+            self.settle(vm, vcpu, &mut apf, posted)
+        };
+        unpin_all(pager, unpin);
+    }
+
+    fn slot_of(&self, vcpu: usize, waiter: u32) -> usize {
+        waiter as usize - self.vcpus.len() - vcpu * TOKENS_PER_VCPU
     }
 
     /// The `apf` result object: the counters summed over vCPUs.
@@ -200,6 +324,23 @@ impl Apf {
             sum.dropped,
             sum.ring_errors
         )
+    }
+}
+
+/// What the decision table needs from the SDEI dispatcher and the faulting context.
+fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64) -> DispatchInputs {
+    const PSTATE_I: u64 = 1 << 7;
+    const PSTATE_MODE: u64 = 0xf;
+    DispatchInputs {
+        sdei_ready: vm.sdei.can_dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT).is_ok(),
+        from_el0: pstate & PSTATE_MODE == 0,
+        irqs_masked: pstate & PSTATE_I != 0,
+    }
+}
+
+fn unpin_all(pager: &Pager, pages: Vec<(usize, PhysAddr)>) {
+    for (page, _) in pages {
+        pager.unpin(page);
     }
 }
 

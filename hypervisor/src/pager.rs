@@ -97,6 +97,9 @@ struct Locked {
     /// order, as soon as completions free a slot.
     backlog: VecDeque<Request>,
     completions: Vec<Completion>,
+    /// Asynchronous faults (their engine waiter ids) whose page is back, handed to `vm.apf`
+    /// after the lock is released.
+    apf_done: Vec<u32>,
     /// How long blocked faults waited, in nanoseconds.
     stalls: Histogram,
     /// How long disk requests took from submission to being reported, in nanoseconds.
@@ -142,6 +145,24 @@ pub struct Pager {
 }
 
 static PAGER: Once<Pager> = Once::new();
+
+/// Engine waiter ids for asynchronous faults per vCPU (after the vCPUs' own ids): the tokens a
+/// vCPU may have in flight.
+pub const APF_WAITERS_PER_VCPU: usize = 16;
+
+/// Engine waiter ids: one per vCPU for its synchronous faults, then [`APF_WAITERS_PER_VCPU`]
+/// per vCPU for asynchronous ones ([`apf_waiter`]).
+fn waiter_count(vcpus: usize) -> u32 {
+    (vcpus * (1 + APF_WAITERS_PER_VCPU)) as u32
+}
+
+/// The engine waiter id of asynchronous-fault slot `slot` of vCPU `vcpu` among `vcpus`.
+pub fn apf_waiter(vcpus: usize, vcpu: usize, slot: usize) -> u32 {
+    (vcpus + vcpu * APF_WAITERS_PER_VCPU + slot) as u32
+}
+
+/// Asynchronous completions handed to `vm.apf` per lock release (the rest at the next).
+const APF_DONE_BATCH: usize = 32;
 
 /// Tries a CPU spins for the lock before it sleeps until the lock is released: under QEMU's
 /// TCG with more vCPUs than host cores, a spinning vCPU thread takes the host time that the
@@ -200,8 +221,8 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
     if disk.capacity_pages() < pages {
         return Err(PagerError::DiskTooSmall { slots: disk.capacity_pages(), pages });
     }
-    let engine =
-        Overcommit::new(Config::new(pages as u32, frames as u32, setup.vcpus as u32)).map_err(PagerError::Config)?;
+    let engine = Overcommit::new(Config::new(pages as u32, frames as u32, waiter_count(setup.vcpus)))
+        .map_err(PagerError::Config)?;
     let disk_intid = disk.intid();
     let disk_registers = disk.registers();
     Ok(PAGER.call_once(|| Pager {
@@ -210,6 +231,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
             disk,
             backlog: VecDeque::with_capacity(usize::from(asyncpf_core::overcommit::DEFAULT_QUEUE_DEPTH)),
             completions: Vec::with_capacity(backing::MAX_IN_FLIGHT),
+            apf_done: Vec::with_capacity(waiter_count(setup.vcpus) as usize),
             stalls: Histogram::new(),
             requests: Histogram::new(),
             since_scan: 0,
@@ -264,7 +286,18 @@ impl Pager {
 
     /// A stage-2 abort of `vcpu` (the caller's own) on guest RAM page `page`. If the CPU sleeps
     /// while it waits for the lock, `on_interrupt` gets the interrupts that are not the pager's.
-    pub fn fault(&self, vcpu: usize, page: usize, abort: Stage2Abort, mut on_interrupt: impl FnMut(u32)) -> FaultReply {
+    ///
+    /// `apf_waiter`: the fault is to be resolved asynchronously ([`apf_waiter`] names the
+    /// token slot): if it blocks, the vCPU does not wait ([`Pager::wait`] is not called), and
+    /// its completion goes to `vm.apf` instead of waking the vCPU.
+    pub fn fault(
+        &self,
+        vcpu: usize,
+        page: usize,
+        abort: Stage2Abort,
+        apf_waiter: Option<u32>,
+        mut on_interrupt: impl FnMut(u32),
+    ) -> FaultReply {
         if let FaultStatus::AccessFlag { .. } = abort.status {
             self.access_flag_faults.fetch_add(1, Ordering::Relaxed);
             if self.pages.set_accessed(page) {
@@ -282,7 +315,8 @@ impl Pager {
             return FaultReply::Abort;
         }
         let Locked { engine, disk, backlog, blocking_faults, since_scan, engine_refusals, .. } = &mut *locked;
-        let fault = match engine.fault(PageNo(page as u32), abort.write, Waiter(vcpu as u32)) {
+        let waiter = Waiter(apf_waiter.unwrap_or(vcpu as u32));
+        let fault = match engine.fault(PageNo(page as u32), abort.write, waiter) {
             Ok(fault) => fault,
             Err(e) => {
                 *engine_refusals += 1;
@@ -332,7 +366,7 @@ impl Pager {
             }
             FaultAction::WaitPage | FaultAction::WaitIo => FaultReply::Blocked,
         };
-        if reply == FaultReply::Blocked {
+        if reply == FaultReply::Blocked && apf_waiter.is_none() {
             *blocking_faults += 1;
             let wait = &self.waits[vcpu];
             wait.since.store(clock::now().0, Ordering::Relaxed);
@@ -369,7 +403,7 @@ impl Pager {
                     }
                 }
             }
-            let resolution = match self.fault(vcpu, page, write_fault, &mut on_interrupt) {
+            let resolution = match self.fault(vcpu, page, write_fault, None, &mut on_interrupt) {
                 FaultReply::Retry => Resolution::Retry,
                 FaultReply::Abort => Resolution::Abort,
                 FaultReply::Blocked => self.wait(vcpu, &mut on_interrupt),
@@ -523,7 +557,23 @@ impl Pager {
         let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
         self.earliest_due.store(due, Ordering::Release);
         let doorbell = locked.disk.take_doorbell();
+        let mut apf_done = [0u32; APF_DONE_BATCH];
+        let count = locked.apf_done.len().min(APF_DONE_BATCH);
+        apf_done[..count].copy_from_slice(&locked.apf_done[..count]);
+        locked.apf_done.drain(..count);
+        let more_done = !locked.apf_done.is_empty();
         drop(locked);
+        if more_done {
+            // The rest goes out with the next release: ask for one.
+            self.poll_wanted.store(true, Ordering::Relaxed);
+        }
+        if count > 0 {
+            if let Some(apf) = &crate::vm::get().apf {
+                for &waiter in &apf_done[..count] {
+                    apf.completed(crate::vm::get(), self, waiter);
+                }
+            }
+        }
         if let Some(queue) = doorbell {
             self.disk_registers.notify_queue(queue);
         }
@@ -544,7 +594,7 @@ impl Pager {
     /// arm this CPU's EL2 timer for the next latency deadline.
     fn process_completions(&self, locked: &mut Locked) {
         let now = clock::now();
-        let Locked { engine, disk, backlog, completions, stalls, requests, .. } = locked;
+        let Locked { engine, disk, backlog, completions, stalls, requests, apf_done, .. } = locked;
         disk.poll_completions(now, completions);
         for completion in completions.drain(..) {
             requests.record(now.saturating_sub(completion.submitted).as_nanos());
@@ -579,6 +629,12 @@ impl Pager {
                     Wake::Resume(w) => (w, WaitState::Resume),
                     Wake::Abort(w) => (w, WaitState::Abort),
                 };
+                if waiter.index() >= self.waits.len() {
+                    // An asynchronous fault's page is back (or failed for good: its task's
+                    // retry then faults synchronously and gets the abort). After the unlock.
+                    apf_done.push(waiter.0);
+                    continue;
+                }
                 let wait = &self.waits[waiter.index()];
                 let since = Ticks(wait.since.load(Ordering::Relaxed));
                 stalls.record(clock::now().saturating_sub(since).as_nanos());

@@ -46,7 +46,9 @@ impl Dispatcher {
     }
 
     /// An SDEI call by `vcpu` (x0 = its function ID, x1..x5 its arguments), answered in `regs`.
-    pub fn call(&self, vm: &Vm, vcpu: usize, regs: &mut GuestRegs) -> Verdict {
+    /// Also says which handler the call ended, if it was a completion: `(event, resumed)`,
+    /// `resumed` for SDEI_EVENT_COMPLETE_AND_RESUME.
+    pub fn call(&self, vm: &Vm, vcpu: usize, regs: &mut GuestRegs) -> (Verdict, Option<(u32, bool)>) {
         let args = [regs.x[1], regs.x[2], regs.x[3], regs.x[4], regs.x[5]];
         let (answer, verdict) = {
             let mut model = self.model.lock();
@@ -70,13 +72,17 @@ impl Dispatcher {
                     }
                 }
             }
-            SdeiAnswer::Complete { restore, .. } => restore_context(regs, &restore),
-            SdeiAnswer::CompleteAndResume { restore, resume, .. } => {
+            SdeiAnswer::Complete { event, restore, .. } => {
+                restore_context(regs, &restore);
+                return (verdict, Some((event, false)));
+            }
+            SdeiAnswer::CompleteAndResume { event, restore, resume } => {
                 restore_context(regs, &restore);
                 ELR_EL1.set(resume.elr_el1);
                 SPSR_EL1.set(resume.spsr_el1);
                 regs.pc = resume.pc;
                 regs.pstate = resume.pstate;
+                return (verdict, Some((event, true)));
             }
             SdeiAnswer::Signal { target } => {
                 regs.x[0] = abi::SUCCESS as u64;
@@ -86,7 +92,7 @@ impl Dispatcher {
                 }
             }
         }
-        verdict
+        (verdict, None)
     }
 
     /// Before `vcpu` enters the guest: deliver its signalled event 0, if it can be now.
@@ -105,10 +111,15 @@ impl Dispatcher {
     }
 
     /// Deliver `event` to `vcpu` now, interrupting the context in `regs`, if the model allows.
-    fn dispatch(&self, vcpu: usize, event: u32, regs: &mut GuestRegs) -> Result<(), Refusal> {
+    pub fn dispatch(&self, vcpu: usize, event: u32, regs: &mut GuestRegs) -> Result<(), Refusal> {
         let entry = self.model.lock().dispatch(vcpu, event, context_of(regs))?;
         enter(regs, &entry);
         Ok(())
+    }
+
+    /// Whether `event` could be delivered to `vcpu` now (nothing changes).
+    pub fn can_dispatch(&self, vcpu: usize, event: u32) -> Result<(), Refusal> {
+        self.model.lock().check_dispatch(vcpu, event)
     }
 
     /// `vcpu` was reset (turned off, or on again): its events are unregistered, it is masked,

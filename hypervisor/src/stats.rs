@@ -36,6 +36,8 @@ pub struct Stats {
     pub psci_calls: Counter,
     /// SDEI calls (a subset of `hvc_calls`).
     pub sdei_calls: Counter,
+    /// Stage-2 faults resolved asynchronously (page_not_present delivered).
+    pub async_faults: Counter,
     /// Synchronous external aborts injected (stage-2 aborts outside RAM and devices).
     pub injected_aborts: Counter,
     /// UNDEFINED exceptions injected (trapped instructions and registers not emulated).
@@ -62,6 +64,7 @@ pub static STATS: Stats = Stats {
     invalid_arguments: Counter::new(),
     psci_calls: Counter::new(),
     sdei_calls: Counter::new(),
+    async_faults: Counter::new(),
     injected_aborts: Counter::new(),
     injected_undefs: Counter::new(),
     mmio_accesses: Counter::new(),
@@ -75,7 +78,7 @@ pub static STATS: Stats = Stats {
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 15] = [
+        let members: [(&str, &Counter); 16] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -83,6 +86,7 @@ impl Stats {
             ("invalid_arguments", &self.invalid_arguments),
             ("psci_calls", &self.psci_calls),
             ("sdei_calls", &self.sdei_calls),
+            ("async_faults", &self.async_faults),
             ("injected_aborts", &self.injected_aborts),
             ("injected_undefs", &self.injected_undefs),
             ("mmio_accesses", &self.mmio_accesses),

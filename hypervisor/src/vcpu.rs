@@ -204,10 +204,14 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
     if immediate == 0 && sdei::is_sdei_call(regs.x[0]) {
         STATS.hvc_calls.inc();
         STATS.sdei_calls.inc();
-        match vm.sdei.call(vm, index, regs) {
+        let (verdict, completed) = vm.sdei.call(vm, index, regs);
+        match verdict {
             Verdict::Served => {}
             Verdict::Unknown => STATS.unknown_calls.inc(),
             Verdict::InvalidArguments => STATS.invalid_arguments.inc(),
+        }
+        if let (Some((asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, resumed)), Some(apf)) = (completed, &vm.apf) {
+            apf.handler_done(vm, index, resumed);
         }
         return true;
     }
@@ -327,10 +331,31 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     STATS.page_faults.inc();
     let far = FAR_EL2.get();
     let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
-    let resolution = match pager.fault(index, page, abort, |intid| vcpu_interrupt(vm, index, intid)) {
-        FaultReply::Retry => Resolution::Retry,
-        FaultReply::Abort => Resolution::Abort,
-        FaultReply::Blocked => pager.wait(index, |intid| vcpu_interrupt(vm, index, intid)),
+    // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on.
+    let apf = vm.apf.as_ref().and_then(|apf| apf.prepare(vm, index, regs.pstate).map(|waiter| (apf, waiter)));
+    let reply =
+        pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
+    let resolution = match (reply, apf) {
+        (FaultReply::Blocked, Some((apf, waiter))) => {
+            if apf.deliver(vm, index, waiter, far, regs) {
+                STATS.async_faults.inc();
+                return;
+            }
+            // Its completion goes to the reserved slot (and is dropped there); this access
+            // is retried and waits like any other.
+            Resolution::Retry
+        }
+        (FaultReply::Retry | FaultReply::Abort, Some((apf, waiter))) => {
+            apf.release(index, waiter);
+            if reply == FaultReply::Retry {
+                Resolution::Retry
+            } else {
+                Resolution::Abort
+            }
+        }
+        (FaultReply::Retry, None) => Resolution::Retry,
+        (FaultReply::Abort, None) => Resolution::Abort,
+        (FaultReply::Blocked, None) => pager.wait(index, |intid| vcpu_interrupt(vm, index, intid)),
     };
     if resolution == Resolution::Abort {
         inject_abort(regs, kind, far);
