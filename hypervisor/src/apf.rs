@@ -34,9 +34,8 @@ struct VcpuApf {
     pinned: Vec<(usize, PhysAddr)>,
     /// Where the record starts in its first page.
     offset: u64,
-    /// Per engine waiter slot ([`crate::pager::apf_waiter`]): free (`None`), reserved for a
-    /// fault being decided (`Some(None)`), or the token of a fault in flight.
-    slots: [Option<Option<Token>>; TOKENS_PER_VCPU],
+    /// Per engine waiter slot ([`crate::pager::apf_waiter`]).
+    slots: [Slot; TOKENS_PER_VCPU],
     /// The guest declined the last page_not_present: resolve the next fault synchronously
     /// (its retry of the same access would be declined again).
     sync_next: bool,
@@ -47,6 +46,32 @@ impl VcpuApf {
     fn parts(&mut self) -> (&mut ApfVcpu, HostRecord<'_>) {
         (&mut self.state, HostRecord { pinned: &self.pinned, start: self.offset })
     }
+}
+
+/// An engine waiter slot of a vCPU's asynchronous faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Slot {
+    Free,
+    /// Reserved by [`Apf::prepare`]; the pager decides whether the fault blocks.
+    Reserved,
+    /// Reserved, and the page came back before [`Apf::deliver`] ran: the fault just retries.
+    Ready,
+    /// page_not_present delivered with this token: its completion posts page_ready.
+    InFlight(Token),
+    /// The fault blocked but could not be delivered (resolved synchronously): its completion
+    /// only frees the slot.
+    Orphan,
+}
+
+/// What [`Apf::deliver`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    /// The guest's handler runs: the vCPU goes on with it.
+    Delivered,
+    /// The page is back already: retry the access.
+    PageBack,
+    /// Not deliverable after all: resolve the fault synchronously (retry, it waits).
+    Refused,
 }
 
 /// The VM's asynchronous page faults.
@@ -68,7 +93,7 @@ impl Apf {
                     state,
                     pinned: Vec::with_capacity(MAX_RECORD_PAGES),
                     offset: 0,
-                    slots: [None; TOKENS_PER_VCPU],
+                    slots: [Slot::Free; TOKENS_PER_VCPU],
                     sync_next: false,
                 })
             })
@@ -204,35 +229,40 @@ impl Apf {
             return None;
         }
         apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate)).ok()?;
-        let slot = apf.slots.iter().position(Option::is_none)?;
-        apf.slots[slot] = Some(None);
+        let slot = apf.slots.iter().position(|&s| s == Slot::Free)?;
+        apf.slots[slot] = Slot::Reserved;
         Some(crate::pager::apf_waiter(self.vcpus.len(), vcpu, slot))
     }
 
-    /// The fault prepared with `waiter` blocks: start its token (the record's page_not_present
-    /// slot gets it and `address`) and enter the guest's SDEI handler. False if that cannot be
-    /// done after all: the caller resolves the fault synchronously (the slot stays reserved
-    /// until the page is back, and its completion is then dropped).
-    pub fn deliver(&self, vm: &Vm, vcpu: usize, waiter: u32, address: u64, regs: &mut GuestRegs) -> bool {
+    /// The fault prepared with `waiter` blocked: start its token (the record's page_not_present
+    /// slot gets it and `address`) and enter the guest's SDEI handler.
+    pub fn deliver(&self, vm: &Vm, vcpu: usize, waiter: u32, address: u64, regs: &mut GuestRegs) -> Delivery {
         let slot = self.slot_of(vcpu, waiter);
         let mut apf = self.vcpus[vcpu].lock();
+        if apf.slots[slot] == Slot::Ready {
+            // Another CPU completed the page between the fault and now: just retry.
+            apf.slots[slot] = Slot::Free;
+            return Delivery::PageBack;
+        }
         let inputs = dispatch_inputs(vm, vcpu, regs.pstate);
         let (state, mut mem) = apf.parts();
         let Ok(token) = state.start(inputs, address, &mut mem) else {
+            apf.slots[slot] = Slot::Orphan;
             apf.sync_next = true;
-            return false;
+            return Delivery::Refused;
         };
         match vm.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
             Ok(()) => {
-                apf.slots[slot] = Some(Some(token));
-                true
+                apf.slots[slot] = Slot::InFlight(token);
+                Delivery::Delivered
             }
             Err(refusal) => {
                 // Not expected: only this vCPU changes its own SDEI state, and `start` checked it.
                 hyp_println!("vCPU {vcpu}: page_not_present refused by SDEI ({refusal:?}); resolving synchronously");
                 let _ = apf.state.decline(token);
+                apf.slots[slot] = Slot::Orphan;
                 apf.sync_next = true;
-                false
+                Delivery::Refused
             }
         }
     }
@@ -240,7 +270,7 @@ impl Apf {
     /// The fault prepared with `waiter` did not block (or was aborted): free its slot.
     pub fn release(&self, vcpu: usize, waiter: u32) {
         let slot = self.slot_of(vcpu, waiter);
-        self.vcpus[vcpu].lock().slots[slot] = None;
+        self.vcpus[vcpu].lock().slots[slot] = Slot::Free;
     }
 
     /// The guest's page_not_present handler finished: with COMPLETE_AND_RESUME (`accepted`: its
@@ -276,7 +306,16 @@ impl Apf {
         let slot = self.slot_of(vcpu, waiter);
         let unpin = {
             let mut apf = self.vcpus[vcpu].lock();
-            let token = apf.slots[slot].take().flatten();
+            let token = match apf.slots[slot] {
+                Slot::InFlight(token) => Some(token),
+                // Completed before `deliver` ran (on this vCPU's CPU): it will see this.
+                Slot::Reserved => {
+                    apf.slots[slot] = Slot::Ready;
+                    return;
+                }
+                Slot::Orphan | Slot::Ready | Slot::Free => None,
+            };
+            apf.slots[slot] = Slot::Free;
             let (state, mut mem) = apf.parts();
             let posted = token.map_or(0, |token| state.complete(token, &mut mem).map_or(0, |d| d.posted));
             self.settle(vm, vcpu, &mut apf, posted)

@@ -336,15 +336,14 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     let reply =
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
     let resolution = match (reply, apf) {
-        (FaultReply::Blocked, Some((apf, waiter))) => {
-            if apf.deliver(vm, index, waiter, far, regs) {
+        (FaultReply::Blocked, Some((apf, waiter))) => match apf.deliver(vm, index, waiter, far, regs) {
+            apf::Delivery::Delivered => {
                 STATS.async_faults.inc();
                 return;
             }
-            // Its completion goes to the reserved slot (and is dropped there); this access
-            // is retried and waits like any other.
-            Resolution::Retry
-        }
+            // The page is back, or the retry is resolved synchronously (it faults and waits).
+            apf::Delivery::PageBack | apf::Delivery::Refused => Resolution::Retry,
+        },
         (FaultReply::Retry | FaultReply::Abort, Some((apf, waiter))) => {
             apf.release(index, waiter);
             if reply == FaultReply::Retry {
