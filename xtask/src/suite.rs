@@ -82,6 +82,8 @@ struct Paged {
     ws_mib: Option<u32>,
     read_errors: &'static [u64],
     write_errors: &'static [u64],
+    /// The guest enables asynchronous page faults (`apf=on`).
+    apf: bool,
 }
 
 impl Paged {
@@ -127,13 +129,26 @@ const OC_BLKDEBUG_WRITE_SLOTS: &[u64] = &[4000, 4400];
 /// The guest's working-set key (`asyncpf_guest::cmdline::OPT_WS_MIB`; the runner does not
 /// depend on the guest crate).
 const GUEST_OPT_WS_MIB: &str = "ws_mib";
+/// The guest's asynchronous-page-fault key (`asyncpf_guest::cmdline::OPT_APF`).
+const GUEST_OPT_APF: &str = "apf";
+/// The overcommit workload with asynchronous page faults on.
+const OC_APF: &str = "overcommit-apf";
 
 /// The paging cases. On 1 vCPU the working set is all free RAM of 64 MiB (≈ 58.5 MiB: 4.9x
 /// R = 12, 9.7x R = 6; about 4-5 s each on a 2-core host). On 4 vCPUs: the exact run of the
 /// memory-overcommit issue's "done when" (G = 256, R = 32, all free RAM: ≈ 250 MiB, 7.8x;
 /// about 23 s) and a working set of exactly 8x R = 4 (about 3 s).
 const PAGED_CASES: &[Paged] = &[
-    Paged { name: OC_4X, vcpus: 1, guest_mib: 64, resident_mib: 12, ws_mib: None, read_errors: &[], write_errors: &[] },
+    Paged {
+        name: OC_4X,
+        vcpus: 1,
+        guest_mib: 64,
+        resident_mib: 12,
+        ws_mib: None,
+        read_errors: &[],
+        write_errors: &[],
+        apf: false,
+    },
     Paged {
         name: OC_4X,
         vcpus: 4,
@@ -142,8 +157,18 @@ const PAGED_CASES: &[Paged] = &[
         ws_mib: None,
         read_errors: &[],
         write_errors: &[],
+        apf: false,
     },
-    Paged { name: OC_8X, vcpus: 1, guest_mib: 64, resident_mib: 6, ws_mib: None, read_errors: &[], write_errors: &[] },
+    Paged {
+        name: OC_8X,
+        vcpus: 1,
+        guest_mib: 64,
+        resident_mib: 6,
+        ws_mib: None,
+        read_errors: &[],
+        write_errors: &[],
+        apf: false,
+    },
     Paged {
         name: OC_8X,
         vcpus: 4,
@@ -152,6 +177,7 @@ const PAGED_CASES: &[Paged] = &[
         ws_mib: Some(32),
         read_errors: &[],
         write_errors: &[],
+        apf: false,
     },
     Paged {
         name: OC_FITS,
@@ -161,6 +187,7 @@ const PAGED_CASES: &[Paged] = &[
         ws_mib: None,
         read_errors: &[],
         write_errors: &[],
+        apf: false,
     },
     Paged {
         name: OC_BLKDEBUG,
@@ -170,6 +197,27 @@ const PAGED_CASES: &[Paged] = &[
         ws_mib: None,
         read_errors: OC_BLKDEBUG_READ_SLOTS,
         write_errors: OC_BLKDEBUG_WRITE_SLOTS,
+        apf: false,
+    },
+    Paged {
+        name: OC_APF,
+        vcpus: 1,
+        guest_mib: 64,
+        resident_mib: 12,
+        ws_mib: None,
+        read_errors: &[],
+        write_errors: &[],
+        apf: true,
+    },
+    Paged {
+        name: OC_APF,
+        vcpus: 4,
+        guest_mib: 64,
+        resident_mib: 12,
+        ws_mib: None,
+        read_errors: &[],
+        write_errors: &[],
+        apf: true,
     },
 ];
 
@@ -365,6 +413,17 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &[OC_4X], check: Cmp(Field("/guest/ws_bytes"), Ge, ResidentBytesTimes(4)) },
     Assertion { scenarios: &[OC_8X], check: Cmp(Field("/guest/ws_bytes"), Ge, ResidentBytesTimes(8)) },
     // R = G: nothing was evicted, so nothing went to or came from the disk.
+    // Asynchronous page faults: every guest CPU enabled them, faults were delivered as
+    // page_not_present, the guest accepted exactly the tokens the hypervisor counts, every
+    // accepted token got its page_ready (none lost) and the guest drained all of them.
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/guest/apf/enabled_cpus"), Eq, Vcpus) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/hyp/async_faults"), Gt, Int(0)) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/guest/apf/accepted"), Eq, Field("/hyp/apf/accepted")) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/hyp/apf/completed"), Eq, Field("/hyp/apf/accepted")) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/guest/apf/page_ready_tokens"), Eq, Field("/hyp/apf/posted")) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/hyp/apf/ring_errors"), Eq, Int(0)) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/guest/apf/ring_errors"), Eq, Int(0)) },
+    Assertion { scenarios: &[OC_APF], check: Cmp(Field("/guest/ws_bytes"), Ge, ResidentBytesTimes(4)) },
     Assertion { scenarios: &[OC_FITS], check: Cmp(Field("/mem/page_ins"), Eq, Int(0)) },
     Assertion { scenarios: &[OC_FITS], check: Cmp(Field("/mem/page_outs"), Eq, Int(0)) },
     Assertion { scenarios: &[OC_FITS], check: Cmp(Field("/mem/dirty_writebacks"), Eq, Int(0)) },
@@ -623,7 +682,15 @@ impl Case {
             seed: 1,
             json,
             guest_kernel: None,
-            guest_cmdline: self.paged.and_then(|p| p.ws_mib).map(|m| format!("{GUEST_OPT_WS_MIB}={m}")),
+            guest_cmdline: self.paged.and_then(|p| {
+                let words: Vec<String> = p
+                    .ws_mib
+                    .map(|m| format!("{GUEST_OPT_WS_MIB}={m}"))
+                    .into_iter()
+                    .chain(p.apf.then(|| format!("{GUEST_OPT_APF}=on")))
+                    .collect();
+                (!words.is_empty()).then(|| words.join(" "))
+            }),
             timeout_secs,
             icount: None,
             bare: false,
@@ -1019,7 +1086,9 @@ mod tests {
                 "qemu/overcommit/8x/v1",
                 "qemu/overcommit/8x/v4",
                 "qemu/overcommit/fits/v2",
-                "qemu/overcommit/blkdebug/v2"
+                "qemu/overcommit/blkdebug/v2",
+                "qemu/overcommit/apf/v1",
+                "qemu/overcommit/apf/v4"
             ]
         );
         // The unpaged overcommit matrix is still there, and the names do not collide.
@@ -1058,9 +1127,11 @@ mod tests {
             let mut args = vec!["--scenario", "overcommit", "--vcpus", vcpus_text(c.vcpus), "--quiet"];
             let (g, r) = (p.guest_mib.to_string(), p.resident_mib.to_string());
             args.extend(["--guest-mib", &g, "--resident-mib", &r, "--timeout", "180"]);
-            let ws = p.ws_mib.map(|m| format!("ws_mib={m}"));
-            if let Some(ws) = &ws {
-                args.extend(["--guest-cmdline", ws]);
+            let words: Vec<String> =
+                p.ws_mib.map(|m| format!("ws_mib={m}")).into_iter().chain(p.apf.then(|| "apf=on".into())).collect();
+            let cmdline = words.join(" ");
+            if !cmdline.is_empty() {
+                args.extend(["--guest-cmdline", &cmdline]);
             }
             let join = |slots: &[u64]| slots.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             let (reads, writes) = (join(p.read_errors), join(p.write_errors));
@@ -1120,6 +1191,26 @@ mod tests {
                     "clean_drops": ws_pages, "dirty_writebacks": 2 * ws_pages, "io_errors": 0, "retries": 0,
                     "failed_reads": 0, "aborts": 0, "blocking_faults": 4 * ws_pages},
         })
+    }
+
+    #[test]
+    fn apf_overcommit_assertions() {
+        let c = &case(OC_APF)[1];
+        let mut r = paged_report(64, 12);
+        r["per_vcpu"] = json!([{"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}]);
+        r["guest"]["apf"] = json!({"enabled_cpus": 4, "accepted": 900, "page_ready_tokens": 900, "ring_errors": 0});
+        r["hyp"] =
+            json!({"async_faults": 901, "apf": {"accepted": 900, "completed": 900, "posted": 900, "ring_errors": 0}});
+        assert_eq!(failed_assertions(&c.labels(), 4, &r), Vec::<String>::new());
+        // A lost page_ready, a CPU that did not enable APF, no asynchronous fault at all.
+        r["hyp"]["apf"]["completed"] = json!(899);
+        r["guest"]["apf"]["enabled_cpus"] = json!(3);
+        r["hyp"]["async_faults"] = json!(0);
+        let f = failed_assertions(&c.labels(), 4, &r);
+        assert!(f.iter().any(|l| l.contains("/hyp/apf/completed == /hyp/apf/accepted")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("/guest/apf/enabled_cpus == vcpus")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("/hyp/async_faults > 0")), "{f:?}");
+        assert_eq!(c.plan(None, 1).guest_cmdline.as_deref(), Some("apf=on"));
     }
 
     #[test]
