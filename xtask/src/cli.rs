@@ -2,13 +2,21 @@
 //!
 //! Validation is pure (no file system, no processes) so that it can be unit-tested and so that
 //! a bad option is reported before anything is built or started.
+//!
+//! `run` has two jobs: with `--scenario NAME` (or `--guest-kernel FILE`), one run
+//! ([`RunArgs::validate`]); without them, the main job, the comparison of asynchronous and
+//! synchronous page faults (`crate::compare`), whose defaults differ. [`parse`] therefore also reports which `run`
+//! options the command line gave ([`Given`]): clap fills in the defaults of the others.
 
+use std::collections::BTreeSet;
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US;
 use asyncpf_core::options::{BACKING_LATENCY_US_RANGE, MAX_BACKING_SELFTEST_PAGES, RESIDENT_MIB_RANGE};
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// QEMU's `virt` machine accepts at most this many CPUs.
 const MAX_PCPUS: u32 = 512;
@@ -32,7 +40,9 @@ pub enum Command {
     /// Build the hypervisor (aarch64-unknown-none-softfloat) and the guest (aarch64-unknown-none)
     /// and make the guest Image.
     Build(BuildArgs),
-    /// Run one scenario on QEMU and check its results.
+    /// Without --scenario (the main job): the `overcommit` workload three times, with and without
+    /// asynchronous page faults and without paging, side by side. With --scenario NAME (or
+    /// --guest-kernel FILE): run that scenario (kernel) on QEMU and check its results.
     Run(RunArgs),
     /// Host tests, the cross build, and the QEMU integration tests.
     Test(TestArgs),
@@ -59,10 +69,16 @@ impl BuildArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Scenario the asyncpf guest runs (guest command line `scenario=NAME`).
-    #[arg(long, default_value = "smp")]
+    /// Scenario the asyncpf guest runs (guest command line `scenario=NAME`), e.g. smp, ipi,
+    /// overcommit. Without --scenario (and without --guest-kernel), `run` compares asynchronous
+    /// with synchronous page faults on the overcommit workload (three runs, defaults in
+    /// [brackets] below; it refuses --pcpus, --guest-cmdline, --bare, --backing-selftest,
+    /// --inject-*).
+    // `smp` is what `validate` plans when --scenario is absent; `main` sends that case to the
+    // comparison instead (unless --guest-kernel is given), telling it apart with `Given`.
+    #[arg(long, default_value = "smp", hide_default_value = true)]
     pub scenario: String,
-    /// Number of vCPUs (default: the number of physical CPUs).
+    /// Number of vCPUs (default: the number of physical CPUs) [without --scenario: 1].
     #[arg(long)]
     pub vcpus: Option<u32>,
     /// Number of physical CPUs, QEMU's `-smp` (default: --vcpus if given, else 4).
@@ -71,13 +87,14 @@ pub struct RunArgs {
     /// QEMU CPU model (`-cpu`), e.g. max, a64fx, cortex-a72.
     #[arg(long, default_value = "max")]
     pub cpu: String,
-    /// Guest RAM in MiB.
+    /// Guest RAM in MiB [without --scenario: 64].
     #[arg(long, default_value_t = 128)]
     pub guest_mib: u32,
     /// Seed of the scenario's pseudo-random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Write the run's results as one JSON object to this file (also when the run fails).
+    /// Write the run's results as one JSON object to this file (also when the run fails) [without
+    /// --scenario: the comparison's document, also written to target/xtask/compare/].
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Boot this arm64 kernel Image (optionally gzip-compressed) instead of asyncpf's guest.
@@ -89,19 +106,21 @@ pub struct RunArgs {
     /// Kill QEMU and fail after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
-    /// Deterministic virtual time: QEMU `-icount shift=SHIFT,sleep=off`.
+    /// Deterministic virtual time: QEMU `-icount shift=SHIFT,sleep=off` [without --scenario: 3].
     #[arg(long, value_name = "SHIFT")]
     pub icount: Option<u32>,
     /// Boot the guest Image directly on QEMU, without the hypervisor (baseline / debugging).
     #[arg(long)]
     pub bare: bool,
-    /// Do not echo the console; it is still shown (its tail) when the run fails.
+    /// Do not echo the console; it is still shown (its tail) when the run fails [without --scenario:
+    /// consoles are never echoed, --quiet drops the progress lines].
     #[arg(long)]
     pub quiet: bool,
     /// Skip the implicit `cargo xtask build` (of what the run needs) before running.
     #[arg(long)]
     pub no_build: bool,
-    /// Minimum service time of every backing-store (virtio-blk) request in µs.
+    /// Minimum service time of every backing-store (virtio-blk) request in µs [without --scenario:
+    /// 1000].
     #[arg(long, value_name = "US", default_value_t = DEFAULT_BACKING_LATENCY_US)]
     pub backing_latency_us: u64,
     /// Run the hypervisor's backing-store self-test over N pages before the VM starts.
@@ -116,7 +135,7 @@ pub struct RunArgs {
     /// Page guest RAM through the backing disk with only R MiB of host memory (hypervisor option
     /// `resident_mib`, 4 to 4096): R below --guest-mib overcommits memory, R at or above it still
     /// runs the pager. Default: guest RAM is all resident and never paged. Slot n of the disk is
-    /// guest page n (IPA 0x4000_0000 + n * 4096).
+    /// guest page n (IPA 0x4000_0000 + n * 4096) [without --scenario: 12; R < G required].
     #[arg(long, value_name = "R")]
     pub resident_mib: Option<u32>,
 }
@@ -163,6 +182,46 @@ pub struct BenchArgs {
     /// Kill QEMU and count the run as failed after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+}
+
+/// The `run` options that the command line gave, by clap id (the [`RunArgs`] field name, e.g.
+/// `guest_mib`); clap filled in the others from their defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Given(BTreeSet<String>);
+
+impl Given {
+    /// The options of `matches` whose value came from the command line.
+    fn from_matches(matches: &ArgMatches) -> Given {
+        let given = matches.ids().filter(|id| matches.value_source(id.as_str()) == Some(ValueSource::CommandLine));
+        Given(given.map(|id| id.as_str().to_string()).collect())
+    }
+
+    /// Whether the command line gave option `id` (a [`RunArgs`] field name).
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
+}
+
+/// Parses the process's command line as [`Cli::parse`] does (exiting with clap's message on an
+/// error, or after `--help`), and also says which `run` options it gave.
+pub fn parse() -> (Cli, Given) {
+    parse_from(std::env::args_os()).unwrap_or_else(|err| err.exit())
+}
+
+/// [`parse`] of `argv` (the program name first), returning clap's error.
+pub fn parse_from<I, T>(argv: I) -> Result<(Cli, Given), clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(argv)?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|err| err.format(&mut command))?;
+    let given = match matches.subcommand() {
+        Some(("run", run)) => Given::from_matches(run),
+        _ => Given::default(),
+    };
+    Ok((cli, given))
 }
 
 /// A validated `run` request: everything needed to build the QEMU command line.
@@ -432,6 +491,22 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("--bare") && err.to_string().contains("--resident-mib"), "{err}");
         assert!(Cli::try_parse_from(["xtask", "run", "--resident-mib", "-1"]).is_err());
         assert!(Cli::try_parse_from(["xtask", "run", "--resident-mib", "x"]).is_err());
+    }
+
+    #[test]
+    fn given_options() {
+        let (cli, given) = parse_from(["xtask", "run", "--guest-mib", "128", "--quiet"]).unwrap();
+        assert!(matches!(cli.command, Command::Run(ref r) if r.guest_mib == 128 && r.quiet));
+        assert!(given.contains("guest_mib") && given.contains("quiet"));
+        // Defaults are not given.
+        for id in ["scenario", "backing_latency_us", "vcpus", "timeout", "bare", "seed"] {
+            assert!(!given.contains(id), "{id}");
+        }
+        let (_, given) = parse_from(["xtask", "run", "--scenario", "smp"]).unwrap();
+        assert!(given.contains("scenario"));
+        let (_, given) = parse_from(["xtask", "bench", "--vcpus", "2"]).unwrap();
+        assert_eq!(given, Given::default(), "only `run` options are recorded");
+        assert!(parse_from(["xtask", "run", "--no-such-option"]).is_err());
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! It checks (and if allowed installs) the Debian cross toolchain and QEMU, builds the
 //! hypervisor and the guest kernel for `aarch64-unknown-none`, turns the guest ELF into an arm64
 //! kernel `Image`, runs scenarios on QEMU's `virt` machine and checks their machine-readable
-//! results. See `cargo xtask --help`.
+//! results. Its main job, `cargo xtask run` without `--scenario`, compares asynchronous with
+//! synchronous page faults on the `overcommit` workload (`compare`). See `cargo xtask --help`.
 
 mod bench;
 mod build;
 mod cli;
+mod compare;
 mod disk;
 mod image;
 mod linux;
@@ -20,9 +22,7 @@ mod toolchain;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use cli::{Cli, Command};
+use cli::{Command, Given};
 
 /// The workspace root: xtask lives one level below it. Taken from the compile-time manifest
 /// directory so the runner works from any current directory.
@@ -32,8 +32,8 @@ pub fn workspace_root() -> PathBuf {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match dispatch(cli.command) {
+    let (cli, given) = cli::parse();
+    match dispatch(cli.command, &given) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("xtask: error: {err:#}");
@@ -42,7 +42,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+/// `given`: which `run` options the command line gave.
+fn dispatch(command: Command, given: &Given) -> anyhow::Result<ExitCode> {
     match command {
         Command::Setup => {
             let tc = toolchain::ensure()?;
@@ -53,6 +54,13 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let _tc = toolchain::ensure()?;
             build::build(&workspace_root(), args.select())?;
             Ok(ExitCode::SUCCESS)
+        }
+        // The main job: no --scenario (and no --guest-kernel).
+        Command::Run(args) if compare::selected(&args, given) => {
+            let plan = compare::plan(&args, given)?;
+            let tc = toolchain::ensure()?;
+            let all_correct = compare::run_compare(&workspace_root(), &tc, &plan)?;
+            Ok(if all_correct { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Run(args) => {
             let plan = args.validate()?;
