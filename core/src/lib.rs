@@ -21,9 +21,9 @@ extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
+pub mod apf;
 pub mod fdt;
 pub mod histogram;
-pub mod apf;
 pub mod hypercall;
 pub mod image;
 pub mod mpidr;
