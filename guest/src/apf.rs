@@ -305,3 +305,51 @@ sdei_entry:
 "#,
     body = sym sdei_handler,
 );
+
+/// CPUs that enabled asynchronous page faults (`apf=on`, [`enable_on_every_cpu`]).
+static ENABLED_CPUS: AtomicU64 = AtomicU64::new(0);
+/// Whether the command line asked for asynchronous page faults.
+static REQUESTED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+fn enable_task(_: u64) {
+    match enable_this_cpu() {
+        Ok(_) => {
+            ENABLED_CPUS.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(code) => crate::println!("apf: cpu {}: not enabled ({code})", arch::cpu_index()),
+    }
+}
+
+/// `apf=on`: every CPU enables asynchronous page faults (a task pinned to each, joined) before
+/// the scenario starts; returns how many did (0 when the hypervisor offers none: RAM not paged).
+pub fn enable_on_every_cpu() -> u64 {
+    REQUESTED.store(true, Ordering::Relaxed);
+    let count = crate::percpu::count();
+    let mut handles = [None; crate::dt::MAX_CPUS];
+    for (cpu, slot) in handles.iter_mut().enumerate().take(count) {
+        let opts = sched::SpawnOptions { pinned: Some(cpu), cpus_out: None };
+        *slot = Some(sched::spawn_kernel("apf-enable", enable_task, 0, opts).expect("a free task slot"));
+    }
+    handles.iter().flatten().for_each(|&h| sched::join(h));
+    let enabled = ENABLED_CPUS.load(Ordering::Relaxed);
+    crate::println!("apf: asynchronous page faults enabled on {enabled} of {count} cpus");
+    enabled
+}
+
+/// The result's `apf` object, when `apf=on` was asked for: what the guest saw.
+pub fn write_json<W: core::fmt::Write>(j: &mut asyncpf_guest::json::Json<'_, W>) -> core::fmt::Result {
+    if !REQUESTED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
+    let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    j.begin_object(Some("apf"))?;
+    j.bool(Some("requested"), true)?;
+    j.u64(Some("enabled_cpus"), load(&ENABLED_CPUS))?;
+    j.u64(Some("accepted"), load(&ACCEPTED))?;
+    j.u64(Some("declined"), load(&DECLINED))?;
+    j.u64(Some("page_ready_tokens"), load(&TOKENS_SEEN))?;
+    j.u64(Some("woken"), load(&WOKEN))?;
+    j.u64(Some("wake_alls"), load(&WAKE_ALLS_SEEN))?;
+    j.u64(Some("ring_errors"), load(&RING_ERRORS))?;
+    j.end_object()
+}

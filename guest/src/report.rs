@@ -59,6 +59,7 @@ fn write_result(
     }
     j.u64(Some("vcpus"), percpu::count() as u64)?;
     per_vcpu(&mut j)?;
+    crate::apf::write_json(&mut j)?;
     fields(&mut j)?;
     j.end_object()?;
     out.write_char('\n')

@@ -63,5 +63,8 @@ pub fn start(bootargs: &'static str) {
 
 /// The control task: runs the scenario, which reports and powers off.
 fn control(index: u64) {
+    if options().apf {
+        crate::apf::enable_on_every_cpu();
+    }
     (SCENARIOS[index as usize].1)(options().seed);
 }

@@ -275,32 +275,6 @@ fn run_phase(phase: Phase, tasks: u64) -> u64 {
     elapsed
 }
 
-/// Set by each CPU's enabling task: how many CPUs enabled asynchronous page faults.
-static APF_ENABLED: AtomicU64 = AtomicU64::new(0);
-
-fn enable_apf_task(_: u64) {
-    match crate::apf::enable_this_cpu() {
-        Ok(_) => {
-            APF_ENABLED.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(code) => crate::println!("overcommit: cpu {}: APF not enabled ({code})", crate::arch::cpu_index()),
-    }
-}
-
-/// `apf=on`: every CPU enables asynchronous page faults (a task pinned to it); returns how many
-/// did (0 when the hypervisor offers none: RAM not paged).
-fn enable_apf_everywhere() -> u64 {
-    let mut handles: [Option<TaskHandle>; MAX_WORKERS] = [None; MAX_WORKERS];
-    for (cpu, slot) in handles.iter_mut().enumerate().take(percpu::count()) {
-        let opts = SpawnOptions { pinned: Some(cpu), cpus_out: None };
-        *slot = Some(sched::spawn_kernel("apf-enable", enable_apf_task, 0, opts).expect("free task slot"));
-    }
-    handles.iter().flatten().for_each(|&h| sched::join(h));
-    let enabled = APF_ENABLED.load(Ordering::Relaxed);
-    crate::println!("overcommit: asynchronous page faults enabled on {enabled} of {} cpus", percpu::count());
-    enabled
-}
-
 /// Runs the scenario and reports.
 pub fn run(seed: u64) -> ! {
     let opts = scenarios::options();
@@ -329,7 +303,6 @@ pub fn run(seed: u64) -> ! {
         ops.div_ceil(tasks) * tasks
     );
 
-    let apf_cpus = if opts.apf { enable_apf_everywhere() } else { 0 };
     let mut phase_ns = [0u64; PHASES.len()];
     for (phase, ns) in PHASES.iter().zip(phase_ns.iter_mut()) {
         *ns = run_phase(*phase, tasks);
@@ -357,16 +330,6 @@ pub fn run(seed: u64) -> ! {
     let aborts = ABORTS.lock();
     report::finish(ok, (!ok).then_some(error), |j| {
         j.u64(Some("seed"), seed)?;
-        j.begin_object(Some("apf"))?;
-        j.bool(Some("requested"), opts.apf)?;
-        j.u64(Some("enabled_cpus"), apf_cpus)?;
-        j.u64(Some("accepted"), crate::apf::ACCEPTED.load(Ordering::Relaxed))?;
-        j.u64(Some("declined"), crate::apf::DECLINED.load(Ordering::Relaxed))?;
-        j.u64(Some("page_ready_tokens"), crate::apf::TOKENS_SEEN.load(Ordering::Relaxed))?;
-        j.u64(Some("woken"), crate::apf::WOKEN.load(Ordering::Relaxed))?;
-        j.u64(Some("wake_alls"), crate::apf::WAKE_ALLS_SEEN.load(Ordering::Relaxed))?;
-        j.u64(Some("ring_errors"), crate::apf::RING_ERRORS.load(Ordering::Relaxed))?;
-        j.end_object()?;
         j.begin_object(Some("check"))?;
         j.u64(Some("words_checked"), tally.words_checked)?;
         j.u64(Some("mismatches"), tally.mismatches)?;
