@@ -101,6 +101,8 @@ pub fn set_granule(granule: u64) {
 static PENDING_PARK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 /// page_not_present events accepted (the task parked) and declined (the idle task faulted).
 pub static ACCEPTED: AtomicU64 = AtomicU64::new(0);
+/// Of those, faults taken from EL0 (resumed at the EL0 IRQ vector).
+pub static ACCEPTED_EL0: AtomicU64 = AtomicU64::new(0);
 pub static DECLINED: AtomicU64 = AtomicU64::new(0);
 /// Tasks woken by a page_ready token (WAKE_ALL counted per task released).
 pub static WOKEN: AtomicU64 = AtomicU64::new(0);
@@ -121,6 +123,9 @@ fn page_not_present(pstate: u64) -> u64 {
     PENDING_PARK[arch::cpu_index()].store(token, Ordering::Relaxed);
     ACCEPTED.fetch_add(1, Ordering::Relaxed);
     let from_el0 = pstate & 0xf == 0;
+    if from_el0 {
+        ACCEPTED_EL0.fetch_add(1, Ordering::Relaxed);
+    }
     arch::vbar() + if from_el0 { IRQ_VECTOR_EL0 } else { IRQ_VECTOR_EL1H }
 }
 
@@ -346,6 +351,7 @@ pub fn write_json<W: core::fmt::Write>(j: &mut asyncpf_guest::json::Json<'_, W>)
     j.bool(Some("requested"), true)?;
     j.u64(Some("enabled_cpus"), load(&ENABLED_CPUS))?;
     j.u64(Some("accepted"), load(&ACCEPTED))?;
+    j.u64(Some("accepted_el0"), load(&ACCEPTED_EL0))?;
     j.u64(Some("declined"), load(&DECLINED))?;
     j.u64(Some("page_ready_tokens"), load(&TOKENS_SEEN))?;
     j.u64(Some("woken"), load(&WOKEN))?;

@@ -308,20 +308,39 @@ pub const ASSERTIONS: &[Assertion] = &[
     // handlers completed; every SDEI call was one the dispatcher implements.
     Assertion { scenarios: &["apfabi"], check: Cmp(Field("/guest/checks_failed"), Eq, Int(0)) },
     Assertion { scenarios: &["apfabi"], check: Cmp(Field("/guest/sdei_handled"), Eq, Int(2)) },
-    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/hyp/sdei/dispatches"), Eq, Int(2)) },
-    Assertion { scenarios: &["apfabi"], check: Cmp(Field("/hyp/sdei/completes"), Eq, Int(2)) },
+    Assertion { scenarios: &[APF_UNPAGED], check: Cmp(Field("/hyp/sdei/dispatches"), Eq, Int(2)) },
+    Assertion { scenarios: &[APF_UNPAGED], check: Cmp(Field("/hyp/sdei/completes"), Eq, Int(2)) },
+    // Paged, page_not_present was dispatched too: every handler ended, the event-0 ones and
+    // the declined page_not_present ones with COMPLETE, the accepted ones with
+    // COMPLETE_AND_RESUME.
+    Assertion {
+        scenarios: &[APF_PAGED],
+        check: Cmp(Field("/hyp/sdei/dispatches"), Eq, Plus("/hyp/sdei/completes", "/hyp/sdei/resumes")),
+    },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/sdei/resumes"), Eq, Field("/hyp/apf/accepted")) },
+    Assertion {
+        scenarios: &[APF_PAGED],
+        check: Cmp(Field("/hyp/sdei/completes"), Eq, Plus("/guest/sdei_handled", "/hyp/apf/declined")),
+    },
     Assertion { scenarios: &["apfabi"], check: Cmp(Field("/hyp/sdei/not_supported"), Eq, Int(0)) },
     // Without paging the APF calls are NOT_SUPPORTED (28 checks, the SDEI ones and two APF).
     Assertion { scenarios: &[APF_UNPAGED], check: Cmp(Field("/guest/checks"), Eq, Int(28)) },
     Assertion { scenarios: &[APF_UNPAGED], check: Cmp(Field("/guest/apf_granule"), Eq, Int(0)) },
-    // With paging: all 39 checks ran; the record is laid out by the hypervisor's largest
+    // With paging: all 45 checks ran; the record is laid out by the hypervisor's largest
     // writeback granule; APF_DISABLE's one wake-all came through the ring and the PPI.
-    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/checks"), Eq, Int(39)) },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/checks"), Eq, Int(45)) },
+    // Faults taken from EL0 were delivered asynchronously too (resumed at the EL0 IRQ vector).
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/seen/apf_el0_faults_accepted"), Ge, Int(1)) },
+    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/async_faults"), Ge, Int(1)) },
     Assertion { scenarios: &[APF_PAGED], check: IsTrue("/guest/apf_paged") },
     Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/apf_granule"), Eq, Field("/hyp/cwg_bytes")) },
     Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/guest/wake_alls"), Eq, Int(1)) },
     Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/apf/wake_alls"), Eq, Int(1)) },
-    Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/apf/posted"), Eq, Int(1)) },
+    // One ring entry per accepted fault, plus the wake-all.
+    Assertion {
+        scenarios: &[APF_PAGED],
+        check: Cmp(Field("/hyp/apf/posted"), Eq, Plus("/hyp/apf/accepted", "/hyp/apf/wake_alls")),
+    },
     Assertion { scenarios: &[APF_PAGED], check: Cmp(Field("/hyp/apf/ring_errors"), Eq, Int(0)) },
     // hotplug: every secondary vCPU turned off (PSCI CPU_OFF) and on again (CPU_ON) in each
     // round, came back and ran a task; PSCI answered every probe as docs/abi.md says.
@@ -977,12 +996,12 @@ mod tests {
                       "came_back": 3, "cpu_off_calls": 3, "cpu_on_calls": 3, "stranded": 0,
                       "affinity_unexpected": 0, "already_on_ok": true, "affinity_on_ok": true,
                       "repeat_on_ok": true, "invalid_answers_ok": true, "load_ok": true,
-                      "checks": 39, "checks_failed": 0, "sdei_handled": 2, "apf_paged": true, "apf_granule": 64,
-                      "wake_alls": 1},
+                      "checks": 45, "checks_failed": 0, "sdei_handled": 2, "apf_paged": true, "apf_granule": 64,
+                      "wake_alls": 1, "seen": {"apf_el0_faults_accepted": 2}},
             "hyp": {"hvc_calls": 10_000u64, "unknown_calls": 7, "injected_aborts": 100, "injected_undefs": 151,
-                    "cwg_bytes": 64,
-                    "sdei": {"dispatches": 2, "completes": 2, "not_supported": 0},
-                    "apf": {"wake_alls": 1, "posted": 1, "ring_errors": 0}},
+                    "cwg_bytes": 64, "async_faults": 900,
+                    "sdei": {"dispatches": 2, "completes": 2, "resumes": 0, "not_supported": 0},
+                    "apf": {"wake_alls": 1, "posted": 1, "ring_errors": 0, "accepted": 0, "declined": 0}},
         })
     }
 

@@ -13,11 +13,11 @@ use crate::sched::{self, SpawnOptions};
 use crate::{apf, arch, report, timer};
 use asyncpf_contract::{apf as abi, sdei, smccc};
 use asyncpf_guest::json::Json;
-use core::sync::atomic::Ordering;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// How long the page_ready interrupt may take after APF_DISABLE.
 const WAKE_ALL_TIMEOUT_MS: u64 = 500;
-const MAX_CHECKS: usize = 40;
+const MAX_CHECKS: usize = 48;
 /// A value the handler gets as its argument.
 const EP_ARGUMENT: u64 = 0xA5F0_0D1E;
 
@@ -121,6 +121,23 @@ fn checks(c: &mut Checks) -> (bool, u64) {
     apf::set_granule(g);
     c.expect("apf_enable", apf::enable(record, 0), 0);
     c.expect("apf_ring_empty", (apf::read_record(g) as i64) - (apf::read_record(2 * g) as i64), 0);
+    // Faults delivered asynchronously from EL0: register page_not_present, push the EL0 pages
+    // out of the hypervisor's frames by writing all free RAM (several times the resident
+    // memory), then let an EL0 task touch them. Its faults come from EL0: accepted, resumed at
+    // the EL0 IRQ vector, the task parked and woken by page_ready, and it finishes.
+    let event = u64::from(features.event);
+    c.expect("pnp_register", sdei_call(sdei::EVENT_REGISTER, [event, entry, 0, 0, 0]), 0);
+    c.expect("pnp_enable", sdei_call(sdei::EVENT_ENABLE, [event, 0, 0, 0, 0]), 0);
+    c.expect("pnp_unmask", sdei_call(sdei::PE_UNMASK, [0; 5]), 0);
+    stream_free_ram();
+    let user = sched::spawn_user("apfabi-el0", user_toucher, 0, SpawnOptions { pinned: Some(0), cpus_out: None })
+        .expect("a free task slot");
+    sched::join(user);
+    let touched = USER_PAGES.iter().map(|p| p.0[0].load(Ordering::Relaxed)).sum::<u64>();
+    c.expect("el0_pages_touched", touched as i64, USER_PAGES.len() as i64);
+    let el0 = apf::ACCEPTED_EL0.load(Ordering::Relaxed);
+    c.record("apf_el0_faults_accepted", el0 as i64, el0 >= 1);
+    c.expect("pnp_mask", sdei_call(sdei::PE_MASK, [0; 5]), 1);
     let before = apf::WAKE_ALLS_SEEN.load(Ordering::Relaxed);
     c.expect("apf_disable", apf::disable(), 0);
     let deadline = timer::now_ns() + WAKE_ALL_TIMEOUT_MS * 1_000_000;
@@ -132,6 +149,32 @@ fn checks(c: &mut Checks) -> (bool, u64) {
     c.expect("apf_ring_consumed", (apf::read_record(g) as i64) - (apf::read_record(2 * g) as i64), 0);
     c.expect("apf_disable_again", apf::disable(), 0);
     (true, g)
+}
+
+/// Pages the EL0 task touches (EL0-writable: `.user_rw`), one word each.
+#[repr(C, align(4096))]
+struct UserPage([AtomicU64; 512]);
+
+#[link_section = ".user_rw"]
+static USER_PAGES: [UserPage; 4] = [const { UserPage([const { AtomicU64::new(0) }; 512]) }; 4];
+
+/// EL0: one write to each of `USER_PAGES` (each may fault from EL0), then exit.
+extern "C" fn user_toucher(_: u64) -> ! {
+    for page in &USER_PAGES {
+        page.0[0].fetch_add(1, Ordering::Relaxed);
+    }
+    crate::syscall::user::exit()
+}
+
+/// One write to every page of the free RAM (the workload area of `overcommit`): with guest RAM
+/// paged, this cycles every frame of the resident memory several times.
+fn stream_free_ram() {
+    let Some(free) = crate::mm::free_ram(crate::scenarios::platform()) else { return };
+    for address in (free.start..free.end).step_by(4096) {
+        // SAFETY: free RAM (no image, stack or device tree: `mm::free_ram`), mapped normal
+        // read-write for EL1; nothing else uses it in this scenario.
+        unsafe { core::ptr::write_volatile(address as *mut u64, address) };
+    }
 }
 
 /// This CPU's writeback granule in bytes (CTR_EL0.CWG; 0 = not reported = 2 KiB).
