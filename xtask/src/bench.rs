@@ -402,7 +402,7 @@ pub fn run_bench(root: &Path, tc: &Toolchain, args: &BenchArgs, runs: &[BenchRun
 }
 
 /// Writes the file atomically (temp file + rename).
-fn write_json(path: &Path, doc: &impl Serialize) -> Result<()> {
+pub fn write_json(path: &Path, doc: &impl Serialize) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }

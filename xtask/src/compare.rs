@@ -29,7 +29,6 @@
 //! reference. Which pages those are (the kernel's own, evicted by the streaming writes, is the
 //! likely answer) is not measured yet.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -649,9 +648,9 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         },
     };
     let json_path = default_json(root);
-    write_json(&json_path, &doc)?;
+    bench::write_json(&json_path, &doc)?;
     if let Some(extra) = &plan.json {
-        write_json(extra, &doc)?;
+        bench::write_json(extra, &doc)?;
     }
 
     print!("\n{}\n{}", settings.header(), table(&rows));
@@ -690,18 +689,6 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         json_path.display()
     );
     Ok(ok)
-}
-
-/// Writes the file atomically (temp file + rename).
-fn write_json(path: &Path, doc: &impl Serialize) -> Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let text = serde_json::to_string_pretty(doc)? + "\n";
-    let tmp = path.with_extension("json.tmp");
-    fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }
 
 #[cfg(test)]
