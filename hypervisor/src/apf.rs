@@ -12,7 +12,10 @@ use core::ops::Range;
 
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
-use asyncpf_core::apf::{validate_enable, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Status, Token};
+use asyncpf_core::apf::{
+    validate_enable, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
+};
+use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
@@ -79,6 +82,46 @@ pub struct Apf {
     vcpus: Vec<Mutex<VcpuApf>>,
     layout: Layout,
     ram: Range<u64>,
+    /// Why faults on vCPUs with APF enabled were not eligible for asynchronous delivery (see
+    /// [`SyncReason`]); counted before the pager knows whether they will wait at all (most
+    /// that would not wait are zero-fills and mapping fixes).
+    sync_reasons: [AtomicU64; SyncReason::COUNT],
+}
+
+/// Why [`Apf::prepare`] said no to a vCPU with APF enabled: counted for the `apf` result
+/// (where the remaining synchronous waits come from).
+#[derive(Clone, Copy, Debug)]
+enum SyncReason {
+    /// The guest declined the previous page_not_present on this vCPU.
+    AfterDecline,
+    /// The SDEI event cannot be dispatched (masked, disabled, or a handler runs: a fault
+    /// inside the handler).
+    SdeiNotReady,
+    /// A page_not_present is being delivered.
+    Delivering,
+    /// The fault came from EL1 and the guest asked for user-only delivery.
+    UserOnly,
+    /// The fault came from EL1 with IRQs masked.
+    IrqsMasked,
+    /// The vCPU's tokens (or token slots) are all in flight.
+    AtLimit,
+}
+
+impl SyncReason {
+    const COUNT: usize = 6;
+    const NAMES: [&'static str; Self::COUNT] =
+        ["after_decline", "sdei_not_ready", "delivering", "user_only", "irqs_masked", "at_limit"];
+
+    fn of(refusal: Refusal) -> Option<SyncReason> {
+        match refusal {
+            Refusal::NotEnabled => None,
+            Refusal::SdeiNotReady => Some(SyncReason::SdeiNotReady),
+            Refusal::Delivering => Some(SyncReason::Delivering),
+            Refusal::UserOnly => Some(SyncReason::UserOnly),
+            Refusal::IrqsMasked => Some(SyncReason::IrqsMasked),
+            Refusal::AtLimit => Some(SyncReason::AtLimit),
+        }
+    }
 }
 
 impl Apf {
@@ -98,7 +141,7 @@ impl Apf {
                 })
             })
             .collect();
-        Apf { vcpus, layout, ram }
+        Apf { vcpus, layout, ram, sync_reasons: [const { AtomicU64::new(0) }; SyncReason::COUNT] }
     }
 
     /// An APF_* call of `vcpu` (x0 = function, x1.. = arguments), answered in `regs`; returns
@@ -225,11 +268,23 @@ impl Apf {
     /// `pstate` is the faulting context's (SPSR_EL2).
     pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64) -> Option<u32> {
         let mut apf = self.vcpus[vcpu].lock();
-        if core::mem::take(&mut apf.sync_next) || !apf.state.is_enabled() {
+        if !apf.state.is_enabled() {
             return None;
         }
-        apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate)).ok()?;
-        let slot = apf.slots.iter().position(|&s| s == Slot::Free)?;
+        if core::mem::take(&mut apf.sync_next) {
+            self.count_sync(SyncReason::AfterDecline);
+            return None;
+        }
+        if let Err(refusal) = apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate)) {
+            if let Some(reason) = SyncReason::of(refusal) {
+                self.count_sync(reason);
+            }
+            return None;
+        }
+        let Some(slot) = apf.slots.iter().position(|&s| s == Slot::Free) else {
+            self.count_sync(SyncReason::AtLimit);
+            return None;
+        };
         apf.slots[slot] = Slot::Reserved;
         Some(crate::pager::apf_waiter(self.vcpus.len(), vcpu, slot))
     }
@@ -323,6 +378,10 @@ impl Apf {
         unpin_all(pager, unpin);
     }
 
+    fn count_sync(&self, reason: SyncReason) {
+        self.sync_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     fn slot_of(&self, vcpu: usize, waiter: u32) -> usize {
         waiter as usize - self.vcpus.len() - vcpu * TOKENS_PER_VCPU
     }
@@ -350,7 +409,7 @@ impl Apf {
             out,
             "{{\"granule\":{},\"enabled_vcpus\":{enabled},\"dispatched\":{},\"accepted\":{},\"declined\":{},\
              \"completed\":{},\"stale\":{},\"posted\":{},\"queued\":{},\"wake_alls\":{},\"dropped\":{},\
-             \"ring_errors\":{}}}",
+             \"ring_errors\":{},\"sync_reasons\":{{",
             self.layout.granule(),
             sum.dispatched,
             sum.accepted,
@@ -362,7 +421,12 @@ impl Apf {
             sum.wake_alls,
             sum.dropped,
             sum.ring_errors
-        )
+        )?;
+        for (i, name) in SyncReason::NAMES.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "," };
+            write!(out, "{separator}\"{name}\":{}", self.sync_reasons[i].load(Ordering::Relaxed))?;
+        }
+        out.write_str("}}")
     }
 }
 
