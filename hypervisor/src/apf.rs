@@ -84,7 +84,7 @@ pub struct Apf {
     ram: Range<u64>,
     /// Why faults on vCPUs with APF enabled were not eligible for asynchronous delivery (see
     /// [`SyncReason`]); counted before the pager knows whether they will wait at all (most
-    /// that would not wait are zero-fills and mapping fixes).
+    /// that would not wait are zero-fills and mapping fixes). Access-flag faults never ask.
     sync_reasons: [AtomicU64; SyncReason::COUNT],
 }
 

@@ -15,7 +15,9 @@ use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
 use crate::{apf, arch, gic, hyp_println, sdei, vgic};
 use asyncpf_core::hypercall::{self, Outcome, Verdict};
-use asyncpf_core::trap::{self, ec, AbortKind, MmioAccess, Stage2Abort, SysregAccess, PSTATE_EL1H_MASKED, XZR};
+use asyncpf_core::trap::{
+    self, ec, AbortKind, FaultStatus, MmioAccess, Stage2Abort, SysregAccess, PSTATE_EL1H_MASKED, XZR,
+};
 
 /// SCTLR_EL1 at reset: RES1 bits only, MMU and caches off, little-endian.
 const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
@@ -331,8 +333,15 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     STATS.page_faults.inc();
     let far = FAR_EL2.get();
     let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
-    // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on.
-    let apf = vm.apf.as_ref().and_then(|apf| apf.prepare(vm, index, regs.pstate).map(|waiter| (apf, waiter)));
+    // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on. An
+    // access-flag fault only sets the flag (without the pager's lock) and never waits, unless
+    // its page was unmapped meanwhile: not worth a token slot, nor the APF and SDEI locks.
+    let may_block = !matches!(abort.status, FaultStatus::AccessFlag { .. });
+    let apf = vm
+        .apf
+        .as_ref()
+        .filter(|_| may_block)
+        .and_then(|apf| apf.prepare(vm, index, regs.pstate).map(|waiter| (apf, waiter)));
     let reply =
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
     let resolution = match (reply, apf) {
