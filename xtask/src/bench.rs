@@ -83,26 +83,58 @@ pub fn plan_runs(args: &BenchArgs) -> Result<Vec<BenchRun>> {
 
 /// The `run` options of one benchmark run: `--no-build --quiet`, P = N.
 fn run_args(args: &BenchArgs, latency_us: u64, resident_mib: u32) -> RunArgs {
-    RunArgs {
-        scenario: SCENARIO.into(),
-        vcpus: Some(args.vcpus),
-        pcpus: Some(args.vcpus),
+    let run = OvercommitRun {
+        vcpus: args.vcpus,
         cpu: args.cpu.clone(),
         guest_mib: args.guest_mib,
+        resident_mib,
         seed: args.seed,
-        json: None,
-        guest_kernel: None,
-        guest_cmdline: None,
         timeout: args.timeout,
-        icount: Some(args.icount),
-        bare: false,
-        quiet: true,
-        no_build: true,
-        backing_latency_us: latency_us,
-        backing_selftest: 0,
-        inject_read_errors: Vec::new(),
-        inject_write_errors: Vec::new(),
-        resident_mib: Some(resident_mib),
+        icount: args.icount,
+        latency_us,
+        guest_cmdline: None,
+    };
+    run.run_args()
+}
+
+/// One run of the `overcommit` workload under `-icount`, as the benchmark and the main job's
+/// comparison make them.
+pub struct OvercommitRun {
+    pub vcpus: u32,
+    pub cpu: String,
+    pub guest_mib: u32,
+    pub resident_mib: u32,
+    pub seed: u64,
+    pub timeout: u64,
+    pub icount: u32,
+    pub latency_us: u64,
+    pub guest_cmdline: Option<String>,
+}
+
+impl OvercommitRun {
+    /// Its `run` options: `--no-build --quiet`, P = N, no self-test, no injected errors.
+    pub fn run_args(self) -> RunArgs {
+        RunArgs {
+            scenario: SCENARIO.into(),
+            vcpus: Some(self.vcpus),
+            pcpus: Some(self.vcpus),
+            cpu: self.cpu,
+            guest_mib: self.guest_mib,
+            seed: self.seed,
+            json: None,
+            guest_kernel: None,
+            guest_cmdline: self.guest_cmdline,
+            timeout: self.timeout,
+            icount: Some(self.icount),
+            bare: false,
+            quiet: true,
+            no_build: true,
+            backing_latency_us: self.latency_us,
+            backing_selftest: 0,
+            inject_read_errors: Vec::new(),
+            inject_write_errors: Vec::new(),
+            resident_mib: Some(self.resident_mib),
+        }
     }
 }
 

@@ -178,27 +178,18 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
         .into_iter()
         .map(|mode| {
             let resident = if mode == Mode::Reference { guest_mib } else { resident_mib };
-            let run_args = RunArgs {
-                scenario: SCENARIO.into(),
-                vcpus: Some(vcpus),
-                pcpus: Some(vcpus),
+            let run_args = bench::OvercommitRun {
+                vcpus,
                 cpu: args.cpu.clone(),
                 guest_mib,
+                resident_mib: resident,
                 seed: args.seed,
-                json: None,
-                guest_kernel: None,
-                guest_cmdline: Some(mode.guest_cmdline()),
                 timeout: args.timeout,
-                icount: Some(icount),
-                bare: false,
-                quiet: true,
-                no_build: true,
-                backing_latency_us: latency_us,
-                backing_selftest: 0,
-                inject_read_errors: Vec::new(),
-                inject_write_errors: Vec::new(),
-                resident_mib: Some(resident),
-            };
+                icount,
+                latency_us,
+                guest_cmdline: Some(mode.guest_cmdline()),
+            }
+            .run_args();
             let plan = run_args.validate().with_context(|| format!("the comparison's {} run", mode.name()))?;
             Ok(CompareRun { mode, plan })
         })
