@@ -289,14 +289,20 @@ pub mod runner {
     /// Prefix of the hypervisor's own console lines.
     pub const HYP_LINE_PREFIX: &str = "[hyp] ";
 
-    /// Semihosting exit status: the guest powered the machine off (PSCI SYSTEM_OFF).
+    /// The hypervisor's exit status: its last console line is `[hyp] @exit N`, after which it
+    /// powers the machine off (PSCI SYSTEM_OFF from EL2, so QEMU itself exits with 0). Only
+    /// the hypervisor writes the physical UART, and every guest line carries
+    /// [`GUEST_LINE_PREFIX`], so a guest cannot forge this line. (QEMU semihosting is not
+    /// used: QEMU would serve it to the guest's EL1 as well.)
+    pub const EXIT_PREFIX: &str = "@exit ";
+    /// Exit status: the guest powered the machine off (PSCI SYSTEM_OFF).
     pub const EXIT_SYSTEM_OFF: u32 = 0;
-    /// Semihosting exit status: the hypervisor panicked.
+    /// Exit status: the hypervisor panicked.
     pub const EXIT_HYP_PANIC: u32 = 101;
-    /// Semihosting exit status: the guest asked for SYSTEM_RESET and the hypervisor was told to
-    /// end on reset instead of rebooting the VM.
+    /// Exit status: the guest asked for SYSTEM_RESET and the hypervisor was told to end on
+    /// reset instead of rebooting the VM.
     pub const EXIT_SYSTEM_RESET: u32 = 3;
-    /// Semihosting exit status: the hypervisor could not start the VM (bad options or image).
+    /// Exit status: the hypervisor could not start the VM (bad options or image).
     pub const EXIT_BAD_CONFIG: u32 = 4;
 }
 

@@ -11,6 +11,7 @@
 //! * [`sgi`]: the targets of an SGI the guest generates.
 //! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
 //! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
+//! * [`console`]: how a guest's console output is shown on the host console.
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -22,6 +23,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod apf;
+pub mod console;
 pub mod fdt;
 pub mod histogram;
 pub mod hypercall;

@@ -22,7 +22,7 @@ mod pager;
 mod panic;
 mod platform;
 mod sdei;
-mod semihosting;
+mod shutdown;
 mod stats;
 mod vcpu;
 mod vgic;
@@ -160,5 +160,5 @@ fn note_writeback_granule() {
 /// A configuration error before the VM runs: say why and end with EXIT_BAD_CONFIG.
 fn fail(args: core::fmt::Arguments) -> ! {
     console::print_line(asyncpf_contract::runner::HYP_LINE_PREFIX, format_args!("error: {args}"));
-    semihosting::exit(EXIT_BAD_CONFIG)
+    shutdown::exit(EXIT_BAD_CONFIG, false)
 }

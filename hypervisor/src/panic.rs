@@ -22,7 +22,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
             ELR_EL2.get()
         ),
     );
-    crate::semihosting::exit(EXIT_HYP_PANIC)
+    crate::shutdown::exit(EXIT_HYP_PANIC, true)
 }
 
 /// Names of the 16 vector entries, for the diagnostic.
@@ -62,5 +62,5 @@ pub extern "C" fn hyp_exception(vector: u64) -> ! {
             SPSR_EL2.get(),
         ),
     );
-    crate::semihosting::exit(EXIT_HYP_PANIC)
+    crate::shutdown::exit(EXIT_HYP_PANIC, true)
 }

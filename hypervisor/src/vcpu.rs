@@ -286,7 +286,7 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
     }
     json.push('}');
     hyp_println!("{RESULT_PREFIX}{json}");
-    crate::semihosting::exit(status)
+    crate::shutdown::exit(status, false)
 }
 
 fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {

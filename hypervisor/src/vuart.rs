@@ -1,9 +1,11 @@
 //! The guest's console: an emulated PL011 (Arm DDI 0183) with an always-ready transmitter and
 //! an empty receiver. Bytes the guest writes are collected into lines and printed on the host
-//! console with the `[guest] ` prefix. No UART interrupt is raised: a guest must poll FR
+//! console with the `[guest] ` prefix, control characters and non-UTF-8 bytes escaped
+//! (`asyncpf_core::console`), so a guest cannot start a line of its own. No UART interrupt is raised: a guest must poll FR
 //! (documented in docs/abi.md).
 
 use asyncpf_contract::runner::GUEST_LINE_PREFIX;
+use asyncpf_core::console::GuestText;
 
 /// Size of the register page.
 pub const UART_PAGE_BYTES: u64 = 0x1000;
@@ -102,7 +104,7 @@ impl VirtualUart {
     }
 
     fn flush(&mut self) {
-        let text = core::str::from_utf8(&self.line[..self.len]).unwrap_or("<non-UTF-8 guest output>");
+        let text = GuestText(&self.line[..self.len]);
         crate::console::print_line(GUEST_LINE_PREFIX, format_args!("{text}"));
         self.len = 0;
     }

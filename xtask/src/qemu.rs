@@ -107,7 +107,8 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
     if plan.bare {
         let mem = plan.guest_mib.to_string();
         push(&["-M", "virt,gic-version=3", "-cpu", &plan.cpu, "-smp", &smp, "-m", &mem]);
-        push(&["-nographic", "-nic", "none"]);
+        // A guest reset ends QEMU (status 0) instead of rebooting into a loop until the timeout.
+        push(&["-nographic", "-nic", "none", "-no-reboot"]);
         push(&["-kernel", &inputs.image.display().to_string()]);
         let cmdline = guest_cmdline(plan, inputs.foreign);
         if !cmdline.is_empty() {
@@ -117,7 +118,9 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
         let mem = machine_mib(plan.guest_mib).to_string();
         push(&["-M", "virt,virtualization=on,gic-version=3", "-cpu", &plan.cpu, "-smp", &smp]);
         push(&["-m", &mem, "-nographic", "-nic", "none"]);
-        push(&["-semihosting-config", "enable=on,target=native"]);
+        // No semihosting: QEMU would serve it to the guest's EL1 too (see the hypervisor's
+        // `shutdown` module). A reset must not reboot into a fresh run either.
+        push(&["-no-reboot"]);
         push(&["-kernel", &inputs.hypervisor.display().to_string()]);
         let loader = format!("loader,file={},addr={IMAGE_ADDR:#x},force-raw=on", inputs.image.display());
         push(&["-device", &loader]);
@@ -162,7 +165,7 @@ pub enum Stream {
 /// How QEMU ended.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// QEMU's exit code (the semihosting exit code); None if it was killed by a signal.
+    /// QEMU's exit code (0 after the hypervisor's SYSTEM_OFF); None if it was killed by a signal.
     pub exit_code: Option<i32>,
     pub timed_out: bool,
     pub wall: Duration,
@@ -285,7 +288,7 @@ mod tests {
         assert_eq!(
             shell_join(&argv),
             "/usr/bin/qemu-system-aarch64 -M virt,virtualization=on,gic-version=3 -cpu max -smp 4 \
-             -m 224 -nographic -nic none -semihosting-config enable=on,target=native \
+             -m 224 -nographic -nic none -no-reboot \
              -kernel /w/target/cross/aarch64-unknown-none/release/asyncpf-hypervisor \
              -device loader,file=/w/target/cross/asyncpf-guest.Image,addr=0x42000000,force-raw=on \
              -global virtio-mmio.force-legacy=false \
@@ -352,10 +355,26 @@ mod tests {
         assert_eq!(
             shell_join(&argv),
             "/usr/bin/qemu-system-aarch64 -M virt,gic-version=3 -cpu a64fx -smp 2 -m 128 \
-             -nographic -nic none -kernel /i/Image -append 'scenario=ipi seed=1' \
+             -nographic -nic none -no-reboot -kernel /i/Image -append 'scenario=ipi seed=1' \
              -icount shift=3,sleep=off"
         );
         assert!(!argv.iter().any(|a| a.contains("semihosting")));
+    }
+
+    /// No configuration ever gives QEMU semihosting: a guest could reach the host through it.
+    #[test]
+    fn never_semihosting() {
+        let image = PathBuf::from("/i/Image");
+        for args in [
+            &[][..],
+            &["--bare"],
+            &["--guest-kernel", "/i/Image"],
+            &["--scenario", "overcommit", "--resident-mib", "8"],
+        ] {
+            let plan = parse_run(args).validate().unwrap();
+            let argv = command_line(&plan, &inputs(&image, false));
+            assert!(!argv.iter().any(|a| a.contains("semihosting")), "{args:?}: {argv:?}");
+        }
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //!
 //! The guest prints one `@result {json}` line, the hypervisor another; on the host console they
 //! carry the `[guest] ` / `[hyp] ` prefixes (`asyncpf_contract::runner`). Without the
-//! hypervisor (`--bare`) the guest's line has no prefix.
+//! hypervisor (`--bare`) the guest's line has no prefix. The hypervisor's exit status is its
+//! `[hyp] @exit N` line. Only QEMU's standard output (the machine's UART, which only the
+//! hypervisor writes) is read for results: QEMU's standard error is kept in the tail but never
+//! parsed.
 
 use std::collections::VecDeque;
 
 use asyncpf_contract::runner;
 use serde::Serialize;
+
+use crate::qemu::Stream;
 use serde_json::Value;
 
 /// How many console lines are kept for failure reports.
@@ -84,6 +89,8 @@ pub struct Console {
     pub hyp: Option<Value>,
     /// The hypervisor's backing-store self-test result (`[hyp] @selftest {json}`).
     pub selftest: Option<Value>,
+    /// The hypervisor's exit status: its first `[hyp] @exit N` line.
+    pub hyp_exit: Option<u32>,
     /// Result lines that could not be used, with the reason.
     pub bad_results: Vec<String>,
     pub bare: bool,
@@ -95,12 +102,24 @@ impl Console {
         Console { bare, ..Default::default() }
     }
 
-    pub fn push(&mut self, line: &str) {
+    /// One line of QEMU's output; only `Stream::Stdout` (the UART) can carry results.
+    pub fn push(&mut self, stream: Stream, line: &str) {
         if self.tail.len() == TAIL_LINES {
             self.tail.pop_front();
         }
         self.tail.push_back(line.to_string());
+        if stream != Stream::Stdout {
+            return;
+        }
         let Some((source, content)) = line_source(line, self.bare) else { return };
+        if let (Source::Hyp, Some(code)) = (source, content.strip_prefix(runner::EXIT_PREFIX)) {
+            match code.trim().parse() {
+                Ok(code) if self.hyp_exit.is_none() => self.hyp_exit = Some(code),
+                Ok(_) => {}
+                Err(_) => self.bad_results.push(format!("exit line without a status: {line}")),
+            }
+            return;
+        }
         if let (Source::Hyp, Some(json)) = (source, content.strip_prefix(runner::SELFTEST_PREFIX)) {
             match parse_result_json(json) {
                 Ok(v) => self.selftest = Some(v),
@@ -149,7 +168,7 @@ impl Console {
     }
 }
 
-/// Names of the semihosting exit codes of `asyncpf_contract::runner`.
+/// Names of the hypervisor's exit statuses (`asyncpf_contract::runner`).
 pub fn exit_meaning(code: i32) -> &'static str {
     match u32::try_from(code) {
         Ok(runner::EXIT_SYSTEM_OFF) => "guest SYSTEM_OFF",
@@ -160,15 +179,42 @@ pub fn exit_meaning(code: i32) -> &'static str {
     }
 }
 
-/// Decides whether a run passed; None means ok, otherwise the one-line reason.
-pub fn verdict(exit_code: Option<i32>, timed_out: bool, timeout_secs: u64, console: &Console) -> Option<String> {
+/// How the machine ended: the hypervisor's `@exit` status, or QEMU's own exit code in `--bare`
+/// mode. `Err` says why there is no status.
+pub fn exit_status(
+    qemu_exit: Option<i32>,
+    timed_out: bool,
+    timeout_secs: u64,
+    console: &Console,
+) -> Result<i32, String> {
     if timed_out {
-        return Some(format!("timed out after {timeout_secs} s; QEMU was killed"));
+        return Err(format!("timed out after {timeout_secs} s; QEMU was killed"));
     }
-    match exit_code {
-        None => return Some("QEMU was killed by a signal".into()),
-        Some(0) => {}
-        Some(code) => return Some(format!("QEMU exited with status {code} ({})", exit_meaning(code))),
+    let Some(code) = qemu_exit else { return Err("QEMU was killed by a signal".into()) };
+    if console.bare {
+        return Ok(code);
+    }
+    if code != 0 {
+        // The hypervisor always ends the machine with SYSTEM_OFF, which QEMU answers with 0.
+        return Err(format!("QEMU itself failed with exit status {code} (see its messages above)"));
+    }
+    match console.hyp_exit {
+        Some(status) => Ok(status as i32),
+        None => Err(format!(
+            "QEMU ended without the hypervisor's `{}{}N` line: the machine was not ended by the hypervisor",
+            runner::HYP_LINE_PREFIX,
+            runner::EXIT_PREFIX
+        )),
+    }
+}
+
+/// Decides whether a run passed; None means ok, otherwise the one-line reason.
+pub fn verdict(qemu_exit: Option<i32>, timed_out: bool, timeout_secs: u64, console: &Console) -> Option<String> {
+    match exit_status(qemu_exit, timed_out, timeout_secs, console) {
+        Err(why) => return Some(why),
+        Ok(0) => {}
+        Ok(code) if console.bare => return Some(format!("QEMU exited with status {code}")),
+        Ok(code) => return Some(format!("the hypervisor ended with status {code} ({})", exit_meaning(code))),
     }
     let Some(guest) = &console.guest else {
         let extra = console.bad_results.first().map(|b| format!(" ({b})")).unwrap_or_default();
@@ -205,7 +251,10 @@ pub struct Report {
     pub icount: Option<u32>,
     pub seed: u64,
     pub ok: bool,
+    /// The hypervisor's exit status (its `[hyp] @exit` line), or QEMU's in `--bare` mode.
     pub exit_status: Option<i32>,
+    /// QEMU's own exit code (0 when the hypervisor powered the machine off).
+    pub qemu_exit_status: Option<i32>,
     pub wall_seconds: f64,
     /// Copied from the guest result (`tasks_run`, `context_switches`, `preemptions`,
     /// `timer_ticks` per vCPU); null if there is none.
@@ -371,13 +420,14 @@ mod tests {
     fn console_keeps_tail_and_results() {
         let mut c = Console::new(false);
         for i in 0..100 {
-            c.push(&format!("line {i}"));
+            c.push(Stream::Stdout, &format!("line {i}"));
         }
-        c.push("[guest] @result {\"ok\": true}");
-        c.push("[hyp] @result {\"exits\": 1}");
+        c.push(Stream::Stdout, "[guest] @result {\"ok\": true}");
+        c.push(Stream::Stdout, "[hyp] @result {\"exits\": 1}");
+        c.push(Stream::Stdout, "[hyp] @exit 0");
         assert_eq!(c.tail.len(), TAIL_LINES);
-        assert_eq!(c.tail.back().unwrap(), "[hyp] @result {\"exits\": 1}");
-        assert_eq!(c.tail.front().unwrap(), "line 42");
+        assert_eq!(c.tail.back().unwrap(), "[hyp] @exit 0");
+        assert_eq!(c.tail.front().unwrap(), "line 43");
         assert!(c.guest.is_some() && c.hyp.is_some());
         assert_eq!(verdict(Some(0), false, 1, &c), None);
     }
@@ -385,20 +435,20 @@ mod tests {
     #[test]
     fn joins_a_result_cut_into_pieces() {
         let mut c = Console::new(false);
-        c.push("[guest] @result {\"ok\":true,\"per_vcpu\":[{\"tasks_run");
-        c.push("[hyp] something else");
-        c.push("[guest] \":5}],\"name\":\"a b");
+        c.push(Stream::Stdout, "[guest] @result {\"ok\":true,\"per_vcpu\":[{\"tasks_run");
+        c.push(Stream::Stdout, "[hyp] something else");
+        c.push(Stream::Stdout, "[guest] \":5}],\"name\":\"a b");
         assert!(c.guest.is_none());
-        c.push("[guest] c\"}");
+        c.push(Stream::Stdout, "[guest] c\"}");
         assert_eq!(c.guest, Some(json!({"ok": true, "per_vcpu": [{"tasks_run": 5}], "name": "a bc"})));
         assert!(c.bad_results.is_empty());
 
         let mut c = Console::new(false);
-        c.push("[guest] @result {\"ok\":");
-        c.push("[guest] @result {\"ok\": true}");
+        c.push(Stream::Stdout, "[guest] @result {\"ok\":");
+        c.push(Stream::Stdout, "[guest] @result {\"ok\": true}");
         assert_eq!(c.guest, Some(json!({"ok": true})));
         assert!(c.bad_results[0].contains("never completed"), "{:?}", c.bad_results);
-        c.push("[hyp] @result {\"exits\":");
+        c.push(Stream::Stdout, "[hyp] @result {\"exits\":");
         c.finish();
         assert!(c.bad_results[1].contains("incomplete JSON"), "{:?}", c.bad_results);
     }
@@ -406,11 +456,11 @@ mod tests {
     #[test]
     fn selftest_line() {
         let mut c = Console::new(false);
-        c.push("[hyp] @selftest {\"ok\": true, \"pages\": 4}");
+        c.push(Stream::Stdout, "[hyp] @selftest {\"ok\": true, \"pages\": 4}");
         assert_eq!(c.selftest, Some(json!({"ok": true, "pages": 4})));
-        c.push("[guest] @selftest {\"ok\": false}");
+        c.push(Stream::Stdout, "[guest] @selftest {\"ok\": false}");
         assert_eq!(c.selftest, Some(json!({"ok": true, "pages": 4})), "only the hypervisor's counts");
-        c.push("[hyp] @selftest {oops");
+        c.push(Stream::Stdout, "[hyp] @selftest {oops");
         assert!(c.bad_results[0].contains("self-test line"), "{:?}", c.bad_results);
         assert!(c.hyp.is_none());
     }
@@ -430,6 +480,7 @@ mod tests {
             seed: 1,
             ok: true,
             exit_status: Some(0),
+            qemu_exit_status: Some(0),
             wall_seconds: 1.0,
             per_vcpu: Value::Null,
             mem: hyp.get("mem").cloned().unwrap_or(Value::Null),
@@ -474,14 +525,40 @@ mod tests {
     fn verdicts() {
         let mut c = Console::new(false);
         assert!(verdict(None, true, 5, &c).unwrap().contains("timed out after 5 s"));
-        assert!(verdict(Some(101), false, 5, &c).unwrap().contains("hypervisor panic"));
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("without the hypervisor's `[hyp] @exit N` line"));
+        assert!(verdict(Some(1), false, 5, &c).unwrap().contains("QEMU itself failed with exit status 1"));
+        c.push(Stream::Stdout, "[hyp] @exit 101");
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("status 101 (hypervisor panic)"));
+        let mut c = Console::new(false);
+        c.push(Stream::Stdout, "[hyp] @exit 0");
+        c.push(Stream::Stdout, "[hyp] @exit 101"); // only the first counts
+        assert_eq!(exit_status(Some(0), false, 5, &c), Ok(0));
         assert!(verdict(Some(0), false, 5, &c).unwrap().contains("no `@result` line"));
-        c.push("[guest] @result {\"ok\": false, \"failure\": \"boom\"}");
+        c.push(Stream::Stdout, "[guest] @result {\"ok\": false, \"failure\": \"boom\"}");
         assert!(verdict(Some(0), false, 5, &c).unwrap().contains("\"ok\": false: \"boom\""));
-        c.push("[guest] @result {\"ok\": true}");
+        c.push(Stream::Stdout, "[guest] @result {\"ok\": true}");
         assert!(verdict(Some(0), false, 5, &c).unwrap().contains("hypervisor printed no"));
         let mut bare = Console::new(true);
-        bare.push("@result {\"ok\": true}");
+        bare.push(Stream::Stdout, "@result {\"ok\": true}");
         assert_eq!(verdict(Some(0), false, 5, &bare), None);
+        assert_eq!(exit_status(Some(3), false, 5, &bare), Ok(3));
+    }
+
+    /// Only the hypervisor's own lines on the UART count: a guest line that looks like the
+    /// hypervisor's, or anything on QEMU's standard error (where semihosting would write), is
+    /// console text and nothing more.
+    #[test]
+    fn forged_lines_are_not_results() {
+        let mut c = Console::new(false);
+        c.push(Stream::Stdout, "[guest] [hyp] @exit 0");
+        c.push(Stream::Stdout, "[guest] [hyp] @result {\"forged\": true}");
+        c.push(Stream::Stderr, "[hyp] @exit 0");
+        c.push(Stream::Stderr, "[hyp] @result {\"forged\": true}");
+        c.push(Stream::Stderr, "[guest] @result {\"ok\": true}");
+        assert_eq!((c.hyp_exit, &c.hyp, &c.guest), (None, &None, &None));
+        assert_eq!(c.tail.len(), 5, "still shown in the tail");
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("without the hypervisor's"));
+        c.push(Stream::Stdout, "[hyp] @exit x");
+        assert!(c.bad_results[0].contains("exit line without a status"), "{:?}", c.bad_results);
     }
 }

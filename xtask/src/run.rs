@@ -106,7 +106,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
                 Stream::Stderr => eprintln!("{line}"),
             }
         }
-        console.push(line);
+        console.push(stream, line);
     })?;
     drop(staged);
     drop(disk);
@@ -122,7 +122,8 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     }
     report.ok = failure.is_none();
     report.failure = failure;
-    report.exit_status = outcome.exit_code;
+    report.exit_status = results::exit_status(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console).ok();
+    report.qemu_exit_status = outcome.exit_code;
     report.wall_seconds = (outcome.wall.as_secs_f64() * 100.0).round() / 100.0;
     report.guest = console.guest.clone().unwrap_or(Value::Null);
     report.per_vcpu = report.guest.get("per_vcpu").cloned().unwrap_or(Value::Null);
@@ -194,6 +195,7 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         seed: plan.seed,
         ok: false,
         exit_status: None,
+        qemu_exit_status: None,
         wall_seconds: 0.0,
         per_vcpu: Value::Null,
         hyp: Value::Null,
