@@ -9,6 +9,7 @@
 //! * [`hypercall`]: the answers to the guest's SMCCC, PSCI and vendor-service calls.
 //! * [`trap`]: decoding exit syndromes, encoding injected exceptions.
 //! * [`sgi`]: the targets of an SGI the guest generates.
+//! * [`ratelimit`]: how often a guest-provoked diagnostic is printed.
 //! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
 //! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
 //! * [`console`]: how a guest's console output is shown on the host console.
@@ -31,6 +32,7 @@ pub mod image;
 pub mod mpidr;
 pub mod options;
 pub mod overcommit;
+pub mod ratelimit;
 pub mod sdei;
 pub mod sgi;
 pub mod trap;

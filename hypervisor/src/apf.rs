@@ -22,7 +22,7 @@ use crate::arch::entry::GuestRegs;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::pager::Pager;
 use crate::vm::Vm;
-use crate::{arch, hyp_println};
+use crate::{arch, guest_diag};
 
 /// Tokens one vCPU may have in flight: one per engine waiter id the pager sets aside.
 const TOKENS_PER_VCPU: usize = crate::pager::APF_WAITERS_PER_VCPU;
@@ -198,7 +198,10 @@ impl Apf {
                 Some(frame) => pinned.push((page, frame)),
                 None => {
                     unpin_all(pager, pinned);
-                    hyp_println!("vCPU {vcpu}: APF_ENABLE: cannot keep the record at {record_ipa:#x} resident");
+                    guest_diag!(
+                        PinFailure,
+                        "vCPU {vcpu}: APF_ENABLE: cannot keep the record at {record_ipa:#x} resident"
+                    );
                     return smccc::INVALID_PARAMETER;
                 }
             }
@@ -225,7 +228,7 @@ impl Apf {
             raise_page_ready(vm, vcpu);
         }
         if let Some(error) = apf.state.take_ring_error() {
-            hyp_println!("vCPU {vcpu}: {error}");
+            guest_diag!(ApfRingError, "vCPU {vcpu}: {error}");
         }
         if apf.state.status() == Status::Disabled {
             core::mem::take(&mut apf.pinned)
@@ -313,7 +316,10 @@ impl Apf {
             }
             Err(refusal) => {
                 // Not expected: only this vCPU changes its own SDEI state, and `start` checked it.
-                hyp_println!("vCPU {vcpu}: page_not_present refused by SDEI ({refusal:?}); resolving synchronously");
+                guest_diag!(
+                    SdeiRefusal,
+                    "vCPU {vcpu}: page_not_present refused by SDEI ({refusal:?}); resolving synchronously"
+                );
                 let _ = apf.state.decline(token);
                 apf.slots[slot] = Slot::Orphan;
                 apf.sync_next = true;
@@ -486,7 +492,7 @@ impl HostRecord<'_> {
         match frame {
             Some(frame) if at % 8 == 0 => Some((frame.0 + at % PAGE_SIZE) as *mut u64),
             _ => {
-                hyp_println!("apf: record offset {offset:#x} outside the pinned record; ignored");
+                guest_diag!(Internal, "apf: record offset {offset:#x} outside the pinned record; ignored");
                 None
             }
         }

@@ -16,6 +16,7 @@ mod apf;
 mod arch;
 mod backing;
 mod console;
+mod diag;
 mod gic;
 mod mm;
 mod pager;

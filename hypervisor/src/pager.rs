@@ -51,7 +51,7 @@ use spin::{Mutex, MutexGuard, Once};
 use crate::backing::{self, clock, BackingStore, Busy, Completion, DeviceRegisters, Op, Ticks};
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
-use crate::{arch, gic, hyp_println, vgic};
+use crate::{arch, gic, guest_diag, vgic};
 
 /// How a blocked vCPU's fault ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,9 +309,10 @@ impl Pager {
         let mut locked = self.lock_or_sleep(&mut on_interrupt);
         if let FaultStatus::Other(code) = abort.status {
             locked.other_faults += 1;
-            if should_log() {
-                hyp_println!("vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort");
-            }
+            guest_diag!(
+                Stage2Other,
+                "vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort"
+            );
             return FaultReply::Abort;
         }
         let Locked { engine, disk, backlog, blocking_faults, since_scan, engine_refusals, .. } = &mut *locked;
@@ -320,11 +321,10 @@ impl Pager {
             Ok(fault) => fault,
             Err(e) => {
                 *engine_refusals += 1;
-                if should_log() {
-                    hyp_println!(
-                        "vCPU {vcpu}: the pager refused a fault on guest page {page:#x}: {e}; injecting an abort"
-                    );
-                }
+                guest_diag!(
+                    PagerRefusal,
+                    "vCPU {vcpu}: the pager refused a fault on guest page {page:#x}: {e}; injecting an abort"
+                );
                 return FaultReply::Abort;
             }
         };
@@ -396,9 +396,7 @@ impl Pager {
                     }
                     Err(asyncpf_core::overcommit::Error::NotResident(_)) => {}
                     Err(e) => {
-                        if should_log() {
-                            hyp_println!("vCPU {vcpu}: cannot pin guest page {page:#x}: {e}");
-                        }
+                        guest_diag!(PinFailure, "vCPU {vcpu}: cannot pin guest page {page:#x}: {e}");
                         return None;
                     }
                 }
@@ -417,7 +415,7 @@ impl Pager {
     /// Drop one pin of `page` ([`Self::pin`]).
     pub fn unpin(&self, page: usize) {
         if let Err(e) = self.lock().engine.unpin(PageNo(page as u32)) {
-            hyp_println!("pager: unpin of guest page {page:#x}: {e}");
+            guest_diag!(Internal, "pager: unpin of guest page {page:#x}: {e}");
         }
     }
 
@@ -601,7 +599,7 @@ impl Pager {
             let id = RequestId(completion.tag as u16);
             let ok = completion.result.is_ok();
             if let Err(error) = completion.result {
-                hyp_println!("backing store: {:?} request {} failed ({error})", completion.op, id.0);
+                guest_diag!(IoError, "backing store: {:?} request {} failed ({error})", completion.op, id.0);
             }
             let answer = match completion.op {
                 Op::Read => engine.read_done(id, ok),
@@ -611,7 +609,7 @@ impl Pager {
                 Ok(answer) => answer,
                 Err(e) => {
                     // Cannot happen: every tag is a request the engine started.
-                    hyp_println!("backing store: completion of an unknown request: {e}");
+                    guest_diag!(Internal, "backing store: completion of an unknown request: {e}");
                     continue;
                 }
             };
@@ -693,7 +691,7 @@ impl Pager {
             out,
             "{{\"guest_mib\":{},\"resident_mib\":{},\"backing_latency_us\":{},\"page_ins\":{},\"page_outs\":{},\
              \"zero_fills\":{},\"clean_drops\":{},\"dirty_writebacks\":{},\"io_errors\":{},\"retries\":{},\
-             \"shared_fetches\":{},\"failed_reads\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
+             \"shared_fetches\":{},\"failed_reads\":{},\"failed_writes\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
              \"timer_irqs\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
              \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1}}}",
@@ -709,6 +707,7 @@ impl Pager {
             c.retries,
             c.shared_fetches,
             c.failed_reads,
+            c.failed_writes,
             c.aborts,
             c.upgrades,
             c.writeback_waits,
@@ -757,15 +756,6 @@ impl Drop for PagerGuard<'_> {
             self.pager.poll();
         }
     }
-}
-
-/// Diagnostics a guest can provoke are printed for the first [`LOGGED_DIAGNOSTICS`] only (and
-/// always counted in the `mem` result), so that a guest cannot flood the console.
-const LOGGED_DIAGNOSTICS: u32 = 8;
-static DIAGNOSTICS: core::sync::atomic::AtomicU32 = core::sync::atomic::AtomicU32::new(0);
-
-fn should_log() -> bool {
-    DIAGNOSTICS.fetch_add(1, Ordering::Relaxed) < LOGGED_DIAGNOSTICS
 }
 
 fn access(writable: bool) -> Access {

@@ -13,7 +13,7 @@ use crate::mm::PAGE_SIZE;
 use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
 use crate::vm::{Device, PowerState, Vm};
-use crate::{apf, arch, gic, hyp_println, sdei, vgic};
+use crate::{apf, arch, gic, guest_diag, hyp_println, sdei, vgic};
 use asyncpf_core::hypercall::{self, Outcome, Verdict};
 use asyncpf_core::trap::{
     self, ec, AbortKind, FaultStatus, MmioAccess, Stage2Abort, SysregAccess, PSTATE_EL1H_MASKED, XZR,
@@ -139,7 +139,11 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
         ExitKind::SError => {
             // An SError from the guest is an asynchronous external abort (nothing the
             // hypervisor caused); report it to the guest as one.
-            hyp_println!("vCPU {index}: SError from the guest, ESR {:#x}; injecting a virtual SError", ESR_EL2.get());
+            guest_diag!(
+                GuestSError,
+                "vCPU {index}: SError from the guest, ESR {:#x}; injecting a virtual SError",
+                ESR_EL2.get()
+            );
             HCR_EL2.modify(HCR_EL2::VSE::SET);
             true
         }
@@ -160,7 +164,7 @@ fn vcpu_interrupt(vm: &Vm, index: usize, intid: u32) {
         gic::PPI_VIRTUAL_TIMER => vgic::forward_virtual_timer(vm, index),
         // A kick or an underflow: the flush before re-entry does the work.
         gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
-        other => hyp_println!("vCPU {index}: unexpected physical interrupt {other} ignored"),
+        other => guest_diag!(Internal, "vCPU {index}: unexpected physical interrupt {other} ignored"),
     }
 }
 
@@ -274,6 +278,8 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
     let _ = STATS.write_json_members(&mut json);
     let _ =
         write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}", vgic::list_registers(), crate::max_writeback_granule());
+    json.push_str(",\"diagnostics\":");
+    let _ = crate::diag::write_json(&mut json);
     json.push_str(",\"sdei\":");
     let _ = crate::vm::get().sdei.write_json(&mut json);
     if let Some(apf) = &crate::vm::get().apf {
@@ -326,7 +332,10 @@ fn instruction_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64)
 /// the guest gets a synchronous external abort.
 fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stage2Abort, kind: AbortKind) {
     let Some(pager) = pager::get() else {
-        hyp_println!("vCPU {index}: stage-2 abort on mapped guest RAM at IPA {ipa:#x}; injecting an abort");
+        guest_diag!(
+            MappedRamAbort,
+            "vCPU {index}: stage-2 abort on mapped guest RAM at IPA {ipa:#x}; injecting an abort"
+        );
         inject_abort(regs, kind, FAR_EL2.get());
         return;
     };

@@ -22,6 +22,8 @@ pub const HYP_TARGET: &str = "aarch64-unknown-none-softfloat";
 pub const GUEST_TARGET: &str = "aarch64-unknown-none";
 pub const HYP_PACKAGE: &str = "asyncpf-hypervisor";
 pub const GUEST_PACKAGE: &str = "asyncpf-guest";
+/// Small hand-made guest images (`probes/`), built for the guest's target.
+pub const PROBES_PACKAGE: &str = "asyncpf-probes";
 
 /// Where the cross build and its products live.
 pub fn cross_dir(root: &Path) -> PathBuf {
@@ -35,6 +37,15 @@ pub fn guest_elf(root: &Path) -> PathBuf {
 }
 pub fn guest_image(root: &Path) -> PathBuf {
     cross_dir(root).join(format!("{GUEST_PACKAGE}.Image"))
+}
+/// The probe binaries (one per file in `probes/src/bin`).
+pub const PROBES: &[&str] = &["escape", "flood"];
+pub fn probe_elf(root: &Path, probe: &str) -> PathBuf {
+    cross_dir(root).join(GUEST_TARGET).join("release").join(probe)
+}
+/// The Image of probe `probe`: `target/cross/probes/NAME.Image`.
+pub fn probe_image(root: &Path, probe: &str) -> PathBuf {
+    cross_dir(root).join("probes").join(format!("{probe}.Image"))
 }
 
 /// Environment variables the outer (rustup) cargo sets for `cargo xtask` that would change or
@@ -72,15 +83,18 @@ fn is_inherited_cargo_var(name: &str) -> bool {
     EXACT.contains(&name) || PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
-/// Which of the two bare-metal crates to build.
+/// Which of the bare-metal crates to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Select {
     pub hypervisor: bool,
     pub guest: bool,
+    pub probes: bool,
 }
 
 impl Select {
-    pub const BOTH: Select = Select { hypervisor: true, guest: true };
+    pub const BOTH: Select = Select { hypervisor: true, guest: true, probes: false };
+    /// Everything, the probes too (the test suite).
+    pub const ALL: Select = Select { hypervisor: true, guest: true, probes: true };
 
     /// The (package, target) pairs to build, one inner cargo run each.
     fn jobs(self) -> Vec<(&'static str, &'static str)> {
@@ -90,6 +104,9 @@ impl Select {
         }
         if self.guest {
             p.push((GUEST_PACKAGE, GUEST_TARGET));
+        }
+        if self.probes {
+            p.push((PROBES_PACKAGE, GUEST_TARGET));
         }
         p
     }
@@ -131,6 +148,11 @@ pub fn build(root: &Path, select: Select) -> Result<()> {
     if select.guest {
         write_guest_image(root)?;
     }
+    if select.probes {
+        for probe in PROBES {
+            write_image(&probe_elf(root, probe), &probe_image(root, probe))?;
+        }
+    }
     Ok(())
 }
 
@@ -156,11 +178,18 @@ fn build_one(root: &Path, package: &str, target: &str) -> Result<()> {
 
 /// Converts the guest ELF into `target/cross/asyncpf-guest.Image` and checks its header.
 pub fn write_guest_image(root: &Path) -> Result<PathBuf> {
-    let elf_path = guest_elf(root);
-    let elf = fs::read(&elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
+    write_image(&guest_elf(root), &guest_image(root))
+}
+
+/// Converts a bare-metal ELF into the Image `out` and checks its header.
+fn write_image(elf_path: &Path, out: &Path) -> Result<PathBuf> {
+    let out = out.to_path_buf();
+    let elf = fs::read(elf_path).with_context(|| format!("cannot read {}", elf_path.display()))?;
     let image =
         image::elf_to_image(&elf).with_context(|| format!("cannot make an Image from {}", elf_path.display()))?;
-    let out = guest_image(root);
+    if let Some(dir) = out.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     fs::write(&out, &image).with_context(|| format!("cannot write {}", out.display()))?;
     let header = image::check_header(&image).map_err(|e| {
         anyhow::anyhow!(
@@ -210,7 +239,9 @@ mod tests {
         assert!(args.contains(&"-Zbuild-std=core,alloc"));
         assert_eq!(args[..6], ["build", "--release", "-p", HYP_PACKAGE, "--target", HYP_TARGET]);
         assert_eq!(Select::BOTH.jobs(), [(HYP_PACKAGE, HYP_TARGET), (GUEST_PACKAGE, GUEST_TARGET)]);
-        assert_eq!(Select { hypervisor: false, guest: true }.jobs(), [(GUEST_PACKAGE, GUEST_TARGET)]);
+        assert_eq!(Select { hypervisor: false, guest: true, probes: false }.jobs(), [(GUEST_PACKAGE, GUEST_TARGET)]);
+        assert_eq!(Select::ALL.jobs().last(), Some(&(PROBES_PACKAGE, GUEST_TARGET)));
+        assert_eq!(probe_image(root, "escape"), Path::new("/w/target/cross/probes/escape.Image"));
         assert_eq!(
             hypervisor_elf(root),
             Path::new("/w/target/cross/aarch64-unknown-none-softfloat/release/asyncpf-hypervisor")

@@ -37,7 +37,7 @@ pub struct Cli {
 pub enum Command {
     /// Check for the Debian cross toolchain and QEMU 10; install them with apt-get if allowed.
     Setup,
-    /// Build the hypervisor (aarch64-unknown-none-softfloat) and the guest (aarch64-unknown-none)
+    /// Build the hypervisor (aarch64-unknown-none-softfloat), the guest and the probes (aarch64-unknown-none)
     /// and make the guest Image.
     Build(BuildArgs),
     /// Without --scenario (the main job): the `overcommit` workload three times, with and without
@@ -63,7 +63,8 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     pub fn select(&self) -> crate::build::Select {
-        crate::build::Select { hypervisor: !self.guest_only, guest: !self.hypervisor_only }
+        let all = !self.guest_only && !self.hypervisor_only;
+        crate::build::Select { hypervisor: !self.guest_only, guest: !self.hypervisor_only, probes: all }
     }
 }
 

@@ -15,9 +15,11 @@ use crate::cli::{BackingPlan, SLOT_BYTES};
 const SECTORS_PER_SLOT: u64 = SLOT_BYTES / 512;
 /// errno QEMU returns for an injected error: EIO, which virtio-blk reports as VIRTIO_BLK_S_IOERR.
 const EIO: u32 = 5;
-/// blkdebug events of the raw format driver's reads and writes.
-const READ_EVENT: &str = "read_aio";
-const WRITE_EVENT: &str = "write_aio";
+/// blkdebug events of the raw format driver's reads and writes, and the request types a rule
+/// fails. The event only arms a rule; without `iotype` an armed rule fails every request that
+/// touches its sector, reads and writes alike.
+const READ: (&str, &str) = ("read_aio", "read");
+const WRITE: (&str, &str) = ("write_aio", "write");
 
 /// Where the disks live.
 pub fn disk_dir(root: &Path) -> PathBuf {
@@ -33,14 +35,15 @@ pub struct Disk {
 
 /// The blkdebug configuration that fails the given slots.
 pub fn blkdebug_config(plan: &BackingPlan) -> String {
-    let rule = |event: &str, slot: u64| {
+    let rule = |(event, iotype): (&str, &str), slot: u64| {
         format!(
-            "[inject-error]\nevent = \"{event}\"\nerrno = \"{EIO}\"\nsector = \"{}\"\nonce = \"off\"\n\n",
+            "[inject-error]\nevent = \"{event}\"\niotype = \"{iotype}\"\nerrno = \"{EIO}\"\nsector = \"{}\"\n\
+             once = \"off\"\n\n",
             slot * SECTORS_PER_SLOT
         )
     };
-    let reads = plan.read_errors.iter().map(|&s| rule(READ_EVENT, s));
-    let writes = plan.write_errors.iter().map(|&s| rule(WRITE_EVENT, s));
+    let reads = plan.read_errors.iter().map(|&s| rule(READ, s));
+    let writes = plan.write_errors.iter().map(|&s| rule(WRITE, s));
     reads.chain(writes).collect()
 }
 
@@ -96,8 +99,8 @@ mod tests {
         let text = blkdebug_config(&plan);
         assert_eq!(
             text,
-            "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nsector = \"40\"\nonce = \"off\"\n\n\
-             [inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\nsector = \"72\"\nonce = \"off\"\n\n"
+            "[inject-error]\nevent = \"read_aio\"\niotype = \"read\"\nerrno = \"5\"\nsector = \"40\"\nonce = \"off\"\n\n\
+             [inject-error]\nevent = \"write_aio\"\niotype = \"write\"\nerrno = \"5\"\nsector = \"72\"\nonce = \"off\"\n\n"
         );
     }
 

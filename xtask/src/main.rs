@@ -13,6 +13,7 @@ mod compare;
 mod disk;
 mod image;
 mod linux;
+mod probes;
 mod qemu;
 mod results;
 mod run;

@@ -81,6 +81,15 @@ struct Pending {
     first_line: String,
 }
 
+/// Console lines by source: a bounded hypervisor log is part of the hostile-guest tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LineCounts {
+    pub hyp: u64,
+    pub guest: u64,
+    /// Lines with neither prefix (QEMU's own messages, or the guest in `--bare` mode).
+    pub other: u64,
+}
+
 /// What the runner keeps of the console: the tail and the result objects.
 #[derive(Debug, Default)]
 pub struct Console {
@@ -91,6 +100,8 @@ pub struct Console {
     pub selftest: Option<Value>,
     /// The hypervisor's exit status: its first `[hyp] @exit N` line.
     pub hyp_exit: Option<u32>,
+    /// Console lines seen, by who printed them.
+    pub lines: LineCounts,
     /// Result lines that could not be used, with the reason.
     pub bad_results: Vec<String>,
     pub bare: bool,
@@ -108,10 +119,13 @@ impl Console {
             self.tail.pop_front();
         }
         self.tail.push_back(line.to_string());
-        if stream != Stream::Stdout {
-            return;
+        let source = (stream == Stream::Stdout).then(|| line_source(line, self.bare)).flatten();
+        match source {
+            Some((Source::Hyp, _)) => self.lines.hyp += 1,
+            Some((Source::Guest, _)) if !self.bare => self.lines.guest += 1,
+            _ => self.lines.other += 1,
         }
-        let Some((source, content)) = line_source(line, self.bare) else { return };
+        let Some((source, content)) = source else { return };
         if let (Source::Hyp, Some(code)) = (source, content.strip_prefix(runner::EXIT_PREFIX)) {
             match code.trim().parse() {
                 Ok(code) if self.hyp_exit.is_none() => self.hyp_exit = Some(code),
@@ -236,7 +250,7 @@ pub fn verdict(qemu_exit: Option<i32>, timed_out: bool, timeout_secs: u64, conso
 }
 
 /// The `--json` report of one run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub scenario: String,
     pub vcpus: u32,
@@ -255,6 +269,8 @@ pub struct Report {
     pub exit_status: Option<i32>,
     /// QEMU's own exit code (0 when the hypervisor powered the machine off).
     pub qemu_exit_status: Option<i32>,
+    /// Console lines by who printed them.
+    pub console_lines: LineCounts,
     pub wall_seconds: f64,
     /// Copied from the guest result (`tasks_run`, `context_switches`, `preemptions`,
     /// `timer_ticks` per vCPU); null if there is none.
@@ -481,6 +497,7 @@ mod tests {
             ok: true,
             exit_status: Some(0),
             qemu_exit_status: Some(0),
+            console_lines: LineCounts::default(),
             wall_seconds: 1.0,
             per_vcpu: Value::Null,
             mem: hyp.get("mem").cloned().unwrap_or(Value::Null),
@@ -557,6 +574,7 @@ mod tests {
         c.push(Stream::Stderr, "[guest] @result {\"ok\": true}");
         assert_eq!((c.hyp_exit, &c.hyp, &c.guest), (None, &None, &None));
         assert_eq!(c.tail.len(), 5, "still shown in the tail");
+        assert_eq!(c.lines, LineCounts { hyp: 0, guest: 2, other: 3 });
         assert!(verdict(Some(0), false, 5, &c).unwrap().contains("without the hypervisor's"));
         c.push(Stream::Stdout, "[hyp] @exit x");
         assert!(c.bad_results[0].contains("exit line without a status"), "{:?}", c.bad_results);

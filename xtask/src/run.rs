@@ -54,7 +54,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     };
     let need_hypervisor = !plan.bare;
     // Build what the run needs: the hypervisor unless bare, the guest unless foreign.
-    let select = build::Select { hypervisor: need_hypervisor, guest: foreign.is_none() };
+    let select = build::Select { hypervisor: need_hypervisor, guest: foreign.is_none(), probes: false };
     if !no_build && (select.hypervisor || select.guest) {
         build::build(root, select)?;
     }
@@ -124,6 +124,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.failure = failure;
     report.exit_status = results::exit_status(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console).ok();
     report.qemu_exit_status = outcome.exit_code;
+    report.console_lines = console.lines;
     report.wall_seconds = (outcome.wall.as_secs_f64() * 100.0).round() / 100.0;
     report.guest = console.guest.clone().unwrap_or(Value::Null);
     report.per_vcpu = report.guest.get("per_vcpu").cloned().unwrap_or(Value::Null);
@@ -196,6 +197,7 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         ok: false,
         exit_status: None,
         qemu_exit_status: None,
+        console_lines: Default::default(),
         wall_seconds: 0.0,
         per_vcpu: Value::Null,
         hyp: Value::Null,

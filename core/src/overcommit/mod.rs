@@ -410,6 +410,8 @@ pub struct Counters {
     pub frame_waits: u64,
     /// Reads that failed for good.
     pub failed_reads: u64,
+    /// Write-backs that failed (the page stays resident and dirty).
+    pub failed_writes: u64,
     /// Waiters woken with [`Wake::Abort`].
     pub aborts: u64,
 }
@@ -613,6 +615,7 @@ impl Overcommit {
         let done = if !ok {
             // The slot may hold a torn write; the frame is the only good copy. Keep it, dirty.
             self.counters.io_errors += 1;
+            self.counters.failed_writes += 1;
             let contents = Contents::Dirty;
             self.pages.set(page, PageState::Resident { frame, contents });
             self.frames.set_referenced(frame);

@@ -433,6 +433,8 @@ impl Model {
         assert_eq!(c.page_ins, t.reads_ok);
         assert_eq!(c.dirty_writebacks, t.writes_ok);
         assert_eq!(c.io_errors, t.failed);
+        // Every failed request is a failed write, a read retried, or a read failed for good.
+        assert_eq!(c.io_errors, c.failed_writes + c.retries + c.failed_reads);
         assert_eq!(c.retries, t.resubmitted);
         assert_eq!(c.zero_fills, t.zero_fills);
         assert_eq!(c.aborts, t.aborts);

@@ -275,7 +275,7 @@ fn failed_write_back_keeps_the_page_resident_and_dirty() {
     assert_eq!(done, Done::Map { page: PageNo(0), frame: FrameNo(0), writable: true });
     assert_eq!(woken, [Wake::Resume(Waiter(1))]);
     assert_eq!(oc.state(PageNo(0)), resident(0, Contents::Dirty));
-    assert_eq!(oc.counters().io_errors, 1);
+    assert_eq!((oc.counters().io_errors, oc.counters().failed_writes), (1, 1));
     assert_eq!(oc.counters().page_outs, 0);
     assert_eq!(oc.free_frames(), 0);
     // Tried again on the next eviction.

@@ -1,0 +1,213 @@
+//! Tests that boot the hand-made guest images of `probes/` through `--guest-kernel`, as a user
+//! would boot any foreign kernel, and check what the hypervisor and the runner made of them.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use asyncpf_contract::runner::{GUEST_LINE_PREFIX, HYP_LINE_PREFIX};
+
+use crate::build;
+use crate::cli::{BackingPlan, RunPlan};
+use crate::results::Report;
+use crate::run;
+use crate::toolchain::Toolchain;
+
+/// The escape test's name in `cargo xtask test`.
+pub const ESCAPE: &str = "hostile/escape";
+/// The console-flood test's name.
+pub const FLOOD: &str = "hostile/flood";
+/// Rounds of the flood probe: each provokes one APF ring error and one injected abort.
+const FLOOD_ROUNDS: u64 = 2000;
+/// The most `[hyp]` lines a flood run may print: its fixed lines (start, VM, result, exit) and,
+/// per diagnostic kind, `LogLimiter::FIRST` + log2(rounds) (`asyncpf_core::ratelimit`).
+const FLOOD_MAX_HYP_LINES: u64 = 4 + 2 * (8 + 11);
+
+/// A plan that boots probe `probe` on one vCPU with `cmdline` (64 MiB of guest RAM).
+fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan {
+    RunPlan {
+        scenario: format!("probe-{probe}"),
+        vcpus: 1,
+        pcpus: 1,
+        cpu: "max".into(),
+        guest_mib: 64,
+        seed: 1,
+        json: Some(root.join("target").join("xtask").join("results").join(format!("probe-{probe}.json"))),
+        guest_kernel: Some(build::probe_image(root, probe)),
+        guest_cmdline: Some(cmdline),
+        timeout_secs,
+        icount: None,
+        bare: false,
+        quiet: true,
+        backing: BackingPlan::default(),
+        resident_mib: None,
+    }
+}
+
+/// The escape probe tries every QEMU semihosting call that reaches the host (open and write a
+/// file, run a command, write forged lines to QEMU's standard error, exit QEMU with 0) and
+/// forges `[hyp]` lines through its UART. Passes when nothing reached the host, every
+/// semihosting call was UNDEFINED in the guest, no forged line was taken for the hypervisor's,
+/// and the run is judged failed (a foreign guest that printed no result) with the exit status
+/// the real hypervisor reported.
+pub fn escape_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let dir = run::temp_dir(root);
+    fs::create_dir_all(&dir)?;
+    let marker = dir.join(format!("escape-marker-{}", std::process::id()));
+    let system_marker = PathBuf::from(format!("{}.system", marker.display()));
+    for m in [&marker, &system_marker] {
+        let _ = fs::remove_file(m);
+    }
+    let report = run::run(root, tc, &plan(root, "escape", format!("marker={}", marker.display()), 30), true)?;
+    let reached_host: Vec<String> =
+        [&marker, &system_marker].iter().filter(|m| m.exists()).map(|m| m.display().to_string()).collect();
+    for m in [&marker, &system_marker] {
+        let _ = fs::remove_file(m);
+    }
+    let problems = escape_problems(&report, &reached_host);
+    if !problems.is_empty() {
+        for line in &report.console_tail {
+            println!("{ESCAPE}: | {line}");
+        }
+        bail!("{}", problems.join("; "));
+    }
+    Ok("4 of 4 semihosting calls UNDEFINED, nothing on the host, forged lines shown as the guest's".into())
+}
+
+/// What is wrong with an escape probe's run; empty when it was contained.
+fn escape_problems(report: &Report, reached_host: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !reached_host.is_empty() {
+        problems.push(format!("the guest created {} on the host", reached_host.join(" and ")));
+    }
+    let has = |text: &str| report.console_tail.iter().any(|l| l == text);
+    let summary = format!("{GUEST_LINE_PREFIX}escape probe: semihosting calls 4, undefined 4");
+    if !has(&summary) {
+        problems.push(format!("no `{summary}` line: a semihosting call was served, or the probe did not run"));
+    }
+    if !has("[guest] escape probe: done, powering off") {
+        problems.push("the probe did not get to its end".into());
+    }
+    let forged = format!("{GUEST_LINE_PREFIX}{HYP_LINE_PREFIX}@exit 0");
+    if !has(&forged) {
+        problems.push(format!("the forged UART line is not shown as `{forged}`"));
+    }
+    if report.hyp.get("forged").is_some() || report.hyp.get("end").and_then(|e| e.as_str()) != Some("system_off") {
+        problems.push(format!("the hypervisor's result is not its own SYSTEM_OFF: {}", report.hyp));
+    }
+    if report.exit_status != Some(0) {
+        problems.push(format!("exit status {:?}, not the hypervisor's 0 (SYSTEM_OFF)", report.exit_status));
+    }
+    match &report.failure {
+        Some(f) if !report.ok && f.contains("no `@result` line") => {}
+        other => problems.push(format!("the run must fail for want of a guest result, not {other:?}")),
+    }
+    problems
+}
+
+/// The flood probe provokes two guest-triggerable diagnostics (an APF ring error and an
+/// injected external abort) [`FLOOD_ROUNDS`] times each; the hypervisor must count every one and
+/// print a bounded number of lines.
+pub fn flood_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let mut plan = plan(root, "flood", format!("rounds={FLOOD_ROUNDS}"), 60);
+    plan.resident_mib = Some(16);
+    let report = run::run(root, tc, &plan, true)?;
+    let problems = flood_problems(&report);
+    if !problems.is_empty() {
+        for line in &report.console_tail {
+            println!("{FLOOD}: | {line}");
+        }
+        bail!("{}", problems.join("; "));
+    }
+    Ok(format!(
+        "{FLOOD_ROUNDS} ring errors and {FLOOD_ROUNDS} aborts provoked, {} hypervisor lines",
+        report.console_lines.hyp
+    ))
+}
+
+/// What is wrong with a flood probe's run; empty when every event was counted and the log
+/// stayed bounded.
+fn flood_problems(report: &Report) -> Vec<String> {
+    let mut problems = Vec::new();
+    let want = format!(
+        "{GUEST_LINE_PREFIX}flood probe: rounds {FLOOD_ROUNDS}, enabled {FLOOD_ROUNDS}, disabled {FLOOD_ROUNDS}, \
+         aborts caught {FLOOD_ROUNDS}"
+    );
+    if !report.console_tail.contains(&want) {
+        problems.push(format!("no `{want}` line"));
+    }
+    let count = |p: &str| report.hyp.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
+    for counter in ["/diagnostics/apf_ring_error", "/injected_aborts"] {
+        if count(counter) < FLOOD_ROUNDS {
+            problems.push(format!("hyp {counter} = {}, fewer than the {FLOOD_ROUNDS} provoked", count(counter)));
+        }
+    }
+    if report.console_lines.hyp > FLOOD_MAX_HYP_LINES {
+        problems.push(format!(
+            "the hypervisor printed {} lines, more than {FLOOD_MAX_HYP_LINES}",
+            report.console_lines.hyp
+        ));
+    }
+    if report.exit_status != Some(0) {
+        problems.push(format!("exit status {:?}, not 0 (SYSTEM_OFF)", report.exit_status));
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn contained() -> Report {
+        let mut r: Report = serde_json::from_value(json!({
+            "scenario": "probe-escape", "vcpus": 1, "pcpus": 1, "cpu": "max", "guest_mib": 64, "bare": false,
+            "guest_kernel": "escape.Image", "qemu": "", "qemu_version": "", "icount": null, "seed": 1,
+            "ok": false, "exit_status": 0, "qemu_exit_status": 0, "wall_seconds": 0.1, "per_vcpu": null,
+            "console_lines": {"hyp": 4, "guest": 9, "other": 0},
+            "hyp": {"end": "system_off"}, "guest": null, "backing_latency_us": 50, "backing_selftest": null,
+            "resident_mib": null, "mem": null, "check": null,
+            "failure": "the guest printed no `@result` line", "console_tail": [
+                "[guest] escape probe: semihosting calls 4, undefined 4",
+                "[guest] [hyp] @exit 0",
+                "[guest] escape probe: done, powering off",
+            ]
+        }))
+        .unwrap();
+        r.ok = false;
+        r
+    }
+
+    /// The checks pass on a contained run and catch each way of escaping.
+    #[test]
+    fn escape_checks() {
+        assert_eq!(escape_problems(&contained(), &[]), Vec::<String>::new());
+        assert!(escape_problems(&contained(), &["/t/m".into()])[0].contains("created /t/m"));
+        let mut served = contained();
+        served.console_tail[0] = "[guest] escape probe: semihosting calls 4, undefined 3".into();
+        assert!(escape_problems(&served, &[])[0].contains("semihosting call was served"));
+        let mut forged = contained();
+        forged.hyp = json!({"forged": true});
+        forged.ok = true;
+        forged.failure = None;
+        let p = escape_problems(&forged, &[]);
+        assert!(p.iter().any(|m| m.contains("not its own SYSTEM_OFF")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("must fail")), "{p:?}");
+    }
+
+    #[test]
+    fn flood_checks() {
+        let mut r = contained();
+        r.console_tail = vec![format!(
+            "[guest] flood probe: rounds {FLOOD_ROUNDS}, enabled {FLOOD_ROUNDS}, disabled {FLOOD_ROUNDS}, aborts caught {FLOOD_ROUNDS}"
+        )];
+        r.hyp = json!({"end": "system_off", "injected_aborts": FLOOD_ROUNDS, "diagnostics": {"apf_ring_error": FLOOD_ROUNDS}});
+        r.console_lines.hyp = 20;
+        assert_eq!(flood_problems(&r), Vec::<String>::new());
+        r.console_lines.hyp = FLOOD_ROUNDS + 4;
+        r.hyp["diagnostics"]["apf_ring_error"] = json!(1);
+        let p = flood_problems(&r);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].contains("apf_ring_error = 1") && p[1].contains("printed 2004 lines"), "{p:?}");
+    }
+}
