@@ -233,8 +233,15 @@ pub enum FaultStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Stage2Abort {
     pub status: FaultStatus,
-    /// The access writes (ISS.WnR; always false for instruction aborts). For a fault on a
-    /// stage-1 table walk this is set when the walk itself writes (hardware AF/dirty updates).
+    /// The page must be made writable to resolve the fault: the access writes (ISS.WnR,
+    /// never for an instruction abort), or the fault is a permission fault on the guest's
+    /// stage-1 table walk. Such a walk writes: a walk that only reads is not refused by a
+    /// read-only stage-2 mapping, so one that faults on permission needs to write the
+    /// descriptor (the hardware's access flag or dirty state updates, TCR_EL1.HA/HD), and it
+    /// does so whether the access it translates is a load, a store or an instruction fetch.
+    /// ISS.WnR does not say so (QEMU reports 0). This is KVM's rule (`kvm_is_write_fault`); a
+    /// translation fault on a walk is a read, so a table page is mapped read-only first and
+    /// made writable only when the walk needs it.
     pub write: bool,
     /// The fault happened on the guest's stage-1 translation table walk (ISS.S1PTW).
     pub on_table_walk: bool,
@@ -254,8 +261,13 @@ impl Stage2Abort {
             0b0011 => FaultStatus::Permission { level },
             _ => FaultStatus::Other(fsc),
         };
-        let write = !instruction && iss & dabt::WNR != 0;
-        Stage2Abort { status, write, on_table_walk: iss & ISS_S1PTW != 0 }
+        let on_table_walk = iss & ISS_S1PTW != 0;
+        let write = if on_table_walk {
+            matches!(status, FaultStatus::Permission { .. })
+        } else {
+            !instruction && iss & dabt::WNR != 0
+        };
+        Stage2Abort { status, write, on_table_walk }
     }
 }
 
@@ -320,10 +332,21 @@ mod tests {
         // A write translation fault at level 3: DFSC 0b000111, WnR.
         let a = Stage2Abort::decode(0b000111 | dabt::WNR, false);
         assert_eq!(a, Stage2Abort { status: FaultStatus::Translation { level: 3 }, write: true, on_table_walk: false });
-        // A read permission fault at level 3 during a stage-1 walk.
-        let a = Stage2Abort::decode(0b001111 | ISS_S1PTW, false);
-        assert_eq!(a.status, FaultStatus::Permission { level: 3 });
-        assert!(!a.write && a.on_table_walk);
+        // A permission fault at level 3 during a stage-1 walk, as QEMU reports a walk that
+        // sets an access flag in a read-only table page (WnR = 0): the walk writes, for a
+        // load, a store and an instruction fetch alike. (Decoding it as a read maps the table
+        // page read-only again and the same fault repeats forever.)
+        for (iss, instruction) in [(0, false), (dabt::WNR, false), (0, true)] {
+            let a = Stage2Abort::decode(0b001111 | ISS_S1PTW | iss, instruction);
+            assert_eq!(a.status, FaultStatus::Permission { level: 3 });
+            assert!(a.write && a.on_table_walk, "{iss:#x} {instruction}");
+        }
+        // A translation or access flag fault on a walk is a read: map the table page
+        // read-only first, even if the access itself is a store.
+        for fsc in [0b000111, 0b001011] {
+            let a = Stage2Abort::decode(fsc | ISS_S1PTW | dabt::WNR, false);
+            assert!(!a.write && a.on_table_walk, "{fsc:#b}");
+        }
         assert_eq!(Stage2Abort::decode(0b001011, false).status, FaultStatus::AccessFlag { level: 3 });
         // Instruction aborts never write, whatever bit 6 holds.
         assert!(!Stage2Abort::decode(0b000101 | dabt::WNR, true).write);

@@ -54,6 +54,10 @@ pub struct Stats {
     pub lr_injections: Counter,
     /// Stage-2 aborts on paged guest RAM handed to the pager.
     pub page_faults: Counter,
+    /// Those of them taken on the guest's stage-1 table walk (ISS.S1PTW).
+    pub table_walk_faults: Counter,
+    /// Table-walk faults that needed a writable page (the walk updates a descriptor).
+    pub table_walk_write_faults: Counter,
 }
 
 pub static STATS: Stats = Stats {
@@ -73,12 +77,14 @@ pub static STATS: Stats = Stats {
     timer_irqs: Counter::new(),
     lr_injections: Counter::new(),
     page_faults: Counter::new(),
+    table_walk_faults: Counter::new(),
+    table_walk_write_faults: Counter::new(),
 };
 
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 16] = [
+        let members: [(&str, &Counter); 18] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -95,6 +101,8 @@ impl Stats {
             ("timer_irqs", &self.timer_irqs),
             ("lr_injections", &self.lr_injections),
             ("page_faults", &self.page_faults),
+            ("table_walk_faults", &self.table_walk_faults),
+            ("table_walk_write_faults", &self.table_walk_write_faults),
         ];
         for (i, (name, counter)) in members.iter().enumerate() {
             if i > 0 {

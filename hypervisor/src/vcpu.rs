@@ -340,6 +340,12 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
         return;
     };
     STATS.page_faults.inc();
+    if abort.on_table_walk {
+        STATS.table_walk_faults.inc();
+        if abort.write {
+            STATS.table_walk_write_faults.inc();
+        }
+    }
     let far = FAR_EL2.get();
     let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
     // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on. An

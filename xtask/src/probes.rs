@@ -17,6 +17,11 @@ use crate::toolchain::Toolchain;
 pub const ESCAPE: &str = "hostile/escape";
 /// The console-flood test's name.
 pub const FLOOD: &str = "hostile/flood";
+/// The stage-1 table walk test's name.
+pub const TABLEWALK: &str = "hostile/tablewalk";
+/// Rounds of the table-walk probe, and its target pages per round (`probes/src/bin/tablewalk.rs`).
+const TABLEWALK_ROUNDS: u64 = 2;
+const TABLEWALK_PAGES: u64 = 4096;
 /// Rounds of the flood probe: each provokes one APF ring error and one injected abort.
 const FLOOD_ROUNDS: u64 = 2000;
 /// The most `[hyp]` lines a flood run may print: its fixed lines (start, VM, result, exit) and,
@@ -154,6 +159,55 @@ fn flood_problems(report: &Report) -> Vec<String> {
     problems
 }
 
+/// The table-walk probe runs with TCR_EL1.HA set while its level-3 tables are paged out and
+/// back: the hardware's access-flag updates take stage-2 permission faults on the table walk,
+/// which must be resolved as writes (a hypervisor that maps the table page read-only again
+/// livelocks the vCPU; this test then times out).
+pub fn tablewalk_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let mut plan = plan(root, "tablewalk", format!("rounds={TABLEWALK_ROUNDS}"), 90);
+    plan.guest_mib = 128;
+    plan.resident_mib = Some(8);
+    let report = run::run(root, tc, &plan, true)?;
+    let problems = tablewalk_problems(&report);
+    if !problems.is_empty() {
+        for line in &report.console_tail {
+            println!("{TABLEWALK}: | {line}");
+        }
+        bail!("{}", problems.join("; "));
+    }
+    let count = |p: &str| report.hyp.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
+    Ok(format!(
+        "{} faults on table walks, {} of them writes; every access flag set, 0 mismatches",
+        count("/table_walk_faults"),
+        count("/table_walk_write_faults")
+    ))
+}
+
+fn tablewalk_problems(report: &Report) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(f) = report.failure.as_deref().filter(|f| !f.contains("no `@result` line")) {
+        problems.push(f.to_string());
+    }
+    let loads = TABLEWALK_ROUNDS * (TABLEWALK_PAGES - TABLEWALK_PAGES / 16);
+    let calls = TABLEWALK_ROUNDS * TABLEWALK_PAGES / 16;
+    let want = format!(
+        "{GUEST_LINE_PREFIX}tablewalk probe: rounds {TABLEWALK_ROUNDS}, loads {loads}, calls {calls}, mismatches 0, \
+         access flags set by the walker {}, exceptions 0",
+        TABLEWALK_ROUNDS * TABLEWALK_PAGES
+    );
+    if !report.console_tail.contains(&want) {
+        problems.push(format!("no `{want}` line"));
+    }
+    let count = |p: &str| report.hyp.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
+    if count("/table_walk_write_faults") == 0 {
+        problems.push("no stage-2 fault on a table walk needed a writable page: the case did not run".into());
+    }
+    if report.exit_status != Some(0) {
+        problems.push(format!("exit status {:?}, not 0 (SYSTEM_OFF)", report.exit_status));
+    }
+    problems
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +263,19 @@ mod tests {
         let p = flood_problems(&r);
         assert_eq!(p.len(), 2, "{p:?}");
         assert!(p[0].contains("apf_ring_error = 1") && p[1].contains("printed 2004 lines"), "{p:?}");
+    }
+
+    #[test]
+    fn tablewalk_checks() {
+        let mut r = contained();
+        r.console_tail = vec![
+            "[guest] tablewalk probe: rounds 2, loads 7680, calls 512, mismatches 0, access flags set by the walker 8192, exceptions 0".into(),
+        ];
+        r.hyp = json!({"table_walk_faults": 900, "table_walk_write_faults": 40});
+        assert_eq!(tablewalk_problems(&r), Vec::<String>::new());
+        r.failure = Some("timed out after 90 s; QEMU was killed".into());
+        r.hyp["table_walk_write_faults"] = json!(0);
+        r.exit_status = None;
+        assert_eq!(tablewalk_problems(&r).len(), 3, "{:?}", tablewalk_problems(&r));
     }
 }
