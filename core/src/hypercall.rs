@@ -79,12 +79,18 @@ fn invalid(code: i64) -> Answer {
     Answer { outcome: value(code), verdict: Verdict::InvalidArguments, psci: false }
 }
 
+/// The function ID of a call whose x0 is `x0`: SMCCC passes it in W0, so bits 63:32 of x0 are
+/// ignored, for every service alike (PSCI, SDEI, the vendor service), as KVM does.
+pub const fn function_id(x0: u64) -> u32 {
+    x0 as u32
+}
+
 /// Answer a call with function ID `args[0]` and arguments `args[1..4]`. `immediate` is the
 /// `hvc`/`smc` immediate: SMCCC uses only `#0`.
 pub fn handle(machine: &impl Machine, immediate: u16, args: [u64; 4]) -> Answer {
-    // SMCCC passes the function ID in w0. Only `#0` immediates, fast calls and IDs whose
-    // reserved bits 23:16 are zero are valid; the hypervisor implements no yielding calls.
-    let function = args[0] as u32;
+    // Only `#0` immediates, fast calls and IDs whose reserved bits 23:16 are zero are valid;
+    // the hypervisor implements no yielding calls.
+    let function = function_id(args[0]);
     if immediate != 0 || !smccc::is_well_formed_fast(function) {
         return unknown();
     }

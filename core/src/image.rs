@@ -240,6 +240,20 @@ pub fn load_address(ram_base: u64, header: &ImageHeader) -> u64 {
     base.saturating_add(header.text_offset)
 }
 
+/// Where the kernel of `file_len` bytes with `header` goes in guest RAM that starts at
+/// `ram_base`, when everything from `limit` up is taken (the device tree): `Ok((load address,
+/// footprint))`, the footprint being the larger of `image_size` and the file; or `Err(needed)`,
+/// the end address it would need, saturated at `u64::MAX` when the header's `image_size` is so
+/// large that the end does not exist (the header is the guest's input and may say anything).
+pub fn placement(ram_base: u64, limit: u64, header: &ImageHeader, file_len: u64) -> Result<(u64, u64), u64> {
+    let load = load_address(ram_base, header);
+    let footprint = header.image_size.max(file_len);
+    match load.checked_add(footprint) {
+        Some(end) if end <= limit => Ok((load, footprint)),
+        end => Err(end.unwrap_or(u64::MAX)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -367,5 +381,23 @@ mod tests {
         assert_eq!(at(0x4000_1000, 0), 0x4040_0000);
         // Absurd inputs saturate rather than wrap.
         assert_eq!(at(u64::MAX - 5, 0), u64::MAX);
+    }
+
+    #[test]
+    fn placement_checks_the_end_without_wrapping() {
+        let ram = 0x4000_0000;
+        let limit = ram + (64 << 20) - (2 << 20);
+        let h = ImageHeader::parse(&image(0x20_0000, 0x10_0000, 0b10, 4096)).unwrap();
+        assert_eq!(placement(ram, limit, &h, 4096), Ok((0x4020_0000, 0x10_0000)));
+        // A file longer than image_size (pre-v3.17 headers) counts with its length.
+        assert_eq!(placement(ram, limit, &h, 0x20_0000), Ok((0x4020_0000, 0x20_0000)));
+        assert_eq!(placement(ram, 0x4030_0000, &h, 4096), Ok((0x4020_0000, 0x10_0000)), "ends at the limit");
+        assert_eq!(placement(ram, 0x402f_ffff, &h, 4096), Err(0x4030_0000));
+        // image_size near u64::MAX: load + size wraps to a small number, which must not pass.
+        for huge in [u64::MAX, u64::MAX - 0x4020_0000 + 1, 1 << 63] {
+            let h = ImageHeader::parse(&image(0x20_0000, huge, 0b10, 4096)).unwrap();
+            let got = placement(ram, limit, &h, 4096);
+            assert!(got.is_err(), "{huge:#x}: {got:?}");
+        }
     }
 }

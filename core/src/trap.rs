@@ -24,6 +24,16 @@ pub const fn exception_class(esr: u64) -> u64 {
     (esr >> EC_SHIFT) & 0x3f
 }
 
+/// The length of the trapped instruction in bytes: 2 for a 16-bit T32 instruction (ESR.IL = 0,
+/// possible from an AArch32 EL0), 4 otherwise. The emulated instruction is stepped over by it.
+pub const fn instruction_bytes(esr: u64) -> u64 {
+    if esr & ESR_IL != 0 {
+        4
+    } else {
+        2
+    }
+}
+
 /// The instruction-specific syndrome of an ESR value.
 pub const fn iss(esr: u64) -> u64 {
     esr & ISS_MASK
@@ -104,6 +114,19 @@ impl MmioAccess {
         result
     }
 
+    /// Converts between the guest's byte order and the device's (little-endian registers):
+    /// a big-endian guest (SCTLR_EL1.EE at EL1, .E0E at EL0) stores and loads device registers
+    /// byte-reversed within the access size, as the hardware would present them on the bus
+    /// (KVM's `vcpu_data_guest_to_host`). The swap is its own inverse; loads are swapped before
+    /// [`Self::load_result`] sign-extends them.
+    pub fn device_order(&self, value: u64, big_endian: bool) -> u64 {
+        if big_endian {
+            (value & self.mask()).swap_bytes() >> (64 - self.size as u32 * 8)
+        } else {
+            value
+        }
+    }
+
     /// ESR.WnR to report back to the guest with an abort for this access.
     pub fn write_not_read_bit(iss: u64) -> u64 {
         iss & dabt::WNR
@@ -172,6 +195,8 @@ pub fn guest_id_register(id: SysregId, value: u64) -> u64 {
 /// PSTATE fields used to choose an exception vector.
 const PSTATE_EL_SHIFT: u32 = 2;
 const PSTATE_SP_ELX: u64 = 1;
+/// PSTATE.nRW (SPSR bit 4): the context ran in AArch32 (only EL0 can, HCR_EL2.RW being 1).
+const PSTATE_AARCH32: u64 = 1 << 4;
 /// PSTATE for EL1h with D, A, I and F masked: how EL1 is entered on an exception (and by PSCI).
 pub const PSTATE_EL1H_MASKED: u64 = 0x3c5;
 /// The synchronous external abort fault status code (DFSC/IFSC).
@@ -182,10 +207,19 @@ pub const fn from_el0(pstate: u64) -> bool {
     (pstate >> PSTATE_EL_SHIFT) & 0x3 == 0
 }
 
+/// Whether data accesses of a context with `pstate` are big-endian, given SCTLR_EL1: its E0E
+/// bit (24) for EL0, EE (25) for EL1.
+pub const fn big_endian_data(pstate: u64, sctlr_el1: u64) -> bool {
+    let bit = if from_el0(pstate) { 24 } else { 25 };
+    sctlr_el1 & (1 << bit) != 0
+}
+
 /// Offset from VBAR_EL1 of the synchronous exception vector for an exception taken to EL1
-/// from a context with this `pstate` (AArch64 only).
+/// from a context with this `pstate`.
 pub const fn sync_vector_offset(pstate: u64) -> u64 {
-    if from_el0(pstate) {
+    if pstate & PSTATE_AARCH32 != 0 {
+        0x600 // lower EL, AArch32 (an AArch32 EL0 task)
+    } else if from_el0(pstate) {
         0x400 // lower EL, AArch64
     } else if pstate & PSTATE_SP_ELX != 0 {
         0x200 // current EL with SP_ELx
@@ -306,6 +340,28 @@ mod tests {
     }
 
     #[test]
+    fn big_endian_guests_see_device_registers_byte_reversed() {
+        let access = |size_log2: u64| MmioAccess::decode(dabt::ISV | size_log2 << dabt::SAS_SHIFT).unwrap();
+        assert_eq!(access(0).device_order(0xab, true), 0xab);
+        assert_eq!(access(1).device_order(0x1234, true), 0x3412);
+        assert_eq!(access(2).device_order(0x1122_3344, true), 0x4433_2211);
+        assert_eq!(access(3).device_order(0x1122_3344_5566_7788, true), 0x8877_6655_4433_2211);
+        assert_eq!(access(2).device_order(0x1122_3344, false), 0x1122_3344);
+        // Bits above the access size do not leak in.
+        assert_eq!(access(1).device_order(0xffff_1234, true), 0x3412);
+        // A sign-extending halfword load of a big-endian register: swapped, then extended.
+        let ldrsh = MmioAccess::decode(dabt::ISV | 1 << dabt::SAS_SHIFT | dabt::SSE | dabt::SF).unwrap();
+        assert_eq!(ldrsh.load_result(ldrsh.device_order(0x0080, true)), 0xffff_ffff_ffff_8000);
+        assert!(big_endian_data(0x3c5, 1 << 25) && !big_endian_data(0x3c5, 1 << 24));
+        assert!(big_endian_data(0x0, 1 << 24) && !big_endian_data(0x0, 1 << 25), "EL0 follows E0E");
+        for size in 0..4 {
+            let a = access(size);
+            let v = 0x0102_0304_0506_0708 & a.mask();
+            assert_eq!(a.device_order(a.device_order(v, true), true), v, "an involution");
+        }
+    }
+
+    #[test]
     fn sysreg_decoding() {
         // msr icc_sgi1r_el1, x7: Op0=3 Op2=5 Op1=0 CRn=12 Rt=7 CRm=11 write
         let iss = 3 << 20 | 5 << 17 | 12 << 10 | 7 << 5 | 11 << 1;
@@ -360,6 +416,12 @@ mod tests {
         let el1t = 0x4;
         let el1h = 0x5;
         assert_eq!(sync_vector_offset(el0), 0x400);
+        // AArch32 user mode (M = 0b10000) and its Thumb state: lower EL using AArch32.
+        assert_eq!(sync_vector_offset(0x10), 0x600);
+        assert_eq!(sync_vector_offset(0x30), 0x600);
+        assert!(from_el0(0x10));
+        assert_eq!(instruction_bytes(ESR_IL | ec::DABT_LOWER << EC_SHIFT), 4);
+        assert_eq!(instruction_bytes(ec::DABT_LOWER << EC_SHIFT), 2, "16-bit T32");
         assert_eq!(sync_vector_offset(el1t), 0x000);
         assert_eq!(sync_vector_offset(el1h), 0x200);
         assert_eq!(external_abort_esr(AbortKind::Data { write: true }, el1h), 0x25 << 26 | 1 << 25 | 1 << 6 | 0x10);

@@ -155,7 +155,7 @@ impl Apf {
         regs: &mut GuestRegs,
         on_interrupt: impl FnMut(u32),
     ) -> i64 {
-        let result = match regs.x[0] as u32 {
+        let result = match asyncpf_core::hypercall::function_id(regs.x[0]) {
             abi::FEATURES => {
                 regs.x[1] = self.layout.granule();
                 regs.x[2] = u64::from(abi::PAGE_READY_INTID);
@@ -454,8 +454,8 @@ fn unpin_all(pager: &Pager, pages: Vec<(usize, PhysAddr)>) {
 }
 
 /// Whether `function` is one of the APF calls.
-pub fn is_apf_call(function: u64) -> bool {
-    matches!(u32::try_from(function), Ok(abi::FEATURES | abi::ENABLE | abi::DISABLE))
+pub fn is_apf_call(function: u32) -> bool {
+    matches!(function, abi::FEATURES | abi::ENABLE | abi::DISABLE)
 }
 
 /// The guest RAM pages (indices from the start of RAM at `ram_base`) that `record` covers.

@@ -33,9 +33,9 @@ impl GuestState for Vm {
     }
 }
 
-/// Whether `function` (x0 of an `hvc`/`smc`) is in the SDEI range.
-pub fn is_sdei_call(function: u64) -> bool {
-    u32::try_from(function).is_ok_and(asyncpf_core::sdei::is_sdei_function)
+/// Whether `function` (W0 of an `hvc`/`smc`, see `hypercall::function_id`) is in the SDEI range.
+pub fn is_sdei_call(function: u32) -> bool {
+    asyncpf_core::sdei::is_sdei_function(function)
 }
 
 impl Dispatcher {
@@ -53,7 +53,7 @@ impl Dispatcher {
         let (answer, verdict) = {
             let mut model = self.model.lock();
             let before = *model.counters();
-            let answer = model.call(vcpu, regs.x[0] as u32, args, vm);
+            let answer = model.call(vcpu, asyncpf_core::hypercall::function_id(regs.x[0]), args, vm);
             let after = model.counters();
             let verdict = if after.not_supported > before.not_supported {
                 Verdict::Unknown

@@ -188,7 +188,7 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             true
         }
         ec::DABT_LOWER => {
-            data_abort_exit(vm, index, regs, iss);
+            data_abort_exit(vm, index, regs, esr);
             true
         }
         ec::IABT_LOWER => {
@@ -196,7 +196,7 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             true
         }
         ec::WFX => {
-            regs.pc += 4;
+            regs.pc += trap::instruction_bytes(esr);
             true
         }
         _ => {
@@ -207,7 +207,8 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
 }
 
 fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -> bool {
-    if immediate == 0 && sdei::is_sdei_call(regs.x[0]) {
+    let function = hypercall::function_id(regs.x[0]);
+    if immediate == 0 && sdei::is_sdei_call(function) {
         STATS.hvc_calls.inc();
         STATS.sdei_calls.inc();
         let (verdict, completed) = vm.sdei.call(vm, index, regs);
@@ -221,7 +222,7 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         }
         return true;
     }
-    if let (0, true, Some(apf), Some(pager)) = (immediate, apf::is_apf_call(regs.x[0]), &vm.apf, pager::get()) {
+    if let (0, true, Some(apf), Some(pager)) = (immediate, apf::is_apf_call(function), &vm.apf, pager::get()) {
         STATS.hvc_calls.inc();
         match apf.call(vm, pager, index, regs, |intid| vcpu_interrupt(vm, index, intid)) {
             asyncpf_contract::smccc::SUCCESS => {}
@@ -385,7 +386,8 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     }
 }
 
-fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
+fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, esr: u64) {
+    let iss = trap::iss(esr);
     let ipa = fault_ipa();
     let abort = AbortKind::Data { write: MmioAccess::write_not_read_bit(iss) != 0 };
     if vm.is_guest_ram(ipa, 1) {
@@ -398,17 +400,23 @@ fn data_abort_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
         return;
     };
     let register_value = regs.x.get(access.register).copied().unwrap_or(0); // xzr: none
-    let write_value = access.is_write.then(|| access.store_value(register_value));
+    let big_endian = guest_big_endian(regs.pstate);
+    let write_value = access.is_write.then(|| access.device_order(access.store_value(register_value), big_endian));
     STATS.mmio_accesses.inc();
     match emulate(vm, index, device, access.size, write_value) {
         Ok(value) => {
             if !access.is_write && access.register != XZR {
-                regs.x[access.register] = access.load_result(value);
+                regs.x[access.register] = access.load_result(access.device_order(value, big_endian));
             }
-            regs.pc += 4;
+            regs.pc += trap::instruction_bytes(esr);
         }
         Err(()) => inject_abort(regs, abort, FAR_EL2.get()),
     }
+}
+
+/// Whether the guest's data accesses are big-endian in the context that trapped.
+fn guest_big_endian(pstate: u64) -> bool {
+    trap::big_endian_data(pstate, SCTLR_EL1.get())
 }
 
 /// Perform an emulated device access; `Err` means "not a valid access to this device", which

@@ -228,13 +228,11 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     if ram_host + host_bytes > ram_end {
         return Err(BuildError::NotEnoughRam { needed_end: ram_host + host_bytes, ram_end });
     }
-    let load = image::load_address(GUEST_RAM_IPA, &header);
-    let footprint = header.image_size.max(staged.size);
     // The device tree goes into the last 2 MiB of guest RAM, where no kernel is placed.
     let dtb_address = GUEST_RAM_IPA + guest_bytes - 2 * MIB;
-    if load + footprint > dtb_address {
-        return Err(BuildError::ImageTooLarge { needed: load + footprint - GUEST_RAM_IPA + 2 * MIB, guest_bytes });
-    }
+    let (load, footprint) = image::placement(GUEST_RAM_IPA, dtb_address, &header, staged.size).map_err(|end| {
+        BuildError::ImageTooLarge { needed: end.saturating_sub(GUEST_RAM_IPA).saturating_add(2 * MIB), guest_bytes }
+    })?;
 
     let mut stage2 = Stage2::new();
     if let Some(resident_mib) = options.resident_mib {
@@ -306,7 +304,9 @@ impl Vm {
     /// `[ipa, ipa + footprint)` (checked to be guest RAM), cleaned to the point of coherency.
     /// Paged RAM gets resident, dirty pages from the pager.
     fn load(&self, ipa: u64, bytes: &[u8], footprint: u64) -> Result<(), BuildError> {
-        debug_assert!(self.is_guest_ram(ipa, footprint) && bytes.len() as u64 <= footprint);
+        if !self.is_guest_ram(ipa, footprint) || bytes.len() as u64 > footprint {
+            return Err(BuildError::ImageTooLarge { needed: footprint, guest_bytes: self.ram_bytes });
+        }
         let mut offset = 0;
         while offset < footprint {
             let at = ipa + offset;

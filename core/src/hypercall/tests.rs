@@ -162,3 +162,15 @@ proptest! {
         }
     }
 }
+
+/// SMCCC's function ID is W0: whatever x0[63:32] holds, the call is the same one, for PSCI as
+/// for the SDEI and vendor services (which the hypervisor routes with the same `function_id`).
+#[test]
+fn upper_half_of_x0_is_ignored() {
+    let m = FakeMachine::new();
+    let plain = handle(&m, 0, [u64::from(asyncpf_contract::psci::PSCI_VERSION), 0, 0, 0]);
+    let dirty = handle(&m, 0, [0xdead_beef_0000_0000 | u64::from(asyncpf_contract::psci::PSCI_VERSION), 0, 0, 0]);
+    assert_eq!(plain, dirty);
+    assert_eq!(function_id(0xffff_ffff_c600_0001), asyncpf_contract::apf::FEATURES);
+    assert_eq!(function_id(0x1_c400_0020), 0xc400_0020);
+}
