@@ -9,12 +9,10 @@
 //! stays pending in [`Dispatcher::signalled`]; one nobody registered for is dropped, as in
 //! Arm's reference dispatcher.
 
-use core::sync::atomic::{AtomicU64, Ordering};
-
 use aarch64_cpu::registers::{Writeable, ELR_EL1, SPSR_EL1};
 use asyncpf_contract::sdei as abi;
 use asyncpf_core::hypercall::Verdict;
-use asyncpf_core::sdei::{Context, Entry, GuestState, Refusal, Sdei, SdeiAnswer, SAVED_REGS};
+use asyncpf_core::sdei::{Context, Entry, GuestState, PendingSignals, Refusal, Sdei, SdeiAnswer, SAVED_REGS};
 use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
@@ -24,7 +22,7 @@ use crate::vm::Vm;
 pub struct Dispatcher {
     model: Mutex<Sdei>,
     /// vCPUs with a signalled event 0 not yet delivered (bit `n`: vCPU `n`).
-    signalled: AtomicU64,
+    signalled: PendingSignals,
 }
 
 impl GuestState for Vm {
@@ -42,7 +40,7 @@ impl Dispatcher {
     /// Every vCPU masked, nothing registered.
     pub fn new(vcpus: usize) -> Self {
         assert!(vcpus <= 64, "the signal mask holds 64 vCPUs");
-        Dispatcher { model: Mutex::new(Sdei::new(vcpus)), signalled: AtomicU64::new(0) }
+        Dispatcher { model: Mutex::new(Sdei::new(vcpus)), signalled: PendingSignals::new() }
     }
 
     /// An SDEI call by `vcpu` (x0 = its function ID, x1..x5 its arguments), answered in `regs`.
@@ -86,7 +84,7 @@ impl Dispatcher {
             }
             SdeiAnswer::Signal { target } => {
                 regs.x[0] = abi::SUCCESS as u64;
-                self.signalled.fetch_or(1 << target, Ordering::Release);
+                self.signalled.signal(target);
                 if target != vcpu {
                     vm.kick(target);
                 }
@@ -97,16 +95,13 @@ impl Dispatcher {
 
     /// Before `vcpu` enters the guest: deliver its signalled event 0, if it can be now.
     pub fn deliver_signalled(&self, vcpu: usize, regs: &mut GuestRegs) {
-        let bit = 1u64 << vcpu;
-        if self.signalled.load(Ordering::Acquire) & bit == 0 {
+        if !self.signalled.take(vcpu) {
             return;
         }
         match self.dispatch(vcpu, abi::EVENT_SOFTWARE_SIGNALLED, regs) {
-            Ok(()) | Err(Refusal::NotRegistered | Refusal::UnknownEvent) => {
-                self.signalled.fetch_and(!bit, Ordering::AcqRel);
-            }
+            Ok(()) | Err(Refusal::NotRegistered | Refusal::UnknownEvent) => {}
             // Kept pending: it is delivered once the guest enables, unmasks or completes.
-            Err(Refusal::NotEnabled | Refusal::Masked | Refusal::Running) => {}
+            Err(Refusal::NotEnabled | Refusal::Masked | Refusal::Running) => self.signalled.keep(vcpu),
         }
     }
 
@@ -126,7 +121,7 @@ impl Dispatcher {
     /// and a pending signal is dropped.
     pub fn reset_vcpu(&self, vcpu: usize) {
         self.model.lock().reset_vcpu(vcpu);
-        self.signalled.fetch_and(!(1 << vcpu), Ordering::AcqRel);
+        self.signalled.clear(vcpu);
     }
 
     /// The `sdei` result object: what the dispatcher answered and delivered.

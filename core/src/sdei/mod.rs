@@ -633,3 +633,6 @@ fn get_info(event: u32, info: u32) -> Reply {
 
 #[cfg(test)]
 mod tests;
+
+mod signals;
+pub use signals::PendingSignals;
