@@ -29,6 +29,7 @@ const UART_FR_TXFF: u32 = 1 << 5;
 /// vector code below).
 static EXCEPTIONS: AtomicU64 = AtomicU64::new(0);
 static LAST_ESR: AtomicU64 = AtomicU64::new(0);
+static LAST_FAR: AtomicU64 = AtomicU64::new(0);
 
 global_asm!(
     r#"
@@ -80,6 +81,9 @@ probe_exception:
     mrs x0, esr_el1
     adrp x1, {last_esr}
     str x0, [x1, :lo12:{last_esr}]
+    mrs x0, far_el1
+    adrp x1, {last_far}
+    str x0, [x1, :lo12:{last_far}]
     adrp x1, {count}
     ldr x0, [x1, :lo12:{count}]
     add x0, x0, #1
@@ -92,6 +96,7 @@ probe_exception:
 "#,
     entry = sym rust_entry,
     last_esr = sym LAST_ESR,
+    last_far = sym LAST_FAR,
     count = sym EXCEPTIONS,
 );
 
@@ -126,10 +131,17 @@ pub fn last_esr() -> u64 {
     LAST_ESR.load(Ordering::SeqCst)
 }
 
-/// What the boot loader handed over: the console and the command line.
+/// FAR_EL1 of the last exception (meaningful for aborts).
+pub fn last_far() -> u64 {
+    LAST_FAR.load(Ordering::SeqCst)
+}
+
+/// What the boot loader handed over: the console, the GIC and the command line.
 pub struct Env {
     uart: usize,
     bootargs: &'static str,
+    /// The GICv3 distributor and redistributor region (`arm,gic-v3` in the device tree).
+    pub gic: Option<(usize, usize)>,
 }
 
 impl Env {
@@ -142,8 +154,12 @@ impl Env {
             .and_then(|f| f.chosen().stdout())
             .and_then(|n| n.reg()?.next())
             .map_or(DEFAULT_UART, |r| r.starting_address as usize);
+        let gic = fdt.as_ref().and_then(|f| {
+            let mut reg = f.find_compatible(&["arm,gic-v3"])?.reg()?;
+            Some((reg.next()?.starting_address as usize, reg.next()?.starting_address as usize))
+        });
         let bootargs = fdt.and_then(|f| f.chosen().bootargs()).unwrap_or("");
-        Env { uart, bootargs }
+        Env { uart, bootargs, gic }
     }
 
     /// The value of `key=value` on the command line.
@@ -183,6 +199,24 @@ impl Env {
             core::hint::spin_loop();
         }
     }
+}
+
+/// A 32-bit MMIO read, as one `ldr w, [x]`: an emulated device needs the access's syndrome,
+/// which forms with address writeback (which the compiler may pick for a plain volatile
+/// access) do not report.
+pub fn mmio_read(address: usize) -> u32 {
+    let value: u32;
+    // SAFETY: callers pass device registers the device tree describes (MMU off: Device
+    // memory); a read has no effect the probe does not expect.
+    unsafe { asm!("ldr {v:w}, [{a}]", a = in(reg) address, v = out(reg) value, options(nostack)) };
+    value
+}
+
+/// A 32-bit MMIO write, as one `str w, [x]` (see [`mmio_read`]).
+pub fn mmio_write(address: usize, value: u32) {
+    // SAFETY: callers pass device registers the device tree describes (MMU off: Device
+    // memory), for the effect the probe tests.
+    unsafe { asm!("str {v:w}, [{a}]", a = in(reg) address, v = in(reg) value, options(nostack)) };
 }
 
 /// An SMCCC call through `hvc #0`; returns x0.

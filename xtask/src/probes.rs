@@ -22,6 +22,8 @@ pub const TABLEWALK: &str = "hostile/tablewalk";
 /// Rounds of the table-walk probe, and its target pages per round (`probes/src/bin/tablewalk.rs`).
 const TABLEWALK_ROUNDS: u64 = 2;
 const TABLEWALK_PAGES: u64 = 4096;
+/// Interrupts without GICR_WAKER.
+pub const GIC: &str = "kvm-compat/gic";
 /// Rounds of the flood probe: each provokes one APF ring error and one injected abort.
 const FLOOD_ROUNDS: u64 = 2000;
 /// The most `[hyp]` lines a flood run may print: its fixed lines (start, VM, result, exit) and,
@@ -206,6 +208,26 @@ fn tablewalk_problems(report: &Report) -> Vec<String> {
         problems.push(format!("exit status {:?}, not 0 (SYSTEM_OFF)", report.exit_status));
     }
     problems
+}
+
+/// The GIC probe never writes GICR_WAKER and must still get every SGI it sends itself and an
+/// SPI it makes pending (KVM's and QEMU's behaviour).
+pub fn gic_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let report = run::run(root, tc, &plan(root, "gic", String::new(), 20), true)?;
+    let want = format!("{GUEST_LINE_PREFIX}gic probe: sgis 16 of 16, spis 1 of 1, GICR_WAKER never written");
+    expect_line(&report, &want, GIC)?;
+    Ok("16 SGIs and 1 SPI delivered to a guest that never wrote GICR_WAKER".into())
+}
+
+/// The run ended with the hypervisor's SYSTEM_OFF and its console has `want`.
+fn expect_line(report: &Report, want: &str, test: &str) -> Result<()> {
+    if report.console_tail.iter().any(|l| l == want) && report.exit_status == Some(0) {
+        return Ok(());
+    }
+    for line in &report.console_tail {
+        println!("{test}: | {line}");
+    }
+    bail!("no `{want}` line before a SYSTEM_OFF (exit status {:?}, {:?})", report.exit_status, report.failure)
 }
 
 #[cfg(test)]

@@ -792,7 +792,7 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     let mut built = true;
     // The probe and Linux tests need the hypervisor (and the probes) built too.
-    let probe_tests = [crate::probes::ESCAPE, crate::probes::FLOOD, crate::probes::TABLEWALK];
+    let probe_tests = [crate::probes::ESCAPE, crate::probes::FLOOD, crate::probes::TABLEWALK, crate::probes::GIC];
     if !cases.is_empty() || selected(BUILD) || probe_tests.iter().any(|t| selected(t)) || selected(LINUX) {
         let row = timed(BUILD, || build::build(root, build::Select::ALL).map(|()| String::new()));
         built = row.passed;
@@ -816,6 +816,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(crate::probes::TABLEWALK) && built {
         rows.push(timed(crate::probes::TABLEWALK, || crate::probes::tablewalk_test(root, tc)));
+    }
+    if selected(crate::probes::GIC) && built {
+        rows.push(timed(crate::probes::GIC, || crate::probes::gic_test(root, tc)));
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));

@@ -20,8 +20,9 @@
 //!   owns its pending/active state; the model does not see the guest acknowledge or deactivate
 //!   it. GICD/GICR_ISACTIVER therefore read only the active bits the guest itself set through
 //!   ISACTIVER (and cleared through ICACTIVER), not the state held in list registers.
-//! * GICR_WAKER: ChildrenAsleep follows ProcessorSleep at once; while ProcessorSleep is 1 (the
-//!   reset value) nothing is forwarded to that vCPU, as the architecture says.
+//! * GICR_WAKER reads as zero and ignores writes (KVM's choice): a redistributor is always
+//!   awake, so a guest that never clears ProcessorSleep still gets its interrupts, as on KVM
+//!   and on QEMU's own GIC. (The architecture lets a sleeping redistributor forward nothing.)
 //!
 //! Accesses are checked: a size other than 1, 2, 4 or 8 bytes or one a register does not
 //! support is [`MmioError::BadSize`], a misaligned one [`MmioError::Unaligned`], one past the
@@ -161,8 +162,7 @@ fn write_part(register: u64, offset: u64, size: u8, value: u64) -> u64 {
 /// The next interrupt for the vCPU that `redist` belongs to: the highest-priority (lowest
 /// value) deliverable SGI/PPI of `redist` or SPI routed to it, ties going to the lowest
 /// INTID. Its pending bit is cleared: the caller puts it into a list register, which owns its
-/// state from then on. Nothing is delivered while the redistributor's GICR_WAKER says the
-/// PE is asleep or the distributor's Group 1 is disabled.
+/// state from then on. Nothing is delivered while the distributor's Group 1 is disabled.
 ///
 /// The model does not know which INTIDs are already in list registers: the caller must not
 /// put the same INTID into two list registers (for an INTID it already holds, it can instead
@@ -181,7 +181,7 @@ pub fn take_next(dist: &mut Distributor, redist: &mut Redistributor) -> Option<P
 pub fn peek_next(dist: &Distributor, redist: &Redistributor) -> Option<Pending> {
     let group1 = dist.group1_enabled();
     let private = redist.peek_deliverable(group1);
-    let shared = if redist.is_awake() { dist.peek_deliverable_for(redist.affinity()) } else { None };
+    let shared = dist.peek_deliverable_for(redist.affinity());
     match (private, shared) {
         (Some(p), Some(s)) => Some(if (s.priority, s.intid) < (p.priority, p.intid) { s } else { p }),
         (p, s) => p.or(s),

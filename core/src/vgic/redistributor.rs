@@ -3,7 +3,7 @@
 //! See the [parent module](super) for the emulated GIC's properties.
 
 use super::bank::{Bank, BankReg};
-use super::regs::{gicd, gicr, gicr_typer, iidr, pidr2, waker};
+use super::regs::{gicd, gicr, gicr_typer, iidr, pidr2};
 use super::{check_access, read_part, BadIntId, MmioError, Pending, Width, GICR_FRAME_SIZE, PRIVATE_COUNT, SGI_COUNT};
 use crate::mpidr;
 
@@ -19,8 +19,6 @@ pub struct Redistributor {
     affinity: u64,
     processor_number: u16,
     last: bool,
-    /// GICR_WAKER.ProcessorSleep (ChildrenAsleep reads the same).
-    asleep: bool,
     /// SGIs and PPIs, INTIDs 0..32.
     bank: Bank,
 }
@@ -28,14 +26,13 @@ pub struct Redistributor {
 impl Redistributor {
     /// The redistributor of the vCPU with MPIDR `mpidr_affinity` (only the affinity fields
     /// count), reported in GICR_TYPER with `processor_number` and, for the last frame of the
-    /// region, `last`. It starts asleep (GICR_WAKER.ProcessorSleep = 1, the reset value):
-    /// the guest wakes it before it gets interrupts.
+    /// region, `last`. It is always awake: GICR_WAKER reads as zero and ignores writes, as
+    /// KVM emulates it, so a guest that never wakes its redistributor gets interrupts too.
     pub fn new(mpidr_affinity: u64, processor_number: u16, last: bool) -> Self {
         Redistributor {
             affinity: mpidr::affinity(mpidr_affinity),
             processor_number,
             last,
-            asleep: true,
             bank: Bank::new(u32::MAX, PPI_MASK, SGI_MASK),
         }
     }
@@ -45,11 +42,6 @@ impl Redistributor {
         self.affinity
     }
 
-    /// GICR_WAKER.ProcessorSleep is 0: interrupts are forwarded to this vCPU.
-    pub fn is_awake(&self) -> bool {
-        !self.asleep
-    }
-
     fn typer(&self) -> u64 {
         let mut value = u64::from(mpidr::packed32(self.affinity)) << gicr_typer::AFFINITY_SHIFT
             | u64::from(self.processor_number) << gicr_typer::PROCESSOR_NUMBER_SHIFT;
@@ -57,14 +49,6 @@ impl Redistributor {
             value |= gicr_typer::LAST;
         }
         value
-    }
-
-    fn waker(&self) -> u32 {
-        if self.asleep {
-            waker::PROCESSOR_SLEEP | waker::CHILDREN_ASLEEP
-        } else {
-            0
-        }
     }
 
     /// Handles a guest read of `size` bytes at `offset` in the 128 KiB redistributor.
@@ -81,7 +65,7 @@ impl Redistributor {
             // EnableLPIs is RAZ/WI (no LPIs); RWP and UWP are 0: writes take effect at once.
             gicr::CTLR => 0,
             gicr::IIDR => iidr::PRODUCT_ID_ASYNCPF << iidr::PRODUCT_ID_SHIFT | iidr::IMPLEMENTER_ARM,
-            gicr::WAKER => self.waker(),
+            gicr::WAKER => 0, // always awake (KVM: RAZ/WI)
             gicr::PIDR2 => pidr2::ARCH_REV_GICV3 << pidr2::ARCH_REV_SHIFT,
             _ => return Err(MmioError::Reserved),
         };
@@ -100,13 +84,8 @@ impl Redistributor {
             return Width::DoubleOrWord.check(size);
         }
         match offset & !3 {
-            gicr::WAKER => {
-                Width::Word.check(size)?;
-                // ChildrenAsleep is read-only and follows ProcessorSleep at once.
-                self.asleep = value as u32 & waker::PROCESSOR_SLEEP != 0;
-                Ok(())
-            }
-            gicr::CTLR | gicr::IIDR | gicr::PIDR2 => Width::Word.check(size),
+            // GICR_WAKER ignores writes: the redistributor never sleeps (KVM: RAZ/WI).
+            gicr::WAKER | gicr::CTLR | gicr::IIDR | gicr::PIDR2 => Width::Word.check(size),
             _ => Err(MmioError::Reserved),
         }
     }
@@ -179,7 +158,7 @@ impl Redistributor {
     /// active, ties to the lowest INTID, without taking it. `None` while this redistributor is
     /// asleep (GICR_WAKER) or when `dist_group1_enabled` (GICD_CTLR.EnableGrp1) is false.
     pub fn peek_deliverable(&self, dist_group1_enabled: bool) -> Option<Pending> {
-        if !dist_group1_enabled || self.asleep {
+        if !dist_group1_enabled {
             return None;
         }
         self.bank.best(u32::MAX, 0)
