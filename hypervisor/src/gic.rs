@@ -4,6 +4,7 @@
 //! (`enable_spi`), routed to one CPU.
 
 use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{ReadWriteable, Readable, ICC_SRE_EL2, MPIDR_EL1};
 
@@ -16,6 +17,12 @@ pub const SGI_KICK: u32 = 0;
 pub const PPI_MAINTENANCE: u32 = 25;
 /// EL1 virtual timer interrupt (PPI 11): fires while the guest's timer condition holds.
 pub const PPI_VIRTUAL_TIMER: u32 = 27;
+/// EL1 physical timer interrupt (PPI 14, CNTP_*): the guest's too (CNTHCTL_EL2.EL1PCEN).
+pub const PPI_PHYS_TIMER: u32 = 30;
+/// The guest's timers: level-sensitive PPIs handed to it through hardware list registers
+/// (`vgic`): the hypervisor acknowledges them but leaves them active, and the guest's
+/// deactivation of the virtual interrupt deactivates the physical one.
+pub const GUEST_TIMER_PPIS: [u32; 2] = [PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER];
 /// EL2 physical timer interrupt (PPI 10, CNTHP_*): the backing store's latency deadlines.
 pub const PPI_HYP_TIMER: u32 = 26;
 
@@ -47,6 +54,7 @@ const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
 const GICR_SGI_BASE: usize = 0x1_0000;
 const GICR_IGROUPR0: usize = GICR_SGI_BASE + 0x0080;
 const GICR_ISENABLER0: usize = GICR_SGI_BASE + 0x0100;
+const GICR_ICACTIVER0: usize = GICR_SGI_BASE + 0x0380;
 const GICR_IPRIORITYR: usize = GICR_SGI_BASE + 0x0400;
 
 /// Priority of every interrupt the hypervisor takes (they are all equal; none preempts another
@@ -99,8 +107,9 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     write32(rd + GICR_WAKER as u64, waker & !GICR_WAKER_PROCESSOR_SLEEP);
     while read32(rd + GICR_WAKER as u64) & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
 
+    THIS_REDISTRIBUTOR[arch::cpu_index()].store(rd, Ordering::Relaxed);
     write32(rd + GICR_IGROUPR0 as u64, u32::MAX);
-    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_HYP_TIMER] {
+    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_HYP_TIMER] {
         let reg = rd + (GICR_IPRIORITYR as u64) + (intid as u64 & !3);
         let shift = (intid % 4) * 8;
         let value = read32(reg) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift;
@@ -108,7 +117,7 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     }
     write32(
         rd + GICR_ISENABLER0 as u64,
-        1 << SGI_KICK | 1 << PPI_MAINTENANCE | 1 << PPI_VIRTUAL_TIMER | 1 << PPI_HYP_TIMER,
+        1 << SGI_KICK | 1 << PPI_MAINTENANCE | 1 << PPI_VIRTUAL_TIMER | 1 << PPI_PHYS_TIMER | 1 << PPI_HYP_TIMER,
     );
 
     // System-register access to the CPU interface, at EL2 and (for the guest's virtual
@@ -118,7 +127,20 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     arch::isb();
     icc::set_priority_mask(0xff);
     icc::set_binary_point1(0);
+    icc::split_priority_drop();
     icc::set_group1_enabled(true);
+}
+
+/// Each CPU's redistributor frame (RD_base), found by [`init_this_cpu`].
+static THIS_REDISTRIBUTOR: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+
+/// Deactivate private interrupt `intid` (< 32) of this CPU through its redistributor
+/// (GICR_ICACTIVER0): for a guest timer interrupt the hypervisor took and left active when the
+/// guest will not deactivate it (its virtual twin was withdrawn, or the vCPU was reset).
+/// Defined also when the interrupt is not active.
+pub fn deactivate_private(intid: u32) {
+    let rd = THIS_REDISTRIBUTOR[arch::cpu_index()].load(Ordering::Relaxed);
+    write32(rd + GICR_ICACTIVER0 as u64, 1 << intid);
 }
 
 /// How an SPI's line signals.
@@ -174,7 +196,9 @@ pub fn kick(mpidr: u64) {
     icc::send_sgi1(value);
 }
 
-/// Take every pending physical interrupt, calling `handle` for each, then end it.
+/// Take every pending physical interrupt, calling `handle` for each, then end it: drop its
+/// priority and deactivate it, except the guest's timer interrupts, which stay active until
+/// the guest deactivates them (see [`GUEST_TIMER_PPIS`]).
 pub fn drain(mut handle: impl FnMut(u32)) {
     loop {
         let intid = icc::ack_group1();
@@ -183,5 +207,8 @@ pub fn drain(mut handle: impl FnMut(u32)) {
         }
         handle(intid);
         icc::end_of_interrupt(intid);
+        if !GUEST_TIMER_PPIS.contains(&intid) {
+            icc::deactivate(intid);
+        }
     }
 }

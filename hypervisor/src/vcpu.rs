@@ -2,9 +2,9 @@
 //! of every kind of exit (hypercalls, trapped system registers, stage-2 aborts, interrupts).
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1, ESR_EL2, FAR_EL1,
-    FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
-    VMPIDR_EL2,
+    ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTP_CTL_EL0, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1,
+    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1,
+    SPSR_EL1, VBAR_EL1, VMPIDR_EL2,
 };
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
@@ -42,7 +42,9 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
     // The guest runs on the virtual timer and reads the counter directly; its physical timer
     // registers trap (and are answered UNDEFINED: the device tree steers guests to the virtual
     // timer, as for a KVM guest).
-    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::CLEAR);
+    // The EL1 physical timer and counter are the guest's, as on KVM (the hypervisor uses the
+    // EL2 physical timer).
+    CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     CNTVOFF_EL2.set(0);
     // The PMU is not virtualized: its registers trap and are answered UNDEFINED.
     let pmu_counters = pmcr_counters();
@@ -115,6 +117,7 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
     regs.pstate = PSTATE_EL1H_MASKED;
     SCTLR_EL1.set(SCTLR_EL1_RESET);
     CNTV_CTL_EL0.set(0);
+    CNTP_CTL_EL0.set(0);
     vgic::reset_this_cpu();
     arch::isb();
     shared.set_power(PowerState::On);
@@ -161,7 +164,7 @@ fn handle_physical_interrupts(vm: &Vm, index: usize) {
 /// A physical interrupt that concerns the vCPU of this CPU.
 fn vcpu_interrupt(vm: &Vm, index: usize, intid: u32) {
     match intid {
-        gic::PPI_VIRTUAL_TIMER => vgic::forward_virtual_timer(vm, index),
+        gic::PPI_VIRTUAL_TIMER | gic::PPI_PHYS_TIMER => vgic::forward_guest_timer(vm, index, intid),
         // A kick or an underflow: the flush before re-entry does the work.
         gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
         other => guest_diag!(Internal, "vCPU {index}: unexpected physical interrupt {other} ignored"),
@@ -262,6 +265,7 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
             // The vCPU's context is gone: stop its timer (a level interrupt that would keep
             // waking this CPU while it idles) and drop its in-flight virtual interrupts.
             CNTV_CTL_EL0.set(0);
+            CNTP_CTL_EL0.set(0);
             vgic::reset_this_cpu();
             vm.vcpus[index].set_power(PowerState::Off);
             false

@@ -1,10 +1,21 @@
 //! The guest's virtual GICv3: the emulated distributor/redistributor state lives in
 //! `asyncpf_core::vgic` (pure, host-tested); this module moves deliverable interrupts from that
-//! state into this CPU's list registers before each guest entry, forwards the virtual timer,
+//! state into this CPU's list registers before each guest entry, forwards the guest's timers,
 //! and emulates ICC_SGI1R_EL1.
+//!
+//! # The guest's timers
+//! The EL1 virtual (INTID 27) and physical (INTID 30) timers belong to the guest, whose vCPU
+//! owns the CPU. Their interrupts are level-sensitive, as KVM emulates them: pending while the
+//! timer's output (ENABLE, ISTATUS, not IMASK) is high. When one fires at EL2, `gic::drain`
+//! leaves it active and it goes into a list register with the HW bit and its physical INTID:
+//! the guest's deactivation of the virtual interrupt deactivates the physical one, which fires
+//! again if the output is still high. Before every guest entry the output is sampled: if the
+//! guest disabled, masked or re-armed the timer meanwhile, the interrupt is withdrawn (model
+//! and list register) and the physical one deactivated. The guest's CNTV_CTL/CNTP_CTL are
+//! never written by the hypervisor while the vCPU lives.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
+    ReadWriteable, Readable, Writeable, CNTP_CTL_EL0, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
 };
 
 use asyncpf_core::sgi::SgiRequest;
@@ -17,6 +28,9 @@ use crate::vm::Vm;
 const LR_STATE_SHIFT: u32 = 62;
 const LR_STATE_MASK: u64 = 0b11 << LR_STATE_SHIFT;
 const LR_STATE_PENDING: u64 = 0b01 << LR_STATE_SHIFT;
+/// The virtual interrupt is a physical one's twin: deactivating it deactivates pINTID.
+const LR_HW: u64 = 1 << 61;
+const LR_PINTID_SHIFT: u32 = 32;
 const LR_GROUP1: u64 = 1 << 60;
 const LR_PRIORITY_SHIFT: u32 = 48;
 const LR_VINTID_MASK: u64 = 0xffff_ffff;
@@ -31,6 +45,10 @@ pub fn list_registers() -> usize {
 pub fn reset_this_cpu() {
     for n in 0..list_registers() {
         write_lr(n, 0);
+    }
+    // The timers' physical interrupts may have been left active for the guest.
+    for intid in crate::gic::GUEST_TIMER_PPIS {
+        crate::gic::deactivate_private(intid);
     }
     ICH_VMCR_EL2.set(0);
     ICH_HCR_EL2.write(ICH_HCR_EL2::En::SET);
@@ -62,6 +80,7 @@ pub fn flush(vm: &Vm, vcpu: usize) {
     for (n, lr) in lrs.iter_mut().enumerate().take(count) {
         *lr = read_lr(n);
     }
+    withdraw_lowered_timers(vm, vcpu, &mut lrs[..count]);
     let mut more_waiting = false;
     loop {
         let Some(free) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK == 0) else {
@@ -77,7 +96,9 @@ pub fn flush(vm: &Vm, vcpu: usize) {
             write_lr(n, lrs[n]);
             continue;
         }
-        lrs[free] = LR_STATE_PENDING | LR_GROUP1 | (pending.priority as u64) << LR_PRIORITY_SHIFT | intid;
+        let hw =
+            if crate::gic::GUEST_TIMER_PPIS.contains(&pending.intid) { LR_HW | intid << LR_PINTID_SHIFT } else { 0 };
+        lrs[free] = LR_STATE_PENDING | LR_GROUP1 | hw | (pending.priority as u64) << LR_PRIORITY_SHIFT | intid;
         write_lr(free, lrs[free]);
         STATS.lr_injections.inc();
     }
@@ -102,13 +123,41 @@ pub fn has_pending(vm: &Vm, vcpu: usize) -> bool {
     (0..list_registers()).any(|n| read_lr(n) & LR_STATE_PENDING != 0) || has_deliverable(vm, vcpu)
 }
 
-/// The guest's virtual timer fired (physical PPI 27 at EL2): mask it so that it does not fire
-/// again until the guest re-arms it, and make the virtual PPI pending.
-pub fn forward_virtual_timer(vm: &Vm, vcpu: usize) {
-    CNTV_CTL_EL0.modify(CNTV_CTL_EL0::IMASK::SET);
-    // INTID 27 is a PPI, always in range.
-    let _ = vm.vcpus[vcpu].redist.lock().set_pending(crate::gic::PPI_VIRTUAL_TIMER);
+/// One of the guest's timers fired (physical PPI `intid` at EL2, left active by
+/// `gic::drain`): make its virtual twin pending.
+pub fn forward_guest_timer(vm: &Vm, vcpu: usize, intid: u32) {
+    // The timer PPIs are always in range.
+    let _ = vm.vcpus[vcpu].redist.lock().set_pending(intid);
     STATS.timer_irqs.inc();
+}
+
+/// The output of the guest timer whose interrupt is `intid`.
+fn timer_output(intid: u32) -> bool {
+    let ctl = if intid == crate::gic::PPI_VIRTUAL_TIMER { CNTV_CTL_EL0.get() } else { CNTP_CTL_EL0.get() };
+    asyncpf_core::vgic::timer_output(ctl)
+}
+
+/// Level semantics of the guest's timers (see the module's documentation): a timer interrupt
+/// that is pending, in the model or only pending in a list register, while its timer's output
+/// is low is withdrawn, and its physical interrupt deactivated. One the guest has acknowledged
+/// (active in a list register) is left for the guest to deactivate.
+fn withdraw_lowered_timers(vm: &Vm, vcpu: usize, lrs: &mut [u64]) {
+    for intid in crate::gic::GUEST_TIMER_PPIS {
+        let in_model = vm.vcpus[vcpu].redist.lock().is_pending(intid);
+        let listed =
+            lrs.iter().position(|lr| lr & LR_STATE_MASK == LR_STATE_PENDING && lr & LR_VINTID_MASK == u64::from(intid));
+        if (!in_model && listed.is_none()) || timer_output(intid) {
+            continue;
+        }
+        if in_model {
+            let _ = vm.vcpus[vcpu].redist.lock().clear_pending(intid);
+        }
+        if let Some(n) = listed {
+            lrs[n] = 0;
+            write_lr(n, 0);
+        }
+        crate::gic::deactivate_private(intid);
+    }
 }
 
 /// The guest wrote `value` to ICC_SGI1R_EL1 on vCPU `sender`: make the SGI pending on every

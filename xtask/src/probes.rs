@@ -24,6 +24,8 @@ const TABLEWALK_ROUNDS: u64 = 2;
 const TABLEWALK_PAGES: u64 = 4096;
 /// Interrupts without GICR_WAKER.
 pub const GIC: &str = "kvm-compat/gic";
+/// The generic timers' interrupts: level semantics, and the EL1 physical timer.
+pub const TIMER: &str = "kvm-compat/timer";
 /// Rounds of the flood probe: each provokes one APF ring error and one injected abort.
 const FLOOD_ROUNDS: u64 = 2000;
 /// The most `[hyp]` lines a flood run may print: its fixed lines (start, VM, result, exit) and,
@@ -217,6 +219,15 @@ pub fn gic_test(root: &Path, tc: &Toolchain) -> Result<String> {
     let want = format!("{GUEST_LINE_PREFIX}gic probe: sgis 16 of 16, spis 1 of 1, GICR_WAKER never written");
     expect_line(&report, &want, GIC)?;
     Ok("16 SGIs and 1 SPI delivered to a guest that never wrote GICR_WAKER".into())
+}
+
+/// The timer probe checks the timers' level semantics (pending follows the output; disabling,
+/// masking and re-arming withdraw it; still high after its deactivation, it is pending again),
+/// that CNTV_CTL_EL0 stays as the guest wrote it, and the EL1 physical timer.
+pub fn timer_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let report = run::run(root, tc, &plan(root, "timer", String::new(), 20), true)?;
+    expect_line(&report, &format!("{GUEST_LINE_PREFIX}timer probe: 8 of 8 checks passed"), TIMER)?;
+    Ok("8 of 8 timer checks".into())
 }
 
 /// The run ended with the hypervisor's SYSTEM_OFF and its console has `want`.

@@ -792,7 +792,13 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     let mut built = true;
     // The probe and Linux tests need the hypervisor (and the probes) built too.
-    let probe_tests = [crate::probes::ESCAPE, crate::probes::FLOOD, crate::probes::TABLEWALK, crate::probes::GIC];
+    let probe_tests = [
+        crate::probes::ESCAPE,
+        crate::probes::FLOOD,
+        crate::probes::TABLEWALK,
+        crate::probes::GIC,
+        crate::probes::TIMER,
+    ];
     if !cases.is_empty() || selected(BUILD) || probe_tests.iter().any(|t| selected(t)) || selected(LINUX) {
         let row = timed(BUILD, || build::build(root, build::Select::ALL).map(|()| String::new()));
         built = row.passed;
@@ -819,6 +825,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(crate::probes::GIC) && built {
         rows.push(timed(crate::probes::GIC, || crate::probes::gic_test(root, tc)));
+    }
+    if selected(crate::probes::TIMER) && built {
+        rows.push(timed(crate::probes::TIMER, || crate::probes::timer_test(root, tc)));
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));

@@ -165,6 +165,10 @@ impl Bank {
         self.pending &= !(1 << bit);
     }
 
+    pub(super) fn is_pending(&self, bit: usize) -> bool {
+        bit < BANK as usize && self.pending & (1 << bit) != 0
+    }
+
     /// Interrupts that may be forwarded: pending, enabled, Group 1, not active.
     fn deliverable(&self) -> u32 {
         self.pending & self.enabled & self.group1 & !self.active

@@ -188,6 +188,17 @@ pub fn peek_next(dist: &Distributor, redist: &Redistributor) -> Option<Pending> 
     }
 }
 
+/// The output of a generic timer whose control register (CNTV_CTL_EL0, CNTP_CTL_EL0) reads
+/// `ctl`: ENABLE, ISTATUS and not IMASK. Its interrupt is level-sensitive: pending exactly
+/// while this holds, as KVM emulates it (disabling, masking or re-arming the timer into the
+/// future withdraws it).
+pub const fn timer_output(ctl: u64) -> bool {
+    const ENABLE: u64 = 1 << 0;
+    const IMASK: u64 = 1 << 1;
+    const ISTATUS: u64 = 1 << 2;
+    ctl & (ENABLE | IMASK | ISTATUS) == ENABLE | ISTATUS
+}
+
 /// Whether [`take_next`] would return an interrupt.
 pub fn has_next(dist: &Distributor, redist: &Redistributor) -> bool {
     peek_next(dist, redist).is_some()

@@ -145,6 +145,11 @@ impl Redistributor {
         Ok(())
     }
 
+    /// Whether an SGI or PPI is pending here (not yet taken into a list register).
+    pub fn is_pending(&self, intid: u32) -> bool {
+        self.bank.is_pending(intid as usize)
+    }
+
     /// Clears an SGI's or PPI's pending state.
     pub fn clear_pending(&mut self, intid: u32) -> Result<(), BadIntId> {
         if intid >= PRIVATE_COUNT {

@@ -769,3 +769,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn timer_output_is_enable_and_istatus_unmasked() {
+    for ctl in 0..8u64 {
+        assert_eq!(timer_output(ctl), ctl == 0b101, "{ctl:#b}");
+    }
+    assert!(timer_output(0b101 | 1 << 8), "other bits do not matter");
+}
+
+#[test]
+fn pending_state_of_a_private_interrupt() {
+    let mut rd = Redistributor::new(0, 0, true);
+    assert!(!rd.is_pending(27));
+    rd.set_pending(27).unwrap();
+    assert!(rd.is_pending(27) && !rd.is_pending(26) && !rd.is_pending(40));
+    rd.clear_pending(27).unwrap();
+    assert!(!rd.is_pending(27));
+}

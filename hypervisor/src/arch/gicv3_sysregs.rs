@@ -15,10 +15,29 @@ pub fn ack_group1() -> u32 {
     (intid & 0xff_ffff) as u32
 }
 
-/// Signal the end of an interrupt (ICC_EOIR1_EL1; EOImode 0: priority drop and deactivation).
+/// Drop the running priority of an interrupt this CPU acknowledged (ICC_EOIR1_EL1; with
+/// EOImode 1, see [`split_priority_drop`], it stays active until [`deactivate`]).
 pub fn end_of_interrupt(intid: u32) {
     // SAFETY: ends an interrupt this CPU acknowledged; affects only GIC state.
     unsafe { asm!("msr icc_eoir1_el1, {}", in(reg) intid as u64, options(nostack, preserves_flags)) };
+}
+
+/// Deactivate an interrupt whose priority was dropped (ICC_DIR_EL1, EOImode 1).
+pub fn deactivate(intid: u32) {
+    // SAFETY: deactivates an interrupt this CPU acknowledged; affects only GIC state.
+    unsafe { asm!("msr icc_dir_el1, {}", in(reg) intid as u64, options(nostack, preserves_flags)) };
+}
+
+/// ICC_CTLR_EL1.EOImode = 1 at EL2: ICC_EOIR1_EL1 only drops the priority and ICC_DIR_EL1
+/// deactivates, so an interrupt handed to the guest through a hardware list register (the
+/// timers) stays active until the guest deactivates its virtual twin.
+pub fn split_priority_drop() {
+    // SAFETY: sets EOImode of the physical CPU interface, which the hypervisor owns; every
+    // path that ends interrupts (`gic::drain`) deactivates them explicitly from then on.
+    unsafe {
+        asm!("mrs {t}, icc_ctlr_el1", "orr {t}, {t}, #2", "msr icc_ctlr_el1, {t}", "isb", t = out(reg) _,
+             options(nostack, preserves_flags))
+    };
 }
 
 /// Set the priority mask (ICC_PMR_EL1): interrupts with priority lower than this are masked.
