@@ -3,6 +3,7 @@
 //!
 //! * [`image`]: the arm64 Linux kernel `Image` header and where to load it.
 //! * [`options`]: the hypervisor's command line.
+//! * [`features`]: the EL2 enables for the CPU features the guest is offered.
 //! * [`fdt`]: the device tree the guest boots with.
 //! * [`mpidr`]: MPIDR_EL1 affinity fields.
 //! * [`vgic`]: the emulated GICv3 distributor and redistributors.
@@ -26,6 +27,7 @@ extern crate std;
 pub mod apf;
 pub mod console;
 pub mod fdt;
+pub mod features;
 pub mod histogram;
 pub mod hypercall;
 pub mod image;

@@ -3,8 +3,8 @@
 
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTP_CTL_EL0, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1,
-    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, ID_AA64PFR0_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1,
-    SPSR_EL1, VBAR_EL1, VMPIDR_EL2,
+    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
+    VMPIDR_EL2,
 };
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
@@ -71,18 +71,26 @@ fn pmcr_counters() -> u64 {
 
 /// CPTR_EL2 (non-VHE): trap nothing the guest may use (FP/SIMD, SVE, SME), keeping RES1 bits.
 fn set_cptr_el2() {
-    const RES1: u64 = 0x2ff | 1 << 13;
-    const TZ: u64 = 1 << 8;
-    const TSM: u64 = 1 << 12;
-    let has_sve = ID_AA64PFR0_EL1.get() >> 32 & 0xf != 0;
-    let pfr1: u64;
-    // SAFETY: reading an ID register has no side effects.
-    unsafe { core::arch::asm!("mrs {}, id_aa64pfr1_el1", out(reg) pfr1, options(nomem, nostack, preserves_flags)) };
-    let has_sme = pfr1 >> 24 & 0xf != 0;
-    // TZ and TSM are RES1 when SVE/SME are absent, and "do not trap" (0) otherwise.
-    let value = RES1 | if has_sve { 0 } else { TZ } | if has_sme { 0 } else { TSM };
-    // SAFETY: CPTR_EL2 controls traps to EL2 only; these settings trap nothing.
-    unsafe { core::arch::asm!("msr cptr_el2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
+    let id = |crm, op2| arch::read_id_register(crm, op2).unwrap_or(0);
+    let enables = asyncpf_core::features::enables(asyncpf_core::features::IdRegisters {
+        aa64pfr0: id(4, 0),
+        aa64pfr1: id(4, 1),
+        aa64isar2: id(6, 2),
+        aa64mmfr1: id(7, 1),
+    });
+    // SAFETY: CPTR_EL2 controls traps to EL2 only; these settings trap only absent features.
+    unsafe { core::arch::asm!("msr cptr_el2, {}", in(reg) enables.cptr_el2, options(nomem, nostack, preserves_flags)) };
+    arch::isb();
+    if let Some(hcrx) = enables.hcrx_el2 {
+        // SAFETY: HCRX_EL2 (FEAT_HCX, present) enables EL1/EL0 features; MSCEn only lets the
+        // guest use the memory copy/set instructions its ID registers advertise.
+        unsafe { core::arch::asm!("msr S3_4_C1_C2_2, {}", in(reg) hcrx, options(nomem, nostack, preserves_flags)) };
+    }
+    if let Some(zcr) = enables.zcr_el2 {
+        // SAFETY: ZCR_EL2 (FEAT_SVE, present, not trapped after the CPTR_EL2 write above) only
+        // caps the vector length EL1 and EL0 may choose; the maximum caps nothing.
+        unsafe { core::arch::asm!("msr S3_4_C1_C2_0, {}", in(reg) zcr, options(nomem, nostack, preserves_flags)) };
+    }
     arch::isb();
 }
 

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use asyncpf_contract::runner::{GUEST_LINE_PREFIX, HYP_LINE_PREFIX};
 
 use crate::build;
@@ -26,11 +26,32 @@ const TABLEWALK_PAGES: u64 = 4096;
 pub const GIC: &str = "kvm-compat/gic";
 /// The generic timers' interrupts: level semantics, and the EL1 physical timer.
 pub const TIMER: &str = "kvm-compat/timer";
+/// Advertised CPU features work (FEAT_MOPS, SVE at the CPU's vector length).
+pub const FEATURES: &str = "kvm-compat/features";
+/// What the features probe must print per CPU model: `max` (QEMU 10) has FEAT_MOPS and SVE up to
+/// 2048 bits; `a64fx` has 512-bit SVE and no FEAT_MOPS.
+const FEATURE_LINES: [(&str, &str); 2] = [
+    ("max", "mops advertised true memset true memcpy true, sve advertised true vl_bytes 256, exceptions 0"),
+    ("a64fx", "mops advertised false memset false memcpy false, sve advertised true vl_bytes 64, exceptions 0"),
+];
 /// Rounds of the flood probe: each provokes one APF ring error and one injected abort.
 const FLOOD_ROUNDS: u64 = 2000;
 /// The most `[hyp]` lines a flood run may print: its fixed lines (start, VM, result, exit) and,
 /// per diagnostic kind, `LogLimiter::FIRST` + log2(rounds) (`asyncpf_core::ratelimit`).
 const FLOOD_MAX_HYP_LINES: u64 = 4 + 2 * (8 + 11);
+
+/// A probe test: its name in `cargo xtask test` and the function that runs it.
+pub type ProbeTest = (&'static str, fn(&Path, &Toolchain) -> Result<String>);
+
+/// Every probe test, in the order `cargo xtask test` runs them.
+pub const TESTS: &[ProbeTest] = &[
+    (ESCAPE, escape_test),
+    (FLOOD, flood_test),
+    (TABLEWALK, tablewalk_test),
+    (GIC, gic_test),
+    (TIMER, timer_test),
+    (FEATURES, features_test),
+];
 
 /// A plan that boots probe `probe` on one vCPU with `cmdline` (64 MiB of guest RAM).
 fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan {
@@ -228,6 +249,19 @@ pub fn timer_test(root: &Path, tc: &Toolchain) -> Result<String> {
     let report = run::run(root, tc, &plan(root, "timer", String::new(), 20), true)?;
     expect_line(&report, &format!("{GUEST_LINE_PREFIX}timer probe: 8 of 8 checks passed"), TIMER)?;
     Ok("8 of 8 timer checks".into())
+}
+
+/// On each CPU model, the features the ID registers advertise work at EL1: FEAT_MOPS memset
+/// and memcpy (HCRX_EL2.MSCEn), and SVE at the largest vector length the CPU has (ZCR_EL2).
+pub fn features_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    for (cpu, line) in FEATURE_LINES {
+        let mut plan = plan(root, "features", String::new(), 20);
+        plan.cpu = cpu.into();
+        let report = run::run(root, tc, &plan, true)?;
+        expect_line(&report, &format!("{GUEST_LINE_PREFIX}features probe: {line}"), FEATURES)
+            .with_context(|| format!("on -cpu {cpu}"))?;
+    }
+    Ok("max: MOPS memset/memcpy, SVE 2048 bits; a64fx: SVE 512 bits".into())
 }
 
 /// The run ended with the hypervisor's SYSTEM_OFF and its console has `want`.

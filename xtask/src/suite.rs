@@ -792,14 +792,8 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     let mut built = true;
     // The probe and Linux tests need the hypervisor (and the probes) built too.
-    let probe_tests = [
-        crate::probes::ESCAPE,
-        crate::probes::FLOOD,
-        crate::probes::TABLEWALK,
-        crate::probes::GIC,
-        crate::probes::TIMER,
-    ];
-    if !cases.is_empty() || selected(BUILD) || probe_tests.iter().any(|t| selected(t)) || selected(LINUX) {
+    let probe_tests = crate::probes::TESTS.iter().filter(|(name, _)| selected(name));
+    if !cases.is_empty() || selected(BUILD) || probe_tests.clone().next().is_some() || selected(LINUX) {
         let row = timed(BUILD, || build::build(root, build::Select::ALL).map(|()| String::new()));
         built = row.passed;
         rows.push(row);
@@ -814,20 +808,10 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     if selected(NEGATIVE) {
         rows.push(timed(NEGATIVE, || negative_not_an_image(root)));
     }
-    if selected(crate::probes::ESCAPE) && built {
-        rows.push(timed(crate::probes::ESCAPE, || crate::probes::escape_test(root, tc)));
-    }
-    if selected(crate::probes::FLOOD) && built {
-        rows.push(timed(crate::probes::FLOOD, || crate::probes::flood_test(root, tc)));
-    }
-    if selected(crate::probes::TABLEWALK) && built {
-        rows.push(timed(crate::probes::TABLEWALK, || crate::probes::tablewalk_test(root, tc)));
-    }
-    if selected(crate::probes::GIC) && built {
-        rows.push(timed(crate::probes::GIC, || crate::probes::gic_test(root, tc)));
-    }
-    if selected(crate::probes::TIMER) && built {
-        rows.push(timed(crate::probes::TIMER, || crate::probes::timer_test(root, tc)));
+    if built {
+        for (name, test) in probe_tests {
+            rows.push(timed(name, || test(root, tc)));
+        }
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));

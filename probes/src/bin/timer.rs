@@ -66,12 +66,6 @@ impl Timer {
             Timer::Phys => sysreg!(write "cntp_cval_el0", v),
         }
     }
-    fn intid(self) -> u64 {
-        match self {
-            Timer::Virt => VIRT_TIMER,
-            Timer::Phys => PHYS_TIMER,
-        }
-    }
     /// Fire `micros` from now, enabled and unmasked; wait until the condition holds.
     fn arm(self, micros: u64) -> bool {
         let ticks = sysreg!(read "cntfrq_el0") / 1_000_000 * micros;
@@ -128,7 +122,8 @@ fn timer(env: &Env) -> ! {
     mmio_write(gicr + GICR_SGI_BASE + GICR_IGROUPR0, u32::MAX);
     mmio_write(gicr + GICR_SGI_BASE + GICR_ISENABLER0, (1 << VIRT_TIMER) | (1 << PHYS_TIMER));
     let _ = mmio_read(gicr + GICR_SGI_BASE + GICR_ISENABLER0);
-    sysreg!(write "icc_sre_el1", sysreg!(read "icc_sre_el1") | 1);
+    let sre = sysreg!(read "icc_sre_el1");
+    sysreg!(write "icc_sre_el1", sre | 1);
     sysreg!(write "icc_pmr_el1", 0xf0u64);
     sysreg!(write "icc_igrpen1_el1", 1u64);
 
@@ -147,7 +142,8 @@ fn timer(env: &Env) -> ! {
     let taken = unmasked && acknowledge() == VIRT_TIMER;
     checks[4] = ("unmasking makes it pending again", taken);
     checks[5] = ("still high after its deactivation: pending again", taken && becomes_pending(VIRT_TIMER));
-    v.set_cval(v.now() + sysreg!(read "cntfrq_el0")); // one second ahead
+    let second = sysreg!(read "cntfrq_el0");
+    v.set_cval(v.now() + second); // one second ahead
     checks[6] = ("re-arming into the future withdraws it", taken && pending() != VIRT_TIMER);
     v.set_ctl(0);
 
