@@ -240,6 +240,30 @@ pub fn load_address(ram_base: u64, header: &ImageHeader) -> u64 {
     base.saturating_add(header.text_offset)
 }
 
+/// How long the file must be according to its PE/COFF header, for an Image that has one (a
+/// Linux kernel built with the EFI stub starts with "MZ" and keeps the PE header's offset at
+/// 0x3c): the end of its last section's raw data. None when there is no (readable) PE header.
+/// A file shorter than this is truncated: the runner refuses it rather than boot half a kernel.
+pub fn pe_file_end(bytes: &[u8]) -> Option<u64> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    if bytes.get(..2)? != b"MZ" {
+        return None;
+    }
+    let pe = u32_at(0x3c)? as usize;
+    if bytes.get(pe..pe.checked_add(4)?)? != b"PE\0\0" {
+        return None;
+    }
+    let sections = usize::from(u16_at(pe + 6)?);
+    let table = pe + 24 + usize::from(u16_at(pe + 20)?);
+    (0..sections)
+        .map(|i| {
+            let entry = table + 40 * i;
+            Some(u64::from(u32_at(entry + 20)?) + u64::from(u32_at(entry + 16)?))
+        })
+        .try_fold(0, |end: u64, section| section.map(|s| end.max(s)))
+}
+
 /// Where the kernel of `file_len` bytes with `header` goes in guest RAM that starts at
 /// `ram_base`, when everything from `limit` up is taken (the device tree): `Ok((load address,
 /// footprint))`, the footprint being the larger of `image_size` and the file; or `Err(needed)`,
@@ -399,5 +423,34 @@ mod tests {
             let got = placement(ram, limit, &h, 4096);
             assert!(got.is_err(), "{huge:#x}: {got:?}");
         }
+    }
+
+    /// A minimal PE header at 0x40 with two sections, the last ending at 0x3000.
+    fn pe_image(len: usize) -> Vec<u8> {
+        let mut bytes = image(0, 0x4000, 0b10, len.max(0x200));
+        bytes[..2].copy_from_slice(b"MZ");
+        bytes[0x3c..0x40].copy_from_slice(&0x40u32.to_le_bytes());
+        bytes[0x40..0x44].copy_from_slice(b"PE\0\0");
+        bytes[0x46..0x48].copy_from_slice(&2u16.to_le_bytes()); // NumberOfSections
+        bytes[0x54..0x56].copy_from_slice(&0x10u16.to_le_bytes()); // SizeOfOptionalHeader
+        let table = 0x40 + 24 + 0x10;
+        for (i, (raw, size)) in [(0x1000u32, 0x1000u32), (0x2000, 0x1000)].iter().enumerate() {
+            let e = table + 40 * i;
+            bytes[e + 16..e + 20].copy_from_slice(&size.to_le_bytes());
+            bytes[e + 20..e + 24].copy_from_slice(&raw.to_le_bytes());
+        }
+        bytes.truncate(len);
+        bytes
+    }
+
+    #[test]
+    fn pe_header_gives_the_file_length() {
+        assert_eq!(pe_file_end(&pe_image(0x3000)), Some(0x3000));
+        assert_eq!(pe_file_end(&pe_image(0x1800)), Some(0x3000), "a truncated file still says how long it was");
+        assert_eq!(pe_file_end(&image(0, 0x4000, 0b10, 0x1000)), None, "no MZ: no PE header");
+        let mut bad = pe_image(0x3000);
+        bad[0x3c..0x40].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
+        assert_eq!(pe_file_end(&bad), None, "a PE offset past the end");
+        assert_eq!(pe_file_end(&pe_image(0x90)), None, "the section table is cut off");
     }
 }

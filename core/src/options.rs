@@ -18,6 +18,8 @@ pub const DEFAULT_GUEST_MIB: u64 = 128;
 /// The accepted range of `guest_mib`: at least enough for a small kernel and its page tables,
 /// at most 4 GiB (the size the hypervisor's guest memory map is laid out for).
 pub const GUEST_MIB_RANGE: core::ops::RangeInclusive<u64> = 16..=4096;
+/// Physical CPUs the hypervisor supports (one vCPU at most per physical CPU).
+pub const MAX_CPUS: usize = 8;
 /// The accepted range of `backing_latency_us`: up to one second per request (more would only
 /// make runs time out; the bound also keeps the tick arithmetic far from overflow).
 pub const BACKING_LATENCY_US_RANGE: core::ops::RangeInclusive<u64> = 0..=1_000_000;

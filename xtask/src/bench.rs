@@ -123,6 +123,8 @@ impl OvercommitRun {
             seed: self.seed,
             json: None,
             guest_kernel: None,
+            expect: None,
+            success_pattern: None,
             guest_cmdline: self.guest_cmdline,
             timeout: self.timeout,
             icount: Some(self.icount),

@@ -14,15 +14,20 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US;
-use asyncpf_core::options::{BACKING_LATENCY_US_RANGE, MAX_BACKING_SELFTEST_PAGES, RESIDENT_MIB_RANGE};
+use asyncpf_core::options::{
+    BACKING_LATENCY_US_RANGE, GUEST_MIB_RANGE, MAX_BACKING_SELFTEST_PAGES, MAX_CPUS, RESIDENT_MIB_RANGE,
+};
 use clap::parser::ValueSource;
 use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-/// QEMU's `virt` machine accepts at most this many CPUs.
+/// QEMU's `virt` machine accepts at most this many CPUs (`--bare`).
 const MAX_PCPUS: u32 = 512;
+/// The hypervisor supports at most this many physical CPUs.
+const MAX_HYP_PCPUS: u32 = MAX_CPUS as u32;
 /// QEMU accepts `-icount shift=` values 0..=10.
 const MAX_ICOUNT_SHIFT: u32 = 10;
-/// Bounds on guest RAM: the guest kernel needs some room; the host machine has little RAM.
+/// Bounds on guest RAM in `--bare` runs: the guest kernel needs some room; the host machine has
+/// little RAM. Under the hypervisor its own bounds apply (`asyncpf_core::options`).
 const MIN_GUEST_MIB: u32 = 16;
 const MAX_GUEST_MIB: u32 = 16 * 1024;
 
@@ -99,8 +104,17 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Boot this arm64 kernel Image (optionally gzip-compressed) instead of asyncpf's guest.
+    /// Such a guest is judged by how it ends (--expect) and, if given, --success-pattern; its
+    /// own `@result` lines are not trusted.
     #[arg(long, value_name = "FILE")]
     pub guest_kernel: Option<PathBuf>,
+    /// With --guest-kernel: the end that makes the run ok [default: off].
+    #[arg(long, value_enum, value_name = "END")]
+    pub expect: Option<ExpectEnd>,
+    /// With --guest-kernel: the run is ok only if a line the guest printed matches this regular
+    /// expression (Rust `regex` syntax).
+    #[arg(long, value_name = "REGEX")]
+    pub success_pattern: Option<String>,
     /// Extra words for the guest's command line.
     #[arg(long, value_name = "STR")]
     pub guest_cmdline: Option<String>,
@@ -225,6 +239,26 @@ where
     Ok((cli, given))
 }
 
+/// How a foreign guest (`--guest-kernel`) must end for its run to be ok.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExpectEnd {
+    /// PSCI SYSTEM_OFF.
+    #[default]
+    Off,
+    /// PSCI SYSTEM_RESET (e.g. Linux with `panic=-1` after a panic).
+    Reset,
+    /// SYSTEM_OFF or SYSTEM_RESET.
+    Any,
+}
+
+/// How a foreign guest's run is judged (the guest's own `@result` lines are not trusted).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignJudge {
+    pub expect: ExpectEnd,
+    /// A regular expression one of the guest's console lines must match (checked valid).
+    pub success_pattern: Option<String>,
+}
+
 /// A validated `run` request: everything needed to build the QEMU command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunPlan {
@@ -244,6 +278,8 @@ pub struct RunPlan {
     pub backing: BackingPlan,
     /// Host memory for guest RAM in MiB (`resident_mib`); None: guest RAM is not paged.
     pub resident_mib: Option<u32>,
+    /// For a `--guest-kernel` run: how it is judged.
+    pub foreign: Option<ForeignJudge>,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -286,13 +322,18 @@ impl RunArgs {
     /// Checks the options against each other and fills in the defaults that depend on others.
     pub fn validate(&self) -> Result<RunPlan> {
         // `--pcpus` defaults to `--vcpus`, `--vcpus` to `--pcpus`, both to 4.
+        if self.vcpus == Some(0) {
+            bail!("--vcpus must be at least 1");
+        }
         let pcpus = self.pcpus.or(self.vcpus).unwrap_or(4);
         let vcpus = self.vcpus.unwrap_or(pcpus);
-        if pcpus == 0 || pcpus > MAX_PCPUS {
-            bail!("--pcpus {pcpus} is out of range: QEMU's virt machine takes 1..={MAX_PCPUS} CPUs");
-        }
-        if vcpus == 0 {
-            bail!("--vcpus must be at least 1");
+        let (option, limit, who) = match (self.bare, self.pcpus.is_some()) {
+            (true, _) => ("--pcpus", MAX_PCPUS, "QEMU's virt machine takes"),
+            (false, true) => ("--pcpus", MAX_HYP_PCPUS, "the hypervisor supports"),
+            (false, false) => ("--vcpus", MAX_HYP_PCPUS, "the hypervisor supports (one per physical CPU)"),
+        };
+        if pcpus == 0 || pcpus > limit {
+            bail!("{option} {pcpus} is out of range: {who} 1..={limit} CPUs");
         }
         if vcpus > pcpus {
             bail!(
@@ -306,8 +347,19 @@ impl RunArgs {
                  --pcpus ({pcpus}); drop one of them"
             );
         }
-        if !(MIN_GUEST_MIB..=MAX_GUEST_MIB).contains(&self.guest_mib) {
-            bail!("--guest-mib {} is out of range {MIN_GUEST_MIB}..={MAX_GUEST_MIB}", self.guest_mib);
+        let guest_mib_range = if self.bare {
+            MIN_GUEST_MIB..=MAX_GUEST_MIB
+        } else {
+            *GUEST_MIB_RANGE.start() as u32..=*GUEST_MIB_RANGE.end() as u32
+        };
+        if !guest_mib_range.contains(&self.guest_mib) {
+            bail!(
+                "--guest-mib {} is out of range {}..={}{}",
+                self.guest_mib,
+                guest_mib_range.start(),
+                guest_mib_range.end(),
+                if self.bare { "" } else { " (the hypervisor's limit)" }
+            );
         }
         if let Some(shift) = self.icount {
             if shift > MAX_ICOUNT_SHIFT {
@@ -356,6 +408,20 @@ impl RunArgs {
                 );
             }
         }
+        if self.guest_kernel.is_none() && (self.expect.is_some() || self.success_pattern.is_some()) {
+            bail!(
+                "--expect and --success-pattern judge a --guest-kernel run; asyncpf's own guest reports its own result"
+            );
+        }
+        if let Some(pattern) = &self.success_pattern {
+            if let Err(e) = regex::Regex::new(pattern) {
+                bail!("--success-pattern {pattern:?} is not a valid regular expression: {e}");
+            }
+        }
+        let foreign = self.guest_kernel.as_ref().map(|_| ForeignJudge {
+            expect: self.expect.unwrap_or_default(),
+            success_pattern: self.success_pattern.clone(),
+        });
         // The disk always holds all of guest RAM (`disk_bytes`), which paging needs.
         let slots = backing.disk_bytes(self.guest_mib) / SLOT_BYTES;
         if let Some(bad) = backing.read_errors.iter().chain(&backing.write_errors).find(|&&s| s >= slots) {
@@ -377,6 +443,7 @@ impl RunArgs {
             quiet: self.quiet,
             backing,
             resident_mib: self.resident_mib,
+            foreign,
         })
     }
 }
@@ -433,9 +500,17 @@ pub(crate) mod tests {
     fn rejects_bad_cpu_counts() {
         let err = parse_run(&["--vcpus", "4", "--pcpus", "2"]).validate().unwrap_err();
         assert!(err.to_string().contains("pins one vCPU per physical CPU"), "{err}");
-        assert!(parse_run(&["--vcpus", "0"]).validate().is_err());
-        assert!(parse_run(&["--pcpus", "0"]).validate().is_err());
-        assert!(parse_run(&["--pcpus", "513"]).validate().is_err());
+        let err = |args: &[&str]| parse_run(args).validate().unwrap_err().to_string();
+        assert_eq!(err(&["--vcpus", "0"]), "--vcpus must be at least 1", "blames the option given");
+        assert!(err(&["--pcpus", "0"]).starts_with("--pcpus 0 is out of range"));
+        // The hypervisor's limit is named, and named against the option the user gave.
+        assert_eq!(
+            err(&["--vcpus", "64"]),
+            "--vcpus 64 is out of range: the hypervisor supports (one per physical CPU) 1..=8 CPUs"
+        );
+        assert!(err(&["--pcpus", "9"]).contains("the hypervisor supports 1..=8"));
+        assert!(parse_run(&["--bare", "--pcpus", "9"]).validate().is_ok(), "QEMU's own limit in --bare");
+        assert!(err(&["--bare", "--pcpus", "513"]).contains("QEMU's virt machine takes 1..=512"));
         let err = parse_run(&["--bare", "--vcpus", "1", "--pcpus", "2"]).validate().unwrap_err();
         assert!(err.to_string().contains("--bare"), "{err}");
         assert!(parse_run(&["--bare", "--vcpus", "2"]).validate().is_ok());
@@ -446,6 +521,19 @@ pub(crate) mod tests {
         assert!(parse_run(&["--icount", "11"]).validate().is_err());
         assert!(parse_run(&["--icount", "10"]).validate().is_ok());
         assert!(parse_run(&["--guest-mib", "8"]).validate().is_err());
+        // The hypervisor's range, quoted as it is (not QEMU's --bare range).
+        let err = parse_run(&["--guest-mib", "5000"]).validate().unwrap_err().to_string();
+        assert_eq!(err, "--guest-mib 5000 is out of range 16..=4096 (the hypervisor's limit)");
+        assert!(parse_run(&["--guest-mib", "3"]).validate().unwrap_err().to_string().contains("16..=4096"));
+        assert!(parse_run(&["--bare", "--guest-mib", "5000"]).validate().is_ok());
+        // Judging options only for a foreign kernel; the pattern must compile.
+        assert!(parse_run(&["--expect", "reset"]).validate().unwrap_err().to_string().contains("--guest-kernel"));
+        let err = parse_run(&["--guest-kernel", "/i", "--success-pattern", "a("]).validate().unwrap_err();
+        assert!(err.to_string().contains("not a valid regular expression"), "{err}");
+        let p = parse_run(&["--guest-kernel", "/i", "--expect", "any", "--success-pattern", "ok$"]).validate().unwrap();
+        assert_eq!(p.foreign, Some(ForeignJudge { expect: ExpectEnd::Any, success_pattern: Some("ok$".into()) }));
+        let p = parse_run(&["--guest-kernel", "/i"]).validate().unwrap();
+        assert_eq!(p.foreign.unwrap().expect, ExpectEnd::Off);
         assert!(parse_run(&["--timeout", "0"]).validate().is_err());
         assert!(parse_run(&["--scenario", "a b"]).validate().is_err());
         assert!(parse_run(&["--scenario", "x=y"]).validate().is_err());

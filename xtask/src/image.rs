@@ -34,6 +34,9 @@ pub fn check_header(bytes: &[u8]) -> Result<ImageHeader> {
     if header.image_size > 1 << 32 {
         bail!("Image image_size {:#x} is not sane (over 4 GiB)", header.image_size);
     }
+    if let Some(end) = asyncpf_core::image::pe_file_end(bytes).filter(|&end| end > len) {
+        bail!("the Image is truncated: {len} bytes, but its PE/COFF header says {end}");
+    }
     Ok(header)
 }
 

@@ -87,7 +87,8 @@ pub fn boot_test(root: &Path) -> Result<String> {
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
     let out = Command::new(&exe)
         .args(["run", "--no-build", "--vcpus", "2", "--guest-mib", "256", "--timeout", "150"])
-        .args(["--guest-cmdline", "console=ttyAMA0 panic=-1", "--guest-kernel"])
+        .args(["--guest-cmdline", "console=ttyAMA0 panic=-1", "--expect", "reset"])
+        .args(["--success-pattern", EXPECTED_LINES[EXPECTED_LINES.len() - 1], "--guest-kernel"])
         .arg(&kernel)
         .arg("--json")
         .arg(&json)
@@ -105,6 +106,10 @@ pub fn boot_test(root: &Path) -> Result<String> {
         if !stdout.contains(expected) && !console.iter().any(|l| l.contains(expected)) {
             problems.push(format!("the console never showed {expected:?}"));
         }
+    }
+    // Judged as a foreign guest: it reset (--expect reset) after the root-mount panic line.
+    if report["ok"] != true || report["end"] != "system_reset" {
+        problems.push(format!("the run was not ok: end {}, failure {}", report["end"], report["failure"]));
     }
     if report["exit_status"].as_i64() != Some(EXIT_SYSTEM_RESET) {
         problems.push(format!("exit status {} instead of {EXIT_SYSTEM_RESET} (SYSTEM_RESET)", report["exit_status"]));

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use asyncpf_contract::runner::{GUEST_LINE_PREFIX, HYP_LINE_PREFIX};
 
 use crate::build;
-use crate::cli::{BackingPlan, RunPlan};
+use crate::cli::{BackingPlan, ExpectEnd, ForeignJudge, RunPlan};
 use crate::results::Report;
 use crate::run;
 use crate::toolchain::Toolchain;
@@ -71,41 +71,48 @@ fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan
         quiet: true,
         backing: BackingPlan::default(),
         resident_mib: None,
+        foreign: Some(ForeignJudge { expect: ExpectEnd::Off, success_pattern: None }),
     }
 }
 
 /// The escape probe tries every QEMU semihosting call that reaches the host (open and write a
 /// file, run a command, write forged lines to QEMU's standard error, exit QEMU with 0) and
 /// forges `[hyp]` lines through its UART. Passes when nothing reached the host, every
-/// semihosting call was UNDEFINED in the guest, no forged line was taken for the hypervisor's,
-/// and the run is judged failed (a foreign guest that printed no result) with the exit status
-/// the real hypervisor reported.
+/// semihosting call was UNDEFINED in the guest, no forged line was taken for the hypervisor's:
+/// when the probe powers off the run ends with the real hypervisor's SYSTEM_OFF, and when it
+/// spins instead the run times out although it printed `[hyp] @exit 0`.
 pub fn escape_test(root: &Path, tc: &Toolchain) -> Result<String> {
     let dir = run::temp_dir(root);
     fs::create_dir_all(&dir)?;
-    let marker = dir.join(format!("escape-marker-{}", std::process::id()));
-    let system_marker = PathBuf::from(format!("{}.system", marker.display()));
-    for m in [&marker, &system_marker] {
-        let _ = fs::remove_file(m);
-    }
-    let report = run::run(root, tc, &plan(root, "escape", format!("marker={}", marker.display()), 30), true)?;
-    let reached_host: Vec<String> =
-        [&marker, &system_marker].iter().filter(|m| m.exists()).map(|m| m.display().to_string()).collect();
-    for m in [&marker, &system_marker] {
-        let _ = fs::remove_file(m);
-    }
-    let problems = escape_problems(&report, &reached_host);
-    if !problems.is_empty() {
-        for line in &report.console_tail {
-            println!("{ESCAPE}: | {line}");
+    for end in ["off", "hang"] {
+        let marker = dir.join(format!("escape-marker-{}-{end}", std::process::id()));
+        let system_marker = PathBuf::from(format!("{}.system", marker.display()));
+        for m in [&marker, &system_marker] {
+            let _ = fs::remove_file(m);
         }
-        bail!("{}", problems.join("; "));
+        let timeout = if end == "hang" { 4 } else { 30 };
+        let cmdline = format!("marker={} end={end}", marker.display());
+        let report = run::run(root, tc, &plan(root, "escape", cmdline, timeout), true)?;
+        let reached_host: Vec<String> =
+            [&marker, &system_marker].iter().filter(|m| m.exists()).map(|m| m.display().to_string()).collect();
+        for m in [&marker, &system_marker] {
+            let _ = fs::remove_file(m);
+        }
+        let problems = escape_problems(&report, &reached_host, end == "hang");
+        if !problems.is_empty() {
+            for line in &report.console_tail {
+                println!("{ESCAPE}: | {line}");
+            }
+            bail!("end={end}: {}", problems.join("; "));
+        }
     }
-    Ok("4 of 4 semihosting calls UNDEFINED, nothing on the host, forged lines shown as the guest's".into())
+    Ok("4 of 4 semihosting calls UNDEFINED, nothing on the host, forged lines shown as the guest's and not believed"
+        .into())
 }
 
-/// What is wrong with an escape probe's run; empty when it was contained.
-fn escape_problems(report: &Report, reached_host: &[String]) -> Vec<String> {
+/// What is wrong with an escape probe's run; empty when it was contained. `hangs`: the probe
+/// spun after forging, so the run must have timed out.
+fn escape_problems(report: &Report, reached_host: &[String], hangs: bool) -> Vec<String> {
     let mut problems = Vec::new();
     if !reached_host.is_empty() {
         problems.push(format!("the guest created {} on the host", reached_host.join(" and ")));
@@ -115,22 +122,22 @@ fn escape_problems(report: &Report, reached_host: &[String]) -> Vec<String> {
     if !has(&summary) {
         problems.push(format!("no `{summary}` line: a semihosting call was served, or the probe did not run"));
     }
-    if !has("[guest] escape probe: done, powering off") {
-        problems.push("the probe did not get to its end".into());
-    }
     let forged = format!("{GUEST_LINE_PREFIX}{HYP_LINE_PREFIX}@exit 0");
     if !has(&forged) {
         problems.push(format!("the forged UART line is not shown as `{forged}`"));
     }
-    if report.hyp.get("forged").is_some() || report.hyp.get("end").and_then(|e| e.as_str()) != Some("system_off") {
+    if !report.guest.is_null() || report.hyp.get("forged").is_some() {
+        problems.push(format!("a forged result was taken: guest {}, hyp {}", report.guest, report.hyp));
+    }
+    let (end, status, ok) = if hangs { ("timeout", None, false) } else { ("system_off", Some(0), true) };
+    if report.end != end || report.exit_status != status || report.ok != ok {
+        problems.push(format!(
+            "the run ended {} (status {:?}, ok {}), not {end} (status {status:?}, ok {ok}): {:?}",
+            report.end, report.exit_status, report.ok, report.failure
+        ));
+    }
+    if !hangs && report.hyp.get("end").and_then(|e| e.as_str()) != Some("system_off") {
         problems.push(format!("the hypervisor's result is not its own SYSTEM_OFF: {}", report.hyp));
-    }
-    if report.exit_status != Some(0) {
-        problems.push(format!("exit status {:?}, not the hypervisor's 0 (SYSTEM_OFF)", report.exit_status));
-    }
-    match &report.failure {
-        Some(f) if !report.ok && f.contains("no `@result` line") => {}
-        other => problems.push(format!("the run must fail for want of a guest result, not {other:?}")),
     }
     problems
 }
@@ -284,36 +291,39 @@ mod tests {
         let mut r: Report = serde_json::from_value(json!({
             "scenario": "probe-escape", "vcpus": 1, "pcpus": 1, "cpu": "max", "guest_mib": 64, "bare": false,
             "guest_kernel": "escape.Image", "qemu": "", "qemu_version": "", "icount": null, "seed": 1,
-            "ok": false, "exit_status": 0, "qemu_exit_status": 0, "wall_seconds": 0.1, "per_vcpu": null,
+            "ok": true, "exit_status": 0, "qemu_exit_status": 0, "end": "system_off", "wall_seconds": 0.1, "per_vcpu": null,
             "console_lines": {"hyp": 4, "guest": 9, "other": 0},
             "hyp": {"end": "system_off"}, "guest": null, "backing_latency_us": 50, "backing_selftest": null,
             "resident_mib": null, "mem": null, "check": null,
-            "failure": "the guest printed no `@result` line", "console_tail": [
+            "failure": null, "console_tail": [
                 "[guest] escape probe: semihosting calls 4, undefined 4",
                 "[guest] [hyp] @exit 0",
                 "[guest] escape probe: done, powering off",
             ]
         }))
         .unwrap();
-        r.ok = false;
         r
     }
 
     /// The checks pass on a contained run and catch each way of escaping.
     #[test]
     fn escape_checks() {
-        assert_eq!(escape_problems(&contained(), &[]), Vec::<String>::new());
-        assert!(escape_problems(&contained(), &["/t/m".into()])[0].contains("created /t/m"));
+        assert_eq!(escape_problems(&contained(), &[], false), Vec::<String>::new());
+        assert!(escape_problems(&contained(), &["/t/m".into()], false)[0].contains("created /t/m"));
         let mut served = contained();
         served.console_tail[0] = "[guest] escape probe: semihosting calls 4, undefined 3".into();
-        assert!(escape_problems(&served, &[])[0].contains("semihosting call was served"));
+        assert!(escape_problems(&served, &[], false)[0].contains("semihosting call was served"));
         let mut forged = contained();
         forged.hyp = json!({"forged": true});
-        forged.ok = true;
-        forged.failure = None;
-        let p = escape_problems(&forged, &[]);
-        assert!(p.iter().any(|m| m.contains("not its own SYSTEM_OFF")), "{p:?}");
-        assert!(p.iter().any(|m| m.contains("must fail")), "{p:?}");
+        let p = escape_problems(&forged, &[], false);
+        assert!(p.iter().any(|m| m.contains("forged result was taken")), "{p:?}");
+        // The spinning probe's run must time out: ending with status 0 means a forged exit won.
+        let p = escape_problems(&contained(), &[], true);
+        assert!(p.iter().any(|m| m.contains("not timeout")), "{p:?}");
+        let mut timed_out = contained();
+        (timed_out.end, timed_out.exit_status, timed_out.ok, timed_out.hyp) =
+            ("timeout".into(), None, false, json!(null));
+        assert_eq!(escape_problems(&timed_out, &[], true), Vec::<String>::new());
     }
 
     #[test]

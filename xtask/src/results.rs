@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use asyncpf_contract::runner;
 use serde::Serialize;
 
+use crate::cli::ExpectEnd;
 use crate::qemu::Stream;
 use serde_json::Value;
 
@@ -93,6 +94,11 @@ pub struct LineCounts {
 /// What the runner keeps of the console: the tail and the result objects.
 #[derive(Debug, Default)]
 pub struct Console {
+    /// A foreign guest (`--guest-kernel`): its `@result` lines are not results; the first of
+    /// its lines that matches `success_pattern` is kept in `pattern_line`.
+    pub foreign: bool,
+    pub success_pattern: Option<regex::Regex>,
+    pub pattern_line: Option<String>,
     pub tail: VecDeque<String>,
     pub guest: Option<Value>,
     pub hyp: Option<Value>,
@@ -100,6 +106,8 @@ pub struct Console {
     pub selftest: Option<Value>,
     /// The hypervisor's exit status: its first `[hyp] @exit N` line.
     pub hyp_exit: Option<u32>,
+    /// The hypervisor's first `error: ...` or `PANIC ...` line: why it ended the machine.
+    pub hyp_error: Option<String>,
     /// Console lines seen, by who printed them.
     pub lines: LineCounts,
     /// Result lines that could not be used, with the reason.
@@ -111,6 +119,11 @@ pub struct Console {
 impl Console {
     pub fn new(bare: bool) -> Self {
         Console { bare, ..Default::default() }
+    }
+
+    /// The console of a foreign guest, judged by how it ends and by `success_pattern`.
+    pub fn foreign(bare: bool, success_pattern: Option<regex::Regex>) -> Self {
+        Console { bare, foreign: true, success_pattern, ..Default::default() }
     }
 
     /// One line of QEMU's output; only `Stream::Stdout` (the UART) can carry results.
@@ -126,6 +139,18 @@ impl Console {
             _ => self.lines.other += 1,
         }
         let Some((source, content)) = source else { return };
+        if source == Source::Guest && self.foreign {
+            if self.pattern_line.is_none() && self.success_pattern.as_ref().is_some_and(|p| p.is_match(content)) {
+                self.pattern_line = Some(content.to_string());
+            }
+            return;
+        }
+        if source == Source::Hyp
+            && self.hyp_error.is_none()
+            && (content.starts_with("error:") || content.starts_with("PANIC"))
+        {
+            self.hyp_error = Some(content.to_string());
+        }
         if let (Source::Hyp, Some(code)) = (source, content.strip_prefix(runner::EXIT_PREFIX)) {
             match code.trim().parse() {
                 Ok(code) if self.hyp_exit.is_none() => self.hyp_exit = Some(code),
@@ -222,13 +247,52 @@ pub fn exit_status(
     }
 }
 
+/// How a run ended, for the report (`end`).
+pub fn end_of_run(qemu_exit: Option<i32>, timed_out: bool, console: &Console) -> &'static str {
+    if timed_out {
+        return "timeout";
+    }
+    match exit_status(qemu_exit, false, 0, console).map(|s| u32::try_from(s).ok()) {
+        Ok(Some(runner::EXIT_SYSTEM_OFF)) => "system_off",
+        Ok(Some(runner::EXIT_SYSTEM_RESET)) => "system_reset",
+        Ok(Some(runner::EXIT_HYP_PANIC)) => "hypervisor_panic",
+        Ok(Some(runner::EXIT_BAD_CONFIG)) => "bad_config",
+        Ok(_) => "other_status",
+        Err(_) if qemu_exit.is_none() => "killed",
+        Err(_) => "no_exit_status",
+    }
+}
+
+/// The verdict on a foreign guest (`--guest-kernel`): it ended as `expect` says, and printed a
+/// line matching the success pattern if one was given. None means ok.
+pub fn foreign_verdict(end: &str, expect: ExpectEnd, console: &Console) -> Option<String> {
+    let expected = match expect {
+        ExpectEnd::Off => &["system_off"][..],
+        ExpectEnd::Reset => &["system_reset"],
+        ExpectEnd::Any => &["system_off", "system_reset"],
+    };
+    if !expected.contains(&end) {
+        let why = console.hyp_error.as_ref().map(|e| format!(" ({e})")).unwrap_or_default();
+        return Some(format!("the guest ended with {end}{why}, not {} (--expect)", expected.join(" or ")));
+    }
+    match &console.success_pattern {
+        Some(p) if console.pattern_line.is_none() => {
+            Some(format!("no guest console line matched --success-pattern {:?}", p.as_str()))
+        }
+        _ => None,
+    }
+}
+
 /// Decides whether a run passed; None means ok, otherwise the one-line reason.
 pub fn verdict(qemu_exit: Option<i32>, timed_out: bool, timeout_secs: u64, console: &Console) -> Option<String> {
     match exit_status(qemu_exit, timed_out, timeout_secs, console) {
         Err(why) => return Some(why),
         Ok(0) => {}
         Ok(code) if console.bare => return Some(format!("QEMU exited with status {code}")),
-        Ok(code) => return Some(format!("the hypervisor ended with status {code} ({})", exit_meaning(code))),
+        Ok(code) => {
+            let why = console.hyp_error.as_ref().map(|e| format!(": {e}")).unwrap_or_default();
+            return Some(format!("the hypervisor ended with status {code} ({}){why}", exit_meaning(code)));
+        }
     }
     let Some(guest) = &console.guest else {
         let extra = console.bad_results.first().map(|b| format!(" ({b})")).unwrap_or_default();
@@ -269,6 +333,13 @@ pub struct Report {
     pub exit_status: Option<i32>,
     /// QEMU's own exit code (0 when the hypervisor powered the machine off).
     pub qemu_exit_status: Option<i32>,
+    /// How the run ended: system_off, system_reset, hypervisor_panic, bad_config, timeout,
+    /// killed, no_exit_status (QEMU ended without the hypervisor's `@exit` line), other_status.
+    #[serde(default)]
+    pub end: String,
+    /// A foreign guest's console line that matched `--success-pattern`.
+    #[serde(default)]
+    pub success_line: Option<String>,
     /// Console lines by who printed them.
     pub console_lines: LineCounts,
     pub wall_seconds: f64,
@@ -497,6 +568,8 @@ mod tests {
             ok: true,
             exit_status: Some(0),
             qemu_exit_status: Some(0),
+            end: "system_off".into(),
+            success_line: None,
             console_lines: LineCounts::default(),
             wall_seconds: 1.0,
             per_vcpu: Value::Null,
@@ -544,8 +617,9 @@ mod tests {
         assert!(verdict(None, true, 5, &c).unwrap().contains("timed out after 5 s"));
         assert!(verdict(Some(0), false, 5, &c).unwrap().contains("without the hypervisor's `[hyp] @exit N` line"));
         assert!(verdict(Some(1), false, 5, &c).unwrap().contains("QEMU itself failed with exit status 1"));
+        c.push(Stream::Stdout, "[hyp] PANIC on CPU 1 (vCPU 1): boom");
         c.push(Stream::Stdout, "[hyp] @exit 101");
-        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("status 101 (hypervisor panic)"));
+        assert!(verdict(Some(0), false, 5, &c).unwrap().contains("status 101 (hypervisor panic): PANIC on CPU 1"));
         let mut c = Console::new(false);
         c.push(Stream::Stdout, "[hyp] @exit 0");
         c.push(Stream::Stdout, "[hyp] @exit 101"); // only the first counts
@@ -564,6 +638,29 @@ mod tests {
     /// Only the hypervisor's own lines on the UART count: a guest line that looks like the
     /// hypervisor's, or anything on QEMU's standard error (where semihosting would write), is
     /// console text and nothing more.
+    #[test]
+    fn foreign_guests_are_judged_by_their_end_and_pattern() {
+        let mut c = Console::foreign(false, Some(regex::Regex::new("^tests: [0-9]+ passed$").unwrap()));
+        c.push(Stream::Stdout, "[guest] @result {\"ok\": true}");
+        assert_eq!(c.guest, None, "a foreign guest's result lines are not trusted");
+        c.push(Stream::Stdout, "[hyp] @exit 0");
+        assert_eq!(end_of_run(Some(0), false, &c), "system_off");
+        assert!(foreign_verdict("system_off", ExpectEnd::Off, &c).unwrap().contains("no guest console line matched"));
+        c.push(Stream::Stdout, "[hyp] tests: 3 passed"); // the hypervisor's lines do not count
+        assert!(foreign_verdict("system_off", ExpectEnd::Off, &c).is_some());
+        c.push(Stream::Stdout, "[guest] tests: 3 passed");
+        assert_eq!(c.pattern_line.as_deref(), Some("tests: 3 passed"));
+        assert_eq!(foreign_verdict("system_off", ExpectEnd::Off, &c), None);
+        assert_eq!(foreign_verdict("system_off", ExpectEnd::Any, &c), None);
+        assert!(foreign_verdict("system_off", ExpectEnd::Reset, &c).unwrap().contains("not system_reset"));
+        assert!(foreign_verdict("timeout", ExpectEnd::Any, &c).unwrap().contains("ended with timeout"));
+        let plain = Console::foreign(false, None);
+        assert_eq!(foreign_verdict("system_reset", ExpectEnd::Reset, &plain), None);
+        assert_eq!(end_of_run(None, true, &plain), "timeout");
+        assert_eq!(end_of_run(None, false, &plain), "killed");
+        assert_eq!(end_of_run(Some(0), false, &plain), "no_exit_status");
+    }
+
     #[test]
     fn forged_lines_are_not_results() {
         let mut c = Console::new(false);

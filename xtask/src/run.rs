@@ -72,6 +72,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
             image::stage(&own, &tmp)?
         }
     };
+    check_resident_fits_kernel(plan, &staged)?;
     let disk = if need_hypervisor { Some(Disk::create(root, &plan.backing, plan.guest_mib)?) } else { None };
     let argv = qemu::command_line(
         plan,
@@ -98,7 +99,13 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         println!("{QEMU_START_MARKER}{}", report.qemu);
     }
 
-    let mut console = Console::new(plan.bare);
+    let mut console = match &plan.foreign {
+        Some(judge) => Console::foreign(
+            plan.bare,
+            judge.success_pattern.as_deref().map(regex::Regex::new).transpose().context("--success-pattern")?,
+        ),
+        None => Console::new(plan.bare),
+    };
     let outcome = qemu::run(&argv, Duration::from_secs(plan.timeout_secs), |stream, line| {
         if !plan.quiet {
             match stream {
@@ -112,7 +119,14 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     drop(disk);
     console.finish();
 
-    let mut failure = results::verdict(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console);
+    let end = results::end_of_run(outcome.exit_code, outcome.timed_out, &console);
+    let mut failure = match &plan.foreign {
+        Some(judge) => match results::exit_status(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console) {
+            Err(why) => Some(why),
+            Ok(_) => results::foreign_verdict(end, judge.expect, &console),
+        },
+        None => results::verdict(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console),
+    };
     if failure.is_none() && plan.backing.selftest_pages > 0 && console.selftest.is_none() {
         failure = Some(format!(
             "the hypervisor printed no `{}{}` line",
@@ -125,6 +139,8 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.exit_status = results::exit_status(outcome.exit_code, outcome.timed_out, plan.timeout_secs, &console).ok();
     report.qemu_exit_status = outcome.exit_code;
     report.console_lines = console.lines;
+    report.end = end.to_string();
+    report.success_line = console.pattern_line.clone();
     report.wall_seconds = (outcome.wall.as_secs_f64() * 100.0).round() / 100.0;
     report.guest = console.guest.clone().unwrap_or(Value::Null);
     report.per_vcpu = report.guest.get("per_vcpu").cloned().unwrap_or(Value::Null);
@@ -135,26 +151,46 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.console_tail = console.tail.iter().cloned().collect();
 
     let mut out = String::new();
-    if !report.ok {
+    // Without --quiet the whole console was echoed already.
+    if !report.ok && plan.quiet {
         out += &format!("---- console tail (last {} lines) ----\n", console.tail.len());
         for line in &console.tail {
             out += line;
             out.push('\n');
         }
         out += "---- end of console tail ----\n";
+    }
+    if !report.ok {
         for bad in &console.bad_results {
             out += &format!("warning: {bad}\n");
         }
     }
     out += &report.summary();
-    if !plan.quiet || !report.ok {
-        print!("{out}");
-        let _ = std::io::stdout().flush();
-    }
+    print!("{out}");
+    let _ = std::io::stdout().flush();
     if let Some(path) = &plan.json {
         write_json(path, &report)?;
     }
     Ok(report)
+}
+
+/// Room the guest's device tree takes in resident memory when the VM is loaded (it is a few KiB).
+const DEVICE_TREE_RESERVE: u64 = 64 << 10;
+
+/// With paged RAM the hypervisor loads the kernel and the device tree into resident frames
+/// before the VM starts: refuse a kernel that cannot fit before QEMU starts, naming the option.
+fn check_resident_fits_kernel(plan: &RunPlan, staged: &StagedImage) -> Result<()> {
+    let Some(resident_mib) = plan.resident_mib else { return Ok(()) };
+    let footprint = staged.header.image_size.max(staged.size);
+    let needed = footprint + DEVICE_TREE_RESERVE;
+    if needed > u64::from(resident_mib) << 20 {
+        anyhow::bail!(
+            "--resident-mib {resident_mib} is too small for this guest kernel: loading it takes {} MiB of \
+             resident memory (its Image occupies {footprint} bytes with bss, plus the device tree)",
+            needed.div_ceil(1 << 20)
+        );
+    }
+    Ok(())
 }
 
 /// The hypervisor must load between the start of RAM and the guest Image staging area
@@ -179,7 +215,8 @@ fn check_hypervisor_placement(hypervisor: &Path) -> Result<()> {
 
 fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
     Report {
-        scenario: plan.scenario.clone(),
+        // A foreign kernel runs no scenario of ours.
+        scenario: if plan.guest_kernel.is_some() { "foreign".into() } else { plan.scenario.clone() },
         vcpus: plan.vcpus,
         pcpus: plan.pcpus,
         cpu: plan.cpu.clone(),
@@ -197,6 +234,8 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         ok: false,
         exit_status: None,
         qemu_exit_status: None,
+        end: String::new(),
+        success_line: None,
         console_lines: Default::default(),
         wall_seconds: 0.0,
         per_vcpu: Value::Null,

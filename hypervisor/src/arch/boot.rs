@@ -5,7 +5,7 @@
 use core::arch::global_asm;
 
 /// Most physical CPUs the hypervisor supports (one stack each).
-pub const MAX_CPUS: usize = 8;
+pub const MAX_CPUS: usize = asyncpf_core::options::MAX_CPUS;
 /// Bytes of stack per physical CPU.
 pub const STACK_BYTES: usize = 64 * 1024;
 

@@ -6,7 +6,8 @@
 //!    standard error, and exit QEMU with status 0. Each must be UNDEFINED at EL1.
 //! 2. Forged lines through the UART: `[hyp] @exit`, `[hyp] @result`, after a carriage return
 //!    and after a terminal escape sequence. Each must show as the guest's text.
-//! 3. It then powers off cleanly; as a foreign guest without a result it must be judged failed.
+//! 3. With `end=off` it then powers off cleanly; with `end=hang` it spins forever, so that
+//!    only a runner that believed a forged `[hyp] @exit 0` would end the run before its timeout.
 #![no_std]
 #![no_main]
 
@@ -85,6 +86,12 @@ fn escape(env: &Env) -> ! {
 
     env.println(format_args!("escape probe: forged lines through the UART follow"));
     env.write_bytes(FORGED_UART);
+    if env.arg("end") == Some("hang") {
+        env.println(format_args!("escape probe: done, spinning forever"));
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     env.println(format_args!("escape probe: done, powering off"));
     env.system_off()
 }
