@@ -178,6 +178,9 @@ impl GuestPlatform<'_> {
         fdt.property_u32("#address-cells", 2)?;
         fdt.property_u32("#size-cells", 2)?;
         fdt.property_u32("interrupt-parent", PHANDLE_GIC)?;
+        // As in QEMU's own tree: DMA (there is none yet, but Linux checks) is cache-coherent,
+        // so Linux does not warn that ARCH_DMA_MINALIGN is below CTR_EL0.CWG (a64fx: 256).
+        fdt.property_null("dma-coherent")?;
 
         let chosen = fdt.begin_node("chosen")?;
         fdt.property_string("bootargs", self.bootargs)?;
@@ -345,7 +348,10 @@ mod tests {
                 "serial@9000000"
             ]
         );
-        assert_eq!(property_names(root), set(&["compatible", "#address-cells", "#size-cells", "interrupt-parent"]));
+        assert_eq!(
+            property_names(root),
+            set(&["compatible", "#address-cells", "#size-cells", "interrupt-parent", "dma-coherent"])
+        );
         assert_eq!(string_list(root, "compatible"), ["linux,dummy-virt"]);
         assert_eq!(cells(root, "#address-cells"), [2]);
         assert_eq!(cells(root, "#size-cells"), [2]);
