@@ -69,15 +69,15 @@ pub fn disable() -> i64 {
 /// Reads the u64 at byte `offset` of this CPU's record.
 pub fn read_record(offset: u64) -> u64 {
     let base = record_address(arch::cpu_index()) as *const u64;
+    assert!(offset.is_multiple_of(8) && offset < RECORD_SPACE as u64);
     // SAFETY: inside this CPU's record (offset below RECORD_SPACE, 8-aligned: checked); the
     // hypervisor may write it concurrently, which one volatile 64-bit load tolerates.
-    assert!(offset % 8 == 0 && offset < RECORD_SPACE as u64);
     unsafe { core::ptr::read_volatile(base.add(offset as usize / 8)) }
 }
 
 fn write_record(offset: u64, value: u64) {
     let base = record_address(arch::cpu_index()) as *mut u64;
-    assert!(offset % 8 == 0 && offset < RECORD_SPACE as u64);
+    assert!(offset.is_multiple_of(8) && offset < RECORD_SPACE as u64);
     // SAFETY: inside this CPU's record; only guest-written fields are written here.
     unsafe { core::ptr::write_volatile(base.add(offset as usize / 8), value) };
 }

@@ -91,7 +91,7 @@ impl Guard {
     /// Reads the 8-byte aligned word at `addr`, inside the guarded range.
     #[inline(always)]
     pub fn load(&self, addr: u64) -> Result<u64, Aborted> {
-        debug_assert!(self.range.contains(addr) && addr % 8 == 0);
+        debug_assert!(self.range.contains(addr) && addr.is_multiple_of(8));
         let value: u64;
         // SAFETY: `addr` is an aligned word in the armed range, which `arm`'s caller vouches is
         // mapped, readable at EL1 and used by nobody else, so the read has no effect on any
@@ -104,7 +104,7 @@ impl Guard {
     /// Writes the 8-byte aligned word at `addr`, inside the guarded range.
     #[inline(always)]
     pub fn store(&self, addr: u64, value: u64) -> Result<(), Aborted> {
-        debug_assert!(self.range.contains(addr) && addr % 8 == 0);
+        debug_assert!(self.range.contains(addr) && addr.is_multiple_of(8));
         // SAFETY: as for `load`: the word is in memory that only this task uses and no Rust
         // object lives in; a skipped (aborted) store leaves it unchanged.
         unsafe { asm!("str {v}, [{a}]", a = in(reg) addr, v = in(reg) value, options(nostack, preserves_flags)) };

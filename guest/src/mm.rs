@@ -41,7 +41,7 @@ const PXN: u64 = 1 << 53;
 const UXN: u64 = 1 << 54;
 
 /// MAIR_EL1: index 0 = Device-nGnRnE, index 1 = Normal, inner/outer write-back RW-allocate.
-const MAIR: u64 = 0x00 | (0xFF << 8);
+const MAIR: u64 = 0xFF << 8; // attribute 0: 0x00
 /// SCTLR_EL1: M, C, SA, I, nTWI, nTWE plus the RES1 bits of ARMv8.0 (11, 20, 22, 23, 28, 29).
 const SCTLR: u64 = (1 << 0) | (1 << 2) | (1 << 3) | (1 << 12) | (1 << 16) | (1 << 18) | 0x30D0_0800;
 
@@ -176,7 +176,7 @@ pub unsafe fn build(platform: &Platform) {
 
     for gb in device_gigabytes(platform) {
         // SAFETY: gb < 512 indexes the level-1 table.
-        unsafe { (*l1).0[gb as usize] = gb * L1_BLOCK | ATTR_DEVICE | AF | PXN | UXN | VALID };
+        unsafe { (*l1).0[gb as usize] = (gb * L1_BLOCK) | ATTR_DEVICE | AF | PXN | UXN | VALID };
     }
 
     // RAM: a 2 MiB block where the block lies wholly in RAM and holds no part of the image,

@@ -490,7 +490,7 @@ impl HostRecord<'_> {
         let at = self.start + offset;
         let frame = self.pinned.get((at / PAGE_SIZE) as usize).map(|&(_, frame)| frame);
         match frame {
-            Some(frame) if at % 8 == 0 => Some((frame.0 + at % PAGE_SIZE) as *mut u64),
+            Some(frame) if at.is_multiple_of(8) => Some((frame.0 + at % PAGE_SIZE) as *mut u64),
             _ => {
                 guest_diag!(Internal, "apf: record offset {offset:#x} outside the pinned record; ignored");
                 None

@@ -136,7 +136,7 @@ impl Stage2 {
     /// Map `[ipa, ipa + size)` to `[pa, pa + size)` as normal, read-write memory, with 2 MiB
     /// blocks where both sides are aligned and 4 KiB pages elsewhere.
     pub fn map_normal(&mut self, ipa: Ipa, pa: PhysAddr, size: u64) {
-        assert!(ipa.0 % PAGE_SIZE == 0 && pa.0 % PAGE_SIZE == 0 && size % PAGE_SIZE == 0);
+        assert!(ipa.0.is_multiple_of(PAGE_SIZE) && pa.0.is_multiple_of(PAGE_SIZE) && size.is_multiple_of(PAGE_SIZE));
         assert!(ipa.0 + size <= 1 << IPA_BITS, "IPA range beyond the stage-2 input size");
         let attrs = S2_MEMATTR_NORMAL_WB | S2_AP_RW | DESC_SH_INNER | DESC_AF;
         let mut offset = 0;
@@ -161,7 +161,7 @@ impl Stage2 {
     /// Give `[ipa, ipa + size)` (2 MiB aligned) level-3 tables with every page unmapped, for the
     /// pager to fill one page at a time ([`GuestPages`]).
     pub fn prepare_pages(&mut self, ipa: Ipa, size: u64) -> GuestPages {
-        assert!(ipa.0 % BLOCK_2M == 0 && size % BLOCK_2M == 0 && ipa.0 + size <= 1 << IPA_BITS);
+        assert!(ipa.0.is_multiple_of(BLOCK_2M) && size.is_multiple_of(BLOCK_2M) && ipa.0 + size <= 1 << IPA_BITS);
         let tables = (0..size / BLOCK_2M)
             .map(|i| {
                 let block = ipa.0 + i * BLOCK_2M;
@@ -241,7 +241,7 @@ impl GuestPages {
     /// Raising a read-only mapping to read-write needs no TLB maintenance: a stale read-only
     /// entry only causes another permission fault.
     pub fn map(&self, page: usize, frame: PhysAddr, access: Access) {
-        assert!(frame.0 % PAGE_SIZE == 0);
+        assert!(frame.0.is_multiple_of(PAGE_SIZE));
         let ap = match access {
             Access::ReadOnly => S2_AP_RO,
             Access::ReadWrite => S2_AP_RW,

@@ -114,6 +114,28 @@ impl Select {
 
 /// The inner cargo command for one package (not yet run).
 pub fn cross_command(root: &Path, package: &str, target: &str) -> Command {
+    cross_cargo(root, "build", cross_dir(root), package, target)
+}
+
+/// The inner cargo's clippy for one package, `-D warnings` (own target directory, so that
+/// linting never invalidates the build's artefacts).
+pub fn cross_clippy_command(root: &Path, package: &str, target: &str) -> Command {
+    let mut cmd = cross_cargo(root, "clippy", root.join("target").join("clippy"), package, target);
+    // Debian's cargo-clippy (rust-web-clippy, matching the Debian compiler) before rustup's.
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs = vec![PathBuf::from("/usr/bin")];
+    dirs.extend(std::env::split_paths(&path));
+    cmd.env("PATH", std::env::join_paths(dirs).expect("PATH entries without separators"));
+    cmd.args(["--", "-D", "warnings"]);
+    cmd
+}
+
+/// Every bare-metal crate and its target, as the build makes them.
+pub fn cross_packages() -> [(&'static str, &'static str); 3] {
+    [(HYP_PACKAGE, HYP_TARGET), (GUEST_PACKAGE, GUEST_TARGET), (PROBES_PACKAGE, GUEST_TARGET)]
+}
+
+fn cross_cargo(root: &Path, verb: &str, target_dir: PathBuf, package: &str, target: &str) -> Command {
     let mut cmd = Command::new(DEBIAN_CARGO);
     for (name, _) in std::env::vars_os() {
         if let Some(name) = name.to_str() {
@@ -125,8 +147,8 @@ pub fn cross_command(root: &Path, package: &str, target: &str) -> Command {
     cmd.current_dir(root)
         .env("RUSTC", DEBIAN_RUSTC)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_TARGET_DIR", cross_dir(root))
-        .args(["build", "--release"])
+        .env("CARGO_TARGET_DIR", target_dir)
+        .args([verb, "--release"])
         .args(["-p", package, "--target", target])
         .args(["-Zbuild-std=core,alloc", "-Zbuild-std-features=compiler-builtins-mem"])
         .stdin(Stdio::null());

@@ -288,7 +288,7 @@ mod tests {
     use serde_json::json;
 
     fn contained() -> Report {
-        let mut r: Report = serde_json::from_value(json!({
+        let r: Report = serde_json::from_value(json!({
             "scenario": "probe-escape", "vcpus": 1, "pcpus": 1, "cpu": "max", "guest_mib": 64, "bare": false,
             "guest_kernel": "escape.Image", "qemu": "", "qemu_version": "", "icount": null, "seed": 1,
             "ok": true, "exit_status": 0, "qemu_exit_status": 0, "end": "system_off", "wall_seconds": 0.1, "per_vcpu": null,

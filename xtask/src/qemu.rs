@@ -259,7 +259,7 @@ mod tests {
     #[test]
     fn memory_size() {
         assert_eq!(RESERVED_MIB, 96);
-        assert!(RAM_BASE < HYPERVISOR_BASE && HYPERVISOR_BASE < IMAGE_ADDR);
+        const _: () = assert!(RAM_BASE < HYPERVISOR_BASE && HYPERVISOR_BASE < IMAGE_ADDR);
         assert_eq!(GUEST_FRAMES_BASE, 0x4600_0000);
         assert_eq!(machine_mib(128), 224);
         assert_eq!(machine_mib(16), 112);

@@ -776,6 +776,7 @@ const APF_PAGED: &str = "apf-paged";
 const APF_UNPAGED: &str = "apf-unpaged";
 
 const HOST_TESTS: &str = "host-tests";
+const LINT: &str = "lint";
 const BUILD: &str = "build";
 const NEGATIVE: &str = "negative/not-an-image";
 const LINUX: &str = "linux/boot";
@@ -790,6 +791,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
 
     if selected(HOST_TESTS) {
         rows.push(timed(HOST_TESTS, || host_tests(root)));
+    }
+    if selected(LINT) {
+        rows.push(timed(LINT, || lint(root)));
     }
     let mut built = true;
     // The probe and Linux tests need the hypervisor (and the probes) built too.
@@ -886,6 +890,41 @@ fn host_tests(root: &Path) -> Result<String> {
         binaries += summaries.len();
     }
     Ok(format!("{passed} tests in {binaries} binaries"))
+}
+
+/// Clippy with `-D warnings` on every crate and target: the host crates (contract, core, xtask,
+/// the guest's library) with rustup's clippy, the bare-metal crates with Debian's, for the
+/// targets and with `-Zbuild-std` as the build uses them.
+fn lint(root: &Path) -> Result<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let host: [&[&str]; 2] = [
+        &["clippy", "--all-targets", "--", "-D", "warnings"],
+        &["clippy", "-p", "asyncpf-guest", "--lib", "--tests", "--", "-D", "warnings"],
+    ];
+    let mut commands: Vec<(String, Command)> = host
+        .iter()
+        .map(|args| {
+            let mut cmd = Command::new(&cargo);
+            cmd.args(*args).current_dir(root).stdin(Stdio::null());
+            (format!("cargo {}", args.join(" ")), cmd)
+        })
+        .collect();
+    for (package, target) in build::cross_packages() {
+        commands.push((format!("clippy {package} ({target})"), build::cross_clippy_command(root, package, target)));
+    }
+    let count = commands.len();
+    for (what, mut cmd) in commands {
+        let out = cmd
+            .output()
+            .with_context(|| format!("cannot run {what} (is clippy installed? `rustup component add clippy`)"))?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim_start().starts_with("Compiling")).collect();
+            println!("---- {what} ----\n{}", lines[lines.len().saturating_sub(80)..].join("\n"));
+            anyhow::bail!("{what} failed: fix the lints above");
+        }
+    }
+    Ok(format!("{count} clippy runs, -D warnings, all clean"))
 }
 
 /// Runs the QEMU cases on `args.jobs` threads.

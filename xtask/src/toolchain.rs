@@ -21,6 +21,8 @@ pub const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 pub const RUST_SRC: &str = "/usr/lib/rustlib/src/rust/library";
 /// The linker named in `.cargo/config.toml`.
 pub const LLD: &str = "/usr/bin/ld.lld";
+/// Debian's clippy for the Debian compiler (the bare-metal crates' lints).
+pub const DEBIAN_CLIPPY: &str = "/usr/bin/cargo-clippy";
 /// The pinned QEMU binary and its major version.
 pub const QEMU: &str = "/usr/bin/qemu-system-aarch64";
 pub const QEMU_MAJOR: u32 = 10;
@@ -104,6 +106,7 @@ fn find_missing() -> (Vec<Missing>, Option<String>) {
     need(Path::new(DEBIAN_CARGO).is_file(), DEBIAN_CARGO.into(), "cargo-web", false);
     need(Path::new(RUST_SRC).join("core").is_dir(), RUST_SRC.into(), "rust-web-src", false);
     need(Path::new(LLD).exists(), LLD.into(), "lld", false);
+    need(Path::new(DEBIAN_CLIPPY).is_file(), DEBIAN_CLIPPY.into(), "rust-web-clippy", false);
     let qemu = qemu_version();
     let qemu_ok = matches!(&qemu, Ok(v) if parse_qemu_major(v) == Some(QEMU_MAJOR));
     let what = match &qemu {

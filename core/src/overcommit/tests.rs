@@ -376,7 +376,7 @@ fn queue_depth_bounds_requests_and_reads_wait_for_a_slot() {
     // Every frame is dirty: each fault starts a batch of write-backs and waits, until the
     // queue is full.
     const BATCHES: u32 = MIN_QUEUE_DEPTH as u32 / WRITEBACK_BATCH as u32;
-    const _: () = assert!(MIN_QUEUE_DEPTH as usize % WRITEBACK_BATCH == 0 && BATCHES >= 1);
+    const _: () = assert!((MIN_QUEUE_DEPTH as usize).is_multiple_of(WRITEBACK_BATCH) && BATCHES >= 1);
     let mut writes = Vec::new();
     for waiter in 1..=BATCHES {
         let (action, writebacks) = fault(&mut oc, FRAMES + waiter, false, waiter);

@@ -117,7 +117,7 @@ fn checks(c: &mut Checks) -> (bool, u64) {
     c.expect("apf_enable_misaligned", apf::enable(record + 8, 0), smccc::INVALID_PARAMETER);
     c.expect("apf_enable_outside_ram", apf::enable(0x1000, 0), smccc::INVALID_PARAMETER);
     c.expect("apf_enable_unknown_flags", apf::enable(record, 1 << 7), smccc::INVALID_PARAMETER);
-    c.expect("apf_enable_wrapping", apf::enable(u64::MAX & !(g - 1), 0), smccc::INVALID_PARAMETER);
+    c.expect("apf_enable_wrapping", apf::enable(!(g - 1), 0), smccc::INVALID_PARAMETER);
     apf::set_granule(g);
     c.expect("apf_enable", apf::enable(record, 0), 0);
     c.expect("apf_ring_empty", (apf::read_record(g) as i64) - (apf::read_record(2 * g) as i64), 0);

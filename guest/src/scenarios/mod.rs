@@ -31,8 +31,11 @@ pub fn options() -> &'static cmdline::Options<'static> {
     OPTIONS.get().expect("command line parsed at start")
 }
 
+/// A scenario's control task: runs it with the seed and never returns.
+type Scenario = fn(u64) -> !;
+
 /// The scenarios, by command-line name.
-const SCENARIOS: [(&str, fn(u64) -> !); 6] = [
+const SCENARIOS: [(&str, Scenario); 6] = [
     ("smp", smp::run),
     ("ipi", ipi::run),
     ("hostile", hostile::run),

@@ -11,6 +11,7 @@
 //!    random page of the task's slice: rewrite it with its next generation, or verify it;
 //! 4. `final_verify`: every page verified again (another permutation) against the generation
 //!    recorded for it.
+//!
 //! Pages' generations are kept in a table of one byte per page, carved from the free RAM just
 //! below the working set (the kernel has no heap).
 //!

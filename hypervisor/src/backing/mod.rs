@@ -417,7 +417,7 @@ impl BackingStore {
     /// As `submit_read` (for `Op::Read`) or `submit_write` (for `Op::Write`).
     unsafe fn submit(&mut self, op: Op, slot: u64, frame: PhysAddr, tag: u64, now: Ticks) -> Result<(), Busy> {
         assert!(slot < self.capacity_pages, "backing slot {slot} beyond the disk's {} pages", self.capacity_pages);
-        assert!(frame.0 % PAGE_SIZE == 0, "frame {:#x} is not page-aligned", frame.0);
+        assert!(frame.0.is_multiple_of(PAGE_SIZE), "frame {:#x} is not page-aligned", frame.0);
         if self.at_device == self.queue_depth {
             return Err(Busy);
         }
