@@ -256,6 +256,10 @@ pub mod runner {
     /// Where the runner placed the guest kernel Image in host physical memory: `ADDR:SIZE`
     /// (both hexadecimal with 0x, or decimal).
     pub const OPT_IMAGE: &str = "image";
+    /// Where the runner staged an initial RAM disk in host physical memory: `initrd=ADDR:SIZE`.
+    /// The hypervisor copies it into guest RAM and names it in `/chosen` (Linux's
+    /// `linux,initrd-start` / `linux,initrd-end`).
+    pub const OPT_INITRD: &str = "initrd";
     /// Minimum service time of every backing-store (virtio-blk) request in microseconds: no
     /// request completes earlier than this after it was submitted (default
     /// [`DEFAULT_BACKING_LATENCY_US`]).

@@ -41,6 +41,9 @@ pub struct GuestPlatform<'a> {
     pub uart_spi: u32,
     /// The guest's command line, `/chosen/bootargs`.
     pub bootargs: &'a str,
+    /// An initial RAM disk in guest RAM, `[start, end)`: `/chosen/linux,initrd-start` and
+    /// `linux,initrd-end` (Linux's boot protocol, dt-schema `chosen.yaml`).
+    pub initrd: Option<(u64, u64)>,
 }
 
 /// Phandle of the GIC (the root's `interrupt-parent`).
@@ -185,6 +188,10 @@ impl GuestPlatform<'_> {
         let chosen = fdt.begin_node("chosen")?;
         fdt.property_string("bootargs", self.bootargs)?;
         fdt.property_string("stdout-path", &self.uart_path())?;
+        if let Some((start, end)) = self.initrd {
+            fdt.property_u64("linux,initrd-start", start)?;
+            fdt.property_u64("linux,initrd-end", end)?;
+        }
         fdt.end_node(chosen)?;
 
         let aliases = fdt.begin_node("aliases")?;
@@ -287,6 +294,7 @@ mod tests {
             gicr_base: 0x080a_0000,
             uart_base: 0x0900_0000,
             uart_spi: 1,
+            initrd: None,
             bootargs,
         }
     }
@@ -518,5 +526,17 @@ mod tests {
             let dts = String::from_utf8_lossy(&out.stdout);
             assert!(dts.contains("stdout-path = \"/serial@9000000\";"), "{dts}");
         }
+    }
+
+    #[test]
+    fn initrd_in_chosen() {
+        let mut p = platform(&MPIDRS, "console=ttyAMA0");
+        p.initrd = Some((0x4800_0000, 0x4812_3456));
+        let blob = p.build_fdt().unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let chosen = node(&fdt, "/chosen");
+        assert_eq!(property_names(chosen), set(&["bootargs", "stdout-path", "linux,initrd-start", "linux,initrd-end"]));
+        let u64_of = |name| u64::from_be_bytes(chosen.property(name).unwrap().value.try_into().unwrap());
+        assert_eq!((u64_of("linux,initrd-start"), u64_of("linux,initrd-end")), (0x4800_0000, 0x4812_3456));
     }
 }

@@ -264,6 +264,21 @@ pub fn pe_file_end(bytes: &[u8]) -> Option<u64> {
         .try_fold(0, |end: u64, section| section.map(|s| end.max(s)))
 }
 
+/// Where an initial RAM disk of `size` bytes goes in guest RAM that starts at `ram_base` and is
+/// `ram_size` long, above the kernel (which ends at `kernel_end`) and below `limit` (the device
+/// tree): where QEMU puts it (half of RAM, at most 128 MiB, above its start), or just above the
+/// kernel if that is higher, 2 MiB aligned. `Err(needed)`: the end address it would need.
+pub fn initrd_placement(ram_base: u64, ram_size: u64, kernel_end: u64, limit: u64, size: u64) -> Result<u64, u64> {
+    const ALIGN: u64 = 2 << 20;
+    let qemu = ram_base.saturating_add((ram_size / 2).min(128 << 20));
+    let above_kernel = kernel_end.saturating_add(ALIGN - 1) & !(ALIGN - 1);
+    let start = qemu.max(above_kernel);
+    match start.checked_add(size) {
+        Some(end) if end <= limit => Ok(start),
+        end => Err(end.unwrap_or(u64::MAX)),
+    }
+}
+
 /// Where the kernel of `file_len` bytes with `header` goes in guest RAM that starts at
 /// `ram_base`, when everything from `limit` up is taken (the device tree): `Ok((load address,
 /// footprint))`, the footprint being the larger of `image_size` and the file; or `Err(needed)`,
@@ -452,5 +467,20 @@ mod tests {
         bad[0x3c..0x40].copy_from_slice(&0xffff_fff0u32.to_le_bytes());
         assert_eq!(pe_file_end(&bad), None, "a PE offset past the end");
         assert_eq!(pe_file_end(&pe_image(0x90)), None, "the section table is cut off");
+    }
+
+    #[test]
+    fn initrd_goes_where_qemu_puts_it_and_never_over_the_kernel() {
+        let ram = 0x4000_0000;
+        let mib = 1 << 20;
+        // 512 MiB of RAM: 128 MiB up, as QEMU does.
+        assert_eq!(initrd_placement(ram, 512 * mib, ram + 30 * mib, ram + 510 * mib, 4 * mib), Ok(ram + 128 * mib));
+        // 64 MiB: half of RAM.
+        assert_eq!(initrd_placement(ram, 64 * mib, ram + 3 * mib, ram + 62 * mib, mib), Ok(ram + 32 * mib));
+        // A kernel reaching past that point: just above it, 2 MiB aligned.
+        assert_eq!(initrd_placement(ram, 64 * mib, ram + 40 * mib + 1, ram + 62 * mib, mib), Ok(ram + 42 * mib));
+        // Does not fit below the device tree: the end it would need.
+        assert_eq!(initrd_placement(ram, 64 * mib, ram + 3 * mib, ram + 62 * mib, 31 * mib), Err(ram + 63 * mib));
+        assert_eq!(initrd_placement(ram, 64 * mib, ram, ram + 62 * mib, u64::MAX), Err(u64::MAX));
     }
 }

@@ -46,6 +46,8 @@ pub struct HypOptions<'a> {
     pub guest_mib: u64,
     /// The guest kernel Image, if the runner loaded one.
     pub image: Option<ImageLocation>,
+    /// An initial RAM disk the runner loaded, if any (same form as `image`).
+    pub initrd: Option<ImageLocation>,
     /// The guest's own command line (after `--`), possibly empty.
     pub guest_cmdline: &'a str,
     /// Minimum service time of a backing-store request, in microseconds.
@@ -89,11 +91,12 @@ impl fmt::Display for OptionsError<'_> {
         match *self {
             OptionsError::UnknownKey(key) => write!(
                 f,
-                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
+                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
                 runner::OPT_VCPUS,
                 runner::OPT_GUEST_MIB,
                 runner::OPT_RESIDENT_MIB,
                 runner::OPT_IMAGE,
+                runner::OPT_INITRD,
                 runner::OPT_BACKING_LATENCY_US,
                 runner::OPT_BACKING_SELFTEST,
                 runner::GUEST_CMDLINE_SEPARATOR
@@ -161,10 +164,10 @@ fn parse_number<'a>(key: &'a str, value: &'a str) -> Result<u64, OptionsError<'a
     u64::from_str_radix(digits, radix).map_err(|_| bad)
 }
 
-fn parse_image<'a>(value: &'a str) -> Result<ImageLocation, OptionsError<'a>> {
+fn parse_image<'a>(key: &'a str, value: &'a str) -> Result<ImageLocation, OptionsError<'a>> {
     let (addr, size) = value.split_once(':').ok_or(OptionsError::BadImage(value))?;
-    let addr = parse_number(runner::OPT_IMAGE, addr)?;
-    let size = parse_number(runner::OPT_IMAGE, size)?;
+    let addr = parse_number(key, addr)?;
+    let size = parse_number(key, size)?;
     if size == 0 || addr.checked_add(size).is_none() {
         return Err(OptionsError::BadImageRange { addr, size });
     }
@@ -184,6 +187,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut vcpus = None;
     let mut guest_mib = None;
     let mut image = None;
+    let mut initrd = None;
     let mut backing_latency_us = None;
     let mut backing_selftest = None;
     let mut resident_mib = None;
@@ -222,7 +226,8 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
                 }
                 set_once(&mut guest_mib, key, mib)?;
             }
-            runner::OPT_IMAGE => set_once(&mut image, key, parse_image(value)?)?,
+            runner::OPT_IMAGE => set_once(&mut image, key, parse_image(key, value)?)?,
+            runner::OPT_INITRD => set_once(&mut initrd, key, parse_image(key, value)?)?,
             runner::OPT_BACKING_LATENCY_US => {
                 let us = parse_number(key, value)?;
                 if !BACKING_LATENCY_US_RANGE.contains(&us) {
@@ -251,6 +256,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         vcpus,
         guest_mib: guest_mib.unwrap_or(DEFAULT_GUEST_MIB),
         image,
+        initrd,
         guest_cmdline,
         backing_latency_us: backing_latency_us.unwrap_or(runner::DEFAULT_BACKING_LATENCY_US),
         backing_selftest: backing_selftest.unwrap_or(0),
@@ -278,7 +284,13 @@ mod tests {
         assert_eq!(o.guest_mib, 128);
         assert_eq!(o.guest_ram_bytes(), 128 << 20);
         assert_eq!(o.image, Some(ImageLocation { addr: 0x4200_0000, size: 0x5000 }));
+        assert_eq!(o.initrd, None);
         assert_eq!(o.guest_cmdline, "scenario=smp seed=1");
+        let o = parse("image=0x42000000:0x5000 initrd=0x46000000:0x1234").unwrap();
+        assert_eq!(o.initrd, Some(ImageLocation { addr: 0x4600_0000, size: 0x1234 }));
+        assert!(matches!(parse("initrd=0x46000000"), Err(OptionsError::BadImage(_))));
+        assert!(matches!(parse("initrd=1:0"), Err(OptionsError::BadImageRange { .. })));
+        assert!(matches!(parse("initrd=1:2 initrd=1:2"), Err(OptionsError::Duplicate("initrd"))));
     }
 
     #[test]
@@ -291,6 +303,7 @@ mod tests {
                     vcpus: None,
                     guest_mib: DEFAULT_GUEST_MIB,
                     image: None,
+                    initrd: None,
                     guest_cmdline: "",
                     backing_latency_us: runner::DEFAULT_BACKING_LATENCY_US,
                     backing_selftest: 0,

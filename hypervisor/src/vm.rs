@@ -159,6 +159,12 @@ pub enum BuildError {
     },
     NoImage,
     ImageOutsideRam,
+    InitrdOutsideRam,
+    /// The initial RAM disk does not fit between the kernel and the device tree.
+    InitrdTooLarge {
+        needed_end: u64,
+        guest_bytes: u64,
+    },
     BadImage(image::ImageError),
     ImageTooLarge {
         needed: u64,
@@ -185,6 +191,14 @@ impl core::fmt::Display for BuildError {
             ),
             Self::NoImage => write!(f, "no guest kernel: pass image=ADDR:SIZE on the hypervisor command line"),
             Self::ImageOutsideRam => write!(f, "the staged guest image lies outside RAM or overlaps the hypervisor"),
+            Self::InitrdOutsideRam => {
+                write!(f, "the staged initrd lies outside RAM, or overlaps the hypervisor or the guest image")
+            }
+            Self::InitrdTooLarge { needed_end, guest_bytes } => write!(
+                f,
+                "the initrd does not fit into {guest_bytes:#x} bytes of guest RAM between the kernel and the device \
+                 tree (it would end at IPA {needed_end:#x})"
+            ),
             Self::BadImage(e) => write!(f, "the guest kernel is not a valid arm64 Image: {e}"),
             Self::ImageTooLarge { needed, guest_bytes } => {
                 write!(f, "the guest kernel needs {needed:#x} bytes of guest RAM but the guest has {guest_bytes:#x}")
@@ -193,7 +207,7 @@ impl core::fmt::Display for BuildError {
             Self::Pager(e) => write!(f, "cannot page guest RAM: {e}"),
             Self::ResidentTooSmall { resident_mib } => write!(
                 f,
-                "resident_mib={resident_mib} cannot even hold the guest kernel and its device tree; raise it"
+                "resident_mib={resident_mib} cannot even hold the guest kernel, its initrd and its device tree; raise it"
             ),
             Self::NotEnoughRam { needed_end, ram_end } => write!(
                 f,
@@ -220,11 +234,25 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     // checked to lie in RAM beyond the hypervisor; nothing else writes it.
     let image_bytes = unsafe { core::slice::from_raw_parts(staged.addr as *const u8, staged.size as usize) };
     let header = ImageHeader::parse(image_bytes).map_err(BuildError::BadImage)?;
+    let mut staged_end = staged.addr + staged.size;
+    let initrd_bytes: &[u8] = match options.initrd {
+        Some(initrd) => {
+            let end = initrd.addr.checked_add(initrd.size).filter(|&end| end <= ram_end);
+            if initrd.addr < staged_end || end.is_none() {
+                return Err(BuildError::InitrdOutsideRam);
+            }
+            staged_end = staged_end.max(end.unwrap_or(0));
+            // SAFETY: the runner loaded the initrd there; the range was just checked to lie in
+            // RAM above the hypervisor and the image, and nothing else writes it.
+            unsafe { core::slice::from_raw_parts(initrd.addr as *const u8, initrd.size as usize) }
+        }
+        None => &[],
+    };
 
     let guest_bytes = options.guest_ram_bytes();
     // With a pager, only `resident_mib` of host frames back guest RAM.
     let host_bytes = options.resident_mib.map_or(guest_bytes, |mib| (mib * MIB).min(guest_bytes));
-    let ram_host = align_up(staged.addr + staged.size, 2 * MIB);
+    let ram_host = align_up(staged_end, 2 * MIB);
     if ram_host + host_bytes > ram_end {
         return Err(BuildError::NotEnoughRam { needed_end: ram_host + host_bytes, ram_end });
     }
@@ -233,6 +261,14 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     let (load, footprint) = image::placement(GUEST_RAM_IPA, dtb_address, &header, staged.size).map_err(|end| {
         BuildError::ImageTooLarge { needed: end.saturating_sub(GUEST_RAM_IPA).saturating_add(2 * MIB), guest_bytes }
     })?;
+    let initrd_size = initrd_bytes.len() as u64;
+    let initrd_at = match initrd_size {
+        0 => None,
+        size => Some(
+            image::initrd_placement(GUEST_RAM_IPA, guest_bytes, load + footprint, dtb_address, size)
+                .map_err(|needed_end| BuildError::InitrdTooLarge { needed_end, guest_bytes })?,
+        ),
+    };
 
     let mut stage2 = Stage2::new();
     if let Some(resident_mib) = options.resident_mib {
@@ -281,6 +317,9 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
 
     // Load the kernel (zeroing the rest of its footprint) and the device tree.
     vm.load(load, image_bytes, footprint)?;
+    if let Some(at) = initrd_at {
+        vm.load(at, initrd_bytes, initrd_size)?;
+    }
     let platform_dt = GuestPlatform {
         ram_base: GUEST_RAM_IPA,
         ram_size: guest_bytes,
@@ -290,6 +329,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         uart_base: GUEST_UART_IPA,
         uart_spi: GUEST_UART_SPI,
         bootargs: options.guest_cmdline,
+        initrd: initrd_at.map(|at| (at, at + initrd_size)),
     };
     let dtb = platform_dt.build_fdt().map_err(BuildError::DeviceTree)?;
     assert!(dtb.len() as u64 <= 2 * MIB, "the guest device tree outgrew its 2 MiB slot");

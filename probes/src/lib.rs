@@ -142,6 +142,8 @@ pub struct Env {
     bootargs: &'static str,
     /// The GICv3 distributor and redistributor region (`arm,gic-v3` in the device tree).
     pub gic: Option<(usize, usize)>,
+    /// The initial RAM disk, `[start, end)` (`/chosen/linux,initrd-start` and `-end`).
+    pub initrd: Option<(u64, u64)>,
 }
 
 impl Env {
@@ -158,8 +160,20 @@ impl Env {
             let mut reg = f.find_compatible(&["arm,gic-v3"])?.reg()?;
             Some((reg.next()?.starting_address as usize, reg.next()?.starting_address as usize))
         });
+        let initrd = fdt.as_ref().and_then(|f| {
+            let chosen = f.find_node("/chosen")?;
+            let cell = |name| {
+                let value = chosen.property(name)?.value;
+                Some(match value.len() {
+                    4 => u64::from(u32::from_be_bytes(value.try_into().ok()?)),
+                    8 => u64::from_be_bytes(value.try_into().ok()?),
+                    _ => return None,
+                })
+            };
+            Some((cell("linux,initrd-start")?, cell("linux,initrd-end")?))
+        });
         let bootargs = fdt.and_then(|f| f.chosen().bootargs()).unwrap_or("");
-        Env { uart, bootargs, gic }
+        Env { uart, bootargs, gic, initrd }
     }
 
     /// The value of `key=value` on the command line.

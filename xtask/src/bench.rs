@@ -125,6 +125,7 @@ impl OvercommitRun {
             guest_kernel: None,
             expect: None,
             success_pattern: None,
+            initrd: None,
             guest_cmdline: self.guest_cmdline,
             timeout: self.timeout,
             icount: Some(self.icount),

@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// own `@result` lines are not trusted.
     #[arg(long, value_name = "FILE")]
     pub guest_kernel: Option<PathBuf>,
+    /// An initial RAM disk for the guest kernel (Linux boot protocol: loaded into guest RAM and
+    /// named by /chosen/linux,initrd-start and -end), e.g. a gzip'd cpio initramfs.
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
     /// With --guest-kernel: the end that makes the run ok [default: off].
     #[arg(long, value_enum, value_name = "END")]
     pub expect: Option<ExpectEnd>,
@@ -280,6 +284,8 @@ pub struct RunPlan {
     pub resident_mib: Option<u32>,
     /// For a `--guest-kernel` run: how it is judged.
     pub foreign: Option<ForeignJudge>,
+    /// `--initrd`.
+    pub initrd: Option<PathBuf>,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -444,6 +450,7 @@ impl RunArgs {
             backing,
             resident_mib: self.resident_mib,
             foreign,
+            initrd: self.initrd.clone(),
         })
     }
 }

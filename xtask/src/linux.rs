@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::run;
+use crate::{initramfs, run};
 
 /// The metapackage whose dependency names the current kernel package.
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64:arm64";
@@ -86,6 +86,10 @@ const CPU_MODELS: [&str; 2] = ["max", "a64fx"];
 const DMA_MINALIGN_WARNING: &str = "ARCH_DMA_MINALIGN";
 /// The panic dump's CPU line says whether the kernel is tainted.
 const NOT_TAINTED: &str = "Not tainted";
+/// Linux found the initramfs given with `--initrd` (through /chosen) and unpacked it without
+/// an error.
+const INITRD_FOUND: &str = "Trying to unpack rootfs image as initramfs";
+const INITRD_FAILED: &str = "Initramfs unpacking failed";
 
 /// Boot the kernel through this very binary's `run` on each CPU model and check how far it got.
 pub fn boot_test(root: &Path) -> Result<String> {
@@ -99,6 +103,10 @@ pub fn boot_test(root: &Path) -> Result<String> {
 
 fn boot_on(root: &Path, kernel: &Path, cpu: &str) -> Result<String> {
     let json = run::temp_dir(root).join(format!("linux-boot-{cpu}-{}.json", std::process::id()));
+    // An initramfs without /init: Linux unpacks it, then still looks for a root file system.
+    let initrd = run::temp_dir(root).join(format!("linux-boot-{cpu}-{}.cpio.gz", std::process::id()));
+    let readme = initramfs::Entry { path: "README", mode: initramfs::S_IFREG | 0o644, data: b"asyncpf linux/boot\n" };
+    fs::write(&initrd, initramfs::gzip_cpio(&[readme])?)?;
     fs::create_dir_all(json.parent().expect("a file in a directory"))?;
     let exe = std::env::current_exe().context("cannot find the xtask binary")?;
     let out = Command::new(&exe)
@@ -106,11 +114,14 @@ fn boot_on(root: &Path, kernel: &Path, cpu: &str) -> Result<String> {
         .args(["--guest-cmdline", "console=ttyAMA0 panic=-1", "--expect", "reset"])
         .args(["--success-pattern", EXPECTED_LINES[EXPECTED_LINES.len() - 1], "--guest-kernel"])
         .arg(kernel)
+        .arg("--initrd")
+        .arg(&initrd)
         .arg("--json")
         .arg(&json)
         .stdin(Stdio::null())
         .output()
         .with_context(|| format!("cannot run {}", exe.display()))?;
+    let _ = fs::remove_file(&initrd);
     let report: Value = serde_json::from_slice(&fs::read(&json).context("no --json report")?)?;
     let _ = fs::remove_file(&json);
     let console: Vec<&str> =
@@ -122,6 +133,9 @@ fn boot_on(root: &Path, kernel: &Path, cpu: &str) -> Result<String> {
         if !stdout.contains(expected) && !console.iter().any(|l| l.contains(expected)) {
             problems.push(format!("the console never showed {expected:?}"));
         }
+    }
+    if !stdout.contains(INITRD_FOUND) || stdout.contains(INITRD_FAILED) {
+        problems.push(format!("Linux did not unpack the --initrd initramfs ({INITRD_FOUND:?}, no {INITRD_FAILED:?})"));
     }
     if stdout.contains(DMA_MINALIGN_WARNING) || !stdout.contains(NOT_TAINTED) {
         problems.push(format!("Linux warned about {DMA_MINALIGN_WARNING} or tainted itself"));
@@ -146,7 +160,7 @@ fn boot_on(root: &Path, kernel: &Path, cpu: &str) -> Result<String> {
     }
     let name = kernel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     Ok(format!(
-        "{name} on {cpu}: 2 vCPUs to the root-mount panic, not tainted, {} exits, {} SDEI calls",
+        "{name} on {cpu}: 2 vCPUs, initramfs unpacked, root-mount panic, not tainted, {} exits, {} SDEI calls",
         report["hyp"]["exits"], sdei["calls"]
     ))
 }

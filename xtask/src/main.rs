@@ -12,6 +12,7 @@ mod cli;
 mod compare;
 mod disk;
 mod image;
+mod initramfs;
 mod linux;
 mod probes;
 mod qemu;

@@ -28,6 +28,10 @@ pub const GIC: &str = "kvm-compat/gic";
 pub const TIMER: &str = "kvm-compat/timer";
 /// Advertised CPU features work (FEAT_MOPS, SVE at the CPU's vector length).
 pub const FEATURES: &str = "kvm-compat/features";
+/// `--initrd`: the file reaches guest RAM where `/chosen` says, paged or not.
+pub const INITRD: &str = "kvm-compat/initrd";
+/// The initrd test's file: an odd length, so that the last page is partly used.
+const INITRD_TEST_BYTES: usize = 1_000_123;
 /// What the features probe must print per CPU model: `max` (QEMU 10) has FEAT_MOPS and SVE up to
 /// 2048 bits; `a64fx` has 512-bit SVE and no FEAT_MOPS.
 const FEATURE_LINES: [(&str, &str); 2] = [
@@ -51,6 +55,7 @@ pub const TESTS: &[ProbeTest] = &[
     (GIC, gic_test),
     (TIMER, timer_test),
     (FEATURES, features_test),
+    (INITRD, initrd_test),
 ];
 
 /// A plan that boots probe `probe` on one vCPU with `cmdline` (64 MiB of guest RAM).
@@ -72,6 +77,7 @@ fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan
         backing: BackingPlan::default(),
         resident_mib: None,
         foreign: Some(ForeignJudge { expect: ExpectEnd::Off, success_pattern: None }),
+        initrd: None,
     }
 }
 
@@ -269,6 +275,53 @@ pub fn features_test(root: &Path, tc: &Toolchain) -> Result<String> {
             .with_context(|| format!("on -cpu {cpu}"))?;
     }
     Ok("max: MOPS memset/memcpy, SVE 2048 bits; a64fx: SVE 512 bits".into())
+}
+
+/// FNV-1a, 64 bits: the initrd probe's checksum.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// A pseudo-random initrd is staged with `--initrd`, with guest RAM resident and paged
+/// (`--resident-mib`, where the hypervisor preloads it as dirty pages); the probe finds it
+/// through `/chosen` and checks its length and hash.
+pub fn initrd_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let dir = run::temp_dir(root);
+    fs::create_dir_all(&dir)?;
+    let file = dir.join(format!("initrd-test-{}", std::process::id()));
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let bytes: Vec<u8> = (0..INITRD_TEST_BYTES)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect();
+    fs::write(&file, &bytes)?;
+    let fnv = fnv1a64(&bytes);
+    let result = (|| {
+        for resident_mib in [None, Some(8)] {
+            let cmdline = format!("initrd_len={} initrd_fnv={fnv:#x}", bytes.len());
+            let mut plan = plan(root, "initrd", cmdline, 30);
+            plan.initrd = Some(file.clone());
+            plan.resident_mib = resident_mib;
+            let report = run::run(root, tc, &plan, true)?;
+            let want = format!("{} bytes, fnv {fnv:#018x}, matches the file true", bytes.len());
+            if !(report.ok
+                && report.console_tail.iter().any(|l| l.starts_with("[guest] initrd probe: at ") && l.ends_with(&want)))
+            {
+                for line in &report.console_tail {
+                    println!("{INITRD}: | {line}");
+                }
+                bail!("resident_mib {resident_mib:?}: no `initrd probe: ... {want}` line ({:?})", report.failure);
+            }
+        }
+        Ok(())
+    })();
+    let _ = fs::remove_file(&file);
+    result?;
+    Ok(format!("{INITRD_TEST_BYTES} bytes found intact through /chosen, resident and paged"))
 }
 
 /// The run ended with the hypervisor's SYSTEM_OFF and its console has `want`.

@@ -7,10 +7,11 @@
 //! | 0x4000_0000   | QEMU's device tree blob (QEMU puts it at the start of RAM)   |
 //! | 0x4020_0000   | the hypervisor ELF, loaded at its link address by `-kernel` |
 //! | 0x4200_0000   | the staged guest Image (`-device loader`), at most 64 MiB   |
-//! | 0x4600_0000.. | frames for guest RAM (`guest_mib` MiB)                      |
+//! | 0x4600_0000   | the staged initrd (`--initrd`), if any, at most 256 MiB     |
+//! | above them    | frames for guest RAM (`guest_mib` MiB), 2 MiB aligned       |
 //!
-//! So the machine needs 96 MiB below the guest frames plus the guest's RAM, rounded up to
-//! 16 MiB. In `--bare` mode QEMU boots the Image itself and the machine has exactly the
+//! So the machine needs 96 MiB below the guest frames, plus the initrd rounded up to 2 MiB,
+//! plus the guest's RAM, rounded up to 16 MiB. In `--bare` mode QEMU boots the Image itself and the machine has exactly the
 //! guest's RAM.
 //!
 //! A hypervisor run also gets the backing disk (`disk`): a virtio-blk device on a modern
@@ -40,9 +41,15 @@ pub const GUEST_FRAMES_BASE: u64 = IMAGE_ADDR + crate::image::MAX_IMAGE_BYTES;
 /// RAM below the guest frames, in MiB (96).
 pub const RESERVED_MIB: u64 = (GUEST_FRAMES_BASE - RAM_BASE) >> 20;
 
-/// `-m` in MiB for a hypervisor run with `guest_mib` MiB of guest RAM.
-pub fn machine_mib(guest_mib: u32) -> u64 {
-    (RESERVED_MIB + guest_mib as u64).div_ceil(16) * 16
+/// Where the runner stages an initrd, right after the Image's staging area.
+pub const INITRD_ADDR: u64 = GUEST_FRAMES_BASE;
+/// The largest initrd the runner stages.
+pub const MAX_INITRD_BYTES: u64 = 256 << 20;
+
+/// `-m` in MiB for a hypervisor run with `guest_mib` MiB of guest RAM and an initrd of
+/// `initrd_bytes` (0: none).
+pub fn machine_mib(guest_mib: u32, initrd_bytes: u64) -> u64 {
+    (RESERVED_MIB + initrd_bytes.div_ceil(2 << 20) * 2 + guest_mib as u64).div_ceil(16) * 16
 }
 
 /// What the command line needs besides the plan.
@@ -57,6 +64,8 @@ pub struct Inputs<'a> {
     pub foreign: bool,
     /// The backing disk's `-drive file=` value (see `disk::Disk::drive_file`); hypervisor runs.
     pub disk: Option<String>,
+    /// The initrd file and its size (`--initrd`).
+    pub initrd: Option<(&'a Path, u64)>,
 }
 
 /// The `-drive id` of the backing disk.
@@ -76,7 +85,7 @@ pub fn guest_cmdline(plan: &RunPlan, foreign: bool) -> String {
 }
 
 /// The hypervisor's command line (`-append`); the guest's follows a lone `--`.
-pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, foreign: bool) -> String {
+pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, initrd_size: Option<u64>, foreign: bool) -> String {
     let mut line = format!(
         "{}={} {}={} {}={IMAGE_ADDR:#x}:{image_size:#x}",
         runner::OPT_VCPUS,
@@ -86,6 +95,9 @@ pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, foreign: bool) -> Str
         runner::OPT_IMAGE,
     );
     let guest = guest_cmdline(plan, foreign);
+    if let Some(size) = initrd_size {
+        line.push_str(&format!(" {}={INITRD_ADDR:#x}:{size:#x}", runner::OPT_INITRD));
+    }
     line.push_str(&format!(" {}={}", runner::OPT_BACKING_LATENCY_US, plan.backing.latency_us));
     if plan.backing.selftest_pages > 0 {
         line.push_str(&format!(" {}={}", runner::OPT_BACKING_SELFTEST, plan.backing.selftest_pages));
@@ -110,12 +122,15 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
         // A guest reset ends QEMU (status 0) instead of rebooting into a loop until the timeout.
         push(&["-nographic", "-nic", "none", "-no-reboot"]);
         push(&["-kernel", &inputs.image.display().to_string()]);
+        if let Some((initrd, _)) = inputs.initrd {
+            push(&["-initrd", &initrd.display().to_string()]);
+        }
         let cmdline = guest_cmdline(plan, inputs.foreign);
         if !cmdline.is_empty() {
             push(&["-append", &cmdline]);
         }
     } else {
-        let mem = machine_mib(plan.guest_mib).to_string();
+        let mem = machine_mib(plan.guest_mib, inputs.initrd.map_or(0, |(_, size)| size)).to_string();
         push(&["-M", "virt,virtualization=on,gic-version=3", "-cpu", &plan.cpu, "-smp", &smp]);
         push(&["-m", &mem, "-nographic", "-nic", "none"]);
         // No semihosting: QEMU would serve it to the guest's EL1 too (see the hypervisor's
@@ -124,6 +139,9 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
         push(&["-kernel", &inputs.hypervisor.display().to_string()]);
         let loader = format!("loader,file={},addr={IMAGE_ADDR:#x},force-raw=on", inputs.image.display());
         push(&["-device", &loader]);
+        if let Some((initrd, _)) = inputs.initrd {
+            push(&["-device", &format!("loader,file={},addr={INITRD_ADDR:#x},force-raw=on", initrd.display())]);
+        }
         if let Some(file) = &inputs.disk {
             push(&["-global", "virtio-mmio.force-legacy=false"]);
             push(&["-drive", &format!("file={file},if=none,format=raw,id={BACKING_DRIVE_ID}")]);
@@ -132,7 +150,8 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
             let merging = if plan.backing.injects_errors() { ",request-merging=off" } else { "" };
             push(&["-device", &format!("virtio-blk-device,drive={BACKING_DRIVE_ID}{merging}")]);
         }
-        push(&["-append", &hypervisor_cmdline(plan, inputs.image_size, inputs.foreign)]);
+        let initrd_size = inputs.initrd.map(|(_, size)| size);
+        push(&["-append", &hypervisor_cmdline(plan, inputs.image_size, initrd_size, inputs.foreign)]);
     }
     if let Some(shift) = plan.icount {
         push(&["-icount", &format!("shift={shift},sleep=off")]);
@@ -261,10 +280,10 @@ mod tests {
         assert_eq!(RESERVED_MIB, 96);
         const _: () = assert!(RAM_BASE < HYPERVISOR_BASE && HYPERVISOR_BASE < IMAGE_ADDR);
         assert_eq!(GUEST_FRAMES_BASE, 0x4600_0000);
-        assert_eq!(machine_mib(128), 224);
-        assert_eq!(machine_mib(16), 112);
-        assert_eq!(machine_mib(100), 208); // 196 rounded up
-        assert_eq!(machine_mib(1), 112); // below the validated minimum, still rounds up
+        assert_eq!(machine_mib(128, 0), 224);
+        assert_eq!(machine_mib(16, 0), 112);
+        assert_eq!(machine_mib(100, 0), 208); // 196 rounded up
+        assert_eq!(machine_mib(1, 0), 112); // below the validated minimum, still rounds up
     }
 
     fn inputs<'a>(image: &'a Path, foreign: bool) -> Inputs<'a> {
@@ -275,6 +294,7 @@ mod tests {
             image_size: 0x12340,
             foreign,
             disk: Some("/w/target/xtask/disks/backing-1-0.img".into()),
+            initrd: None,
         }
     }
 
@@ -303,7 +323,7 @@ mod tests {
         let image = PathBuf::from("/tmp/Image");
         let plan = parse_run(&["--guest-kernel", "/tmp/Image"]).validate().unwrap();
         assert_eq!(
-            hypervisor_cmdline(&plan, 0x1000, true),
+            hypervisor_cmdline(&plan, 0x1000, None, true),
             "vcpus=4 guest_mib=128 image=0x42000000:0x1000 backing_latency_us=50"
         );
         let plan = parse_run(&["--guest-cmdline", "console=hvc0"]).validate().unwrap();
@@ -334,15 +354,15 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(
-            hypervisor_cmdline(&plan, 0x1000, false),
+            hypervisor_cmdline(&plan, 0x1000, None, false),
             "vcpus=2 guest_mib=32 image=0x42000000:0x1000 backing_latency_us=50 resident_mib=8 \
              -- scenario=overcommit seed=1"
         );
         // Without the option nothing is paged and the word is absent (see the tests above).
         let plan = parse_run(&["--guest-mib", "32"]).validate().unwrap();
-        assert!(!hypervisor_cmdline(&plan, 0x1000, false).contains("resident_mib"));
+        assert!(!hypervisor_cmdline(&plan, 0x1000, None, false).contains("resident_mib"));
         // The machine's RAM does not shrink: the hypervisor decides what it uses of it.
-        assert_eq!(machine_mib(32), 128);
+        assert_eq!(machine_mib(32, 0), 128);
     }
 
     #[test]
@@ -375,6 +395,25 @@ mod tests {
             let argv = command_line(&plan, &inputs(&image, false));
             assert!(!argv.iter().any(|a| a.contains("semihosting")), "{args:?}: {argv:?}");
         }
+    }
+
+    #[test]
+    fn initrd_is_staged_after_the_image() {
+        let plan =
+            parse_run(&["--guest-kernel", "/i/Image", "--initrd", "/i/initrd.gz", "--vcpus", "1"]).validate().unwrap();
+        let image = PathBuf::from("/i/Image");
+        let mut inputs = inputs(&image, true);
+        inputs.initrd = Some((Path::new("/i/initrd.gz"), 3 << 20));
+        let line = shell_join(&command_line(&plan, &inputs));
+        assert!(line.contains("-device loader,file=/i/initrd.gz,addr=0x46000000,force-raw=on"), "{line}");
+        assert!(line.contains("initrd=0x46000000:0x300000"), "{line}");
+        assert!(line.contains("-m 240"), "128 + 96 + 4 (the initrd, in 2 MiB steps) rounded to 16: {line}");
+        assert_eq!(machine_mib(128, 1), 240);
+        let bare = parse_run(&["--bare", "--guest-kernel", "/i/Image", "--initrd", "/i/r", "--vcpus", "1"])
+            .validate()
+            .unwrap();
+        inputs.initrd = Some((Path::new("/i/r"), 5));
+        assert!(shell_join(&command_line(&bare, &inputs)).contains("-kernel /i/Image -initrd /i/r"));
     }
 
     #[test]

@@ -72,7 +72,21 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
             image::stage(&own, &tmp)?
         }
     };
-    check_resident_fits_kernel(plan, &staged)?;
+    let initrd = match &plan.initrd {
+        Some(path) => {
+            let size = fs::metadata(path).with_context(|| format!("cannot read the initrd {}", path.display()))?.len();
+            if size == 0 || size > qemu::MAX_INITRD_BYTES {
+                anyhow::bail!(
+                    "--initrd {}: {size} bytes; the runner stages 1 byte to {} MiB",
+                    path.display(),
+                    qemu::MAX_INITRD_BYTES >> 20
+                );
+            }
+            Some((path.clone(), size))
+        }
+        None => None,
+    };
+    check_resident_fits_kernel(plan, &staged, initrd.as_ref().map_or(0, |(_, size)| *size))?;
     let disk = if need_hypervisor { Some(Disk::create(root, &plan.backing, plan.guest_mib)?) } else { None };
     let argv = qemu::command_line(
         plan,
@@ -83,6 +97,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
             image_size: staged.size,
             foreign: plan.guest_kernel.is_some(),
             disk: disk.as_ref().map(Disk::drive_file),
+            initrd: initrd.as_ref().map(|(path, size)| (path.as_path(), *size)),
         },
     );
     let mut report = empty_report(plan, tc);
@@ -179,14 +194,15 @@ const DEVICE_TREE_RESERVE: u64 = 64 << 10;
 
 /// With paged RAM the hypervisor loads the kernel and the device tree into resident frames
 /// before the VM starts: refuse a kernel that cannot fit before QEMU starts, naming the option.
-fn check_resident_fits_kernel(plan: &RunPlan, staged: &StagedImage) -> Result<()> {
+fn check_resident_fits_kernel(plan: &RunPlan, staged: &StagedImage, initrd_bytes: u64) -> Result<()> {
     let Some(resident_mib) = plan.resident_mib else { return Ok(()) };
     let footprint = staged.header.image_size.max(staged.size);
-    let needed = footprint + DEVICE_TREE_RESERVE;
+    let needed = footprint + initrd_bytes + DEVICE_TREE_RESERVE;
     if needed > u64::from(resident_mib) << 20 {
         anyhow::bail!(
             "--resident-mib {resident_mib} is too small for this guest kernel: loading it takes {} MiB of \
-             resident memory (its Image occupies {footprint} bytes with bss, plus the device tree)",
+             resident memory (its Image occupies {footprint} bytes with bss, plus {initrd_bytes} bytes of initrd \
+             and the device tree)",
             needed.div_ceil(1 << 20)
         );
     }

@@ -726,6 +726,7 @@ impl Case {
             backing: self.backing(),
             resident_mib: self.paged.map(|p| p.resident_mib).or(self.resident_mib),
             foreign: None,
+            initrd: None,
         }
     }
 
