@@ -30,7 +30,7 @@ mod vgic;
 mod vm;
 mod vuart;
 
-use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use aarch64_cpu::registers::{Writeable, VBAR_EL2};
 use asyncpf_contract::runner::EXIT_BAD_CONFIG;
@@ -42,12 +42,15 @@ use crate::platform::Platform;
 static PLATFORM: Once<Platform> = Once::new();
 /// Set by CPU 0 when the EL2 page tables are ready for the other CPUs.
 static TABLES_READY: AtomicBool = AtomicBool::new(false);
-/// The largest cache writeback granule (CTR_EL0.CWG) seen on any physical CPU, in bytes.
-static MAX_WRITEBACK_GRANULE: AtomicUsize = AtomicUsize::new(0);
+/// Each physical CPU's CTR_EL0.CWG, plus one (0: not reported yet), stored by the CPU itself.
+static CPU_CWG: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+/// The machine's writeback granule in bytes, decided by CPU 0 once every CPU has reported
+/// (`asyncpf_core::apf::machine_granule`); 0 before.
+static MACHINE_GRANULE: AtomicUsize = AtomicUsize::new(0);
 
-/// The largest cache writeback granule over every physical CPU that has started.
+/// The writeback granule the APF record is laid out with: the largest over every physical CPU.
 pub fn max_writeback_granule() -> usize {
-    MAX_WRITEBACK_GRANULE.load(Ordering::Relaxed)
+    MACHINE_GRANULE.load(Ordering::Acquire)
 }
 
 unsafe extern "C" {
@@ -86,7 +89,7 @@ fn primary_cpu() -> ! {
         Ok(options) => options,
         Err(e) => fail(format_args!("bad hypervisor command line '{}': {e}", platform.bootargs)),
     };
-    note_writeback_granule();
+    note_writeback_granule(0);
     hyp_println!(
         "asyncpf hypervisor: {} physical CPUs, RAM {:#x}+{:#x}, GICD {:#x}, GICR {:#x}, CWG {} bytes",
         platform.cpu_mpidrs.len(),
@@ -108,6 +111,17 @@ fn primary_cpu() -> ! {
     if options.backing_selftest > 0 {
         backing::selftest::run(platform, &options);
     }
+    // Every CPU reports its writeback granule before the VM (and its APF record layout) is
+    // built: the layout must hold for the largest one.
+    start_secondary_cpus(platform);
+    let cwgs = (0..platform.cpu_mpidrs.len()).map(|cpu| loop {
+        match CPU_CWG[cpu].load(Ordering::Acquire) {
+            0 => core::hint::spin_loop(),
+            reported => break reported - 1,
+        }
+    });
+    let granule = asyncpf_core::apf::machine_granule(cwgs).expect("CPU 0 reported");
+    MACHINE_GRANULE.store(granule as usize, Ordering::Release);
 
     let vm = match vm::build(platform, &options, heap_end) {
         Ok(vm) => vm,
@@ -122,6 +136,13 @@ fn primary_cpu() -> ! {
         vm.kernel_entry,
         vm.dtb_address
     );
+    // The other CPUs wait for the VM in `wfe`.
+    arch::send_event();
+    vm.power_on(0, vm.kernel_entry, vm.dtb_address).expect("vCPU 0 starts off");
+    vcpu::run(vm, 0)
+}
+
+fn start_secondary_cpus(platform: &Platform) {
     for (cpu, &mpidr) in platform.cpu_mpidrs.iter().enumerate().skip(1) {
         let entry = arch::boot::secondary_entry as *const () as u64;
         let result = arch::smc_call(asyncpf_contract::psci::CPU_ON_64, mpidr, entry, cpu as u64);
@@ -129,8 +150,6 @@ fn primary_cpu() -> ! {
             fail(format_args!("PSCI CPU_ON for physical CPU {cpu} (MPIDR {mpidr:#x}) failed: {result}"));
         }
     }
-    vm.power_on(0, vm.kernel_entry, vm.dtb_address).expect("vCPU 0 starts off");
-    vcpu::run(vm, 0)
 }
 
 fn secondary_cpu(cpu: usize) -> ! {
@@ -138,10 +157,15 @@ fn secondary_cpu(cpu: usize) -> ! {
         core::hint::spin_loop();
     }
     mm::enable_el2_mmu();
-    note_writeback_granule();
+    note_writeback_granule(cpu);
     let platform = PLATFORM.get().expect("CPU 0 read the platform before starting this CPU");
     gic::init_this_cpu(platform.gicr_base, platform.gicr_size);
-    let vm = vm::get();
+    let vm = loop {
+        match vm::try_get() {
+            Some(vm) => break vm,
+            None => arch::wait_for_event(),
+        }
+    };
     if cpu < vm.vcpus.len() {
         vcpu::run(vm, cpu)
     }
@@ -154,8 +178,9 @@ fn secondary_cpu(cpu: usize) -> ! {
     }
 }
 
-fn note_writeback_granule() {
-    MAX_WRITEBACK_GRANULE.fetch_max(arch::writeback_granule_bytes(), Ordering::Relaxed);
+/// This CPU's CTR_EL0.CWG, for CPU 0's decision of the machine's granule.
+fn note_writeback_granule(cpu: usize) {
+    CPU_CWG[cpu].store(arch::writeback_granule_cwg() + 1, Ordering::Release);
 }
 
 /// A configuration error before the VM runs: say why and end with EXIT_BAD_CONFIG.

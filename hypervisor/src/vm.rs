@@ -92,6 +92,11 @@ pub fn get() -> &'static Vm {
     VM.get().expect("the VM is built before any vCPU runs")
 }
 
+/// The VM, once CPU 0 has built it.
+pub fn try_get() -> Option<&'static Vm> {
+    VM.get()
+}
+
 /// The vCPU MPIDR for vCPU `index`: Aff0 in 0..16 (GICv3 SGI target lists cover 16 CPUs per
 /// Aff1 value), Aff1 above.
 fn vcpu_mpidr(index: usize) -> u64 {

@@ -274,6 +274,9 @@ pub struct Assertion {
 }
 
 const ALL: &[&str] = &[];
+/// The CPU model of a case: each has its known writeback granule (CTR_EL0.CWG).
+const CPU_MAX: &str = "cpu-max";
+const CPU_A64FX: &str = "cpu-a64fx";
 /// Every case whose run must pass (all but the paging case with failing reads).
 const EXPECT_OK: &str = "expect-ok";
 use Check::*;
@@ -287,6 +290,10 @@ pub const ASSERTIONS: &[Assertion] = &[
     // Every case: the guest reported every vCPU, and the run passed unless meant to fail.
     Assertion { scenarios: &[EXPECT_OK], check: IsTrue("/ok") },
     Assertion { scenarios: ALL, check: Len("/per_vcpu", Vcpus) },
+    // The granule the hypervisor decided once every CPU had reported it: `max` has 64-byte
+    // lines, `a64fx` 256-byte ones (platform.md).
+    Assertion { scenarios: &[CPU_MAX], check: Cmp(Field("/hyp/cwg_bytes"), Eq, Int(64)) },
+    Assertion { scenarios: &[CPU_A64FX], check: Cmp(Field("/hyp/cwg_bytes"), Eq, Int(256)) },
     // smp: every vCPU ran tasks, and the timer preempted something.
     Assertion { scenarios: &["smp"], check: Each("/per_vcpu", "tasks_run", Gt, Int(0)) },
     Assertion { scenarios: &["smp"], check: Sum("/per_vcpu", "preemptions", Gt, Int(0)) },
@@ -696,6 +703,10 @@ impl Case {
         if self.scenario == "apfabi" {
             labels.push(if self.resident_mib.is_some() { APF_PAGED } else { APF_UNPAGED });
         }
+        labels.push(match self.cpu {
+            "a64fx" => CPU_A64FX,
+            _ => CPU_MAX,
+        });
         labels
     }
 
@@ -1134,10 +1145,10 @@ mod tests {
     fn matrix_names() {
         let c = Case::matrix("ipi", 4, "a64fx");
         assert_eq!(c.name(), "qemu/ipi/v4/a64fx");
-        assert_eq!(c.labels(), ["ipi", EXPECT_OK]);
+        assert_eq!(c.labels(), ["ipi", EXPECT_OK, CPU_A64FX]);
         let c = Case { selftest: Some(SELFTESTS[2]), ..Case::matrix("smp", 2, "max") };
         assert_eq!(c.name(), "qemu/selftest/blkdebug/v2");
-        assert_eq!(c.labels(), ["smp", EXPECT_OK, SELFTEST, SELFTEST_ERRORS]);
+        assert_eq!(c.labels(), ["smp", EXPECT_OK, SELFTEST, SELFTEST_ERRORS, CPU_MAX]);
         assert_eq!(c.backing().write_errors, [BLKDEBUG_WRITE_SLOT]);
         assert_eq!(first_line("a\nb"), "a");
         assert_eq!(first_line(&"x".repeat(200)).len(), 102);
@@ -1177,11 +1188,11 @@ mod tests {
         assert_eq!(c.plan(None, 1).resident_mib, Some(32));
         assert_eq!(c.plan(None, 1).guest_cmdline, None);
         assert_eq!(case(OC_8X)[1].plan(None, 1).guest_cmdline.as_deref(), Some("ws_mib=32"));
-        assert_eq!(c.labels(), ["overcommit", EXPECT_OK, PAGED, OC_4X, PAGED_CLEAN, OVERCOMMITTED]);
+        assert_eq!(c.labels(), ["overcommit", EXPECT_OK, PAGED, OC_4X, PAGED_CLEAN, OVERCOMMITTED, CPU_MAX]);
         assert_eq!(c.backing(), BackingPlan::default());
-        assert_eq!(case(OC_FITS)[0].labels(), ["overcommit", EXPECT_OK, PAGED, OC_FITS, PAGED_CLEAN]);
+        assert_eq!(case(OC_FITS)[0].labels(), ["overcommit", EXPECT_OK, PAGED, OC_FITS, PAGED_CLEAN, CPU_MAX]);
         let c = &case(OC_BLKDEBUG)[0];
-        assert_eq!(c.labels(), [PAGED, OC_BLKDEBUG, OVERCOMMITTED], "meant to fail: no expect-ok");
+        assert_eq!(c.labels(), [PAGED, OC_BLKDEBUG, OVERCOMMITTED, CPU_MAX], "meant to fail: no expect-ok");
         assert_eq!(c.backing().read_errors, OC_BLKDEBUG_READ_SLOTS);
         assert_eq!(c.backing().write_errors, OC_BLKDEBUG_WRITE_SLOTS);
         assert_eq!(c.backing().latency_us, asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US);
@@ -1262,6 +1273,7 @@ mod tests {
             "guest": {"aborts": 0, "ws_bytes": ws_pages * 4096, "ws_pages": ws_pages, "abort_addresses": [],
                       "check": {"words_checked": words, "mismatches": 0}},
             "check": {"words_checked": words, "mismatches": 0},
+            "hyp": {"cwg_bytes": 64},
             "mem": {"guest_mib": guest_mib, "resident_mib": resident_mib, "backing_latency_us": 50,
                     "page_ins": 2 * ws_pages, "page_outs": 3 * ws_pages, "zero_fills": ws_pages,
                     "clean_drops": ws_pages, "dirty_writebacks": 2 * ws_pages, "io_errors": 0, "retries": 0,
@@ -1275,7 +1287,7 @@ mod tests {
         let mut r = paged_report(64, 12);
         r["per_vcpu"] = json!([{"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}]);
         r["guest"]["apf"] = json!({"enabled_cpus": 4, "accepted": 900, "page_ready_tokens": 900, "ring_errors": 0});
-        r["hyp"] = json!({"async_faults": 901, "apf": {"dispatched": 901, "accepted": 900, "declined": 1,
+        r["hyp"] = json!({"cwg_bytes": 64, "async_faults": 901, "apf": {"dispatched": 901, "accepted": 900, "declined": 1,
                 "completed": 901, "posted": 900, "wake_alls": 0, "ring_errors": 0}});
         assert_eq!(failed_assertions(&c.labels(), 4, &r), Vec::<String>::new());
         // A lost page_ready, a CPU that did not enable APF, no asynchronous fault at all.

@@ -33,6 +33,14 @@ pub const fn cwg_bytes(cwg: u64) -> u64 {
     }
 }
 
+/// The granule the record is laid out with on a machine whose CPUs report these CTR_EL0.CWG
+/// values: the largest [`cwg_bytes`] over all of them, so that no CPU's cache line can span a
+/// host-written and a guest-written field. Every CPU must have reported before this is decided
+/// (a big.LITTLE machine's CPUs may differ); `None` when no CPU has.
+pub fn machine_granule(cwgs: impl IntoIterator<Item = u64>) -> Option<u64> {
+    cwgs.into_iter().map(cwg_bytes).max()
+}
+
 /// The record's layout for one writeback granule: where each field lies, relative to the
 /// record's start. Host-written fields (`pnp_token`, `pnp_address`, `ring_head`, the ring) and
 /// the guest-written field (`ring_tail`) never share a granule, so a cache-line writeback by

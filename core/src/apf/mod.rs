@@ -185,7 +185,7 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-pub use layout::{cwg_bytes, validate_enable, EnableError, GranuleError, Layout, Record};
+pub use layout::{cwg_bytes, machine_granule, validate_enable, EnableError, GranuleError, Layout, Record};
 pub use ring::{drain, read_not_present, ring_used, NotPresent, RecordMemory, RingError};
 pub use vcpu::{
     ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, Refusal, Status, Token, TokenError, MAX_LIMIT,

@@ -1005,3 +1005,19 @@ fn ring_used_accepts_exactly_the_possible_fill_levels() {
     assert_eq!(ring_used(0, 1), Err(RingError { head: 0, tail: 1 }));
     assert_eq!(ring_used(u64::MAX, 0), Err(RingError { head: u64::MAX, tail: 0 }));
 }
+
+/// The machine's granule is decided over every CPU: a big.LITTLE machine whose little cores
+/// have 64-byte lines and big cores 256-byte ones gets 256; a CPU that reports nothing (CWG 0)
+/// forces the architectural maximum; the order of reports does not matter.
+#[test]
+fn machine_granule_is_the_largest_over_all_cpus() {
+    // CWG is log2 of the granule in 4-byte words: 4 -> 64 bytes, 6 -> 256 bytes.
+    assert_eq!(machine_granule([4, 4, 4, 4]), Some(64));
+    assert_eq!(machine_granule([4, 4, 6, 6]), Some(256));
+    assert_eq!(machine_granule([6, 4, 4, 4]), Some(256));
+    assert_eq!(machine_granule([4, 0, 4]), Some(2048), "an unreported granule counts as 2 KiB");
+    assert_eq!(machine_granule([1]), Some(16), "at least two u64 fields");
+    assert_eq!(machine_granule([]), None);
+    // Deciding before the last CPU reported gives the wrong stride: exactly the mistake.
+    assert_ne!(machine_granule([4, 4, 4]), machine_granule([4, 4, 4, 6]));
+}

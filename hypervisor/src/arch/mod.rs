@@ -36,6 +36,19 @@ pub fn wait_for_interrupt() {
     unsafe { asm!("wfi", options(nomem, nostack, preserves_flags)) };
 }
 
+/// Wait for an event (`sev` from another CPU, or an interrupt).
+#[inline(always)]
+pub fn wait_for_event() {
+    // SAFETY: `wfe` only suspends execution until an event or a wake-up.
+    unsafe { asm!("wfe", options(nomem, nostack, preserves_flags)) };
+}
+
+/// Wake every CPU waiting in `wfe`, after the caller's stores (`dsb` first).
+pub fn send_event() {
+    // SAFETY: barriers and an event signal; no memory is changed.
+    unsafe { asm!("dsb ish", "sev", options(nostack, preserves_flags)) };
+}
+
 /// Invalidate all stage-1 and stage-2 EL1&0 TLB entries of the current VMID, inner shareable.
 pub fn tlbi_vmalls12e1is() {
     dsb_ish();
@@ -93,7 +106,12 @@ pub fn dcache_line_bytes() -> usize {
 /// laid out by it (`asyncpf_core::apf::cwg_bytes`: CTR_EL0.CWG 0, "not reported", or a
 /// reserved value means the architectural maximum, 2 KiB; at least 16 bytes).
 pub fn writeback_granule_bytes() -> usize {
-    asyncpf_core::apf::cwg_bytes((ctr_el0() >> 24) & 0xf) as usize
+    asyncpf_core::apf::cwg_bytes(writeback_granule_cwg()) as usize
+}
+
+/// This CPU's CTR_EL0.CWG field (log2 of the writeback granule in words; 0: not reported).
+pub fn writeback_granule_cwg() -> u64 {
+    (ctr_el0() >> 24) & 0xf
 }
 
 /// This physical CPU's index, set by `boot` in TPIDR_EL2.
