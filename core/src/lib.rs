@@ -11,6 +11,7 @@
 //! * [`sgi`]: the targets of an SGI the guest generates.
 //! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
 //! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
+//! * [`latency`]: the backing store's latency model in time (timers; holding virtual time).
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -26,6 +27,7 @@ pub mod fdt;
 pub mod histogram;
 pub mod hypercall;
 pub mod image;
+pub mod latency;
 pub mod mpidr;
 pub mod options;
 pub mod overcommit;
