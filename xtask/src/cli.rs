@@ -20,6 +20,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 
 /// QEMU's `virt` machine accepts at most this many CPUs.
 const MAX_PCPUS: u32 = 512;
+/// Most `--host-load` processes (a few per host core is plenty to keep every core busy).
+pub const MAX_HOST_LOAD: u32 = 64;
 /// QEMU accepts `-icount shift=` values 0..=10.
 const MAX_ICOUNT_SHIFT: u32 = 10;
 /// Bounds on guest RAM: the guest kernel needs some room; the host machine has little RAM.
@@ -138,6 +140,10 @@ pub struct RunArgs {
     /// guest page n (IPA 0x4000_0000 + n * 4096) [without --scenario: 12; R < G required].
     #[arg(long, value_name = "R")]
     pub resident_mib: Option<u32>,
+    /// Keep N busy processes (`sh -c 'while :; do :; done'`) running beside QEMU during the
+    /// run(s), killed after: under -icount the figures must not change.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub host_load: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -182,6 +188,9 @@ pub struct BenchArgs {
     /// Kill QEMU and count the run as failed after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Keep N busy processes running beside QEMU during the runs (see `run --host-load`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub host_load: u32,
 }
 
 /// The `run` options that the command line gave, by clap id (the [`RunArgs`] field name, e.g.
@@ -243,6 +252,8 @@ pub struct RunPlan {
     pub backing: BackingPlan,
     /// Host memory for guest RAM in MiB (`resident_mib`); None: guest RAM is not paged.
     pub resident_mib: Option<u32>,
+    /// Busy processes beside QEMU during the run (`--host-load`).
+    pub host_load: u32,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -316,6 +327,9 @@ impl RunArgs {
         if self.timeout == 0 {
             bail!("--timeout must be at least 1 second");
         }
+        if self.host_load > MAX_HOST_LOAD {
+            bail!("--host-load {}: at most {MAX_HOST_LOAD} busy processes", self.host_load);
+        }
         check_word("--scenario", &self.scenario)?;
         check_word("--cpu", &self.cpu)?;
         if let Some(extra) = &self.guest_cmdline {
@@ -376,6 +390,7 @@ impl RunArgs {
             quiet: self.quiet,
             backing,
             resident_mib: self.resident_mib,
+            host_load: self.host_load,
         })
     }
 }
@@ -416,6 +431,17 @@ pub(crate) mod tests {
         assert_eq!(plan.icount, None);
         assert!(!plan.bare && !plan.quiet);
         assert_eq!(plan.resident_mib, None);
+        assert_eq!(plan.host_load, 0);
+    }
+
+    #[test]
+    fn host_load() {
+        assert_eq!(parse_run(&["--host-load", "2"]).validate().unwrap().host_load, 2);
+        let max = MAX_HOST_LOAD.to_string();
+        assert_eq!(parse_run(&["--host-load", &max]).validate().unwrap().host_load, MAX_HOST_LOAD);
+        let over = (MAX_HOST_LOAD + 1).to_string();
+        let err = parse_run(&["--host-load", &over]).validate().unwrap_err().to_string();
+        assert!(err.contains("--host-load"), "{err}");
     }
 
     #[test]

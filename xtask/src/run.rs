@@ -99,6 +99,8 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     }
 
     let mut console = Console::new(plan.bare);
+    // Started last, stopped as soon as QEMU is done (also when it fails).
+    let load = crate::hostload::HostLoad::start(plan.host_load)?;
     let outcome = qemu::run(&argv, Duration::from_secs(plan.timeout_secs), |stream, line| {
         if !plan.quiet {
             match stream {
@@ -108,6 +110,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         }
         console.push(line);
     })?;
+    drop(load);
     drop(staged);
     drop(disk);
     console.finish();
@@ -201,6 +204,7 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         backing_latency_us: (!plan.bare).then_some(plan.backing.latency_us),
         backing_selftest: Value::Null,
         resident_mib: plan.resident_mib,
+        host_load: plan.host_load,
         mem: Value::Null,
         check: Value::Null,
         failure: None,

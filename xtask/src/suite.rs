@@ -724,6 +724,7 @@ impl Case {
             quiet: true,
             backing: self.backing(),
             resident_mib: self.paged.map(|p| p.resident_mib).or(self.resident_mib),
+            host_load: 0,
         }
     }
 
