@@ -21,7 +21,9 @@ impl Pl011 {
         // SAFETY: `base` is the PL011 from the platform's device tree, identity-mapped as
         // device memory; FR and DR are 32-bit registers at these offsets.
         unsafe {
-            while read_volatile((self.base + UART_FR) as *const u32) & UART_FR_TXFF != 0 {}
+            while read_volatile((self.base + UART_FR) as *const u32) & UART_FR_TXFF != 0 {
+                crate::stats::STATS.console_busy_polls.inc();
+            }
             write_volatile((self.base + UART_DR) as *mut u32, byte as u32);
         }
     }

@@ -560,9 +560,14 @@ impl Pager {
             self.hidden.store(clock::now().saturating_sub(Ticks(pinned)).0, Ordering::Release);
             self.pinned.store(u64::MAX, Ordering::Release);
         }
-        // Every time (the same instructions whatever happened before): the guest's counter and
-        // this CPU's timer follow the hidden ticks (`release` does not arm it with `hide`).
-        CNTVOFF_EL2.set(self.hidden.load(Ordering::Acquire));
+        // When ticks were hidden (which happens at instants that do not depend on the host):
+        // the guest's counter and this CPU's timer follow (`release` does not arm it with
+        // `hide`).
+        let hidden = self.hidden.load(Ordering::Acquire);
+        if !reopen && CNTVOFF_EL2.get() == hidden {
+            return;
+        }
+        CNTVOFF_EL2.set(hidden);
         if reopen {
             CNTV_CTL_EL0.set(self.saved_cntv.load(Ordering::Relaxed));
         }
@@ -708,11 +713,16 @@ impl Pager {
         // Virtual time: requests go to the device here, and what it finished comes off the
         // virtqueue; what that costs depends on the host, and with `hide` it is hidden (up to
         // the doorbell, below).
-        let device_work = (self.time_base == TimeBase::Virtual).then(|| {
+        let mut device_ticks = 0;
+        let doorbell = if self.time_base == TimeBase::Virtual {
             let start = clock::now();
             locked.disk.take_finished();
-            start
-        });
+            let doorbell = locked.disk.take_doorbell();
+            device_ticks = clock::now().saturating_sub(start).0;
+            doorbell
+        } else {
+            locked.disk.take_doorbell()
+        };
         let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
         self.earliest_due.store(due, Ordering::Release);
         if self.time_base == TimeBase::Virtual && !self.hide {
@@ -725,7 +735,6 @@ impl Pager {
             let at = (due != u64::MAX && !pinned).then_some(Ticks(due));
             self.set_timer(at);
         }
-        let doorbell = locked.disk.take_doorbell();
         let mut apf_done = [0u32; APF_DONE_BATCH];
         let count = locked.apf_done.len().min(APF_DONE_BATCH);
         apf_done[..count].copy_from_slice(&locked.apf_done[..count]);
@@ -743,15 +752,17 @@ impl Pager {
                 }
             }
         }
+        // (Timed whether or not there is anything to ring: whether there is depends on the host.)
+        let start = self.hide.then(clock::now);
         if let Some(queue) = doorbell {
             self.disk_registers.notify_queue(queue);
         }
-        if let (Some(start), true) = (device_work, self.hide) {
-            if self.pinned.load(Ordering::Acquire) == u64::MAX {
-                // (While pinned, the window hides it.)
-                let spent = clock::now().saturating_sub(start).0;
-                self.hidden.fetch_add(spent, Ordering::AcqRel);
-            }
+        if let Some(start) = start {
+            device_ticks += clock::now().saturating_sub(start).0;
+        }
+        if self.hide && self.pinned.load(Ordering::Acquire) == u64::MAX {
+            // (While pinned, the window hides it anyway.)
+            self.hidden.fetch_add(device_ticks, Ordering::AcqRel);
         }
         // Pairs with `lock_or_sleep`'s announcement (see there).
         fence(Ordering::SeqCst);

@@ -54,6 +54,10 @@ pub struct Stats {
     pub lr_injections: Counter,
     /// Stage-2 aborts on paged guest RAM handed to the pager.
     pub page_faults: Counter,
+    /// Reads of the console UART's flag register that found its transmit FIFO full (QEMU had
+    /// not written earlier output to its host backend yet): under `-icount` each one is virtual
+    /// time that depends on the host.
+    pub console_busy_polls: Counter,
 }
 
 pub static STATS: Stats = Stats {
@@ -73,12 +77,13 @@ pub static STATS: Stats = Stats {
     timer_irqs: Counter::new(),
     lr_injections: Counter::new(),
     page_faults: Counter::new(),
+    console_busy_polls: Counter::new(),
 };
 
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 16] = [
+        let members: [(&str, &Counter); 17] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -95,6 +100,7 @@ impl Stats {
             ("timer_irqs", &self.timer_irqs),
             ("lr_injections", &self.lr_injections),
             ("page_faults", &self.page_faults),
+            ("console_busy_polls", &self.console_busy_polls),
         ];
         for (i, (name, counter)) in members.iter().enumerate() {
             if i > 0 {

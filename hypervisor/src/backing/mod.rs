@@ -437,7 +437,8 @@ impl BackingStore {
         assert!(slot < self.capacity_pages, "backing slot {slot} beyond the disk's {} pages", self.capacity_pages);
         assert!(frame.0 % PAGE_SIZE == 0, "frame {:#x} is not page-aligned", frame.0);
         let virtual_time = self.time_base == TimeBase::Virtual;
-        if self.at_device == self.queue_depth && !virtual_time {
+        // (In virtual time the device's state is not even looked at: it depends on the host.)
+        if !virtual_time && self.at_device == self.queue_depth {
             return Err(Busy);
         }
         let index = self.requests.iter().position(|r| r.state == State::Free).ok_or(Busy)?;
