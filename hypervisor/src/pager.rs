@@ -150,6 +150,11 @@ pub struct Pager {
     /// Hide the windows from model time: virtual time with one vCPU. With more, the others
     /// run while one CPU polls, and their guest time must not go backwards.
     hide: bool,
+    /// With `hide`, counter ticks spent while model time is pinned on work that is the same in
+    /// every run (completing a request in the engine, mapping its page, waking its waiter,
+    /// posting page_ready): `close_window` lets model time advance by them, so the guest pays
+    /// for the hypervisor's completion work but not for the device's bookkeeping or a hold.
+    charge: AtomicU64,
     /// With `hide`, the guest's CNTV_CTL_EL0 while model time is pinned (its timer is disabled
     /// meanwhile: it counts model time, and must not fire on ticks that will be hidden).
     saved_cntv: AtomicU64,
@@ -295,6 +300,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         hidden: AtomicU64::new(0),
         hide: setup.time_base == TimeBase::Virtual && setup.vcpus == 1,
         saved_cntv: AtomicU64::new(0),
+        charge: AtomicU64::new(0),
         late_freezes: AtomicU64::new(0),
         held_sleep_ticks: AtomicU64::new(0),
         held_sleeps: AtomicU64::new(0),
@@ -557,7 +563,10 @@ impl Pager {
         let pinned = self.pinned.load(Ordering::Acquire);
         let reopen = pinned != u64::MAX;
         if reopen {
-            self.hidden.store(clock::now().saturating_sub(Ticks(pinned)).0, Ordering::Release);
+            // Model time goes on from where it was pinned plus what is charged.
+            let charge = self.charge.swap(0, Ordering::Relaxed);
+            let hidden = clock::now().saturating_sub(Ticks(pinned)).0.saturating_sub(charge);
+            self.hidden.store(hidden, Ordering::Release);
             self.pinned.store(u64::MAX, Ordering::Release);
         }
         // When ticks were hidden (which happens at instants that do not depend on the host):
@@ -747,8 +756,13 @@ impl Pager {
         }
         if count > 0 {
             if let Some(apf) = &crate::vm::get().apf {
+                // Posting page_ready costs the same in every run: charged (`close_window`).
+                let started = self.hide.then(clock::now);
                 for &waiter in &apf_done[..count] {
                     apf.completed(crate::vm::get(), self, waiter);
+                }
+                if let Some(started) = started {
+                    self.charge.fetch_add(clock::now().saturating_sub(started).0, Ordering::Relaxed);
                 }
             }
         }
@@ -789,50 +803,58 @@ impl Pager {
         disk.take_finished();
         disk.report_due(now, completions);
         for completion in completions.drain(..) {
-            requests.record(now.saturating_sub(completion.submitted).as_nanos());
-            let id = RequestId(completion.tag as u16);
-            let ok = completion.result.is_ok();
-            if let Err(error) = completion.result {
-                hyp_println!("backing store: {:?} request {} failed ({error})", completion.op, id.0);
-            }
-            let answer = match completion.op {
-                Op::Read => engine.read_done(id, ok),
-                Op::Write => engine.write_done(id, ok),
-            };
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(e) => {
-                    // Cannot happen: every tag is a request the engine started.
-                    hyp_println!("backing store: completion of an unknown request: {e}");
-                    continue;
+            // What one completion costs is the same in every run: it is charged to model time
+            // (see `close_window`), unlike the rest of the poll.
+            let started = self.hide.then(clock::now);
+            'one: {
+                requests.record(now.saturating_sub(completion.submitted).as_nanos());
+                let id = RequestId(completion.tag as u16);
+                let ok = completion.result.is_ok();
+                if let Err(error) = completion.result {
+                    hyp_println!("backing store: {:?} request {} failed ({error})", completion.op, id.0);
                 }
-            };
-            match answer.done {
-                Done::Map { page, frame, writable } => {
-                    self.pages.map(page.index(), self.frame_address(frame), access(writable))
-                }
-                Done::Resubmit(read) => {
-                    self.submit(disk, backlog, read, now);
-                }
-                Done::Evicted { .. } | Done::ReadFailed { .. } => {}
-            }
-            for &wake in answer.woken {
-                let (waiter, state) = match wake {
-                    Wake::Resume(w) => (w, WaitState::Resume),
-                    Wake::Abort(w) => (w, WaitState::Abort),
+                let answer = match completion.op {
+                    Op::Read => engine.read_done(id, ok),
+                    Op::Write => engine.write_done(id, ok),
                 };
-                if waiter.index() >= self.waits.len() {
-                    // An asynchronous fault's page is back (or failed for good: its task's
-                    // retry then faults synchronously and gets the abort). After the unlock.
-                    apf_done.push(waiter.0);
-                    continue;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        // Cannot happen: every tag is a request the engine started.
+                        hyp_println!("backing store: completion of an unknown request: {e}");
+                        break 'one;
+                    }
+                };
+                match answer.done {
+                    Done::Map { page, frame, writable } => {
+                        self.pages.map(page.index(), self.frame_address(frame), access(writable))
+                    }
+                    Done::Resubmit(read) => {
+                        self.submit(disk, backlog, read, now);
+                    }
+                    Done::Evicted { .. } | Done::ReadFailed { .. } => {}
                 }
-                let wait = &self.waits[waiter.index()];
-                let since = Ticks(wait.since.load(Ordering::Relaxed));
-                let resumed = if virtual_time { now } else { self.model_now() };
-                stalls.record(resumed.saturating_sub(since).as_nanos());
-                wait.state.store(state as u8, Ordering::Release);
-                self.kicks.fetch_or(1 << waiter.index(), Ordering::Relaxed);
+                for &wake in answer.woken {
+                    let (waiter, state) = match wake {
+                        Wake::Resume(w) => (w, WaitState::Resume),
+                        Wake::Abort(w) => (w, WaitState::Abort),
+                    };
+                    if waiter.index() >= self.waits.len() {
+                        // An asynchronous fault's page is back (or failed for good: its task's
+                        // retry then faults synchronously and gets the abort). After the unlock.
+                        apf_done.push(waiter.0);
+                        continue;
+                    }
+                    let wait = &self.waits[waiter.index()];
+                    let since = Ticks(wait.since.load(Ordering::Relaxed));
+                    let resumed = if virtual_time { now } else { self.model_now() };
+                    stalls.record(resumed.saturating_sub(since).as_nanos());
+                    wait.state.store(state as u8, Ordering::Release);
+                    self.kicks.fetch_or(1 << waiter.index(), Ordering::Relaxed);
+                }
+            }
+            if let Some(started) = started {
+                self.charge.fetch_add(clock::now().saturating_sub(started).0, Ordering::Relaxed);
             }
         }
         while let Some(&request) = backlog.front() {
