@@ -33,6 +33,22 @@
 //! A blocked vCPU's [`WaitState`] is set to `Waiting` under the lock, before the lock is
 //! released; whoever processes the completion that wakes it (under the lock) sets `Resume` or
 //! `Abort` and kicks its CPU with an SGI, which stays pending until `wfi`, so no wake-up is lost.
+//!
+//! # Virtual time
+//! Under QEMU's `-icount` (option `icount=1`) time is counted in instructions and QEMU jumps it
+//! to the earliest armed timer whenever every CPU sleeps, while the disk completes requests in
+//! host time. So that no figure depends on the host (`asyncpf_core::latency`,
+//! docs/architecture.md "Repeatable virtual time"):
+//! * the EL2 timer covers every outstanding deadline, and the disk's SPI stays disabled;
+//! * a deadline that passes before the device finished its request makes the pager *late*:
+//!   model time is pinned, every CPU sleeps with no timer armed ([`Pager::hold_while_late`],
+//!   `Pager::frozen_wfi`) and the disk's SPI, enabled meanwhile, ends it;
+//! * completions are reported in deadline order, and requests are accepted whatever the state
+//!   of the virtqueue;
+//! * with one vCPU, model time is the counter minus `Pager::hidden` ticks: it stands still from
+//!   the start of every poll until the CPU enters the guest or sleeps ([`Pager::close_window`]),
+//!   and during the virtqueue work of every lock release; the completion work itself is charged
+//!   back (`Pager::charge`); the guest's counter follows through CNTVOFF_EL2.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

@@ -36,6 +36,12 @@
 //! taken off the virtqueue (freeing its descriptor) and held until its deadline; so up to
 //! [`MAX_IN_FLIGHT`] requests can be outstanding, at most 16 of them at the device.
 //!
+//! In virtual time ([`BackingStore::set_time_base`], QEMU `-icount`) nothing may depend on how
+//! far the device got: a request is accepted (its deadline runs) and waits in the store if the
+//! virtqueue is full, it reaches the device at the next [`BackingStore::take_finished`], and
+//! completions are reported strictly in deadline order; [`BackingStore::schedule`] says when
+//! the timer must fire and whether a request is late (`asyncpf_core::latency`).
+//!
 //! # Errors
 //! A request the device completes with a status other than OK (e.g. an I/O error injected with
 //! QEMU's `blkdebug`) is reported as `Err` in its completion, at its deadline like any other;
