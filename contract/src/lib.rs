@@ -273,6 +273,12 @@ pub mod runner {
     /// the backing store when it is below `guest_mib` (memory overcommit). Without this key
     /// every guest page has its own host frame from the start and nothing is paged.
     pub const OPT_RESIDENT_MIB: &str = "resident_mib";
+    /// `icount=1`: QEMU runs with `-icount` (time is counted in instructions, `sleep=off`), so
+    /// the hypervisor keeps host time out of the guest's time: virtual time never passes a
+    /// backing request's latency deadline before the device's completion of it has been seen
+    /// (the pager stops every CPU, with no timer armed, until it is). `0`, the default: time is
+    /// the host's, and a late device is waited for as it comes.
+    pub const OPT_ICOUNT: &str = "icount";
     /// Separator between hypervisor options and the guest command line.
     pub const GUEST_CMDLINE_SEPARATOR: &str = "--";
 

@@ -14,6 +14,7 @@
 //! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
 //! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
 //! * [`console`]: how a guest's console output is shown on the host console.
+//! * [`latency`]: the backing store's latency model in time (timers; holding virtual time).
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -31,6 +32,7 @@ pub mod features;
 pub mod histogram;
 pub mod hypercall;
 pub mod image;
+pub mod latency;
 pub mod mpidr;
 pub mod options;
 pub mod overcommit;

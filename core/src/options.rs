@@ -57,6 +57,9 @@ pub struct HypOptions<'a> {
     /// Host memory for guest RAM in MiB, within [`RESIDENT_MIB_RANGE`]; `Some` pages guest RAM
     /// through the backing store (overcommitted when below `guest_mib`), `None` maps it all.
     pub resident_mib: Option<u64>,
+    /// QEMU counts time in instructions (`-icount`): hold virtual time at a late backing
+    /// request's deadline until the device has completed it (`icount=1`; default off).
+    pub icount: bool,
 }
 
 /// What is wrong with a command line. Borrowed strings are the offending words.
@@ -84,6 +87,8 @@ pub enum OptionsError<'a> {
     BackingSelftestTooLarge(u64),
     /// `resident_mib` outside [`RESIDENT_MIB_RANGE`].
     ResidentMibOutOfRange(u64),
+    /// `icount` other than 0 or 1.
+    BadFlag { key: &'a str, value: &'a str },
 }
 
 impl fmt::Display for OptionsError<'_> {
@@ -91,7 +96,7 @@ impl fmt::Display for OptionsError<'_> {
         match *self {
             OptionsError::UnknownKey(key) => write!(
                 f,
-                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
+                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
                 runner::OPT_VCPUS,
                 runner::OPT_GUEST_MIB,
                 runner::OPT_RESIDENT_MIB,
@@ -99,6 +104,7 @@ impl fmt::Display for OptionsError<'_> {
                 runner::OPT_INITRD,
                 runner::OPT_BACKING_LATENCY_US,
                 runner::OPT_BACKING_SELFTEST,
+                runner::OPT_ICOUNT,
                 runner::GUEST_CMDLINE_SEPARATOR
             ),
             OptionsError::MissingValue(word) => {
@@ -146,6 +152,7 @@ impl fmt::Display for OptionsError<'_> {
                 RESIDENT_MIB_RANGE.start(),
                 RESIDENT_MIB_RANGE.end()
             ),
+            OptionsError::BadFlag { key, value } => write!(f, "option `{key}`: `{value}` is neither 0 nor 1"),
         }
     }
 }
@@ -191,6 +198,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut backing_latency_us = None;
     let mut backing_selftest = None;
     let mut resident_mib = None;
+    let mut icount = None;
     let mut guest_cmdline = "";
 
     let mut rest = cmdline;
@@ -249,6 +257,14 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
                 }
                 set_once(&mut resident_mib, key, mib)?;
             }
+            runner::OPT_ICOUNT => {
+                let flag = match value {
+                    "0" => false,
+                    "1" => true,
+                    _ => return Err(OptionsError::BadFlag { key, value }),
+                };
+                set_once(&mut icount, key, flag)?;
+            }
             _ => return Err(OptionsError::UnknownKey(key)),
         }
     }
@@ -261,6 +277,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         backing_latency_us: backing_latency_us.unwrap_or(runner::DEFAULT_BACKING_LATENCY_US),
         backing_selftest: backing_selftest.unwrap_or(0),
         resident_mib,
+        icount: icount.unwrap_or(false),
     })
 }
 
@@ -308,6 +325,7 @@ mod tests {
                     backing_latency_us: runner::DEFAULT_BACKING_LATENCY_US,
                     backing_selftest: 0,
                     resident_mib: None,
+                    icount: false,
                 }
             );
         }
@@ -359,6 +377,18 @@ mod tests {
         assert_eq!(parse("resident_mib=8 resident_mib=8"), Err(OptionsError::Duplicate("resident_mib")));
         let text = parse("resident_mib=1").unwrap_err().to_string();
         assert!(text.contains("resident_mib") && text.contains("4..=4096"), "{text}");
+    }
+
+    #[test]
+    fn icount() {
+        assert!(parse("icount=1").unwrap().icount);
+        assert!(!parse("icount=0").unwrap().icount);
+        for bad in ["2", "yes", "0x1", "01"] {
+            let line = alloc::format!("icount={bad}");
+            assert_eq!(parse(&line), Err(OptionsError::BadFlag { key: "icount", value: bad }));
+        }
+        assert_eq!(parse("icount=1 icount=1"), Err(OptionsError::Duplicate("icount")));
+        assert!(parse("icount=3").unwrap_err().to_string().contains("neither 0 nor 1"));
     }
 
     #[test]

@@ -26,7 +26,9 @@ impl Pl011 {
         // accessed with the MMU off, which is Device-nGnRnE); FR and DR are 32-bit registers at
         // these offsets, and writing DR only transmits a byte.
         unsafe {
-            while read_volatile((self.base + UART_FR) as *const u32) & UART_FR_TXFF != 0 {}
+            while read_volatile((self.base + UART_FR) as *const u32) & UART_FR_TXFF != 0 {
+                crate::stats::STATS.console_busy_polls.inc();
+            }
             write_volatile((self.base + UART_DR) as *mut u32, byte as u32);
         }
     }

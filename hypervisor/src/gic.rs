@@ -180,6 +180,15 @@ pub fn disable_spi(gicd_base: u64, intid: u32) {
     write32(word + GICD_ICPENDR, bit);
 }
 
+/// Enable or disable SPI `intid` at the distributor, keeping its configuration and pending
+/// state (a level that is high, or an edge latched meanwhile, is signalled once enabled).
+pub fn set_spi_enabled(gicd_base: u64, intid: u32, enabled: bool) {
+    assert!(SPI_INTIDS.contains(&intid), "INTID {intid} is not an SPI");
+    let (word, bit) = (gicd_base + 4 * (intid / 32) as u64, 1u32 << (intid % 32));
+    write32(word + if enabled { GICD_ISENABLER } else { GICD_ICENABLER }, bit);
+    wait_for_distributor(gicd_base);
+}
+
 fn wait_for_distributor(gicd_base: u64) {
     while read32(gicd_base + GICD_CTLR as u64) & GICD_CTLR_RWP != 0 {}
 }

@@ -33,6 +33,22 @@
 //! A blocked vCPU's [`WaitState`] is set to `Waiting` under the lock, before the lock is
 //! released; whoever processes the completion that wakes it (under the lock) sets `Resume` or
 //! `Abort` and kicks its CPU with an SGI, which stays pending until `wfi`, so no wake-up is lost.
+//!
+//! # Virtual time
+//! Under QEMU's `-icount` (option `icount=1`) time is counted in instructions and QEMU jumps it
+//! to the earliest armed timer whenever every CPU sleeps, while the disk completes requests in
+//! host time. So that no figure depends on the host (`asyncpf_core::latency`,
+//! docs/architecture.md "Repeatable virtual time"):
+//! * the EL2 timer covers every outstanding deadline, and the disk's SPI stays disabled;
+//! * a deadline that passes before the device finished its request makes the pager *late*:
+//!   model time is pinned, every CPU sleeps with no timer armed ([`Pager::hold_while_late`],
+//!   `Pager::frozen_wfi`) and the disk's SPI, enabled meanwhile, ends it;
+//! * completions are reported in deadline order, and requests are accepted whatever the state
+//!   of the virtqueue;
+//! * with one vCPU, model time is the counter minus `Pager::hidden` ticks: it stands still from
+//!   the start of every poll until the CPU enters the guest or sleeps ([`Pager::close_window`]),
+//!   and during the virtqueue work of every lock release; the completion work itself is charged
+//!   back (`Pager::charge`); the guest's counter follows through CNTVOFF_EL2.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -40,7 +56,9 @@ use core::fmt::Write;
 use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 
+use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
 use asyncpf_core::histogram::Histogram;
+use asyncpf_core::latency::{self, TimeBase};
 use asyncpf_core::overcommit::{
     Config, Done, FaultAction, FrameNo, Overcommit, PageNo, Request, RequestId, RequestKind, Waiter, Wake,
     PAGES_PER_MIB,
@@ -130,6 +148,39 @@ pub struct Pager {
     access_flag_faults: AtomicU64,
     device_irqs: AtomicU64,
     timer_irqs: AtomicU64,
+    /// What the counter measures: in virtual time (`icount=1`) the pager holds time still
+    /// while the device is late (see "Virtual time" in the module documentation).
+    time_base: TimeBase,
+    /// Virtual time: a request's deadline has passed and the device has not finished it, so
+    /// every CPU sleeps with no timer armed ([`Pager::hold_while_late`]). Written under the lock.
+    late: AtomicBool,
+    /// Virtual time: the model time at which model time stands still (`u64::MAX`: it runs),
+    /// from the start of a poll that found a request late until the device caught up, and, with
+    /// `hide`, from the start of any poll until the CPU next sleeps or enters the guest
+    /// ([`Pager::close_window`]).
+    pinned: AtomicU64,
+    /// Counter ticks that are not model time: what a poll and a hold cost, which depends on the
+    /// host. Model time is the counter minus these; the guest's virtual counter (CNTVOFF_EL2)
+    /// leaves them out too. Only with `hide`.
+    hidden: AtomicU64,
+    /// Hide the windows from model time: virtual time with one vCPU. With more, the others
+    /// run while one CPU polls, and their guest time must not go backwards.
+    hide: bool,
+    /// With `hide`, counter ticks spent while model time is pinned on work that is the same in
+    /// every run (completing a request in the engine, mapping its page, waking its waiter,
+    /// posting page_ready): `close_window` lets model time advance by them, so the guest pays
+    /// for the hypervisor's completion work but not for the device's bookkeeping or a hold.
+    charge: AtomicU64,
+    /// With `hide`, the guest's CNTV_CTL_EL0 while model time is pinned (its timer is disabled
+    /// meanwhile: it counts model time, and must not fire on ticks that will be hidden).
+    saved_cntv: AtomicU64,
+    /// Times `late` was entered (`mem.device_late_freezes`).
+    late_freezes: AtomicU64,
+    /// Counter ticks that passed across `wfi` while time was held (`mem.held_sleep_us`): 0
+    /// when QEMU had no timer to advance virtual time to.
+    held_sleep_ticks: AtomicU64,
+    held_sleeps: AtomicU64,
+    gicd_base: u64,
     waits: Vec<VcpuWait>,
     pages: GuestPages,
     /// Host address of frame 0; frames are contiguous.
@@ -161,6 +212,9 @@ pub fn apf_waiter(vcpus: usize, vcpu: usize, slot: usize) -> u32 {
     (vcpus + vcpu * APF_WAITERS_PER_VCPU + slot) as u32
 }
 
+/// CNTV_CTL_EL0.ENABLE.
+const CNTV_CTL_ENABLE: u64 = 1;
+
 /// Asynchronous completions handed to `vm.apf` per lock release (the rest at the next).
 const APF_DONE_BATCH: usize = 32;
 
@@ -169,7 +223,8 @@ const APF_DONE_BATCH: usize = 32;
 /// lock's holder (possibly descheduled) and QEMU's I/O threads need, so waiters sleep early.
 const LOCK_SPINS: u32 = 100;
 
-/// The shortest interval at which a waiting CPU polls the disk (see `Pager::arm_wait_timer`).
+/// The shortest interval at which a waiting CPU polls the disk in host time (see
+/// `Pager::arm_wait_timer`).
 const MIN_WAIT_POLL_US: u64 = 100;
 
 /// The pager, if the VM's RAM is paged (`resident_mib` given).
@@ -206,6 +261,8 @@ pub struct PagerSetup {
     pub guest_mib: u64,
     pub resident_mib: u64,
     pub latency_us: u64,
+    /// Host time, or virtual time (QEMU `-icount`, hypervisor option `icount=1`).
+    pub time_base: TimeBase,
     pub vcpus: usize,
     /// Stage-2 level-3 tables of guest RAM, every page unmapped.
     pub pages: GuestPages,
@@ -217,7 +274,13 @@ pub struct PagerSetup {
 pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, PagerError> {
     let pages = setup.guest_mib * PAGES_PER_MIB as u64;
     let frames = setup.resident_mib.min(setup.guest_mib) * PAGES_PER_MIB as u64;
-    let disk = BackingStore::probe(platform, setup.latency_us, None).map_err(PagerError::Backing)?;
+    let mut disk = BackingStore::probe(platform, setup.latency_us, None).map_err(PagerError::Backing)?;
+    disk.set_time_base(setup.time_base);
+    if setup.time_base == TimeBase::Virtual {
+        // In virtual time the disk's interrupt is wanted only while the device is late: at any
+        // other time it would interrupt the guest at an instant chosen by the host.
+        gic::set_spi_enabled(platform.gicd_base, disk.intid(), false);
+    }
     if disk.capacity_pages() < pages {
         return Err(PagerError::DiskTooSmall { slots: disk.capacity_pages(), pages });
     }
@@ -247,6 +310,17 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
         timer_irqs: AtomicU64::new(0),
+        time_base: setup.time_base,
+        late: AtomicBool::new(false),
+        pinned: AtomicU64::new(u64::MAX),
+        hidden: AtomicU64::new(0),
+        hide: setup.time_base == TimeBase::Virtual && setup.vcpus == 1,
+        saved_cntv: AtomicU64::new(0),
+        charge: AtomicU64::new(0),
+        late_freezes: AtomicU64::new(0),
+        held_sleep_ticks: AtomicU64::new(0),
+        held_sleeps: AtomicU64::new(0),
+        gicd_base: platform.gicd_base,
         waits: (0..setup.vcpus)
             .map(|_| VcpuWait { state: AtomicU8::new(WaitState::Running as u8), since: AtomicU64::new(0) })
             .collect(),
@@ -341,7 +415,7 @@ impl Pager {
             self.pages.invalidate_tlbs();
         }
         for &write in fault.writebacks {
-            self.submit(disk, backlog, write);
+            self.submit(disk, backlog, write, self.model_now());
         }
         let reply = match fault.action {
             FaultAction::Map { frame, writable } => {
@@ -360,7 +434,7 @@ impl Pager {
                 FaultReply::Retry
             }
             FaultAction::StartRead { read } => {
-                self.submit(disk, backlog, read);
+                self.submit(disk, backlog, read, self.model_now());
                 *since_scan += 1;
                 FaultReply::Blocked
             }
@@ -369,7 +443,7 @@ impl Pager {
         if reply == FaultReply::Blocked && apf_waiter.is_none() {
             *blocking_faults += 1;
             let wait = &self.waits[vcpu];
-            wait.since.store(clock::now().0, Ordering::Relaxed);
+            wait.since.store(self.model_now().0, Ordering::Relaxed);
             wait.state.store(WaitState::Waiting as u8, Ordering::Release);
         }
         if locked.since_scan >= self.scan_interval {
@@ -447,7 +521,11 @@ impl Pager {
                     return Resolution::Abort;
                 }
                 // A kick (a completion processed elsewhere), the disk or the timer wakes us.
+                _ if self.is_late() => self.frozen_wfi(),
                 _ => {
+                    // Model time runs on while the CPU sleeps, and the vCPU's virtual timer
+                    // counts it.
+                    self.close_window();
                     self.arm_wait_timer();
                     arch::wait_for_interrupt()
                 }
@@ -456,17 +534,120 @@ impl Pager {
     }
 
     /// Before a waiting CPU sleeps: fire this CPU's EL2 timer when the earliest outstanding
-    /// request can complete (its latency deadline), or, if that has passed and the device is
-    /// late, one polling interval from now (the latency, at least [`MIN_WAIT_POLL_US`]). The
-    /// poll bounds how long a lost or late device interrupt can stall a vCPU, and it gives
-    /// QEMU's `-icount` (with `sleep=off`) a virtual timer deadline to advance to: without one
-    /// a halted CPU spins there until the I/O completes, and the machine stalls.
+    /// request can complete (its latency deadline). In host time, if that has passed and the
+    /// device is late, one polling interval from now (the latency, at least
+    /// [`MIN_WAIT_POLL_US`]): the poll bounds how long a lost or late device interrupt can
+    /// stall a vCPU. In virtual time exactly at the deadline: a poll there would let QEMU's
+    /// `-icount` jump time forward by the interval whenever the host is slow; a late device
+    /// holds time instead ([`Self::frozen_wfi`]). See `asyncpf_core::latency::wait_timer`.
     fn arm_wait_timer(&self) {
-        let now = clock::now();
-        let poll = now.saturating_add(Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US)));
-        let due = Ticks(self.earliest_due.load(Ordering::Acquire));
-        let at = if due > now { due.min(poll) } else { poll };
-        clock::set_el2_timer(Some(at));
+        let now = self.model_now();
+        let poll = Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US));
+        let due = self.earliest_due.load(Ordering::Acquire);
+        let due = (due != u64::MAX).then_some(due);
+        let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), self.time_base);
+        self.set_timer(at.map(Ticks));
+    }
+
+    /// Model time: the counter in host time; in virtual time the counter minus what was hidden
+    /// (held at the moment a request became late, while it is).
+    fn model_now(&self) -> Ticks {
+        match self.pinned.load(Ordering::Acquire) {
+            u64::MAX => clock::now().saturating_sub(Ticks(self.hidden.load(Ordering::Acquire))),
+            pinned => Ticks(pinned),
+        }
+    }
+
+    /// Fire this CPU's EL2 timer at model time `at` (`None`: stop it).
+    fn set_timer(&self, at: Option<Ticks>) {
+        let hidden = Ticks(self.hidden.load(Ordering::Acquire));
+        clock::set_el2_timer(at.map(|at| at.saturating_add(hidden)));
+    }
+
+    /// Virtual time with one vCPU, right before the guest runs again or the CPU sleeps: let
+    /// model time run on from where a poll (and a hold) pinned it, hiding the counter ticks
+    /// spent meanwhile, and give the guest's virtual counter the same view (CNTVOFF_EL2 = the
+    /// hidden ticks). So the instructions the hypervisor executed for a poll, which depend on
+    /// what the device had finished, cost the guest no time, and a late device none either.
+    /// The guest sees every completion at the model time its poll started.
+    pub fn close_window(&self) {
+        if !self.hide || self.is_late() {
+            return;
+        }
+        let pinned = self.pinned.load(Ordering::Acquire);
+        let reopen = pinned != u64::MAX;
+        if reopen {
+            // Model time goes on from where it was pinned plus what is charged.
+            let charge = self.charge.swap(0, Ordering::Relaxed);
+            let hidden = clock::now().saturating_sub(Ticks(pinned)).0.saturating_sub(charge);
+            self.hidden.store(hidden, Ordering::Release);
+            self.pinned.store(u64::MAX, Ordering::Release);
+        }
+        // When ticks were hidden (which happens at instants that do not depend on the host):
+        // the guest's counter and this CPU's timer follow (`release` does not arm it with
+        // `hide`).
+        let hidden = self.hidden.load(Ordering::Acquire);
+        if !reopen && CNTVOFF_EL2.get() == hidden {
+            return;
+        }
+        CNTVOFF_EL2.set(hidden);
+        if reopen {
+            CNTV_CTL_EL0.set(self.saved_cntv.load(Ordering::Relaxed));
+        }
+        arch::isb();
+        let due = self.earliest_due.load(Ordering::Acquire);
+        self.set_timer((due != u64::MAX).then_some(Ticks(due)));
+    }
+
+    /// Virtual time only: whether a request is late and time is held.
+    pub fn is_late(&self) -> bool {
+        self.late.load(Ordering::Acquire)
+    }
+
+    /// Sleep until an interrupt with no timer armed that QEMU's `-icount` could advance virtual
+    /// time to: this CPU's EL2 timer off, the guest's virtual timer disabled (an enabled one is
+    /// a QEMU timer even when masked or already fired) and restored afterwards. The caller has
+    /// parked the virtual CPU interface or does it around this.
+    fn frozen_wfi(&self) {
+        let cntv = CNTV_CTL_EL0.get();
+        CNTV_CTL_EL0.set(cntv & !CNTV_CTL_ENABLE);
+        clock::set_el2_timer(None);
+        let before = clock::now();
+        arch::wait_for_interrupt();
+        self.held_sleep_ticks.fetch_add(clock::now().saturating_sub(before).0, Ordering::Relaxed);
+        self.held_sleeps.fetch_add(1, Ordering::Relaxed);
+        CNTV_CTL_EL0.set(cntv);
+        arch::isb();
+    }
+
+    /// Virtual time only: while a backing request is late (its deadline passed, the device not
+    /// done), keep this CPU asleep with no timer armed, so that virtual time stands still until
+    /// the device's interrupt. `on_interrupt` gets the interrupts that are not the pager's.
+    /// Called before entering the guest; the CPU that finds the device late kicks the others.
+    pub fn hold_while_late(&self, mut on_interrupt: impl FnMut(u32)) {
+        if !self.is_late() {
+            return;
+        }
+        let saved = vgic::park();
+        while self.is_late() {
+            self.frozen_wfi();
+            gic::drain(|intid| {
+                if !self.handle_interrupt(intid) {
+                    on_interrupt(intid)
+                }
+            });
+        }
+        vgic::unpark(saved);
+    }
+
+    /// An idle CPU (its vCPU off) sleeps: with no timer armed while a request is late.
+    pub fn idle_wfi(&self) {
+        if self.is_late() {
+            self.frozen_wfi();
+        } else {
+            self.close_window();
+            arch::wait_for_interrupt();
+        }
     }
 
     /// Handle `intid` if it is the pager's (the disk's SPI or the EL2 timer); false otherwise.
@@ -517,7 +698,7 @@ impl Pager {
             }
             // A listed virtual interrupt would end `wfi` at once (see `vgic::park`).
             let saved = vgic::park();
-            arch::wait_for_interrupt();
+            self.idle_wfi();
             vgic::unpark(saved);
             self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
             gic::drain(|intid| {
@@ -552,9 +733,31 @@ impl Pager {
     /// Release the lock, then ring the disk's doorbell for requests queued under it and kick
     /// the vCPUs woken under it.
     fn release(&self, mut locked: MutexGuard<'_, Locked>) {
+        // Virtual time: requests go to the device here, and what it finished comes off the
+        // virtqueue; what that costs depends on the host, and with `hide` it is hidden (up to
+        // the doorbell, below).
+        let mut device_ticks = 0;
+        let doorbell = if self.time_base == TimeBase::Virtual {
+            let start = clock::now();
+            locked.disk.take_finished();
+            let doorbell = locked.disk.take_doorbell();
+            device_ticks = clock::now().saturating_sub(start).0;
+            doorbell
+        } else {
+            locked.disk.take_doorbell()
+        };
         let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
         self.earliest_due.store(due, Ordering::Release);
-        let doorbell = locked.disk.take_doorbell();
+        if self.time_base == TimeBase::Virtual && !self.hide {
+            // Every outstanding deadline is covered by a timer (the earliest one, on the CPU
+            // that last released the lock), or by none while time is held.
+            // While model time is pinned the timer waits: `close_window` arms it (a timer armed
+            // now would not know the ticks hidden meanwhile, and could fire at once, again and
+            // again).
+            let pinned = self.pinned.load(Ordering::Acquire) != u64::MAX;
+            let at = (due != u64::MAX && !pinned).then_some(Ticks(due));
+            self.set_timer(at);
+        }
         let mut apf_done = [0u32; APF_DONE_BATCH];
         let count = locked.apf_done.len().min(APF_DONE_BATCH);
         apf_done[..count].copy_from_slice(&locked.apf_done[..count]);
@@ -567,13 +770,27 @@ impl Pager {
         }
         if count > 0 {
             if let Some(apf) = &crate::vm::get().apf {
+                // Posting page_ready costs the same in every run: charged (`close_window`).
+                let started = self.hide.then(clock::now);
                 for &waiter in &apf_done[..count] {
                     apf.completed(crate::vm::get(), self, waiter);
                 }
+                if let Some(started) = started {
+                    self.charge.fetch_add(clock::now().saturating_sub(started).0, Ordering::Relaxed);
+                }
             }
         }
+        // (Timed whether or not there is anything to ring: whether there is depends on the host.)
+        let start = self.hide.then(clock::now);
         if let Some(queue) = doorbell {
             self.disk_registers.notify_queue(queue);
+        }
+        if let Some(start) = start {
+            device_ticks += clock::now().saturating_sub(start).0;
+        }
+        if self.hide && self.pinned.load(Ordering::Acquire) == u64::MAX {
+            // (While pinned, the window hides it anyway.)
+            self.hidden.fetch_add(device_ticks, Ordering::AcqRel);
         }
         // Pairs with `lock_or_sleep`'s announcement (see there).
         fence(Ordering::SeqCst);
@@ -591,72 +808,125 @@ impl Pager {
     /// Take what the disk finished, tell the engine, apply its answers, wake the waiters, and
     /// arm this CPU's EL2 timer for the next latency deadline.
     fn process_completions(&self, locked: &mut Locked) {
-        let now = clock::now();
+        let virtual_time = self.time_base == TimeBase::Virtual;
         let Locked { engine, disk, backlog, completions, stalls, requests, apf_done, .. } = locked;
-        disk.poll_completions(now, completions);
+        // In virtual time, model time stands still for the whole poll (and, while a request is
+        // late, until the poll that finds it done): what a poll does depends on what the device
+        // finished, that is on the host, so its cost is hidden (see the end).
+        let now = self.model_now();
+        disk.take_finished();
+        disk.report_due(now, completions);
         for completion in completions.drain(..) {
-            requests.record(now.saturating_sub(completion.submitted).as_nanos());
-            let id = RequestId(completion.tag as u16);
-            let ok = completion.result.is_ok();
-            if let Err(error) = completion.result {
-                guest_diag!(IoError, "backing store: {:?} request {} failed ({error})", completion.op, id.0);
-            }
-            let answer = match completion.op {
-                Op::Read => engine.read_done(id, ok),
-                Op::Write => engine.write_done(id, ok),
-            };
-            let answer = match answer {
-                Ok(answer) => answer,
-                Err(e) => {
-                    // Cannot happen: every tag is a request the engine started.
-                    guest_diag!(Internal, "backing store: completion of an unknown request: {e}");
-                    continue;
+            // What one completion costs is the same in every run: it is charged to model time
+            // (see `close_window`), unlike the rest of the poll.
+            let started = self.hide.then(clock::now);
+            'one: {
+                requests.record(now.saturating_sub(completion.submitted).as_nanos());
+                let id = RequestId(completion.tag as u16);
+                let ok = completion.result.is_ok();
+                if let Err(error) = completion.result {
+                    guest_diag!(IoError, "backing store: {:?} request {} failed ({error})", completion.op, id.0);
                 }
-            };
-            match answer.done {
-                Done::Map { page, frame, writable } => {
-                    self.pages.map(page.index(), self.frame_address(frame), access(writable))
-                }
-                Done::Resubmit(read) => {
-                    self.submit(disk, backlog, read);
-                }
-                Done::Evicted { .. } | Done::ReadFailed { .. } => {}
-            }
-            for &wake in answer.woken {
-                let (waiter, state) = match wake {
-                    Wake::Resume(w) => (w, WaitState::Resume),
-                    Wake::Abort(w) => (w, WaitState::Abort),
+                let answer = match completion.op {
+                    Op::Read => engine.read_done(id, ok),
+                    Op::Write => engine.write_done(id, ok),
                 };
-                if waiter.index() >= self.waits.len() {
-                    // An asynchronous fault's page is back (or failed for good: its task's
-                    // retry then faults synchronously and gets the abort). After the unlock.
-                    apf_done.push(waiter.0);
-                    continue;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        // Cannot happen: every tag is a request the engine started.
+                        guest_diag!(Internal, "backing store: completion of an unknown request: {e}");
+                        break 'one;
+                    }
+                };
+                match answer.done {
+                    Done::Map { page, frame, writable } => {
+                        self.pages.map(page.index(), self.frame_address(frame), access(writable))
+                    }
+                    Done::Resubmit(read) => {
+                        self.submit(disk, backlog, read, now);
+                    }
+                    Done::Evicted { .. } | Done::ReadFailed { .. } => {}
                 }
-                let wait = &self.waits[waiter.index()];
-                let since = Ticks(wait.since.load(Ordering::Relaxed));
-                stalls.record(clock::now().saturating_sub(since).as_nanos());
-                wait.state.store(state as u8, Ordering::Release);
-                self.kicks.fetch_or(1 << waiter.index(), Ordering::Relaxed);
+                for &wake in answer.woken {
+                    let (waiter, state) = match wake {
+                        Wake::Resume(w) => (w, WaitState::Resume),
+                        Wake::Abort(w) => (w, WaitState::Abort),
+                    };
+                    if waiter.index() >= self.waits.len() {
+                        // An asynchronous fault's page is back (or failed for good: its task's
+                        // retry then faults synchronously and gets the abort). After the unlock.
+                        apf_done.push(waiter.0);
+                        continue;
+                    }
+                    let wait = &self.waits[waiter.index()];
+                    let since = Ticks(wait.since.load(Ordering::Relaxed));
+                    let resumed = if virtual_time { now } else { self.model_now() };
+                    stalls.record(resumed.saturating_sub(since).as_nanos());
+                    wait.state.store(state as u8, Ordering::Release);
+                    self.kicks.fetch_or(1 << waiter.index(), Ordering::Relaxed);
+                }
+            }
+            if let Some(started) = started {
+                self.charge.fetch_add(clock::now().saturating_sub(started).0, Ordering::Relaxed);
             }
         }
         while let Some(&request) = backlog.front() {
-            if self.try_submit(disk, request).is_err() {
+            if self.try_submit(disk, request, now).is_err() {
                 break;
             }
             backlog.pop_front();
         }
-        clock::set_el2_timer(disk.next_deadline());
+        match self.time_base {
+            TimeBase::Host => clock::set_el2_timer(disk.next_deadline()),
+            // The timer is armed by `release`, for every outstanding deadline.
+            TimeBase::Virtual => {
+                let late = disk.schedule(now).late;
+                let was_late = self.is_late();
+                if (late || self.hide) && self.pinned.load(Ordering::Relaxed) == u64::MAX {
+                    self.pinned.store(now.0, Ordering::Release);
+                    if self.hide {
+                        // (One vCPU: this CPU runs it.)
+                        let cntv = CNTV_CTL_EL0.get();
+                        self.saved_cntv.store(cntv, Ordering::Relaxed);
+                        CNTV_CTL_EL0.set(cntv & !CNTV_CTL_ENABLE);
+                    }
+                }
+                if late && !was_late {
+                    // Hold model time here until the device has finished: every CPU sleeps
+                    // with no timer armed, the disk's interrupt ends it.
+                    self.late.store(true, Ordering::Release);
+                    self.late_freezes.fetch_add(1, Ordering::Relaxed);
+                    gic::set_spi_enabled(self.gicd_base, self.disk_intid, true);
+                    self.kick_all();
+                } else if !late && was_late {
+                    // The device caught up: the disk's interrupt is no longer wanted, and time
+                    // runs on (with `hide`, from where it was held, at `close_window`).
+                    gic::set_spi_enabled(self.gicd_base, self.disk_intid, false);
+                    if !self.hide {
+                        self.pinned.store(u64::MAX, Ordering::Release);
+                    }
+                    self.late.store(false, Ordering::Release);
+                    self.kick_all();
+                }
+            }
+        }
+    }
+
+    /// Kick every other vCPU when the lock is released (to hold or to resume).
+    fn kick_all(&self) {
+        let all = if self.waits.len() >= 64 { u64::MAX } else { (1u64 << self.waits.len()) - 1 };
+        self.kicks.fetch_or(all, Ordering::Relaxed);
     }
 
     /// Submit `request`, or queue it behind earlier ones if the disk is full.
-    fn submit(&self, disk: &mut BackingStore, backlog: &mut VecDeque<Request>, request: Request) {
-        if !backlog.is_empty() || self.try_submit(disk, request).is_err() {
+    fn submit(&self, disk: &mut BackingStore, backlog: &mut VecDeque<Request>, request: Request, now: Ticks) {
+        if !backlog.is_empty() || self.try_submit(disk, request, now).is_err() {
             backlog.push_back(request);
         }
     }
 
-    fn try_submit(&self, disk: &mut BackingStore, request: Request) -> Result<(), Busy> {
+    fn try_submit(&self, disk: &mut BackingStore, request: Request, now: Ticks) -> Result<(), Busy> {
         let frame = self.frame_address(request.frame);
         let slot = u64::from(request.page.0);
         let tag = u64::from(request.id.0);
@@ -666,8 +936,8 @@ impl Pager {
         // until the write's completion. The disk lives in the `'static` pager.
         unsafe {
             match request.kind {
-                RequestKind::Read => disk.submit_read(slot, frame, tag, clock::now()),
-                RequestKind::Write => disk.submit_write(slot, frame, tag, clock::now()),
+                RequestKind::Read => disk.submit_read(slot, frame, tag, now),
+                RequestKind::Write => disk.submit_write(slot, frame, tag, now),
             }
         }
     }
@@ -693,7 +963,7 @@ impl Pager {
              \"zero_fills\":{},\"clean_drops\":{},\"dirty_writebacks\":{},\"io_errors\":{},\"retries\":{},\
              \"shared_fetches\":{},\"failed_reads\":{},\"failed_writes\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
-             \"timer_irqs\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
+             \"timer_irqs\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
              \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1}}}",
             self.guest_mib,
             self.resident_mib,
@@ -717,6 +987,14 @@ impl Pager {
             locked.scans,
             self.device_irqs.load(Ordering::Relaxed),
             self.timer_irqs.load(Ordering::Relaxed),
+            match self.time_base {
+                TimeBase::Host => "host",
+                TimeBase::Virtual => "virtual",
+            },
+            self.late_freezes.load(Ordering::Relaxed),
+            Ticks(self.hidden.load(Ordering::Relaxed)).as_micros(),
+            self.held_sleeps.load(Ordering::Relaxed),
+            Ticks(self.held_sleep_ticks.load(Ordering::Relaxed)).as_micros(),
             locked.engine_refusals,
             locked.other_faults,
             stall_us(locked.stalls.mean()),

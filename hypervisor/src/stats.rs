@@ -58,6 +58,10 @@ pub struct Stats {
     pub table_walk_faults: Counter,
     /// Table-walk faults that needed a writable page (the walk updates a descriptor).
     pub table_walk_write_faults: Counter,
+    /// Reads of the console UART's flag register that found its transmit FIFO full (QEMU had
+    /// not written earlier output to its host backend yet): under `-icount` each one is virtual
+    /// time that depends on the host.
+    pub console_busy_polls: Counter,
 }
 
 pub static STATS: Stats = Stats {
@@ -79,12 +83,13 @@ pub static STATS: Stats = Stats {
     page_faults: Counter::new(),
     table_walk_faults: Counter::new(),
     table_walk_write_faults: Counter::new(),
+    console_busy_polls: Counter::new(),
 };
 
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 18] = [
+        let members: [(&str, &Counter); 19] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -103,6 +108,7 @@ impl Stats {
             ("page_faults", &self.page_faults),
             ("table_walk_faults", &self.table_walk_faults),
             ("table_walk_write_faults", &self.table_walk_write_faults),
+            ("console_busy_polls", &self.console_busy_polls),
         ];
         for (i, (name, counter)) in members.iter().enumerate() {
             if i > 0 {

@@ -109,7 +109,10 @@ pub fn run(vm: &'static Vm, index: usize) -> ! {
 fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
     let shared = &vm.vcpus[index];
     while shared.power() != PowerState::OnPending {
-        arch::wait_for_interrupt();
+        match pager::get() {
+            Some(pager) => pager.idle_wfi(),
+            None => arch::wait_for_interrupt(),
+        }
         gic::drain(|intid| {
             pager_interrupt(intid);
         });
@@ -133,11 +136,18 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
 
 /// Enter the guest once and handle the exit. Returns false when the vCPU turned off.
 fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
+    if let Some(pager) = pager::get() {
+        // Virtual time: no guest instruction runs while a disk request is late.
+        pager.hold_while_late(|intid| vcpu_interrupt(vm, index, intid));
+    }
     vm.sdei.deliver_signalled(index, regs);
     if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
         apf.on_entry(vm, pager, index);
     }
     vgic::flush(vm, index);
+    if let Some(pager) = pager::get() {
+        pager.close_window();
+    }
     let exit = run_guest(regs);
     STATS.exits.inc();
     match exit {

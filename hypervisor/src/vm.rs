@@ -8,6 +8,7 @@ use asyncpf_core::fdt::GuestPlatform;
 use asyncpf_core::hypercall::Machine;
 pub use asyncpf_core::hypercall::PowerState;
 use asyncpf_core::image::{self, ImageHeader};
+use asyncpf_core::latency::TimeBase;
 use asyncpf_core::options::HypOptions;
 use asyncpf_core::vgic::{Distributor, Redistributor};
 use spin::{Mutex, Once};
@@ -282,6 +283,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
             guest_mib: options.guest_mib,
             resident_mib,
             latency_us: options.backing_latency_us,
+            time_base: if options.icount { TimeBase::Virtual } else { TimeBase::Host },
             vcpus: vcpu_count,
             pages,
             frames: PhysAddr(ram_host),

@@ -93,6 +93,7 @@ fn run_args(args: &BenchArgs, latency_us: u64, resident_mib: u32) -> RunArgs {
         icount: args.icount,
         latency_us,
         guest_cmdline: None,
+        host_load: args.host_load,
     };
     run.run_args()
 }
@@ -109,6 +110,8 @@ pub struct OvercommitRun {
     pub icount: u32,
     pub latency_us: u64,
     pub guest_cmdline: Option<String>,
+    /// `--host-load`: busy processes beside QEMU.
+    pub host_load: u32,
 }
 
 impl OvercommitRun {
@@ -137,6 +140,7 @@ impl OvercommitRun {
             inject_read_errors: Vec::new(),
             inject_write_errors: Vec::new(),
             resident_mib: Some(self.resident_mib),
+            host_load: self.host_load,
         }
     }
 }
@@ -275,6 +279,8 @@ pub struct Settings {
     pub reference_resident_mib: u32,
     pub latency_model: &'static str,
     pub timeout_secs: u64,
+    /// Busy processes beside QEMU during the runs (`--host-load`).
+    pub host_load: u32,
 }
 
 impl Settings {
@@ -294,6 +300,7 @@ impl Settings {
             reference_resident_mib: args.guest_mib,
             latency_model: LATENCY_MODEL,
             timeout_secs: args.timeout,
+            host_load: args.host_load,
         }
     }
 
@@ -303,11 +310,13 @@ impl Settings {
         format!(
             "bench: {} on {}\n\
              bench: -icount shift={},sleep=off ({ns_per_insn} ns per instruction), cpu {}, {} vCPU(s) on {} \
-             physical CPU(s), G = {} MiB, R = {} MiB (reference run: R = {} MiB at L = {} us), seed {}\n\
+             physical CPU(s), G = {} MiB, R = {} MiB (reference run: R = {} MiB at L = {} us), seed {}, \
+             {} busy host process(es) beside QEMU\n\
              bench: latency model: {}\n\
              bench: page_ins/s and elapsed ms are in guest time (virtual under -icount); overhead = stall mean - L\n\
-             bench: QEMU completes the disk's requests in host time, so rows with paging I/O vary from run to run \
-             (more on a loaded host); a run without it repeats exactly\n",
+             bench: virtual time does not pass a request's deadline before QEMU has completed it, so with 1 vCPU every \
+             row repeats exactly however loaded the host is (--host-load N); with more vCPUs rows with paging I/O \
+             vary a little\n",
             self.scenario,
             self.qemu_version,
             self.icount_shift,
@@ -319,6 +328,7 @@ impl Settings {
             self.reference_resident_mib,
             self.reference_latency_us,
             self.seed,
+            self.host_load,
             self.latency_model,
         )
     }

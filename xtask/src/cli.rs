@@ -24,6 +24,8 @@ use clap::{ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand}
 const MAX_PCPUS: u32 = 512;
 /// The hypervisor supports at most this many physical CPUs.
 const MAX_HYP_PCPUS: u32 = MAX_CPUS as u32;
+/// Most `--host-load` processes (a few per host core is plenty to keep every core busy).
+pub const MAX_HOST_LOAD: u32 = 64;
 /// QEMU accepts `-icount shift=` values 0..=10.
 const MAX_ICOUNT_SHIFT: u32 = 10;
 /// Bounds on guest RAM in `--bare` runs: the guest kernel needs some room; the host machine has
@@ -157,6 +159,10 @@ pub struct RunArgs {
     /// guest page n (IPA 0x4000_0000 + n * 4096) [without --scenario: 12; R < G required].
     #[arg(long, value_name = "R")]
     pub resident_mib: Option<u32>,
+    /// Keep N busy processes (`sh -c 'while :; do :; done'`) running beside QEMU during the
+    /// run(s), killed after: under -icount the figures must not change.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub host_load: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -201,6 +207,9 @@ pub struct BenchArgs {
     /// Kill QEMU and count the run as failed after this many seconds.
     #[arg(long, default_value_t = 120)]
     pub timeout: u64,
+    /// Keep N busy processes running beside QEMU during the runs (see `run --host-load`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub host_load: u32,
 }
 
 /// The `run` options that the command line gave, by clap id (the [`RunArgs`] field name, e.g.
@@ -286,6 +295,8 @@ pub struct RunPlan {
     pub foreign: Option<ForeignJudge>,
     /// `--initrd`.
     pub initrd: Option<PathBuf>,
+    /// Busy processes beside QEMU during the run (`--host-load`).
+    pub host_load: u32,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -375,6 +386,9 @@ impl RunArgs {
         if self.timeout == 0 {
             bail!("--timeout must be at least 1 second");
         }
+        if self.host_load > MAX_HOST_LOAD {
+            bail!("--host-load {}: at most {MAX_HOST_LOAD} busy processes", self.host_load);
+        }
         check_word("--scenario", &self.scenario)?;
         check_word("--cpu", &self.cpu)?;
         if let Some(extra) = &self.guest_cmdline {
@@ -451,6 +465,7 @@ impl RunArgs {
             resident_mib: self.resident_mib,
             foreign,
             initrd: self.initrd.clone(),
+            host_load: self.host_load,
         })
     }
 }
@@ -491,6 +506,17 @@ pub(crate) mod tests {
         assert_eq!(plan.icount, None);
         assert!(!plan.bare && !plan.quiet);
         assert_eq!(plan.resident_mib, None);
+        assert_eq!(plan.host_load, 0);
+    }
+
+    #[test]
+    fn host_load() {
+        assert_eq!(parse_run(&["--host-load", "2"]).validate().unwrap().host_load, 2);
+        let max = MAX_HOST_LOAD.to_string();
+        assert_eq!(parse_run(&["--host-load", &max]).validate().unwrap().host_load, MAX_HOST_LOAD);
+        let over = (MAX_HOST_LOAD + 1).to_string();
+        let err = parse_run(&["--host-load", &over]).validate().unwrap_err().to_string();
+        assert!(err.contains("--host-load"), "{err}");
     }
 
     #[test]

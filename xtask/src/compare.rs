@@ -125,6 +125,8 @@ pub struct ComparePlan {
     /// No progress lines.
     pub quiet: bool,
     pub no_build: bool,
+    /// `--host-load`: busy processes beside QEMU during each run.
+    pub host_load: u32,
     /// In [`Mode::ALL`] order.
     pub runs: Vec<CompareRun>,
 }
@@ -188,6 +190,7 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
                 icount,
                 latency_us,
                 guest_cmdline: Some(mode.guest_cmdline()),
+                host_load: args.host_load,
             }
             .run_args();
             let plan = run_args.validate().with_context(|| format!("the comparison's {} run", mode.name()))?;
@@ -212,6 +215,7 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
         json: args.json.clone(),
         quiet: args.quiet,
         no_build: args.no_build,
+        host_load: args.host_load,
         runs,
     })
 }
@@ -225,6 +229,9 @@ pub struct Row {
     pub async_faults: Option<u64>,
     /// Time of the fault-bound phases (`verify` + `mix` + `final_verify`), ms.
     pub fault_bound_ms: Option<u64>,
+    /// Disk requests that QEMU had not completed by their deadline, for which virtual time was
+    /// held (`mem.device_late_freezes`).
+    pub device_late_freezes: Option<u64>,
     #[serde(flatten)]
     pub figures: bench::Row,
 }
@@ -237,7 +244,14 @@ impl Row {
     pub fn from_report(mode: Mode, latency_us: u64, resident_mib: u32, report: &Value) -> Row {
         let figures = bench::Row::from_report(mode.kind(), latency_us, resident_mib, report);
         let fault_bound_ms = FAULT_BOUND_PHASES.iter().map(|p| figures.phases_ms.get(p).and_then(Value::as_u64)).sum();
-        Row { run: mode, apf: mode.apf(), async_faults: uint(report, "/hyp/async_faults"), fault_bound_ms, figures }
+        Row {
+            run: mode,
+            apf: mode.apf(),
+            async_faults: uint(report, "/hyp/async_faults"),
+            fault_bound_ms,
+            device_late_freezes: uint(report, "/mem/device_late_freezes"),
+            figures,
+        }
     }
 
     pub fn phase_ms(&self, phase: &str) -> Option<u64> {
@@ -418,6 +432,8 @@ pub struct Settings {
     pub latency_model: &'static str,
     pub seed: u64,
     pub timeout_secs: u64,
+    /// Busy processes that ran beside QEMU during each run (`--host-load`).
+    pub host_load: u32,
     pub runs: Vec<RunSettings>,
 }
 
@@ -446,6 +462,7 @@ impl Settings {
             latency_model: LATENCY_MODEL,
             seed: plan.seed,
             timeout_secs: plan.timeout_secs,
+            host_load: plan.host_load,
             runs: plan
                 .runs
                 .iter()
@@ -466,8 +483,8 @@ impl Settings {
              cpu {}, seed {}\n\
              compare: {}\n\
              compare: -icount shift={},sleep=off: virtual time, {} ns per guest instruction; the guest's times below \
-             are virtual and repeat, but QEMU completes disk requests in host time, so runs with paging I/O vary a \
-             little\n\
+             are virtual: virtual time never passes a disk request's deadline before QEMU has completed it, so {}\n\
+             compare: host load: {} busy process(es) beside QEMU (--host-load)\n\
              compare: guest RAM G = {} MiB, resident R = {} MiB, backing-store latency L = {} µs\n\
              compare: latency model: {}\n",
             self.scenario,
@@ -478,6 +495,13 @@ impl Settings {
             self.qemu_version,
             self.icount_shift,
             self.ns_per_instruction,
+            if self.vcpus == 1 {
+                "with 1 vCPU they repeat exactly, however loaded the host is"
+            } else {
+                "they do not depend on how fast the host completes it; with more than 1 vCPU, runs with paging I/O \
+                 still vary a little"
+            },
+            self.host_load,
             self.guest_mib,
             self.resident_mib,
             self.backing_latency_us,
@@ -650,6 +674,13 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
          blocking_faults: faults that waited synchronously (mem.blocking_faults); stall_mean_us: their mean \
          fault-to-resume time"
     );
+    let per_run = |f: &dyn Fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>().join(" / ");
+    println!(
+        "compare: host time kept out: virtual time was held {} time(s) for a disk request QEMU had not completed by \
+         its deadline (mem.device_late_freezes); host wall time {} s",
+        per_run(&|r| r.device_late_freezes.map_or("-".into(), |n| n.to_string())),
+        per_run(&|r| r.figures.wall_seconds.map_or("-".into(), |s| format!("{s:.1}"))),
+    );
     print!("compare: whole workload (elapsed_ms):\n{}", comparison.elapsed.lines());
     print!(
         "compare: fault-bound phases only (verify + mix + final_verify):\n{}",
@@ -737,6 +768,19 @@ mod tests {
         assert_eq!((r.icount, r.backing.latency_us, r.guest_cmdline.as_deref()), (Some(3), 1000, Some("apf=on")));
         assert!(r.quiet && !r.bare && r.json.is_none() && r.guest_kernel.is_none());
         assert_eq!(p.runs[0].plan.resident_mib, Some(64), "the reference run has R = G");
+        assert_eq!(p.host_load, 0);
+        assert!(p.runs.iter().all(|r| r.plan.host_load == 0));
+    }
+
+    #[test]
+    fn host_load_goes_to_every_run_and_the_settings() {
+        let p = plan_of(&["--host-load", "2"]).unwrap();
+        assert_eq!(p.host_load, 2);
+        assert!(p.runs.iter().all(|r| r.plan.host_load == 2));
+        let settings = Settings::new(&p, "QEMU 10");
+        assert_eq!(settings.host_load, 2);
+        assert!(settings.header().contains("host load: 2 busy process(es)"), "{}", settings.header());
+        assert_eq!(serde_json::to_value(&settings).unwrap()["host_load"], 2);
     }
 
     #[test]

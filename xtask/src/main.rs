@@ -11,6 +11,7 @@ mod build;
 mod cli;
 mod compare;
 mod disk;
+mod hostload;
 mod image;
 mod initramfs;
 mod linux;

@@ -78,6 +78,7 @@ fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan
         resident_mib: None,
         foreign: Some(ForeignJudge { expect: ExpectEnd::Off, success_pattern: None }),
         initrd: None,
+        host_load: 0,
     }
 }
 
@@ -346,6 +347,7 @@ mod tests {
             "guest_kernel": "escape.Image", "qemu": "", "qemu_version": "", "icount": null, "seed": 1,
             "ok": true, "exit_status": 0, "qemu_exit_status": 0, "end": "system_off", "wall_seconds": 0.1, "per_vcpu": null,
             "console_lines": {"hyp": 4, "guest": 9, "other": 0},
+            "host_load": 0,
             "hyp": {"end": "system_off"}, "guest": null, "backing_latency_us": 50, "backing_selftest": null,
             "resident_mib": null, "mem": null, "check": null,
             "failure": null, "console_tail": [

@@ -105,6 +105,10 @@ pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, initrd_size: Option<u
     if let Some(mib) = plan.resident_mib {
         line.push_str(&format!(" {}={mib}", runner::OPT_RESIDENT_MIB));
     }
+    if plan.icount.is_some() {
+        // Virtual time: the hypervisor keeps host time out of it (a late disk holds it).
+        line.push_str(&format!(" {}=1", runner::OPT_ICOUNT));
+    }
     if !guest.is_empty() {
         line.push_str(&format!(" {} {guest}", runner::GUEST_CMDLINE_SEPARATOR));
     }

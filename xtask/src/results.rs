@@ -357,6 +357,8 @@ pub struct Report {
     /// Host memory for guest RAM in MiB given to the hypervisor (`--resident-mib`); null if
     /// guest RAM was not paged.
     pub resident_mib: Option<u32>,
+    /// Busy processes that ran beside QEMU (`--host-load`).
+    pub host_load: u32,
     /// The pager's counters: a copy of `/hyp/mem` (`page_ins`, `page_outs`, `zero_fills`,
     /// `dirty_writebacks`, `io_errors`, `failed_reads`, `aborts`, `fault_stall_us_mean`, ...),
     /// which the hypervisor reports only when it paged guest RAM; null otherwise.
@@ -580,6 +582,7 @@ mod tests {
             backing_latency_us: Some(50),
             backing_selftest: Value::Null,
             resident_mib,
+            host_load: 0,
             failure: None,
             console_tail: Vec::new(),
         }

@@ -121,6 +121,8 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         ),
         None => Console::new(plan.bare),
     };
+    // Started last, stopped as soon as QEMU is done (also when it fails).
+    let load = crate::hostload::HostLoad::start(plan.host_load)?;
     let outcome = qemu::run(&argv, Duration::from_secs(plan.timeout_secs), |stream, line| {
         if !plan.quiet {
             match stream {
@@ -130,6 +132,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         }
         console.push(stream, line);
     })?;
+    drop(load);
     drop(staged);
     drop(disk);
     console.finish();
@@ -260,6 +263,7 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         backing_latency_us: (!plan.bare).then_some(plan.backing.latency_us),
         backing_selftest: Value::Null,
         resident_mib: plan.resident_mib,
+        host_load: plan.host_load,
         mem: Value::Null,
         check: Value::Null,
         failure: None,

@@ -36,6 +36,12 @@
 //! taken off the virtqueue (freeing its descriptor) and held until its deadline; so up to
 //! [`MAX_IN_FLIGHT`] requests can be outstanding, at most 16 of them at the device.
 //!
+//! In virtual time ([`BackingStore::set_time_base`], QEMU `-icount`) nothing may depend on how
+//! far the device got: a request is accepted (its deadline runs) and waits in the store if the
+//! virtqueue is full, it reaches the device at the next [`BackingStore::take_finished`], and
+//! completions are reported strictly in deadline order; [`BackingStore::schedule`] says when
+//! the timer must fire and whether a request is late (`asyncpf_core::latency`).
+//!
 //! # Errors
 //! A request the device completes with a status other than OK (e.g. an I/O error injected with
 //! QEMU's `blkdebug`) is reported as `Err` in its completion, at its deadline like any other;
@@ -53,6 +59,7 @@ use core::ptr::{read_volatile, NonNull};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
+use asyncpf_core::latency::{self, Outstanding, Schedule, TimeBase};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, VirtIOHeader};
 
@@ -208,6 +215,10 @@ pub struct Completion {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
     Free,
+    /// Accepted (its deadline runs) while the device's queue was full: it goes to the device as
+    /// soon as a slot frees ([`TimeBase::Virtual`] only; in host time such a request is refused
+    /// with [`Busy`]).
+    Queued,
     /// Queued at the device under this virtqueue token.
     AtDevice {
         token: u16,
@@ -223,6 +234,8 @@ enum State {
 struct Request {
     state: State,
     op: Op,
+    /// Disk slot.
+    slot: u64,
     tag: u64,
     frame: PhysAddr,
     submitted: Ticks,
@@ -236,6 +249,7 @@ impl Request {
         Request {
             state: State::Free,
             op: Op::Read,
+            slot: 0,
             tag: 0,
             frame: PhysAddr(0),
             submitted: Ticks(0),
@@ -261,6 +275,8 @@ pub struct BackingStore {
     registers: DeviceRegisters,
     /// Set by the transport when the driver wants the device notified ([`Self::take_doorbell`]).
     doorbell: Arc<AtomicBool>,
+    /// What the counter measures ([`Self::set_time_base`]).
+    time_base: TimeBase,
 }
 
 /// One 32-bit virtio-mmio register of the transport at `base`.
@@ -343,7 +359,15 @@ impl BackingStore {
             gicd_base: platform.gicd_base,
             registers,
             doorbell,
+            time_base: TimeBase::Host,
         })
+    }
+
+    /// What the system counter measures (host time unless told otherwise). In virtual time
+    /// (QEMU `-icount`) a request's deadline runs from when the store accepts it, whether or not
+    /// the device's queue has room (it waits in the store for a slot); see [`Self::schedule`].
+    pub fn set_time_base(&mut self, base: TimeBase) {
+        self.time_base = base;
     }
 
     /// The device's notification and interrupt registers, for use without `&mut self` (and so
@@ -418,18 +442,50 @@ impl BackingStore {
     unsafe fn submit(&mut self, op: Op, slot: u64, frame: PhysAddr, tag: u64, now: Ticks) -> Result<(), Busy> {
         assert!(slot < self.capacity_pages, "backing slot {slot} beyond the disk's {} pages", self.capacity_pages);
         assert!(frame.0.is_multiple_of(PAGE_SIZE), "frame {:#x} is not page-aligned", frame.0);
-        if self.at_device == self.queue_depth {
+        let virtual_time = self.time_base == TimeBase::Virtual;
+        // (In virtual time the device's state is not even looked at: it depends on the host.)
+        if !virtual_time && self.at_device == self.queue_depth {
             return Err(Busy);
         }
         let index = self.requests.iter().position(|r| r.state == State::Free).ok_or(Busy)?;
         let request = &mut self.requests[index];
+        request.op = op;
+        request.slot = slot;
+        request.tag = tag;
+        request.frame = frame;
+        request.submitted = now;
+        request.deadline = now.saturating_add(self.latency);
+        request.state = State::Queued;
+        // In virtual time the request goes to the device at the next `take_finished`: what
+        // that costs depends on the device's progress, and its caller can keep it out of
+        // virtual time.
+        if !virtual_time {
+            // SAFETY: the caller's contract.
+            if let Err(error) = unsafe { self.start(index) } {
+                self.requests[index].state = State::Free;
+                return Err(error);
+            }
+        }
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Put queued request `index` on the device's virtqueue.
+    ///
+    /// # Safety
+    /// The request's frame must be owned by it (the contract of `submit_*`) until its completion
+    /// is reported.
+    unsafe fn start(&mut self, index: usize) -> Result<(), Busy> {
+        let request = &mut self.requests[index];
+        debug_assert_eq!(request.state, State::Queued);
+        let (op, slot) = (request.op, request.slot);
         let sector = (slot * SECTORS_PER_PAGE) as usize;
         // SAFETY: the caller's contract keeps the frame to the device until the completion is
         // reported; `header` and `status` live in the boxed slot array, which does not move and
         // outlives the request (the store frees it only when dropped, after resetting the
         // device); the slot is not reused until the device returned it through the used ring.
         let token = unsafe {
-            let data = frame_bytes(frame);
+            let data = frame_bytes(request.frame);
             match op {
                 Op::Read => self.blk.read_blocks_nb(sector, &mut request.header, data, &mut request.status),
                 Op::Write => self.blk.write_blocks_nb(sector, &mut request.header, data, &mut request.status),
@@ -441,27 +497,13 @@ impl BackingStore {
             Err(error) => panic!("virtio-blk: cannot queue a {op:?} of slot {slot}: {error}"),
         };
         request.state = State::AtDevice { token };
-        request.op = op;
-        request.tag = tag;
-        request.frame = frame;
-        request.submitted = now;
-        request.deadline = now.saturating_add(self.latency);
-        self.in_flight += 1;
         self.at_device += 1;
         Ok(())
     }
 
-    /// Acknowledge the device's interrupt (its InterruptStatus). Call it from the `gic::drain`
-    /// callback for [`Self::intid`], before the interrupt ends, so that a level-sensitive line
-    /// drops; `poll_completions` then takes what the device finished.
-    pub fn acknowledge_interrupt(&mut self) {
-        self.registers.acknowledge_interrupt();
-    }
-
-    /// Take every request the device has finished off the virtqueue, then append to `out` each
-    /// finished request whose deadline is at or before `now`, earliest deadline first. Call it
-    /// after the device's interrupt and after the EL2 timer fired.
-    pub fn poll_completions(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
+    /// Take every request the device has finished off the virtqueue (they are held until their
+    /// deadline).
+    fn take_used(&mut self) {
         while let Some(token) = self.blk.peek_used() {
             let index = self
                 .requests
@@ -481,15 +523,69 @@ impl BackingStore {
             request.state = State::Held { result: result.map_err(DeviceError::from) };
             self.at_device -= 1;
         }
+    }
+
+    /// Move queued requests to the device while it has room, earliest deadline first.
+    fn start_queued(&mut self) {
+        while self.at_device < self.queue_depth {
+            let next = self
+                .requests
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.state == State::Queued)
+                .min_by_key(|(_, r)| r.deadline)
+                .map(|(i, _)| i);
+            let Some(index) = next else { break };
+            // SAFETY: a queued request was accepted by `submit`, under its caller's contract.
+            if unsafe { self.start(index) }.is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Acknowledge the device's interrupt (its InterruptStatus). Call it from the `gic::drain`
+    /// callback for [`Self::intid`], before the interrupt ends, so that a level-sensitive line
+    /// drops; `poll_completions` then takes what the device finished.
+    pub fn acknowledge_interrupt(&mut self) {
+        self.registers.acknowledge_interrupt();
+    }
+
+    /// Take every request the device has finished off the virtqueue, then append to `out` each
+    /// finished request whose deadline is at or before `now`, earliest deadline first. Call it
+    /// after the device's interrupt and after the EL2 timer fired.
+    pub fn poll_completions(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
+        self.take_finished();
+        self.report_due(now, out);
+    }
+
+    /// The first half of [`Self::poll_completions`]: take what the device finished off the
+    /// virtqueue (held until its deadline) and give queued requests the slots that freed.
+    pub fn take_finished(&mut self) {
+        self.take_used();
+        self.start_queued();
+    }
+
+    /// The second half of [`Self::poll_completions`]: report each finished request whose
+    /// deadline is at or before `now`, earliest deadline first.
+    ///
+    /// In virtual time, strictly in deadline order: a request the device has not finished
+    /// stops the reporting of every later one, so that the order in which completions are
+    /// reported never depends on the host.
+    pub fn report_due(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
+        let in_order = self.time_base == TimeBase::Virtual;
         loop {
             let due = self
                 .requests
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| matches!(r.state, State::Held { .. }) && r.deadline <= now)
+                .filter(|(_, r)| r.deadline <= now)
+                .filter(|(_, r)| if in_order { r.state != State::Free } else { matches!(r.state, State::Held { .. }) })
                 .min_by_key(|(_, r)| r.deadline)
                 .map(|(i, _)| i);
             let Some(index) = due else { break };
+            if !matches!(self.requests[index].state, State::Held { .. }) {
+                break;
+            }
             let request = &mut self.requests[index];
             let State::Held { result } = request.state else { unreachable!("filtered on Held") };
             request.state = State::Free;
@@ -514,6 +610,18 @@ impl BackingStore {
     /// device: the earliest time a completion can be reported.
     pub fn earliest_due(&self) -> Option<Ticks> {
         self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min()
+    }
+
+    /// After [`Self::poll_completions`] at `now`: when to fire the EL2 timer, and whether a
+    /// request is late (virtual time: its deadline passed before the device finished it); see
+    /// `asyncpf_core::latency::schedule`.
+    pub fn schedule(&self, now: Ticks) -> Schedule {
+        let outstanding = self
+            .requests
+            .iter()
+            .filter(|r| r.state != State::Free)
+            .map(|r| Outstanding { deadline: r.deadline.0, device_done: matches!(r.state, State::Held { .. }) });
+        latency::schedule(now.0, outstanding, self.time_base)
     }
 }
 

@@ -1,0 +1,167 @@
+//! The backing store's latency model in time: when the hypervisor's EL2 timer must fire, and
+//! whether time must stand still because the device is late.
+//!
+//! Every backing request has a deadline, L after the model accepted it: it is reported no
+//! earlier. What happens when the real device (QEMU's virtio-blk, which runs in host time) has
+//! not finished a request by its deadline depends on what the counter measures ([`TimeBase`]):
+//!
+//! - [`TimeBase::Host`]: the counter is the host's clock; the request is reported when the
+//!   device's interrupt comes. The timer covers only requests the device has finished (held
+//!   until their deadline); a waiting CPU also polls at an interval.
+//! - [`TimeBase::Virtual`] (QEMU `-icount`, `sleep=off`): the counter counts instructions, and
+//!   when every CPU sleeps QEMU jumps it to the earliest armed timer. Any timer armed while the
+//!   device is late therefore turns host slowness into virtual time. So the timer covers every
+//!   outstanding request's deadline, and when one has passed with the device not done, the
+//!   request is [`Schedule::late`]: no timer at all, every CPU sleeps, QEMU has nothing to jump
+//!   to, and virtual time stands still until the device's interrupt. A request then completes at
+//!   exactly its deadline, however slow the host.
+
+/// What the counter measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeBase {
+    /// The host's clock (QEMU without `-icount`).
+    Host,
+    /// Instructions (QEMU `-icount`): virtual time, which must not depend on the host.
+    Virtual,
+}
+
+/// One request that was accepted and not yet reported, as the clock sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outstanding {
+    /// No earlier than this count may it be reported.
+    pub deadline: u64,
+    /// The device has finished it (it is held until its deadline).
+    pub device_done: bool,
+}
+
+/// When to look at the device next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schedule {
+    /// Fire the EL2 timer at this count; `None`: no timer.
+    pub timer: Option<u64>,
+    /// ([`TimeBase::Virtual`] only) a deadline has passed and the device has not finished that
+    /// request: every CPU must sleep with no timer armed until the device's interrupt.
+    pub late: bool,
+}
+
+/// The schedule after a poll at `now` that reported every finished request whose deadline had
+/// passed: `outstanding` are the requests left.
+pub fn schedule(now: u64, outstanding: impl IntoIterator<Item = Outstanding>, base: TimeBase) -> Schedule {
+    let mut held = None::<u64>;
+    let mut earliest = None::<u64>;
+    let mut late = false;
+    for request in outstanding {
+        earliest = Some(earliest.map_or(request.deadline, |e| e.min(request.deadline)));
+        if request.device_done {
+            held = Some(held.map_or(request.deadline, |h| h.min(request.deadline)));
+        } else if request.deadline <= now {
+            late = true;
+        }
+    }
+    match base {
+        TimeBase::Host => Schedule { timer: held, late: false },
+        TimeBase::Virtual if late => Schedule { timer: None, late: true },
+        TimeBase::Virtual => Schedule { timer: earliest, late: false },
+    }
+}
+
+/// When a CPU that waits for a page (its vCPU blocked) fires its EL2 timer before it sleeps,
+/// `earliest_due` being the earliest deadline of any outstanding request and `poll` the polling
+/// interval. `None`: sleep with no timer (virtual time is held: [`Schedule::late`]).
+///
+/// - Host time: at the earliest deadline if it is ahead, but at least every `poll` (a lost or
+///   late interrupt stalls the vCPU no longer than that).
+/// - Virtual time: exactly at the earliest deadline (at once if it has passed: the poll then
+///   reports it or finds the device late); nothing while `late`; one poll interval ahead if
+///   nothing is outstanding (which a waiting CPU does not expect).
+pub fn wait_timer(now: u64, earliest_due: Option<u64>, poll: u64, late: bool, base: TimeBase) -> Option<u64> {
+    let next_poll = now.saturating_add(poll);
+    match (base, earliest_due) {
+        (TimeBase::Host, Some(due)) if due > now => Some(due.min(next_poll)),
+        (TimeBase::Host, _) => Some(next_poll),
+        (TimeBase::Virtual, _) if late => None,
+        (TimeBase::Virtual, Some(due)) => Some(due),
+        (TimeBase::Virtual, None) => Some(next_poll),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec::Vec;
+    use proptest::prelude::*;
+
+    fn req(deadline: u64, device_done: bool) -> Outstanding {
+        Outstanding { deadline, device_done }
+    }
+
+    #[test]
+    fn nothing_outstanding_no_timer() {
+        for base in [TimeBase::Host, TimeBase::Virtual] {
+            assert_eq!(schedule(100, [], base), Schedule { timer: None, late: false });
+        }
+    }
+
+    #[test]
+    fn host_time_covers_only_finished_requests() {
+        // One still at the device, one held: the timer is for the held one; a late device is
+        // never "late" in host time (its interrupt reports it).
+        let s = schedule(100, [req(50, false), req(150, true)], TimeBase::Host);
+        assert_eq!(s, Schedule { timer: Some(150), late: false });
+        assert_eq!(schedule(100, [req(120, false)], TimeBase::Host).timer, None);
+    }
+
+    #[test]
+    fn virtual_time_covers_every_deadline() {
+        // The device has not finished the earliest yet, but its deadline is ahead: fire then.
+        let s = schedule(100, [req(300, true), req(120, false), req(200, false)], TimeBase::Virtual);
+        assert_eq!(s, Schedule { timer: Some(120), late: false });
+    }
+
+    #[test]
+    fn virtual_time_stops_for_a_late_device() {
+        let s = schedule(100, [req(100, false), req(150, true)], TimeBase::Virtual);
+        assert_eq!(s, Schedule { timer: None, late: true });
+        let s = schedule(100, [req(99, false)], TimeBase::Virtual);
+        assert!(s.late && s.timer.is_none());
+        // A finished request past its deadline is not late (the poll reports it).
+        assert!(!schedule(100, [req(90, true)], TimeBase::Virtual).late);
+    }
+
+    #[test]
+    fn wait_timers() {
+        // Host: the deadline if ahead, capped by the poll; past or none: the poll.
+        assert_eq!(wait_timer(100, Some(150), 100, false, TimeBase::Host), Some(150));
+        assert_eq!(wait_timer(100, Some(500), 100, false, TimeBase::Host), Some(200));
+        assert_eq!(wait_timer(100, Some(80), 100, false, TimeBase::Host), Some(200));
+        assert_eq!(wait_timer(100, None, 100, false, TimeBase::Host), Some(200));
+        // Virtual: exactly the deadline, never a poll that would let time run on.
+        assert_eq!(wait_timer(100, Some(500), 100, false, TimeBase::Virtual), Some(500));
+        assert_eq!(wait_timer(100, Some(80), 100, false, TimeBase::Virtual), Some(80));
+        assert_eq!(wait_timer(100, Some(500), 100, true, TimeBase::Virtual), None);
+        assert_eq!(wait_timer(100, None, 100, false, TimeBase::Virtual), Some(200));
+        assert_eq!(wait_timer(u64::MAX, None, 100, false, TimeBase::Virtual), Some(u64::MAX));
+    }
+
+    proptest! {
+        /// In virtual time, the timer never lets time pass an unfinished request's deadline:
+        /// either it fires no later than every outstanding deadline, or there is none at all.
+        #[test]
+        fn virtual_time_never_passes_a_deadline(now in 0u64..1000,
+                                                 requests in proptest::collection::vec((0u64..2000, any::<bool>()), 0..40)) {
+            let requests: Vec<Outstanding> = requests.into_iter().map(|(d, done)| req(d, done)).collect();
+            let s = schedule(now, requests.iter().copied(), TimeBase::Virtual);
+            let late = requests.iter().any(|r| !r.device_done && r.deadline <= now);
+            prop_assert_eq!(s.late, late);
+            if late {
+                prop_assert_eq!(s.timer, None);
+            } else {
+                prop_assert_eq!(s.timer, requests.iter().map(|r| r.deadline).min());
+            }
+            // Host time: only held requests, never late.
+            let h = schedule(now, requests.iter().copied(), TimeBase::Host);
+            prop_assert!(!h.late);
+            prop_assert_eq!(h.timer, requests.iter().filter(|r| r.device_done).map(|r| r.deadline).min());
+        }
+    }
+}
