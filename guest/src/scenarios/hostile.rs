@@ -28,7 +28,7 @@ use crate::guard::Guard;
 use crate::psci::Conduit;
 use crate::sched::{self, SpawnOptions, TaskHandle};
 use crate::sync::{BootOnce, SpinLock};
-use crate::{apf, arch, mm, percpu, probe, report, scenarios, syscall};
+use crate::{apf, arch, mm, percpu, probe, report, scenarios, syscall, timer};
 use asyncpf_contract::{apf as apf_abi, hypcall, sdei};
 use asyncpf_guest::hostile_policy::{
     self, Action, ApfSession, Call, Env, HandlerFault, Kind, Mmio, MmioExpect, MmioForm,
@@ -36,7 +36,6 @@ use asyncpf_guest::hostile_policy::{
 use asyncpf_guest::memcheck::{self, Generation, Layout, Span, MIB, PAGE_SIZE, WORD_SIZE};
 use asyncpf_guest::rng::SplitMix64;
 use core::arch::{asm, global_asm};
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Hostile actions over all CPUs, unless `calls=N` says otherwise.
@@ -149,6 +148,10 @@ struct Stats {
     garbage_tails: AtomicU64,
     apf_restored: AtomicU64,
     apf_restore_failures: AtomicU64,
+    /// Accepted APF_ENABLEs that took at least SLOW_ENABLE_NS (their record page was paged in),
+    /// and the slowest.
+    slow_enables: AtomicU64,
+    slowest_enable_ns: AtomicU64,
     /// Tasks woken because a hostile session dropped their tokens.
     dropped_wakes: AtomicU64,
     /// Faults inside the SDEI handler: handler runs with the hook, signals that did not run it.
@@ -175,6 +178,8 @@ static STATS: Stats = Stats {
     apf_restored: AtomicU64::new(0),
     apf_restore_failures: AtomicU64::new(0),
     dropped_wakes: AtomicU64::new(0),
+    slow_enables: AtomicU64::new(0),
+    slowest_enable_ns: AtomicU64::new(0),
     sdei_handler_runs: AtomicU64::new(0),
     sdei_handler_missed: AtomicU64::new(0),
     nested_faults: AtomicU64::new(0),
@@ -272,6 +277,8 @@ struct Setup {
     holes: [u64; MAX_HOLES],
     n_holes: usize,
     layout: Option<Layout>,
+    /// RAM for hostile APF records: (base, bytes).
+    arena: (u64, u64),
 }
 
 static SETUP: BootOnce<Setup> = BootOnce::new();
@@ -280,14 +287,13 @@ fn setup() -> &'static Setup {
     SETUP.get().expect("set before the tasks start")
 }
 
-/// RAM the scenario owns for hostile APF records (16 pages, never used otherwise).
-const ARENA_BYTES: usize = 16 * 4096;
-#[repr(C, align(4096))]
-struct Arena(UnsafeCell<[u8; ARENA_BYTES]>);
-// SAFETY: the arena holds no Rust data: only the hypervisor (APF records) and volatile garbage
-// writes of the scenario touch it.
-unsafe impl Sync for Arena {}
-static ARENA: Arena = Arena(UnsafeCell::new([0; ARENA_BYTES]));
+/// RAM the scenario owns for hostile APF records: the top of the free RAM, never touched by
+/// the guest itself, so that under paging a record's page is usually not resident when
+/// APF_ENABLE pins it (never touched yet: zero-filled; used by an earlier record and evicted
+/// since: read back from the disk).
+const ARENA_BYTES: u64 = 4 << 20;
+/// An APF_ENABLE that took this long waited for its record's page (the default backing latency).
+const SLOW_ENABLE_NS: u64 = 50_000;
 
 // A CPU_ON entry point that parks a CPU for good. Every CPU_ON the scenario makes targets a CPU
 // that is on (or none), so it is never entered; if the hypervisor did start an online CPU
@@ -320,7 +326,7 @@ fn with_env<R>(f: impl FnOnce(&Env<'_>) -> R) -> R {
         ram: &ram[..platform.ram().len()],
         paged: s.paged,
         granule: s.granule,
-        arena: (ARENA.0.get() as u64, ARENA_BYTES as u64),
+        arena: s.arena,
         avoid: (platform.dtb.base, platform.dtb.size),
         sdei_entry: apf::sdei_entry_address(),
         cpu_on_stub: hostile_cpu_on_stub as *const () as u64,
@@ -351,12 +357,20 @@ fn restore_sdei() {
 /// page_ready with no one to wake).
 fn apf_session(session: &ApfSession) {
     let irq = arch::irq_save_disable();
+    let start = timer::now_ns();
     let answer = make_call(Kind::Apf, &session.enable);
+    if answer == Some(0) {
+        let took = timer::now_ns() - start;
+        STATS.slowest_enable_ns.fetch_max(took, Ordering::Relaxed);
+        if took >= SLOW_ENABLE_NS {
+            bump(&STATS.slow_enables);
+        }
+    }
     if let (Some(0), Some(tail)) = (answer, session.garbage_tail) {
         let record = session.enable.args[0];
         let at = (record + apf_abi::offset_ring_tail(setup().granule)) as *mut u64;
-        // SAFETY: the record lies in ARENA (the policy accepts records only there), which holds
-        // no Rust data; a volatile aligned u64 write is what the guest's ring consumer does.
+        // SAFETY: the record lies in the arena (the policy accepts records only there), free RAM
+        // that holds no Rust data; a volatile aligned u64 write is what the guest's ring consumer does.
         unsafe { core::ptr::write_volatile(at, tail) };
         bump(&STATS.garbage_tails);
     }
@@ -866,19 +880,19 @@ pub fn run(seed: u64) -> ! {
     let features = apf::features().ok();
     let (holes, n_holes) = find_holes();
     let slices = (cpus * (1 + WORKERS_PER_CPU)) as u64;
+    let Some(free) = mm::free_ram(scenarios::platform()).filter(|f| f.len() > 2 * ARENA_BYTES) else {
+        report::finish(false, Some(format_args!("no free RAM for the record arena")), |_| Ok(()));
+    };
+    let arena_base = (free.end - ARENA_BYTES) & !(PAGE_SIZE - 1);
+    let free = Span { start: free.start, end: arena_base };
     let layout = match opts.ws_mib {
         None => None,
-        Some(mib) => {
-            let free = mm::free_ram(scenarios::platform());
-            match free.map(|free| Layout::new(free, Some(mib * MIB), slices)) {
-                Some(Ok(layout)) => Some(layout),
-                other => {
-                    report::finish(false, Some(format_args!("no room for a {mib} MiB working set: {other:?}")), |_| {
-                        Ok(())
-                    })
-                }
+        Some(mib) => match Some(free).map(|free| Layout::new(free, Some(mib * MIB), slices)) {
+            Some(Ok(layout)) => Some(layout),
+            other => {
+                report::finish(false, Some(format_args!("no room for a {mib} MiB working set: {other:?}")), |_| Ok(()))
             }
-        }
+        },
     };
     SETUP.set(Setup {
         seed,
@@ -889,6 +903,7 @@ pub fn run(seed: u64) -> ! {
         holes,
         n_holes,
         layout,
+        arena: (arena_base, ARENA_BYTES),
     });
     apf::EVENT0_HOOK.set(inside_sdei_handler);
     crate::println!(
@@ -983,6 +998,8 @@ pub fn run(seed: u64) -> ! {
         j.u64(Some("apf_restored"), get(&STATS.apf_restored))?;
         j.u64(Some("apf_restore_failures"), get(&STATS.apf_restore_failures))?;
         j.u64(Some("dropped_wakes"), get(&STATS.dropped_wakes))?;
+        j.u64(Some("slow_enables"), get(&STATS.slow_enables))?;
+        j.u64(Some("slowest_enable_us"), get(&STATS.slowest_enable_ns) / 1000)?;
         j.u64(Some("sdei_handler_runs"), get(&STATS.sdei_handler_runs))?;
         j.u64(Some("sdei_handler_missed"), get(&STATS.sdei_handler_missed))?;
         j.u64(Some("nested_faults"), get(&STATS.nested_faults))?;
