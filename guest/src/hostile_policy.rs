@@ -580,6 +580,49 @@ fn draw_sdei(rng: &mut SplitMix64, env: &Env<'_>) -> Call {
     }
 }
 
+/// SDEI calls made from inside the handler of event 0 (the "running" state), round `round`
+/// of a fixed cycle; `entry` is the guest's handler. None completes the handler (the
+/// handler's own return does), and COMPLETE_AND_RESUME with a misaligned address must be
+/// refused without completing it.
+pub fn in_handler_calls(round: u64, entry: u64) -> [Option<Call>; 3] {
+    let event = u64::from(sdei::EVENT_SOFTWARE_SIGNALLED);
+    let call = |function: u32, args: [u64; 5], expect: Expect| {
+        Some(Call { smc: round % 2 == 1, x0: u64::from(function), args, expect })
+    };
+    let denied = Expect::Is(sdei::DENIED);
+    match round % 8 {
+        0 => {
+            let index = round / 8 % 24;
+            let context = if index < 18 { Expect::Any } else { Expect::Is(sdei::INVALID_PARAMETERS) };
+            [
+                call(sdei::EVENT_STATUS, [event, 0, 0, 0, 0], Expect::NonNegative),
+                call(sdei::EVENT_CONTEXT, [index, 0, 0, 0, 0], context),
+                None,
+            ]
+        }
+        1 => [
+            call(sdei::EVENT_DISABLE, [event, 0, 0, 0, 0], Expect::Is(0)),
+            call(sdei::EVENT_ENABLE, [event, 0, 0, 0, 0], Expect::Is(0)),
+            None,
+        ],
+        2 => [call(sdei::EVENT_REGISTER, [event, entry, 0, 0, 0], denied), None, None],
+        // Running, then unregister pending: enable and register are refused.
+        3 => [
+            call(sdei::EVENT_UNREGISTER, [event, 0, 0, 0, 0], Expect::Is(sdei::PENDING)),
+            call(sdei::EVENT_ENABLE, [event, 0, 0, 0, 0], denied),
+            call(sdei::EVENT_REGISTER, [event, entry, 0, 0, 0], denied),
+        ],
+        4 => [call(sdei::PRIVATE_RESET, [0; 5], denied), None, None],
+        5 => [call(sdei::EVENT_COMPLETE_AND_RESUME, [entry + 2, 0, 0, 0, 0], denied), None, None],
+        6 => {
+            [call(sdei::PE_MASK, [0; 5], Expect::NonNegative), call(sdei::PE_UNMASK, [0; 5], Expect::NonNegative), None]
+        }
+        _ => {
+            [call(sdei::EVENT_CONTEXT, [18 + round % 8, 0, 0, 0, 0], Expect::Is(sdei::INVALID_PARAMETERS)), None, None]
+        }
+    }
+}
+
 /// Base of a record of `kind`, and whether it must be accepted (when guest RAM is paged).
 fn draw_record(rng: &mut SplitMix64, env: &Env<'_>, kind: RecordKind) -> (u64, bool) {
     let g = env.granule;
@@ -1035,6 +1078,23 @@ mod tests {
         }
         // Most aimed calls know their answer.
         assert!(expected > 10_000, "{expected}");
+    }
+
+    #[test]
+    fn in_handler_calls_never_complete() {
+        let mut functions = std::collections::BTreeSet::new();
+        for round in 0..64 {
+            for c in in_handler_calls(round, 0x4020_1000).iter().flatten() {
+                functions.insert(c.function());
+                assert_ne!(c.function(), sdei::EVENT_COMPLETE);
+                if c.function() == sdei::EVENT_COMPLETE_AND_RESUME {
+                    assert_ne!(c.args[0] % 4, 0, "refused, never taken");
+                    assert_eq!(c.expect, Expect::Is(sdei::DENIED));
+                }
+                assert_ne!(c.function(), sdei::EVENT_SIGNAL, "a signal from the handler would re-enter it");
+            }
+        }
+        assert!(functions.len() >= 9, "{functions:x?}");
     }
 
     #[test]

@@ -401,6 +401,11 @@ fn sdei_calls(calls: &[Option<Call>; 4]) {
 fn inside_sdei_handler() {
     let stats = kind_stats(Kind::HandlerFault);
     bump(&STATS.sdei_handler_runs);
+    // SDEI calls in the running state (none completes the handler).
+    let round = HOOK_ROUNDS.fetch_add(1, Ordering::Relaxed);
+    for call in hostile_policy::in_handler_calls(round, apf::sdei_entry_address()).iter().flatten() {
+        make_call(Kind::Sdei, call);
+    }
     let s = setup();
     if s.n_holes > 0 {
         let hole = s.holes[0];
@@ -464,6 +469,9 @@ fn handler_fault(fault: HandlerFault) {
         }
     }
 }
+
+/// Rounds of SDEI calls made inside the handler (all CPUs).
+static HOOK_ROUNDS: AtomicU64 = AtomicU64::new(0);
 
 /// One MMIO access of the drawn form; the caught exception's ESR, if any.
 fn mmio_access(m: &Mmio) -> Option<u64> {
