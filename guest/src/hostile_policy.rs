@@ -294,7 +294,18 @@ pub enum Action {
     Sdei([Option<Call>; 4]),
     Apf(ApfSession),
     Mmio(Mmio),
+    /// A register read whole, then in the parts the GIC architecture allows (bytes of
+    /// IPRIORITYR, 32-bit halves of 64-bit registers): the parts must match the whole.
+    MmioParts(MmioParts),
     HandlerFault(HandlerFault),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioParts {
+    pub addr: u64,
+    /// The register's width and the part size, in bytes.
+    pub width: u8,
+    pub part: u8,
 }
 
 impl Action {
@@ -304,7 +315,7 @@ impl Action {
             Action::Psci(_) => Kind::Psci,
             Action::Sdei(_) => Kind::Sdei,
             Action::Apf(_) => Kind::Apf,
-            Action::Mmio(_) => Kind::Mmio,
+            Action::Mmio(_) | Action::MmioParts(_) => Kind::Mmio,
             Action::HandlerFault(_) => Kind::HandlerFault,
         }
     }
@@ -377,6 +388,7 @@ pub fn draw_action(rng: &mut SplitMix64, env: &Env<'_>) -> Action {
             Action::Sdei(calls)
         }
         Kind::Apf => Action::Apf(draw_apf(rng, env)),
+        Kind::Mmio if rng.below(8) == 0 => Action::MmioParts(draw_parts(rng, env)),
         Kind::Mmio => Action::Mmio(draw_mmio(rng, env)),
         Kind::HandlerFault => Action::HandlerFault(if rng.below(2) == 0 {
             HandlerFault::SdeiHandler
@@ -766,6 +778,20 @@ fn reserved_offset(rng: &mut SplitMix64, device: Device) -> u64 {
     }
 }
 
+/// Registers whose parts the GIC architecture lets a guest read: (offset, width, part).
+const GICD_PARTS: [(u64, u8, u8); 3] = [(0x0420, 4, 1), (0x0400, 4, 1), (0x6100, 8, 4)];
+const GICR_PARTS: [(u64, u8, u8); 2] = [(0x0008, 8, 4), (0x10400, 4, 1)];
+
+fn draw_parts(rng: &mut SplitMix64, env: &Env<'_>) -> MmioParts {
+    let (addr, (offset, width, part)) = if rng.below(2) == 0 {
+        (env.gicd.0, pick(&GICD_PARTS, rng))
+    } else {
+        let v = rng.below(env.mpidrs.len() as u64);
+        (env.gicr.0 + v * env.gicr_stride, pick(&GICR_PARTS, rng))
+    };
+    MmioParts { addr: addr + offset, width, part }
+}
+
 fn draw_mmio(rng: &mut SplitMix64, env: &Env<'_>) -> Mmio {
     let vcpus = env.mpidrs.len();
     let device = match rng.below(3) {
@@ -900,7 +926,7 @@ mod tests {
             Action::Fuzz(c) | Action::Psci(c) => vec![*c],
             Action::Sdei(cs) => cs.iter().flatten().copied().collect(),
             Action::Apf(s) => vec![s.enable, s.second, s.disable],
-            Action::Mmio(_) | Action::HandlerFault(_) => vec![],
+            Action::Mmio(_) | Action::MmioParts(_) | Action::HandlerFault(_) => vec![],
         }
     }
 
@@ -1016,6 +1042,7 @@ mod tests {
         let mut kinds = std::collections::BTreeSet::new();
         let (mut records, mut forms, mut sizes, mut devices) = (vec![], vec![], vec![], vec![]);
         let (mut functions, mut faults, mut expected) = (std::collections::BTreeSet::new(), vec![], 0);
+        let mut parts = vec![];
         for _ in 0..20_000 {
             let action = draw_action(&mut rng, &e);
             kinds.insert(action.kind().name());
@@ -1031,10 +1058,13 @@ mod tests {
                     devices.push(core::mem::discriminant(&m.device));
                 }
                 Action::HandlerFault(f) => faults.push(f),
+                Action::MmioParts(p) => parts.push(p),
                 _ => {}
             }
         }
         assert_eq!(kinds.len(), KINDS.len());
+        assert!(parts.iter().any(|p| p.part == 1) && parts.iter().any(|p| p.width == 8));
+        assert!(parts.iter().all(|p| p.addr % u64::from(p.width) == 0 && p.width > p.part));
         for k in RECORD_KINDS {
             assert!(records.contains(&k), "{k:?}");
         }

@@ -31,7 +31,7 @@ use crate::sync::{BootOnce, SpinLock};
 use crate::{apf, arch, mm, percpu, probe, report, scenarios, syscall, timer};
 use asyncpf_contract::{apf as apf_abi, hypcall, sdei};
 use asyncpf_guest::hostile_policy::{
-    self, Action, ApfSession, Call, Env, HandlerFault, Kind, Mmio, MmioExpect, MmioForm,
+    self, Action, ApfSession, Call, Env, HandlerFault, Kind, Mmio, MmioExpect, MmioForm, MmioParts,
 };
 use asyncpf_guest::memcheck::{self, Generation, Layout, Span, MIB, PAGE_SIZE, WORD_SIZE};
 use asyncpf_guest::rng::SplitMix64;
@@ -564,6 +564,55 @@ fn mmio(m: &Mmio) {
     }
 }
 
+/// Reads `size` bytes at `addr` (a device register) as a probe: the value, or the ESR.
+fn load(addr: u64, size: u8) -> Result<u64, u64> {
+    let mut value = 0u64;
+    let caught = match size {
+        1 => probe::run_esr(|| {
+            // SAFETY: a read of a GIC register (the policy's table), mapped as device memory;
+            // reads have no effect; an abort is caught and skipped by the armed probe.
+            unsafe { asm!("ldrb {v:w}, [{a}]", a = in(reg) addr, v = out(reg) value, options(nostack)) }
+        }),
+        4 => probe::run_esr(|| {
+            // SAFETY: as above.
+            unsafe { asm!("ldr {v:w}, [{a}]", a = in(reg) addr, v = out(reg) value, options(nostack)) }
+        }),
+        _ => probe::run_esr(|| {
+            // SAFETY: as above.
+            unsafe { asm!("ldr {v}, [{a}]", a = in(reg) addr, v = out(reg) value, options(nostack)) }
+        }),
+    };
+    caught.map_or(Ok(value), Err)
+}
+
+/// A register read whole and by parts: every part must be answered and match the whole.
+fn mmio_parts(p: &MmioParts) {
+    let stats = kind_stats(Kind::Mmio);
+    let whole = load(p.addr, p.width);
+    stats.exception(whole.err());
+    let mut wrong = whole.is_err();
+    for i in 0..p.width / p.part {
+        let part = load(p.addr + u64::from(i * p.part), p.part);
+        stats.exception(part.err());
+        let bits = 8 * u32::from(p.part);
+        let expected = whole.map(|w| (w >> (8 * u32::from(i * p.part))) & ((1u64 << bits) - 1));
+        wrong |= part.is_err() || part != expected;
+    }
+    if wrong {
+        bump(&stats.unexpected);
+        let mut log = UNEXPECTED.lock();
+        if let Some(slot) = log.iter_mut().find(|s| s.is_none()) {
+            let answer = whole.unwrap_or_else(|esr| esr) as i64;
+            *slot = Some(Unexpected {
+                kind: Kind::Mmio,
+                x0: p.addr,
+                args: [u64::from(p.width), u64::from(p.part)],
+                answer,
+            });
+        }
+    }
+}
+
 trait FormCode {
     fn form_code(&self) -> u64;
 }
@@ -596,6 +645,7 @@ fn act(action: &Action) {
         Action::Sdei(calls) => sdei_calls(calls),
         Action::Apf(session) => apf_session(session),
         Action::Mmio(m) => mmio(m),
+        Action::MmioParts(p) => mmio_parts(p),
         Action::HandlerFault(fault) => handler_fault(*fault),
     }
 }
