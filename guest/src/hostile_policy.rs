@@ -662,7 +662,17 @@ fn draw_record(rng: &mut SplitMix64, env: &Env<'_>, kind: RecordKind) -> (u64, b
         RecordKind::BadFlags => (arena + rng.below(slots) * g, false),
         RecordKind::OutsideRam => {
             let above = env.ram.iter().map(|&(b, s)| b + s).max().unwrap_or(0);
-            (pick(&[0, env.gicd.0, env.uart.0, above, above + 0x10_0000, rng.next_u64() & !(g - 1)], rng), false)
+            // Also the last granule of the address space (its end overflows) and one granule
+            // below RAM (the record would run into RAM).
+            let below = env.ram.iter().map(|&(b, _)| b).min().unwrap_or(0).wrapping_sub(g);
+            let top = u64::MAX & !(g - 1);
+            (
+                pick(
+                    &[0, env.gicd.0, env.uart.0, above, above + 0x10_0000, rng.next_u64() & !(g - 1), top, below],
+                    rng,
+                ),
+                false,
+            )
         }
         RecordKind::AcrossRamEnd => {
             let (base, size) = env.ram[rng.below(env.ram.len() as u64) as usize];
