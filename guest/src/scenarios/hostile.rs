@@ -559,7 +559,8 @@ fn mmio(m: &Mmio) {
         let mut log = UNEXPECTED.lock();
         if let Some(slot) = log.iter_mut().find(|s| s.is_none()) {
             let answer = caught.map_or(0, |esr| esr as i64);
-            *slot = Some(Unexpected { kind: Kind::Mmio, x0: m.addr, args: [u64::from(m.size), m.form_code()], answer });
+            *slot =
+                Some(Unexpected { kind: Kind::Mmio, x0: m.addr, args: [u64::from(m.size), form_code(m.form)], answer });
         }
     }
 }
@@ -613,23 +614,17 @@ fn mmio_parts(p: &MmioParts) {
     }
 }
 
-trait FormCode {
-    fn form_code(&self) -> u64;
-}
-
-impl FormCode for Mmio {
-    /// The form as a number, for the unexpected-answer log.
-    fn form_code(&self) -> u64 {
-        match self.form {
-            MmioForm::Load => 0,
-            MmioForm::Store(_) => 1,
-            MmioForm::StoreSame => 2,
-            MmioForm::LoadPair => 3,
-            MmioForm::StorePair => 4,
-            MmioForm::LoadPostIndex => 5,
-            MmioForm::StorePreIndex => 6,
-            MmioForm::LoadSimd => 7,
-        }
+/// An MMIO form as a number, for the unexpected-answer log.
+fn form_code(form: MmioForm) -> u64 {
+    match form {
+        MmioForm::Load => 0,
+        MmioForm::Store(_) => 1,
+        MmioForm::StoreSame => 2,
+        MmioForm::LoadPair => 3,
+        MmioForm::StorePair => 4,
+        MmioForm::LoadPostIndex => 5,
+        MmioForm::StorePreIndex => 6,
+        MmioForm::LoadSimd => 7,
     }
 }
 
@@ -657,7 +652,9 @@ struct Slice {
     first: u64,
     count: u64,
     generations: &'static mut [Generation],
-    guard: Guard,
+    /// The slice's addresses: a page access arms a guard for them (only then: the hostile
+    /// task's own aborts elsewhere must reach its probes).
+    range: Span,
     words_checked: u64,
     mismatches: u64,
     aborts: u64,
@@ -689,7 +686,7 @@ impl Slice {
             first: slice.first,
             count: slice.count,
             generations,
-            guard: Guard::arm(range),
+            range,
             words_checked: 0,
             mismatches: 0,
             aborts: 0,
@@ -702,8 +699,9 @@ impl Slice {
 
     fn write(&mut self, index: u64, generation: Generation) {
         let base = self.page(index);
+        let guard = Guard::arm(self.range);
         for addr in (base..base + PAGE_SIZE).step_by(WORD_SIZE as usize) {
-            if self.guard.store(addr, memcheck::pattern(self.seed, addr, generation)).is_err() {
+            if guard.store(addr, memcheck::pattern(self.seed, addr, generation)).is_err() {
                 self.aborts += 1;
                 self.generations[index as usize] = Generation::LOST;
                 return;
@@ -718,8 +716,9 @@ impl Slice {
             return;
         }
         let base = self.page(index);
+        let guard = Guard::arm(self.range);
         for addr in (base..base + PAGE_SIZE).step_by(WORD_SIZE as usize) {
-            match self.guard.load(addr) {
+            match guard.load(addr) {
                 Ok(found) => self.mismatches += u64::from(found != memcheck::pattern(self.seed, addr, generation)),
                 Err(_) => {
                     self.aborts += 1;
