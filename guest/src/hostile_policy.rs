@@ -665,7 +665,7 @@ fn draw_record(rng: &mut SplitMix64, env: &Env<'_>, kind: RecordKind) -> (u64, b
             // Also the last granule of the address space (its end overflows) and one granule
             // below RAM (the record would run into RAM).
             let below = env.ram.iter().map(|&(b, _)| b).min().unwrap_or(0).wrapping_sub(g);
-            let top = u64::MAX & !(g - 1);
+            let top = !(g - 1);
             (
                 pick(
                     &[0, env.gicd.0, env.uart.0, above, above + 0x10_0000, rng.next_u64() & !(g - 1), top, below],
@@ -976,7 +976,7 @@ mod tests {
                         if s.enable.expect == Expect::Is(smccc::SUCCESS) {
                             assert!(paged && in_range(record, bytes, e.arena) && record % g == 0, "{s:?}");
                         }
-                        if let Some(_) = s.garbage_tail {
+                        if s.garbage_tail.is_some() {
                             assert_eq!(s.enable.expect, Expect::Is(smccc::SUCCESS));
                         }
                         // A record in RAM is in the arena or must be refused; never on the
