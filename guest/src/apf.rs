@@ -82,6 +82,51 @@ fn write_record(offset: u64, value: u64) {
     unsafe { core::ptr::write_volatile(base.add(offset as usize / 8), value) };
 }
 
+/// Tokens each CPU accepted and whose page_ready it has not consumed yet. A new APF_ENABLE
+/// drops them (docs/abi.md §8.2: the guest wakes their tasks itself, [`wake_dropped`]).
+/// Touched only by the owning CPU, from its SDEI handler and its interrupt handler (never
+/// nested: page_not_present is delivered only with IRQs unmasked).
+const OUTSTANDING_SLOTS: usize = 32;
+static OUTSTANDING: [[AtomicU64; OUTSTANDING_SLOTS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; OUTSTANDING_SLOTS] }; MAX_CPUS];
+
+/// Set when a CPU had more outstanding tokens than slots: its session's end wakes every APF
+/// waiter then.
+static OUTSTANDING_OVERFLOW: [core::sync::atomic::AtomicBool; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
+fn remember(token: u64) {
+    let cpu = arch::cpu_index();
+    match OUTSTANDING[cpu].iter().find(|s| s.load(Ordering::Relaxed) == 0) {
+        Some(slot) => slot.store(token, Ordering::Relaxed),
+        None => OUTSTANDING_OVERFLOW[cpu].store(true, Ordering::Relaxed),
+    }
+}
+
+fn forget(token: u64) {
+    let slots = &OUTSTANDING[arch::cpu_index()];
+    if let Some(slot) = slots.iter().find(|s| s.load(Ordering::Relaxed) == token) {
+        slot.store(0, Ordering::Relaxed);
+    }
+}
+
+/// When this CPU's APF session ended (its WAKE_ALL, or a new APF_ENABLE, with IRQs masked):
+/// wakes the tasks parked on that session's tokens, which will never get their page_ready
+/// (they retry their access). Returns how many tasks were woken.
+pub fn wake_dropped() -> usize {
+    let cpu = arch::cpu_index();
+    if OUTSTANDING_OVERFLOW[cpu].swap(false, Ordering::Relaxed) {
+        OUTSTANDING[cpu].iter().for_each(|slot| slot.store(0, Ordering::Relaxed));
+        return sched::wake_all(Namespace::Apf);
+    }
+    OUTSTANDING[cpu]
+        .iter()
+        .map(|slot| slot.swap(0, Ordering::Relaxed))
+        .filter(|&token| token != 0)
+        .map(|token| sched::wake(sched::token(Namespace::Apf, token)))
+        .sum()
+}
+
 /// page_ready tokens seen (all CPUs), and the TOKEN_WAKE_ALL among them.
 pub static TOKENS_SEEN: AtomicU64 = AtomicU64::new(0);
 pub static WAKE_ALLS_SEEN: AtomicU64 = AtomicU64::new(0);
@@ -121,6 +166,7 @@ fn page_not_present(pstate: u64) -> u64 {
     }
     let token = read_record(abi_offsets::PNP_TOKEN);
     PENDING_PARK[arch::cpu_index()].store(token, Ordering::Relaxed);
+    remember(token);
     ACCEPTED.fetch_add(1, Ordering::Relaxed);
     let from_el0 = pstate & 0xf == 0;
     if from_el0 {
@@ -189,8 +235,12 @@ pub fn on_page_ready() {
         TOKENS_SEEN.fetch_add(1, Ordering::Relaxed);
         let woken = if token == abi::TOKEN_WAKE_ALL {
             WAKE_ALLS_SEEN.fetch_add(1, Ordering::Relaxed);
-            sched::wake_all(Namespace::Apf)
+            // This CPU's session ended: its waiters retry. Not every CPU's: a task of another
+            // CPU woken early would leave its own page_ready with no one to wake (remembered
+            // for a park that never comes, a waiter-table slot lost for good).
+            wake_dropped()
         } else {
+            forget(token);
             // A wake that overtakes its park is remembered (`sched::wake`).
             sched::wake(sched::token(Namespace::Apf, token))
         };
@@ -208,11 +258,22 @@ pub static SDEI_LAST_ARG: AtomicU64 = AtomicU64::new(0);
 /// SDEI_EVENT_CONTEXT(0) and (17) from inside the handler: the interrupted x0 and x17.
 pub static SDEI_CONTEXT_X0: AtomicU64 = AtomicU64::new(0);
 
+/// A function the handler body runs for event 0 on a CPU that armed it (the `hostile`
+/// scenario takes faults inside the handler this way), and the per-CPU arming.
+pub static EVENT0_HOOK: crate::sync::BootOnce<fn()> = crate::sync::BootOnce::new();
+pub static EVENT0_HOOK_ARMED: [core::sync::atomic::AtomicBool; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
 /// The handler body, called by `sdei_entry` with the dispatcher's x0..x3. Returns the
 /// resume address for SDEI_EVENT_COMPLETE_AND_RESUME, or 0 for SDEI_EVENT_COMPLETE.
 extern "C" fn sdei_handler(event: u64, argument: u64, _pc: u64, pstate: u64) -> u64 {
     if event == u64::from(sdei::EVENT_PAGE_NOT_PRESENT) {
         return page_not_present(pstate);
+    }
+    if EVENT0_HOOK_ARMED[arch::cpu_index()].load(Ordering::Relaxed) {
+        if let Some(hook) = EVENT0_HOOK.get() {
+            hook();
+        }
     }
     SDEI_LAST_EVENT.store(event, Ordering::Relaxed);
     SDEI_LAST_ARG.store(argument, Ordering::Relaxed);

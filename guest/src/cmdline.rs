@@ -1,5 +1,5 @@
-//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N`, and for the `overcommit`
-//! scenario `ws_mib=M ops=K`; other words (and other keys) are ignored, so that a command line
+//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N`, for the `overcommit`
+//! scenario `ws_mib=M ops=K`, for `hostile` `calls=N` (and `ws_mib=M`); other words (and other keys) are ignored, so that a command line
 //! written for Linux or for another scenario still boots.
 
 use asyncpf_contract::runner::{GUEST_OPT_SCENARIO, GUEST_OPT_SEED};
@@ -13,6 +13,8 @@ pub const OPT_WS_MIB: &str = "ws_mib";
 /// Key: the `overcommit` random read/write operations over all tasks (default: one per
 /// working-set page).
 pub const OPT_OPS: &str = "ops";
+/// Key: the `hostile` scenario's aimed and blind calls over all CPUs (default 10,000).
+pub const OPT_CALLS: &str = "calls";
 /// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
 /// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
 pub const OPT_APF: &str = "apf";
@@ -25,6 +27,7 @@ pub struct Options<'a> {
     pub ws_mib: Option<u64>,
     pub ops: Option<u64>,
     pub apf: bool,
+    pub calls: Option<u64>,
 }
 
 /// A malformed option value.
@@ -34,11 +37,13 @@ pub enum CmdlineError<'a> {
     BadWsMib(&'a str),
     BadOps(&'a str),
     BadApf(&'a str),
+    BadCalls(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
 pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
-    let mut opts = Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None, apf: false };
+    let mut opts =
+        Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None, apf: false, calls: None };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
         match key {
@@ -49,6 +54,7 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                 opts.ws_mib = Some(mib.ok_or(CmdlineError::BadWsMib(value))?);
             }
             OPT_OPS => opts.ops = Some(parse_u64(value).ok_or(CmdlineError::BadOps(value))?),
+            OPT_CALLS => opts.calls = Some(parse_u64(value).ok_or(CmdlineError::BadCalls(value))?),
             OPT_APF => {
                 opts.apf = match value {
                     "on" => true,
@@ -76,7 +82,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false };
+        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false, calls: None };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
             parse("console=ttyAMA0 scenario=ipi seed=0x10 noise").unwrap(),
@@ -89,7 +95,10 @@ mod tests {
     #[test]
     fn overcommit_keys() {
         let opts = parse("scenario=overcommit seed=3 ws_mib=32 ops=0x100").unwrap();
-        assert_eq!(opts, Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256), apf: false });
+        assert_eq!(
+            opts,
+            Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256), apf: false, calls: None }
+        );
         assert!(parse("apf=on").unwrap().apf);
         assert!(!parse("apf=on apf=off").unwrap().apf);
         assert_eq!(parse("apf=1"), Err(CmdlineError::BadApf("1")));
@@ -99,6 +108,8 @@ mod tests {
         assert_eq!(parse("ws_mib=-1"), Err(CmdlineError::BadWsMib("-1")));
         assert_eq!(parse("ws_mib=0x100000000000"), Err(CmdlineError::BadWsMib("0x100000000000")));
         assert_eq!(parse("ops=many"), Err(CmdlineError::BadOps("many")));
+        assert_eq!(parse("scenario=hostile calls=0x10 calls=250000").unwrap().calls, Some(250_000));
+        assert_eq!(parse("calls=lots"), Err(CmdlineError::BadCalls("lots")));
         // Unknown keys stay ignored, as before.
         assert_eq!(parse("ws_gib=1 scenario=smp").unwrap().ws_mib, None);
     }

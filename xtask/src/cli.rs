@@ -56,6 +56,48 @@ pub enum Command {
     /// The memory-overcommit benchmark: the `overcommit` scenario under -icount at several
     /// backing-store latencies, plus a reference run without overcommit; prints a table.
     Bench(BenchArgs),
+    /// The hostile-guest soak: the `hostile` scenario for --calls calls per run, for every
+    /// --vcpus with every --seeds, guest RAM overcommitted and asynchronous page faults on, a
+    /// working set larger than the resident memory verified meanwhile; fails on any crash,
+    /// hang, mismatch, wrong answer or unbounded hypervisor log.
+    Soak(SoakArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SoakArgs {
+    /// Hostile calls per run (the guest's `calls=N`).
+    #[arg(long, default_value_t = 125_000)]
+    pub calls: u64,
+    /// Seeds: one run per seed and vCPU count.
+    #[arg(long, value_name = "S,...", value_delimiter = ',', default_values_t = [1u64, 2, 3])]
+    pub seeds: Vec<u64>,
+    /// vCPU counts (each pinned to its own physical CPU).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 2, 4])]
+    pub vcpus: Vec<u32>,
+    /// Guest RAM G in MiB.
+    #[arg(long, value_name = "G", default_value_t = 64)]
+    pub guest_mib: u32,
+    /// Host memory R for guest RAM in MiB (R < G overcommits).
+    #[arg(long, value_name = "R", default_value_t = 12)]
+    pub resident_mib: u32,
+    /// The working set the guest rewrites and verifies meanwhile, in MiB (the guest's `ws_mib=M`).
+    #[arg(long, value_name = "M", default_value_t = 24)]
+    pub ws_mib: u64,
+    /// Leave asynchronous page faults off (`apf=off`; default: `apf=on`).
+    #[arg(long)]
+    pub apf_off: bool,
+    /// The backing disk's latency model in µs.
+    #[arg(long, value_name = "L", default_value_t = DEFAULT_BACKING_LATENCY_US)]
+    pub backing_latency_us: u64,
+    /// QEMU CPU model (`-cpu`).
+    #[arg(long, default_value = "max")]
+    pub cpu: String,
+    /// Kill QEMU and count the run as hung after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Where to write the rows and totals as JSON (default: target/xtask/soak/soak.json).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -19,6 +19,7 @@ mod probes;
 mod qemu;
 mod results;
 mod run;
+mod soak;
 mod suite;
 mod toolchain;
 
@@ -75,6 +76,11 @@ fn dispatch(command: Command, given: &Given) -> anyhow::Result<ExitCode> {
             let tc = toolchain::ensure()?;
             let all_passed = suite::run_suite(&workspace_root(), &tc, &args)?;
             Ok(if all_passed { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Soak(args) => {
+            let tc = toolchain::ensure()?;
+            let all_ok = soak::run_soak(&workspace_root(), &tc, &args)?;
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Bench(args) => {
             let runs = bench::plan_runs(&args)?;

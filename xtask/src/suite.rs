@@ -262,6 +262,9 @@ pub enum Check {
     Each(&'static str, &'static str, Op, Operand),
     /// The sum of a numeric field over the array satisfies the comparison.
     Sum(&'static str, &'static str, Op, Operand),
+    /// The hypervisor printed no more lines (`/console_lines/hyp`) than its fixed ones and what
+    /// the diagnostics' rate limit allows for the counts in `/hyp/diagnostics`.
+    HypLinesRateLimited,
 }
 
 /// A check and the labels of the cases it applies to (empty: every case). A case's labels are
@@ -310,6 +313,94 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/undefs_caught"), Ge, Int(100)) },
     Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_caught")) },
     Assertion { scenarios: &["hostile"], check: IsTrue("/guest/hyp_uid_matches") },
+    // hostile, aimed actions: every kind was made and answered, every answer the guest can
+    // predict was the contract's, every abort and UNDEFINED the guest caught (in its calls,
+    // MMIO, holes, system registers, its SDEI handler and its exception path) was one the
+    // hypervisor injected, and the hypervisor's log stayed within its rate limit.
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/unexpected"), Eq, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/call_other_exceptions"), Eq, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/hvc_calls"), Ge, Field("/guest/smccc_calls")) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_aborts"), Ge, Field("/guest/aborts_total")) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/hyp/injected_undefs"), Ge, Field("/guest/undefs_total")) },
+    Assertion { scenarios: &["hostile"], check: HypLinesRateLimited },
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/guest/actions/fuzz/calls"), Eq, Field("/guest/actions/fuzz/made")),
+    },
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/guest/actions/psci/calls"), Eq, Field("/guest/actions/psci/made")),
+    },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/psci/made"), Gt, Int(0)) },
+    // PSCI: AFFINITY_INFO of an online vCPU, CPU_ON answered ALREADY_ON, unknown MPIDRs.
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/psci/answers/0"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/psci/answers/-4"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/psci/answers/-2"), Gt, Int(0)) },
+    // SDEI: one to four calls per action, state changes that succeeded and were refused.
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/guest/actions/sdei/calls"), Ge, Field("/guest/actions/sdei/made")),
+    },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/sdei/made"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/sdei/answers/0"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/sdei/answers/-3"), Gt, Int(0)) },
+    // APF: three calls per session.
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/apf/made"), Gt, Int(0)) },
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/guest/actions/apf/calls"), Eq, Times(3, "/guest/actions/apf/made")),
+    },
+    // MMIO: emulated accesses completed, accesses without syndrome aborted, none ignored.
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/mmio/made"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/mmio/completed"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/mmio/aborts"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/mmio/other_exceptions"), Eq, Int(0)) },
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/hyp/mmio_accesses"), Ge, Field("/guest/actions/mmio/completed")),
+    },
+    // Faults inside handlers: the SDEI handler ran every time it was signalled and took its
+    // faults; the exception path took nested ones.
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/sdei_handler_runs"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/sdei_handler_missed"), Eq, Int(0)) },
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/hyp/sdei/dispatches"), Ge, Field("/guest/sdei_handler_runs")),
+    },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/nested_faults"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/handler_fault/aborts"), Gt, Int(0)) },
+    Assertion { scenarios: &["hostile"], check: Cmp(Field("/guest/actions/handler_fault/undefs"), Gt, Int(0)) },
+    Assertion {
+        scenarios: &["hostile"],
+        check: Cmp(Field("/guest/actions/handler_fault/other_exceptions"), Eq, Int(0)),
+    },
+    // Guest RAM not paged: every APF call is NOT_SUPPORTED.
+    Assertion {
+        scenarios: &[HOSTILE_UNPAGED],
+        check: Cmp(Field("/guest/actions/apf/answers/-1"), Eq, Field("/guest/actions/apf/calls")),
+    },
+    // Paged, with APF on and a working set twice the resident memory: sessions with hostile
+    // records were accepted (some on record pages read back from the disk: slow enables),
+    // garbage ring tails made ring errors, every CPU got its own record back, faults were
+    // asynchronous meanwhile, and the working set lost nothing; the machine powered off.
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/exit_status"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/check/mismatches"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/check/words_checked"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/ws_aborts"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/ws_bytes"), Ge, ResidentBytesTimes(2)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/mem/page_ins"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/apf/enabled_cpus"), Eq, Vcpus) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/hyp/async_faults"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/actions/apf/answers/0"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/actions/apf/answers/-3"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/slow_enables"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/garbage_tails"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/hyp/apf/ring_errors"), Gt, Int(0)) },
+    Assertion {
+        scenarios: &[HOSTILE_PAGED],
+        check: Cmp(Field("/guest/apf_restored"), Eq, Field("/guest/actions/apf/made")),
+    },
+    Assertion { scenarios: &[HOSTILE_PAGED], check: Cmp(Field("/guest/apf_restore_failures"), Eq, Int(0)) },
     // apfabi: every check of the contract passed in the guest; the SDEI dispatcher entered the
     // guest's handler twice (a signal held while masked, then one delivered at once) and both
     // handlers completed; every SDEI call was one the dispatcher implements.
@@ -520,6 +611,7 @@ impl fmt::Display for Check {
             Len(p, n) => write!(f, "len({p}) == {n}"),
             Each(p, k, op, b) => write!(f, "every {p}[*].{k} {op} {b}"),
             Sum(p, k, op, b) => write!(f, "sum({p}[*].{k}) {op} {b}"),
+            HypLinesRateLimited => write!(f, "/console_lines/hyp <= the rate limit's bound"),
         }
     }
 }
@@ -622,6 +714,16 @@ impl Check {
                 }
                 op.holds(sum, want).then_some(()).ok_or_else(|| format!("the sum is {sum}"))
             }
+            HypLinesRateLimited => {
+                let lines = int_field(report, "/console_lines/hyp")?;
+                let counts = report
+                    .pointer("/hyp/diagnostics")
+                    .and_then(Value::as_object)
+                    .ok_or("/hyp/diagnostics is missing")?;
+                let allowed: u64 = counts.values().filter_map(Value::as_u64).map(crate::soak::printed).sum();
+                let bound = i128::from(crate::soak::HYP_FIXED_LINES + allowed);
+                (lines <= bound).then_some(()).ok_or_else(|| format!("{lines} lines, the bound is {bound}"))
+            }
         }
     }
 }
@@ -656,13 +758,24 @@ struct Case {
     guest_mib: u32,
     selftest: Option<Selftest>,
     paged: Option<Paged>,
-    /// `--resident-mib` for a scenario other than the overcommit workload (`apfabi`).
+    /// `--resident-mib` for a scenario other than the overcommit workload (`apfabi`, `hostile`).
     resident_mib: Option<u32>,
+    /// `--guest-cmdline` for a case that is not a paging case.
+    guest_cmdline: Option<&'static str>,
 }
 
 impl Case {
     fn matrix(scenario: &'static str, vcpus: u32, cpu: &'static str) -> Case {
-        Case { scenario, vcpus, cpu, guest_mib: MATRIX_GUEST_MIB, selftest: None, paged: None, resident_mib: None }
+        Case {
+            scenario,
+            vcpus,
+            cpu,
+            guest_mib: MATRIX_GUEST_MIB,
+            selftest: None,
+            paged: None,
+            resident_mib: None,
+            guest_cmdline: None,
+        }
     }
 
     fn name(&self) -> String {
@@ -703,6 +816,9 @@ impl Case {
         if self.scenario == "apfabi" {
             labels.push(if self.resident_mib.is_some() { APF_PAGED } else { APF_UNPAGED });
         }
+        if self.scenario == "hostile" {
+            labels.push(if self.resident_mib.is_some() { HOSTILE_PAGED } else { HOSTILE_UNPAGED });
+        }
         labels.push(match self.cpu {
             "a64fx" => CPU_A64FX,
             _ => CPU_MAX,
@@ -721,14 +837,16 @@ impl Case {
             seed: 1,
             json,
             guest_kernel: None,
-            guest_cmdline: self.paged.and_then(|p| {
-                let words: Vec<String> = p
-                    .ws_mib
-                    .map(|m| format!("{GUEST_OPT_WS_MIB}={m}"))
-                    .into_iter()
-                    .chain(p.apf.then(|| format!("{GUEST_OPT_APF}=on")))
-                    .collect();
-                (!words.is_empty()).then(|| words.join(" "))
+            guest_cmdline: self.guest_cmdline.map(String::from).or_else(|| {
+                self.paged.and_then(|p| {
+                    let words: Vec<String> = p
+                        .ws_mib
+                        .map(|m| format!("{GUEST_OPT_WS_MIB}={m}"))
+                        .into_iter()
+                        .chain(p.apf.then(|| format!("{GUEST_OPT_APF}=on")))
+                        .collect();
+                    (!words.is_empty()).then(|| words.join(" "))
+                })
             }),
             timeout_secs,
             icount: None,
@@ -776,8 +894,24 @@ fn all_cases() -> Vec<Case> {
         resident_mib: Some(APF_ABI_RESIDENT_MIB),
         ..Case::matrix("apfabi", APF_ABI_VCPUS, cpu)
     });
-    matrix.chain(selftests).chain(paged).chain(apf_paged).collect()
+    let hostile_paged = Case {
+        guest_mib: HOSTILE_PAGED_GUEST_MIB,
+        resident_mib: Some(HOSTILE_PAGED_RESIDENT_MIB),
+        guest_cmdline: Some(HOSTILE_PAGED_CMDLINE),
+        ..Case::matrix("hostile", HOSTILE_PAGED_VCPUS, "max")
+    };
+    matrix.chain(selftests).chain(paged).chain(apf_paged).chain([hostile_paged]).collect()
 }
+
+/// The paged `hostile` case: 4 vCPUs, G = 64 MiB overcommitted onto R = 12 MiB, APF on, a
+/// 24 MiB working set (2x R) rewritten and verified during 8,000 hostile calls.
+const HOSTILE_PAGED_VCPUS: u32 = 4;
+const HOSTILE_PAGED_GUEST_MIB: u32 = 64;
+const HOSTILE_PAGED_RESIDENT_MIB: u32 = 12;
+const HOSTILE_PAGED_CMDLINE: &str = "calls=8000 apf=on ws_mib=24";
+/// `hostile` labels: with and without paged RAM.
+const HOSTILE_PAGED: &str = "hostile-paged";
+const HOSTILE_UNPAGED: &str = "hostile-unpaged";
 
 /// The `apfabi` cases with paged RAM (where the APF calls are answered): 2 vCPUs, on each CPU
 /// model (`a64fx` has a 256-byte writeback granule, so its records are laid out by 256).
@@ -1145,7 +1279,7 @@ mod tests {
     use serde_json::json;
 
     fn hostile_report() -> Value {
-        json!({
+        let mut r = json!({
             "ok": true,
             "per_vcpu": [{"tasks_run": 1, "preemptions": 0}, {"tasks_run": 2, "preemptions": 3}],
             "guest": {"undef_caught": 0, "aborts_caught": 100, "undefs_caught": 150, "hyp_uid_matches": true,
@@ -1160,7 +1294,107 @@ mod tests {
                     "cwg_bytes": 64, "async_faults": 900,
                     "sdei": {"dispatches": 2, "completes": 2, "resumes": 0, "not_supported": 0},
                     "apf": {"wake_alls": 1, "posted": 1, "ring_errors": 0, "accepted": 0, "declined": 0}},
-        })
+        });
+        // The hostile scenario's aimed actions (an unpaged run, in small).
+        let kind = |made: u64, calls: u64, answers: Value, completed: u64, aborts: u64, undefs: u64| {
+            json!({"made": made, "calls": calls, "answers": answers, "unexpected": 0, "completed": completed,
+                   "aborts": aborts, "alignment_faults": 0, "undefs": undefs, "other_exceptions": 0})
+        };
+        let guest = r["guest"].as_object_mut().unwrap();
+        for (k, v) in [
+            ("unexpected", json!(0)),
+            ("call_other_exceptions", json!(0)),
+            ("smccc_calls", json!(9_000)),
+            ("aborts_total", json!(100)),
+            ("undefs_total", json!(151)),
+            ("sdei_handler_runs", json!(2)),
+            ("sdei_handler_missed", json!(0)),
+            ("nested_faults", json!(1)),
+            (
+                "actions",
+                json!({
+                    "fuzz": kind(30, 30, json!({"-1": 28, "0": 2}), 0, 0, 0),
+                    "psci": kind(10, 10, json!({"0": 3, "-2": 3, "-4": 2, "-9": 2}), 0, 0, 0),
+                    "sdei": kind(20, 41, json!({"0": 10, "-2": 20, "-3": 11}), 0, 0, 0),
+                    "apf": kind(10, 30, json!({"-1": 30}), 0, 0, 0),
+                    "mmio": kind(27, 0, json!({}), 20, 7, 0),
+                    "handler_fault": kind(3, 2, json!({"0": 2}), 1, 3, 3),
+                }),
+            ),
+        ] {
+            guest.insert(k.into(), v);
+        }
+        r["hyp"]["mmio_accesses"] = json!(20);
+        r["hyp"]["diagnostics"] = json!({"apf_ring_error": 0, "io_error": 0});
+        r["console_lines"] = json!({"hyp": 4, "guest": 6, "other": 0});
+        r
+    }
+
+    #[test]
+    fn hostile_assertions() {
+        let r = hostile_report();
+        assert_eq!(failed_assertions(&["hostile", HOSTILE_UNPAGED], 2, &r), Vec::<String>::new());
+        // A wrong answer, an abort the hypervisor did not inject, a log beyond the rate limit,
+        // an SDEI handler that did not run, an APF call answered although RAM is not paged.
+        let mut bad = r.clone();
+        bad["guest"]["unexpected"] = json!(1);
+        bad["guest"]["aborts_total"] = json!(101);
+        bad["console_lines"]["hyp"] = json!(5);
+        bad["guest"]["sdei_handler_missed"] = json!(1);
+        bad["guest"]["actions"]["apf"]["answers"]["-1"] = json!(29);
+        let f = failed_assertions(&["hostile", HOSTILE_UNPAGED], 2, &bad);
+        for want in [
+            "/guest/unexpected == 0",
+            "/hyp/injected_aborts >= /guest/aborts_total",
+            "/console_lines/hyp <= the rate limit's bound: 5 lines, the bound is 4",
+            "/guest/sdei_handler_missed == 0",
+            "/guest/actions/apf/answers/-1 == /guest/actions/apf/calls",
+        ] {
+            assert!(f.iter().any(|l| l.starts_with(want)), "{want}: {f:?}");
+        }
+        assert_eq!(f.len(), 5, "{f:?}");
+        // 86 ring errors allow 11 more lines.
+        let mut flood = r.clone();
+        flood["hyp"]["diagnostics"]["apf_ring_error"] = json!(86);
+        flood["console_lines"]["hyp"] = json!(15);
+        assert_eq!(failed_assertions(&["hostile"], 2, &flood), Vec::<String>::new());
+
+        // The paged case: its command line, labels and plan.
+        let c = all_cases().into_iter().find(|c| c.scenario == "hostile" && c.resident_mib.is_some()).unwrap();
+        assert_eq!(c.name(), "qemu/hostile/paged/v4/max");
+        assert_eq!(c.labels(), ["hostile", EXPECT_OK, HOSTILE_PAGED, CPU_MAX]);
+        let plan = c.plan(None, 60);
+        assert_eq!(plan.guest_cmdline.as_deref(), Some(HOSTILE_PAGED_CMDLINE));
+        assert_eq!((plan.resident_mib, plan.guest_mib, plan.vcpus), (Some(12), 64, 4));
+        let mut paged = r.clone();
+        paged["per_vcpu"] = json!([{"tasks_run": 1}, {"tasks_run": 1}, {"tasks_run": 1}, {"tasks_run": 1}]);
+        paged["exit_status"] = json!(0);
+        paged["resident_mib"] = json!(12);
+        paged["check"] = json!({"words_checked": 1 << 20, "mismatches": 0});
+        paged["mem"] = json!({"page_ins": 100});
+        paged["hyp"]["async_faults"] = json!(50);
+        paged["hyp"]["apf"]["ring_errors"] = json!(3);
+        paged["hyp"]["diagnostics"]["apf_ring_error"] = json!(3);
+        paged["console_lines"]["hyp"] = json!(7);
+        for (k, v) in [
+            ("ws_bytes", json!(24u64 << 20)),
+            ("ws_aborts", json!(0)),
+            ("slow_enables", json!(4)),
+            ("garbage_tails", json!(5)),
+            ("apf_restored", json!(10)),
+            ("apf_restore_failures", json!(0)),
+            ("apf", json!({"enabled_cpus": 4})),
+        ] {
+            paged["guest"][k] = v;
+        }
+        paged["guest"]["actions"]["apf"]["answers"] = json!({"0": 20, "-3": 10});
+        assert_eq!(failed_assertions(&c.labels(), 4, &paged), Vec::<String>::new());
+        let mut lost = paged.clone();
+        lost["check"]["mismatches"] = json!(1);
+        lost["exit_status"] = json!(101);
+        lost["guest"]["apf_restored"] = json!(9);
+        let f = failed_assertions(&c.labels(), 4, &lost);
+        assert_eq!(f.len(), 3, "{f:?}");
     }
 
     #[test]
