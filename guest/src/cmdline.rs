@@ -15,6 +15,11 @@ pub const OPT_WS_MIB: &str = "ws_mib";
 pub const OPT_OPS: &str = "ops";
 /// Key: the `hostile` scenario's aimed and blind calls over all CPUs (default 10,000).
 pub const OPT_CALLS: &str = "calls";
+/// Key: the `overcommit` workload's tasks per vCPU (1 to 16; default 3): how many page-ins of
+/// one vCPU can overlap with asynchronous page faults.
+pub const OPT_TASKS: &str = "tasks";
+/// Most `tasks=` per vCPU (the hypervisor's APF token slots per vCPU).
+pub const MAX_TASKS_PER_CPU: u64 = 16;
 /// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
 /// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
 pub const OPT_APF: &str = "apf";
@@ -28,6 +33,7 @@ pub struct Options<'a> {
     pub ops: Option<u64>,
     pub apf: bool,
     pub calls: Option<u64>,
+    pub tasks: Option<u64>,
 }
 
 /// A malformed option value.
@@ -38,12 +44,20 @@ pub enum CmdlineError<'a> {
     BadOps(&'a str),
     BadApf(&'a str),
     BadCalls(&'a str),
+    BadTasks(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
 pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
-    let mut opts =
-        Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None, apf: false, calls: None };
+    let mut opts = Options {
+        scenario: DEFAULT_SCENARIO,
+        seed: DEFAULT_SEED,
+        ws_mib: None,
+        ops: None,
+        apf: false,
+        calls: None,
+        tasks: None,
+    };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
         match key {
@@ -55,6 +69,10 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             }
             OPT_OPS => opts.ops = Some(parse_u64(value).ok_or(CmdlineError::BadOps(value))?),
             OPT_CALLS => opts.calls = Some(parse_u64(value).ok_or(CmdlineError::BadCalls(value))?),
+            OPT_TASKS => {
+                let tasks = parse_u64(value).filter(|t| (1..=MAX_TASKS_PER_CPU).contains(t));
+                opts.tasks = Some(tasks.ok_or(CmdlineError::BadTasks(value))?);
+            }
             OPT_APF => {
                 opts.apf = match value {
                     "on" => true,
@@ -82,7 +100,8 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false, calls: None };
+        let defaults =
+            Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false, calls: None, tasks: None };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
             parse("console=ttyAMA0 scenario=ipi seed=0x10 noise").unwrap(),
@@ -97,7 +116,15 @@ mod tests {
         let opts = parse("scenario=overcommit seed=3 ws_mib=32 ops=0x100").unwrap();
         assert_eq!(
             opts,
-            Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256), apf: false, calls: None }
+            Options {
+                scenario: "overcommit",
+                seed: 3,
+                ws_mib: Some(32),
+                ops: Some(256),
+                apf: false,
+                calls: None,
+                tasks: None
+            }
         );
         assert!(parse("apf=on").unwrap().apf);
         assert!(!parse("apf=on apf=off").unwrap().apf);
@@ -110,6 +137,9 @@ mod tests {
         assert_eq!(parse("ops=many"), Err(CmdlineError::BadOps("many")));
         assert_eq!(parse("scenario=hostile calls=0x10 calls=250000").unwrap().calls, Some(250_000));
         assert_eq!(parse("calls=lots"), Err(CmdlineError::BadCalls("lots")));
+        assert_eq!(parse("tasks=8").unwrap().tasks, Some(8));
+        assert_eq!(parse("tasks=0"), Err(CmdlineError::BadTasks("0")));
+        assert_eq!(parse("tasks=17"), Err(CmdlineError::BadTasks("17")));
         // Unknown keys stay ignored, as before.
         assert_eq!(parse("ws_gib=1 scenario=smp").unwrap().ws_mib, None);
     }

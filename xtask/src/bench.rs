@@ -93,6 +93,7 @@ fn run_args(args: &BenchArgs, latency_us: u64, resident_mib: u32) -> RunArgs {
         icount: args.icount,
         latency_us,
         guest_cmdline: None,
+        tasks: None,
         host_load: args.host_load,
     };
     run.run_args()
@@ -110,6 +111,8 @@ pub struct OvercommitRun {
     pub icount: u32,
     pub latency_us: u64,
     pub guest_cmdline: Option<String>,
+    /// `--tasks`: the workload's tasks per vCPU (None: the guest's default).
+    pub tasks: Option<u32>,
     /// `--host-load`: busy processes beside QEMU.
     pub host_load: u32,
 }
@@ -130,6 +133,7 @@ impl OvercommitRun {
             success_pattern: None,
             initrd: None,
             guest_cmdline: self.guest_cmdline,
+            tasks: self.tasks,
             timeout: self.timeout,
             icount: Some(self.icount),
             bare: false,

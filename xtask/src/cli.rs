@@ -26,6 +26,12 @@ const MAX_PCPUS: u32 = 512;
 const MAX_HYP_PCPUS: u32 = MAX_CPUS as u32;
 /// Most `--host-load` processes (a few per host core is plenty to keep every core busy).
 pub const MAX_HOST_LOAD: u32 = 64;
+/// `--tasks`: at most this many per vCPU (the hypervisor's APF token slots per vCPU), and this
+/// many over all vCPUs (the guest's worker slots, one kept for the scenario's control task).
+pub const MAX_TASKS_PER_VCPU: u32 = 16;
+const MAX_WORKLOAD_TASKS: u32 = 39;
+/// The guest's key for `--tasks` (`asyncpf_guest::cmdline::OPT_TASKS`).
+const GUEST_OPT_TASKS: &str = "tasks";
 /// QEMU accepts `-icount shift=` values 0..=10.
 const MAX_ICOUNT_SHIFT: u32 = 10;
 /// Bounds on guest RAM in `--bare` runs: the guest kernel needs some room; the host machine has
@@ -152,6 +158,11 @@ pub struct RunArgs {
     /// own `@result` lines are not trusted.
     #[arg(long, value_name = "FILE")]
     pub guest_kernel: Option<PathBuf>,
+    /// Tasks per vCPU of the `overcommit` workload (the guest's `tasks=T`, 1 to 16): how many
+    /// page-ins of one vCPU can overlap with asynchronous page faults [without --scenario: 8;
+    /// otherwise the guest's default, 3].
+    #[arg(long, value_name = "T")]
+    pub tasks: Option<u32>,
     /// An initial RAM disk for the guest kernel (Linux boot protocol: loaded into guest RAM and
     /// named by /chosen/linux,initrd-start and -end), e.g. a gzip'd cpio initramfs.
     #[arg(long, value_name = "FILE")]
@@ -470,6 +481,17 @@ impl RunArgs {
                 );
             }
         }
+        if let Some(tasks) = self.tasks {
+            if self.guest_kernel.is_some() {
+                bail!("--tasks sets the asyncpf guest's workload; a --guest-kernel has its own");
+            }
+            if !(1..=MAX_TASKS_PER_VCPU).contains(&tasks) || tasks * vcpus > MAX_WORKLOAD_TASKS {
+                bail!(
+                    "--tasks {tasks} is out of range: 1..={MAX_TASKS_PER_VCPU} per vCPU (the hypervisor's APF token \
+                     slots), at most {MAX_WORKLOAD_TASKS} over all vCPUs (the guest's task slots)"
+                );
+            }
+        }
         if self.guest_kernel.is_none() && (self.expect.is_some() || self.success_pattern.is_some()) {
             bail!(
                 "--expect and --success-pattern judge a --guest-kernel run; asyncpf's own guest reports its own result"
@@ -498,7 +520,16 @@ impl RunArgs {
             seed: self.seed,
             json: self.json.clone(),
             guest_kernel: self.guest_kernel.clone(),
-            guest_cmdline: self.guest_cmdline.clone().filter(|s| !s.trim().is_empty()),
+            guest_cmdline: {
+                let words: Vec<String> = self
+                    .guest_cmdline
+                    .iter()
+                    .map(|s| s.trim().to_string())
+                    .chain(self.tasks.map(|t| format!("{GUEST_OPT_TASKS}={t}")))
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                (!words.is_empty()).then(|| words.join(" "))
+            },
             timeout_secs: self.timeout,
             icount: self.icount,
             bare: self.bare,
@@ -609,6 +640,13 @@ pub(crate) mod tests {
         assert_eq!(p.foreign, Some(ForeignJudge { expect: ExpectEnd::Any, success_pattern: Some("ok$".into()) }));
         let p = parse_run(&["--guest-kernel", "/i"]).validate().unwrap();
         assert_eq!(p.foreign.unwrap().expect, ExpectEnd::Off);
+        // --tasks goes to the guest's command line, within the hypervisor's and guest's limits.
+        let p =
+            parse_run(&["--scenario", "overcommit", "--tasks", "8", "--guest-cmdline", "apf=on"]).validate().unwrap();
+        assert_eq!(p.guest_cmdline.as_deref(), Some("apf=on tasks=8"));
+        assert!(parse_run(&["--tasks", "17", "--vcpus", "1"]).validate().unwrap_err().to_string().contains("1..=16"));
+        assert!(parse_run(&["--tasks", "16", "--vcpus", "4"]).validate().is_err(), "64 tasks > 39");
+        assert!(parse_run(&["--tasks", "2", "--guest-kernel", "/i"]).validate().is_err());
         assert!(parse_run(&["--timeout", "0"]).validate().is_err());
         assert!(parse_run(&["--scenario", "a b"]).validate().is_err());
         assert!(parse_run(&["--scenario", "x=y"]).validate().is_err());

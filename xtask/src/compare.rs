@@ -49,6 +49,8 @@ pub const DEFAULT_GUEST_MIB: u32 = 64;
 pub const DEFAULT_RESIDENT_MIB: u32 = 12;
 pub const DEFAULT_LATENCY_US: u64 = 1000;
 pub const DEFAULT_ICOUNT: u32 = 3;
+/// Tasks per vCPU of the workload (`--tasks`): how many page-ins of one vCPU can overlap.
+pub const DEFAULT_TASKS: u32 = 8;
 
 /// The guest command-line key that turns asynchronous page faults on (`guest::cmdline`).
 const GUEST_OPT_APF: &str = "apf";
@@ -127,6 +129,8 @@ pub struct ComparePlan {
     pub no_build: bool,
     /// `--host-load`: busy processes beside QEMU during each run.
     pub host_load: u32,
+    /// `--tasks`: the workload's tasks per vCPU.
+    pub tasks: u32,
     /// In [`Mode::ALL`] order.
     pub runs: Vec<CompareRun>,
 }
@@ -176,6 +180,7 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
     let latency_us = if given.contains("backing_latency_us") { args.backing_latency_us } else { DEFAULT_LATENCY_US };
     let resident_mib = args.resident_mib.unwrap_or(DEFAULT_RESIDENT_MIB);
     let icount = args.icount.unwrap_or(DEFAULT_ICOUNT);
+    let tasks = args.tasks.unwrap_or(DEFAULT_TASKS);
     let runs = Mode::ALL
         .into_iter()
         .map(|mode| {
@@ -190,6 +195,7 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
                 icount,
                 latency_us,
                 guest_cmdline: Some(mode.guest_cmdline()),
+                tasks: Some(tasks),
                 host_load: args.host_load,
             }
             .run_args();
@@ -204,6 +210,7 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
         );
     }
     Ok(ComparePlan {
+        tasks,
         vcpus,
         cpu: args.cpu.clone(),
         guest_mib,
@@ -273,6 +280,11 @@ pub struct Ratios {
     /// asynchronous / reference: how far above the floor; None if the reference time is 0 or
     /// unknown.
     pub async_vs_bound: Option<f64>,
+    /// Tasks per vCPU, when the latency-hiding bound is computed.
+    pub tasks_per_vcpu: Option<u32>,
+    /// The best speedup T tasks per vCPU allow: at most T page-ins of one vCPU overlap, and the
+    /// asynchronous run cannot beat the reference: min(T, synchronous / reference).
+    pub speedup_bound: Option<f64>,
 }
 
 fn round_to(x: f64, places: i32) -> f64 {
@@ -297,7 +309,19 @@ impl Ratios {
             speedup: div(synchronous, asynchronous),
             latency_hidden_pct,
             async_vs_bound: div(asynchronous, reference),
+            tasks_per_vcpu: None,
+            speedup_bound: None,
         }
+    }
+
+    /// With the latency-hiding bound for `tasks` tasks per vCPU.
+    pub fn with_tasks(mut self, tasks: u32) -> Ratios {
+        self.tasks_per_vcpu = Some(tasks);
+        self.speedup_bound = match (self.reference_ms, self.synchronous_ms) {
+            (Some(r), Some(s)) if r > 0 => Some(round_to((s as f64 / r as f64).min(f64::from(tasks)), 3)),
+            _ => None,
+        };
+        self
     }
 
     /// The ratios of `measure` over the rows (by their run).
@@ -327,6 +351,18 @@ impl Ratios {
                 pct(self.latency_hidden_pct),
             )
             + &line("async vs bound", "async / ref", format!("{} / {}", ms(a), ms(r)), times(self.async_vs_bound))
+            + &match (self.tasks_per_vcpu, self.speedup_bound) {
+                (Some(t), Some(bound)) => line(
+                    "speedup bound",
+                    "min(T, sync / ref)",
+                    format!("min({t}, {:.2})", s.unwrap_or(0) as f64 / r.unwrap_or(1).max(1) as f64),
+                    format!(
+                        "{bound:.2}x (measured: {} of it)",
+                        self.speedup.map(|x| format!("{:.0} %", x * 100.0 / bound)).unwrap_or_else(|| "-".into())
+                    ),
+                ),
+                _ => String::new(),
+            }
     }
 }
 
@@ -340,10 +376,11 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    pub fn of(rows: &[Row]) -> Comparison {
+    /// The ratios of the three rows, with the bound for `tasks` tasks per vCPU.
+    pub fn of(rows: &[Row], tasks: u32) -> Comparison {
         Comparison {
-            elapsed: Ratios::of(rows, |r| r.figures.elapsed_ms),
-            fault_bound_phases: Ratios::of(rows, |r| r.fault_bound_ms),
+            elapsed: Ratios::of(rows, |r| r.figures.elapsed_ms).with_tasks(tasks),
+            fault_bound_phases: Ratios::of(rows, |r| r.fault_bound_ms).with_tasks(tasks),
         }
     }
 }
@@ -434,6 +471,8 @@ pub struct Settings {
     pub timeout_secs: u64,
     /// Busy processes that ran beside QEMU during each run (`--host-load`).
     pub host_load: u32,
+    /// The workload's tasks per vCPU (`--tasks`).
+    pub tasks_per_vcpu: u32,
     pub runs: Vec<RunSettings>,
 }
 
@@ -463,6 +502,7 @@ impl Settings {
             seed: plan.seed,
             timeout_secs: plan.timeout_secs,
             host_load: plan.host_load,
+            tasks_per_vcpu: plan.tasks,
             runs: plan
                 .runs
                 .iter()
@@ -485,6 +525,7 @@ impl Settings {
              compare: -icount shift={},sleep=off: virtual time, {} ns per guest instruction; the guest's times below \
              are virtual: virtual time never passes a disk request's deadline before QEMU has completed it, so {}\n\
              compare: host load: {} busy process(es) beside QEMU (--host-load)\n\
+             compare: {} tasks per vCPU (--tasks): at most that many page-ins of one vCPU overlap\n\
              compare: guest RAM G = {} MiB, resident R = {} MiB, backing-store latency L = {} µs\n\
              compare: latency model: {}\n",
             self.scenario,
@@ -502,6 +543,7 @@ impl Settings {
                  still vary a little"
             },
             self.host_load,
+            self.tasks_per_vcpu,
             self.guest_mib,
             self.resident_mib,
             self.backing_latency_us,
@@ -643,7 +685,7 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
             Row::from_report(r.mode, plan.latency_us, r.plan.resident_mib.unwrap_or(plan.guest_mib), report)
         })
         .collect();
-    let comparison = Comparison::of(&rows);
+    let comparison = Comparison::of(&rows, plan.tasks);
     let failures: Vec<String> = reports.iter().flat_map(|(r, report)| check_run(r.mode, plan.vcpus, report)).collect();
     let ok = failures.is_empty();
     let wall_seconds = round_to(start.elapsed().as_secs_f64(), 1);
@@ -738,7 +780,7 @@ mod tests {
     fn scenario_plan(vcpus: &str, g: &str, r: &str, l: &str, icount: &str, apf: &str, extra: &[&str]) -> RunPlan {
         let mut args = vec!["--scenario", SCENARIO, "--vcpus", vcpus, "--pcpus", vcpus, "--guest-mib", g];
         args.extend(["--resident-mib", r, "--backing-latency-us", l, "--icount", icount, "--guest-cmdline", apf]);
-        args.extend(["--quiet", "--no-build"]);
+        args.extend(["--quiet", "--no-build", "--tasks", "8"]);
         args.extend_from_slice(extra);
         parse_run(&args).validate().unwrap()
     }
@@ -765,7 +807,10 @@ mod tests {
             (r.scenario.as_str(), r.vcpus, r.pcpus, r.guest_mib, r.resident_mib),
             ("overcommit", 1, 1, 64, Some(12))
         );
-        assert_eq!((r.icount, r.backing.latency_us, r.guest_cmdline.as_deref()), (Some(3), 1000, Some("apf=on")));
+        assert_eq!(
+            (r.icount, r.backing.latency_us, r.guest_cmdline.as_deref()),
+            (Some(3), 1000, Some("apf=on tasks=8"))
+        );
         assert!(r.quiet && !r.bare && r.json.is_none() && r.guest_kernel.is_none());
         assert_eq!(p.runs[0].plan.resident_mib, Some(64), "the reference run has R = G");
         assert_eq!(p.host_load, 0);
@@ -985,13 +1030,17 @@ mod tests {
         assert_eq!(rows[0].figures.stall_mean_us, None, "no blocking fault: no stall figure");
         assert_eq!(rows[0].fault_bound_ms, Some(2876));
 
-        let c = Comparison::of(&rows);
-        assert_eq!(c.elapsed, Ratios::new(Some(4098), Some(48754), Some(21519)));
+        let c = Comparison::of(&rows, 3);
+        assert_eq!(c.elapsed, Ratios::new(Some(4098), Some(48754), Some(21519)).with_tasks(3));
+        // The bound: 3 tasks allow at most 3x (sync / ref would allow 11.9x).
+        assert_eq!(c.elapsed.speedup_bound, Some(3.0));
+        let many = Ratios::new(Some(4098), Some(48754), Some(21519)).with_tasks(16);
+        assert_eq!(many.speedup_bound, Some(11.897), "48754 / 4098: no better than the reference");
         assert_eq!(
             (c.elapsed.speedup, c.elapsed.latency_hidden_pct, c.elapsed.async_vs_bound),
             (Some(2.266), Some(61.0), Some(5.251))
         );
-        assert_eq!(c.fault_bound_phases, Ratios::new(Some(2876), Some(42766), Some(15936)));
+        assert_eq!(c.fault_bound_phases, Ratios::new(Some(2876), Some(42766), Some(15936)).with_tasks(3));
         assert_eq!(c.fault_bound_phases.latency_hidden_pct, Some(67.3));
 
         // A missing phase: no fault-bound time, and no ratio from it.
@@ -1000,11 +1049,11 @@ mod tests {
         let mut rows = rows;
         rows[2] = Row::from_report(Mode::Asynchronous, 1000, 12, &v);
         assert_eq!(rows[2].fault_bound_ms, None);
-        let c = Comparison::of(&rows);
+        let c = Comparison::of(&rows, 3);
         assert_eq!((c.fault_bound_phases.speedup, c.fault_bound_phases.latency_hidden_pct), (None, None));
         assert_eq!(c.elapsed.speedup, Some(2.266));
         // A missing run: no ratio from it.
-        let c = Comparison::of(&rows[..2]);
+        let c = Comparison::of(&rows[..2], 3);
         assert_eq!((c.elapsed.asynchronous_ms, c.elapsed.speedup), (None, None));
     }
 
@@ -1154,9 +1203,10 @@ mod tests {
 
     #[test]
     fn ratio_lines() {
-        let l = Comparison::of(&rows()).elapsed.lines();
+        let l = Comparison::of(&rows(), 3).elapsed.lines();
         let lines: Vec<&str> = l.lines().collect();
-        assert_eq!(lines.len(), 3);
+        assert_eq!(lines.len(), 4);
+        assert!(lines[3].contains("min(T, sync / ref)") && lines[3].ends_with("= 3.00x (measured: 76 % of it)"), "{l}");
         assert!(lines[0].contains("sync / async") && lines[0].ends_with("48754 / 21519     = 2.27x"), "{l}");
         assert!(lines[1].ends_with("27235 / 44656     = 61.0 %"), "{l}");
         assert!(lines[2].ends_with("21519 / 4098      = 5.25x"), "{l}");
@@ -1168,7 +1218,7 @@ mod tests {
         let s = Settings::new(&p, "QEMU emulator version 10.0.2");
         assert_eq!((s.ns_per_instruction, s.pcpus, s.reference_resident_mib), (8, 2, 64));
         let cmdlines: Vec<&str> = s.runs.iter().map(|r| r.guest_cmdline.as_str()).collect();
-        assert_eq!(cmdlines, ["apf=off", "apf=off", "apf=on"]);
+        assert_eq!(cmdlines, ["apf=off tasks=8", "apf=off tasks=8", "apf=on tasks=8"]);
         let h = s.header();
         for want in [
             "QEMU emulator version 10.0.2",
@@ -1178,9 +1228,10 @@ mod tests {
             "seed 7",
             "G = 64 MiB, resident R = 12 MiB, backing-store latency L = 1000 µs",
             LATENCY_MODEL,
-            "reference    R =   64 MiB, apf=off",
-            "synchronous  R =   12 MiB, apf=off",
-            "asynchronous R =   12 MiB, apf=on",
+            "8 tasks per vCPU (--tasks)",
+            "reference    R =   64 MiB, apf=off tasks=8",
+            "synchronous  R =   12 MiB, apf=off tasks=8",
+            "asynchronous R =   12 MiB, apf=on tasks=8",
         ] {
             assert!(h.contains(want), "{want:?} missing from {h}");
         }

@@ -31,7 +31,8 @@ use asyncpf_guest::memcheck::{
 use asyncpf_guest::rng::SplitMix64;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-/// Tasks per vCPU: more than one, so that a task waiting for a page leaves others to run.
+/// Tasks per vCPU unless `tasks=T` says otherwise: more than one, so that a task waiting for a
+/// page leaves others to run.
 const TASKS_PER_CPU: u64 = 3;
 /// Passes that verify the whole working set (`verify` and `final_verify`).
 const FULL_VERIFY_PASSES: u64 = 2;
@@ -280,7 +281,7 @@ fn run_phase(phase: Phase, tasks: u64) -> u64 {
 pub fn run(seed: u64) -> ! {
     let opts = scenarios::options();
     let cpus = percpu::count() as u64;
-    let tasks = (TASKS_PER_CPU * cpus).min(MAX_WORKERS as u64 - 1);
+    let tasks = (opts.tasks.unwrap_or(TASKS_PER_CPU) * cpus).min(MAX_WORKERS as u64 - 1);
     let Some(free) = mm::free_ram(scenarios::platform()) else {
         report::finish(false, Some(format_args!("no free RAM for the working set")), |_| Ok(()));
     };
