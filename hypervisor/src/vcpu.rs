@@ -39,9 +39,6 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
             + HCR_EL2::RW::EL1IsAarch64
             + if pauth { HCR_EL2::API::DisableTrapPointerAuthInstToEl2 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2 } else { HCR_EL2::API::CLEAR },
     );
-    // The guest runs on the virtual timer and reads the counter directly; its physical timer
-    // registers trap (and are answered UNDEFINED: the device tree steers guests to the virtual
-    // timer, as for a KVM guest).
     // The EL1 physical timer and counter are the guest's, as on KVM (the hypervisor uses the
     // EL2 physical timer).
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
