@@ -106,12 +106,7 @@ pub fn escape_test(root: &Path, tc: &Toolchain) -> Result<String> {
             let _ = fs::remove_file(m);
         }
         let problems = escape_problems(&report, &reached_host, end == "hang");
-        if !problems.is_empty() {
-            for line in &report.console_tail {
-                println!("{ESCAPE}: | {line}");
-            }
-            bail!("end={end}: {}", problems.join("; "));
-        }
+        passed(&report, ESCAPE, &problems).with_context(|| format!("end={end}"))?;
     }
     Ok("4 of 4 semihosting calls UNDEFINED, nothing on the host, forged lines shown as the guest's and not believed"
         .into())
@@ -157,12 +152,7 @@ pub fn flood_test(root: &Path, tc: &Toolchain) -> Result<String> {
     plan.resident_mib = Some(16);
     let report = run::run(root, tc, &plan, true)?;
     let problems = flood_problems(&report);
-    if !problems.is_empty() {
-        for line in &report.console_tail {
-            println!("{FLOOD}: | {line}");
-        }
-        bail!("{}", problems.join("; "));
-    }
+    passed(&report, FLOOD, &problems)?;
     Ok(format!(
         "{FLOOD_ROUNDS} ring errors and {FLOOD_ROUNDS} aborts provoked, {} hypervisor lines",
         report.console_lines.hyp
@@ -208,12 +198,7 @@ pub fn tablewalk_test(root: &Path, tc: &Toolchain) -> Result<String> {
     plan.resident_mib = Some(8);
     let report = run::run(root, tc, &plan, true)?;
     let problems = tablewalk_problems(&report);
-    if !problems.is_empty() {
-        for line in &report.console_tail {
-            println!("{TABLEWALK}: | {line}");
-        }
-        bail!("{}", problems.join("; "));
-    }
+    passed(&report, TABLEWALK, &problems)?;
     let count = |p: &str| report.hyp.pointer(p).and_then(|v| v.as_u64()).unwrap_or(0);
     Ok(format!(
         "{} faults on table walks, {} of them writes; every access flag set, 0 mismatches",
@@ -309,14 +294,14 @@ pub fn initrd_test(root: &Path, tc: &Toolchain) -> Result<String> {
             plan.resident_mib = resident_mib;
             let report = run::run(root, tc, &plan, true)?;
             let want = format!("{} bytes, fnv {fnv:#018x}, matches the file true", bytes.len());
-            if !(report.ok
-                && report.console_tail.iter().any(|l| l.starts_with("[guest] initrd probe: at ") && l.ends_with(&want)))
-            {
-                for line in &report.console_tail {
-                    println!("{INITRD}: | {line}");
-                }
-                bail!("resident_mib {resident_mib:?}: no `initrd probe: ... {want}` line ({:?})", report.failure);
-            }
+            let found = report.ok
+                && report.console_tail.iter().any(|l| l.starts_with("[guest] initrd probe: at ") && l.ends_with(&want));
+            let problems = if found {
+                Vec::new()
+            } else {
+                vec![format!("no `initrd probe: ... {want}` line ({:?})", report.failure)]
+            };
+            passed(&report, INITRD, &problems).with_context(|| format!("resident_mib {resident_mib:?}"))?;
         }
         Ok(())
     })();
@@ -325,15 +310,28 @@ pub fn initrd_test(root: &Path, tc: &Toolchain) -> Result<String> {
     Ok(format!("{INITRD_TEST_BYTES} bytes found intact through /chosen, resident and paged"))
 }
 
-/// The run ended with the hypervisor's SYSTEM_OFF and its console has `want`.
-fn expect_line(report: &Report, want: &str, test: &str) -> Result<()> {
-    if report.console_tail.iter().any(|l| l == want) && report.exit_status == Some(0) {
+/// Ok when `problems` is empty; otherwise the console tail is shown and the problems are the error.
+fn passed(report: &Report, test: &str, problems: &[String]) -> Result<()> {
+    if problems.is_empty() {
         return Ok(());
     }
     for line in &report.console_tail {
         println!("{test}: | {line}");
     }
-    bail!("no `{want}` line before a SYSTEM_OFF (exit status {:?}, {:?})", report.exit_status, report.failure)
+    bail!("{}", problems.join("; "))
+}
+
+/// The run ended with the hypervisor's SYSTEM_OFF and its console has `want`.
+fn expect_line(report: &Report, want: &str, test: &str) -> Result<()> {
+    let problems = if report.console_tail.iter().any(|l| l == want) && report.exit_status == Some(0) {
+        Vec::new()
+    } else {
+        vec![format!(
+            "no `{want}` line before a SYSTEM_OFF (exit status {:?}, {:?})",
+            report.exit_status, report.failure
+        )]
+    };
+    passed(report, test, &problems)
 }
 
 #[cfg(test)]
