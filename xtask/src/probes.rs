@@ -286,7 +286,7 @@ pub fn initrd_test(root: &Path, tc: &Toolchain) -> Result<String> {
         .collect();
     fs::write(&file, &bytes)?;
     let fnv = fnv1a64(&bytes);
-    let result = (|| {
+    let result: Result<()> = (|| {
         for resident_mib in [None, Some(8)] {
             let cmdline = format!("initrd_len={} initrd_fnv={fnv:#x}", bytes.len());
             let mut plan = plan(root, "initrd", cmdline, 30);
