@@ -259,6 +259,10 @@ pub mod runner {
     /// Where the runner staged an initial RAM disk in host physical memory: `initrd=ADDR:SIZE`.
     /// The hypervisor copies it into guest RAM and names it in `/chosen` (Linux's
     /// `linux,initrd-start` / `linux,initrd-end`).
+    /// For a kernel that is not an arm64 `Image` (an ELF or a raw binary, which the runner
+    /// stages as flat bytes): `kernel_at=LOAD:ENTRY`, the guest physical address the bytes go
+    /// to and where vCPU 0 starts, as QEMU's loader would place them.
+    pub const OPT_KERNEL_AT: &str = "kernel_at";
     pub const OPT_INITRD: &str = "initrd";
     /// Minimum service time of every backing-store (virtio-blk) request in microseconds: no
     /// request completes earlier than this after it was submitted (default

@@ -264,6 +264,16 @@ pub fn pe_file_end(bytes: &[u8]) -> Option<u64> {
         .try_fold(0, |end: u64, section| section.map(|s| end.max(s)))
 }
 
+/// Checks a flat kernel (an ELF's loadable bytes or a raw binary, `size` bytes) placed at `load`
+/// and entered at `entry`: it must lie in guest RAM `[ram_base, limit)` (the device tree above)
+/// and be entered inside itself. `Err(needed)`: the end address it would need, saturated.
+pub fn flat_placement(ram_base: u64, limit: u64, load: u64, size: u64, entry: u64) -> Result<(u64, u64), u64> {
+    match load.checked_add(size) {
+        Some(end) if load >= ram_base && end <= limit && (load..end).contains(&entry) => Ok((load, size)),
+        end => Err(end.unwrap_or(u64::MAX)),
+    }
+}
+
 /// Where an initial RAM disk of `size` bytes goes in guest RAM that starts at `ram_base` and is
 /// `ram_size` long, above the kernel (which ends at `kernel_end`) and below `limit` (the device
 /// tree): where QEMU puts it (half of RAM, at most 128 MiB, above its start), or just above the
@@ -482,5 +492,16 @@ mod tests {
         // Does not fit below the device tree: the end it would need.
         assert_eq!(initrd_placement(ram, 64 * mib, ram + 3 * mib, ram + 62 * mib, 31 * mib), Err(ram + 63 * mib));
         assert_eq!(initrd_placement(ram, 64 * mib, ram, ram + 62 * mib, u64::MAX), Err(u64::MAX));
+    }
+
+    #[test]
+    fn flat_kernels_lie_in_ram_and_start_inside_themselves() {
+        let (ram, limit) = (0x4000_0000, 0x4000_0000 + (62 << 20));
+        assert_eq!(flat_placement(ram, limit, 0x4008_0000, 0x1000, 0x4008_0000), Ok((0x4008_0000, 0x1000)));
+        assert_eq!(flat_placement(ram, limit, 0x4008_0000, 0x1000, 0x4008_0ffc), Ok((0x4008_0000, 0x1000)));
+        assert!(flat_placement(ram, limit, 0x4008_0000, 0x1000, 0x4008_1000).is_err(), "entry past the end");
+        assert!(flat_placement(ram, limit, 0x3fff_f000, 0x2000, 0x4000_0000).is_err(), "starts below RAM");
+        assert_eq!(flat_placement(ram, limit, limit - 0x800, 0x1000, limit - 0x800), Err(limit + 0x800));
+        assert_eq!(flat_placement(ram, limit, u64::MAX - 1, 4, u64::MAX - 1), Err(u64::MAX), "wraps");
     }
 }

@@ -48,6 +48,9 @@ pub struct HypOptions<'a> {
     pub image: Option<ImageLocation>,
     /// An initial RAM disk the runner loaded, if any (same form as `image`).
     pub initrd: Option<ImageLocation>,
+    /// `kernel_at=LOAD:ENTRY`: the staged kernel is flat bytes (an ELF or raw binary, not an
+    /// `Image`) to load at guest physical address LOAD and enter at ENTRY.
+    pub kernel_at: Option<(u64, u64)>,
     /// The guest's own command line (after `--`), possibly empty.
     pub guest_cmdline: &'a str,
     /// Minimum service time of a backing-store request, in microseconds.
@@ -96,12 +99,13 @@ impl fmt::Display for OptionsError<'_> {
         match *self {
             OptionsError::UnknownKey(key) => write!(
                 f,
-                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
+                "unknown option `{key}` (known: {}, {}, {}, {}, {}, {}, {}, {}, {}; put guest options after `{}`)",
                 runner::OPT_VCPUS,
                 runner::OPT_GUEST_MIB,
                 runner::OPT_RESIDENT_MIB,
                 runner::OPT_IMAGE,
                 runner::OPT_INITRD,
+                runner::OPT_KERNEL_AT,
                 runner::OPT_BACKING_LATENCY_US,
                 runner::OPT_BACKING_SELFTEST,
                 runner::OPT_ICOUNT,
@@ -195,6 +199,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut guest_mib = None;
     let mut image = None;
     let mut initrd = None;
+    let mut kernel_at = None;
     let mut backing_latency_us = None;
     let mut backing_selftest = None;
     let mut resident_mib = None;
@@ -236,6 +241,10 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
             }
             runner::OPT_IMAGE => set_once(&mut image, key, parse_image(key, value)?)?,
             runner::OPT_INITRD => set_once(&mut initrd, key, parse_image(key, value)?)?,
+            runner::OPT_KERNEL_AT => {
+                let (load, entry) = value.split_once(':').ok_or(OptionsError::BadImage(value))?;
+                set_once(&mut kernel_at, key, (parse_number(key, load)?, parse_number(key, entry)?))?;
+            }
             runner::OPT_BACKING_LATENCY_US => {
                 let us = parse_number(key, value)?;
                 if !BACKING_LATENCY_US_RANGE.contains(&us) {
@@ -273,6 +282,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         guest_mib: guest_mib.unwrap_or(DEFAULT_GUEST_MIB),
         image,
         initrd,
+        kernel_at,
         guest_cmdline,
         backing_latency_us: backing_latency_us.unwrap_or(runner::DEFAULT_BACKING_LATENCY_US),
         backing_selftest: backing_selftest.unwrap_or(0),
@@ -308,6 +318,8 @@ mod tests {
         assert!(matches!(parse("initrd=0x46000000"), Err(OptionsError::BadImage(_))));
         assert!(matches!(parse("initrd=1:0"), Err(OptionsError::BadImageRange { .. })));
         assert!(matches!(parse("initrd=1:2 initrd=1:2"), Err(OptionsError::Duplicate("initrd"))));
+        assert_eq!(parse("kernel_at=0x40080000:0x40080000").unwrap().kernel_at, Some((0x4008_0000, 0x4008_0000)));
+        assert!(matches!(parse("kernel_at=0x40080000"), Err(OptionsError::BadImage(_))));
     }
 
     #[test]
@@ -321,6 +333,7 @@ mod tests {
                     guest_mib: DEFAULT_GUEST_MIB,
                     image: None,
                     initrd: None,
+                    kernel_at: None,
                     guest_cmdline: "",
                     backing_latency_us: runner::DEFAULT_BACKING_LATENCY_US,
                     backing_selftest: 0,

@@ -239,7 +239,11 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     // SAFETY: the runner loaded the image there (QEMU's loader device) and the range was just
     // checked to lie in RAM beyond the hypervisor; nothing else writes it.
     let image_bytes = unsafe { core::slice::from_raw_parts(staged.addr as *const u8, staged.size as usize) };
-    let header = ImageHeader::parse(image_bytes).map_err(BuildError::BadImage)?;
+    // An arm64 Image has its header; a flat kernel (ELF or raw binary) comes with kernel_at.
+    let header = match options.kernel_at {
+        Some(_) => None,
+        None => Some(ImageHeader::parse(image_bytes).map_err(BuildError::BadImage)?),
+    };
     let mut staged_end = staged.addr + staged.size;
     let initrd_bytes: &[u8] = match options.initrd {
         Some(initrd) => {
@@ -264,9 +268,23 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
     }
     // The device tree goes into the last 2 MiB of guest RAM, where no kernel is placed.
     let dtb_address = GUEST_RAM_IPA + guest_bytes - 2 * MIB;
-    let (load, footprint) = image::placement(GUEST_RAM_IPA, dtb_address, &header, staged.size).map_err(|end| {
-        BuildError::ImageTooLarge { needed: end.saturating_sub(GUEST_RAM_IPA).saturating_add(2 * MIB), guest_bytes }
-    })?;
+    let too_large = |end: u64| BuildError::ImageTooLarge {
+        needed: end.saturating_sub(GUEST_RAM_IPA).saturating_add(2 * MIB),
+        guest_bytes,
+    };
+    let (load, footprint, entry) = match (&header, options.kernel_at) {
+        (Some(header), _) => {
+            let (load, footprint) =
+                image::placement(GUEST_RAM_IPA, dtb_address, header, staged.size).map_err(too_large)?;
+            (load, footprint, load)
+        }
+        (None, Some((load, entry))) => {
+            let (load, footprint) =
+                image::flat_placement(GUEST_RAM_IPA, dtb_address, load, staged.size, entry).map_err(too_large)?;
+            (load, footprint, entry)
+        }
+        (None, None) => unreachable!("no header only with kernel_at"),
+    };
     let initrd_size = initrd_bytes.len() as u64;
     let initrd_at = match initrd_size {
         0 => None,
@@ -313,7 +331,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         stage2,
         dist: Mutex::new(Distributor::new(GUEST_SPIS, vcpu_count)),
         uart: Mutex::new(VirtualUart::new()),
-        kernel_entry: load,
+        kernel_entry: entry,
         dtb_address,
         sdei: crate::sdei::Dispatcher::new(vcpu_count),
         apf: pager::get().map(|_| {

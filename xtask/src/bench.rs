@@ -132,6 +132,7 @@ impl OvercommitRun {
             expect: None,
             success_pattern: None,
             initrd: None,
+            kernel_kind: Default::default(),
             guest_cmdline: self.guest_cmdline,
             tasks: self.tasks,
             timeout: self.timeout,

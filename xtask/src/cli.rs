@@ -167,6 +167,11 @@ pub struct RunArgs {
     /// named by /chosen/linux,initrd-start and -end), e.g. a gzip'd cpio initramfs.
     #[arg(long, value_name = "FILE")]
     pub initrd: Option<PathBuf>,
+    /// With --guest-kernel: what the file is: `auto` (an arm64 Image, gzip'd or not, or an ELF,
+    /// by their magic), `image`, `elf` (loaded at its segments' physical addresses, entered at
+    /// e_entry), or `raw` (loaded and entered at RAM + 0x80000), as QEMU's -kernel.
+    #[arg(long, value_enum, value_name = "KIND", default_value = "auto")]
+    pub kernel_kind: crate::image::KernelKindArg,
     /// With --guest-kernel: the end that makes the run ok [default: off].
     #[arg(long, value_enum, value_name = "END")]
     pub expect: Option<ExpectEnd>,
@@ -348,6 +353,8 @@ pub struct RunPlan {
     pub foreign: Option<ForeignJudge>,
     /// `--initrd`.
     pub initrd: Option<PathBuf>,
+    /// `--kernel-kind`.
+    pub kernel_kind: crate::image::KernelKindArg,
     /// Busy processes beside QEMU during the run (`--host-load`).
     pub host_load: u32,
 }
@@ -538,6 +545,7 @@ impl RunArgs {
             resident_mib: self.resident_mib,
             foreign,
             initrd: self.initrd.clone(),
+            kernel_kind: self.kernel_kind,
             host_load: self.host_load,
         })
     }

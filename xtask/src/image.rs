@@ -40,15 +40,135 @@ pub fn check_header(bytes: &[u8]) -> Result<ImageHeader> {
     Ok(header)
 }
 
+/// What kinds of kernel file `--guest-kernel` takes (`--kernel-kind`), as QEMU's `-kernel`
+/// does for arm64.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelKindArg {
+    /// An arm64 `Image` (plain or gzip-compressed) or an ELF, told apart by their magic.
+    #[default]
+    Auto,
+    Image,
+    Elf,
+    /// Any file: loaded at RAM + 0x80000 and entered there, as QEMU does with a raw binary.
+    Raw,
+}
+
+/// Where QEMU puts a raw binary for an AArch64 CPU: RAM base + 0x80000 (KERNEL64_LOAD_ADDR).
+pub const RAW_LOAD_ADDR: u64 = 0x4000_0000 + 0x8_0000;
+/// The four bytes every ELF starts with.
+const ELF_MAGIC: [u8; 4] = *b"\x7fELF";
+
+/// What the staged kernel is, and where the hypervisor puts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StagedKind {
+    /// An arm64 Image: its header says where it goes.
+    Image(ImageHeader),
+    /// An ELF's loadable bytes, flattened: loaded at the lowest segment's physical address,
+    /// entered at `e_entry`; `footprint` includes the bss.
+    Elf { load: u64, entry: u64, footprint: u64 },
+    /// A raw binary, loaded and entered at [`RAW_LOAD_ADDR`].
+    Raw { load: u64 },
+}
+
 /// A guest kernel file after validation, ready to be handed to QEMU.
 #[derive(Debug)]
 pub struct StagedImage {
-    /// The uncompressed Image (the original file, or a temporary one).
+    /// The bytes the hypervisor loads (the original file, or a temporary one).
     pub path: PathBuf,
     pub size: u64,
-    pub header: ImageHeader,
+    pub kind: StagedKind,
     /// Deletes the decompressed temporary file when the run is over.
     _temp: Option<TempFile>,
+}
+
+impl StagedImage {
+    /// Guest RAM the kernel occupies once loaded (bss included).
+    pub fn footprint(&self) -> u64 {
+        match self.kind {
+            StagedKind::Image(h) => h.image_size.max(self.size),
+            StagedKind::Elf { footprint, .. } => footprint.max(self.size),
+            StagedKind::Raw { .. } => self.size,
+        }
+    }
+
+    /// `kernel_at=LOAD:ENTRY` for the hypervisor, for a kernel that is not an Image.
+    pub fn kernel_at(&self) -> Option<(u64, u64)> {
+        match self.kind {
+            StagedKind::Image(_) => None,
+            StagedKind::Elf { load, entry, .. } => Some((load, entry)),
+            StagedKind::Raw { load } => Some((load, load)),
+        }
+    }
+
+    /// One line for the log.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            StagedKind::Image(h) => format!(
+                "arm64 Image, {} bytes, text_offset {:#x}, image_size {:#x}",
+                self.size, h.text_offset, h.image_size
+            ),
+            StagedKind::Elf { load, entry, footprint } => {
+                format!("ELF, {} bytes loaded at {load:#x} ({footprint:#x} with bss), entry {entry:#x}", self.size)
+            }
+            StagedKind::Raw { load } => format!("raw binary, {} bytes loaded and entered at {load:#x}", self.size),
+        }
+    }
+}
+
+/// Reads `path` and stages it as `kind` says: an Image (decompressed if gzip, header checked),
+/// an ELF (its loadable segments flattened) or a raw binary. `temp_dir` receives what had to
+/// be converted.
+pub fn stage_kernel(path: &Path, temp_dir: &Path, kind: KernelKindArg) -> Result<StagedImage> {
+    let raw = read_limited(path, MAX_IMAGE_BYTES)
+        .with_context(|| format!("cannot read the guest kernel {}", path.display()))?;
+    let is_elf = raw.starts_with(&ELF_MAGIC);
+    match kind {
+        KernelKindArg::Elf | KernelKindArg::Auto if is_elf => {
+            let (bytes, load, entry) =
+                elf_flat(&raw).with_context(|| format!("{} is not a usable ELF", path.display()))?;
+            let (lo, hi) = elf_load_range(&raw)?;
+            let temp = TempFile::new(temp_dir, "guest-elf")?;
+            fs::write(&temp.0, &bytes).with_context(|| format!("cannot write {}", temp.0.display()))?;
+            let kind = StagedKind::Elf { load, entry, footprint: hi - lo.min(load) };
+            Ok(StagedImage { path: temp.0.clone(), size: bytes.len() as u64, kind, _temp: Some(temp) })
+        }
+        KernelKindArg::Elf => bail!("{} is not an ELF file (no \\x7fELF magic)", path.display()),
+        KernelKindArg::Raw => {
+            if raw.is_empty() {
+                bail!("{} is empty", path.display());
+            }
+            Ok(StagedImage {
+                path: path.to_path_buf(),
+                size: raw.len() as u64,
+                kind: StagedKind::Raw { load: RAW_LOAD_ADDR },
+                _temp: None,
+            })
+        }
+        KernelKindArg::Auto | KernelKindArg::Image => stage(path, temp_dir).map_err(|e| {
+            if kind == KernelKindArg::Auto {
+                e.context(
+                    "(an ELF is recognised by its magic; give --kernel-kind raw to boot any file as a raw binary)",
+                )
+            } else {
+                e
+            }
+        }),
+    }
+}
+
+/// The flat bytes of an ELF's loadable segments, where they go and the entry point.
+fn elf_flat(elf_bytes: &[u8]) -> Result<(Vec<u8>, u64, u64)> {
+    let bytes = elf_to_image(elf_bytes)?;
+    let header = elf::FileHeader64::<Endianness>::parse(elf_bytes).context("not a 64-bit ELF file")?;
+    let endian = header.endian().context("unsupported ELF byte order")?;
+    let load = header
+        .program_headers(endian, elf_bytes)?
+        .iter()
+        .filter(|ph| ph.p_type(endian) == elf::PT_LOAD && ph.p_filesz(endian) > 0)
+        .map(|ph| ph.p_paddr(endian))
+        .min()
+        .context("no loadable segment")?;
+    Ok((bytes, load, header.e_entry(endian)))
 }
 
 /// Reads `path`, decompresses it if it is gzip, and checks the Image header.
@@ -70,10 +190,16 @@ pub fn stage(path: &Path, temp_dir: &Path) -> Result<StagedImage> {
         let header = check_header(&bytes).map_err(not_image)?;
         let temp = TempFile::new(temp_dir, "guest-Image")?;
         fs::write(&temp.0, &bytes).with_context(|| format!("cannot write {}", temp.0.display()))?;
-        Ok(StagedImage { path: temp.0.clone(), size: bytes.len() as u64, header, _temp: Some(temp) })
+        let kind = StagedKind::Image(header);
+        Ok(StagedImage { path: temp.0.clone(), size: bytes.len() as u64, kind, _temp: Some(temp) })
     } else {
         let header = check_header(&raw).map_err(not_image)?;
-        Ok(StagedImage { path: path.to_path_buf(), size: raw.len() as u64, header, _temp: None })
+        Ok(StagedImage {
+            path: path.to_path_buf(),
+            size: raw.len() as u64,
+            kind: StagedKind::Image(header),
+            _temp: None,
+        })
     }
 }
 

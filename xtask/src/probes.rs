@@ -28,6 +28,8 @@ pub const GIC: &str = "kvm-compat/gic";
 pub const TIMER: &str = "kvm-compat/timer";
 /// Advertised CPU features work (FEAT_MOPS, SVE at the CPU's vector length).
 pub const FEATURES: &str = "kvm-compat/features";
+/// `--kernel-kind`: an ELF and a raw binary boot where QEMU would put them.
+pub const KERNEL_KINDS: &str = "kvm-compat/kernel-kinds";
 /// `--initrd`: the file reaches guest RAM where `/chosen` says, paged or not.
 pub const INITRD: &str = "kvm-compat/initrd";
 /// The initrd test's file: an odd length, so that the last page is partly used.
@@ -56,6 +58,7 @@ pub const TESTS: &[ProbeTest] = &[
     (TIMER, timer_test),
     (FEATURES, features_test),
     (INITRD, initrd_test),
+    (KERNEL_KINDS, kernel_kinds_test),
 ];
 
 /// A plan that boots probe `probe` on one vCPU with `cmdline` (64 MiB of guest RAM).
@@ -78,6 +81,7 @@ fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan
         resident_mib: None,
         foreign: Some(ForeignJudge { expect: ExpectEnd::Off, success_pattern: None }),
         initrd: None,
+        kernel_kind: Default::default(),
         host_load: 0,
     }
 }
@@ -261,6 +265,45 @@ pub fn features_test(root: &Path, tc: &Toolchain) -> Result<String> {
             .with_context(|| format!("on -cpu {cpu}"))?;
     }
     Ok("max: MOPS memset/memcpy, SVE 2048 bits; a64fx: SVE 512 bits".into())
+}
+
+/// What QEMU's `-kernel` takes for arm64 besides an Image: the `gic` probe's ELF, loaded at its
+/// segments' physical addresses and entered at `e_entry`, and the `raw` probe (linked at RAM +
+/// 0x80000) as a flat binary, loaded and entered there. Each must run to its end.
+pub fn kernel_kinds_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let elf = build::probe_elf(root, "gic");
+    let mut elf_plan = plan(root, "gic", String::new(), 20);
+    elf_plan.guest_kernel = Some(elf);
+    let report = run::run(root, tc, &elf_plan, true)?;
+    expect_line(
+        &report,
+        &format!("{GUEST_LINE_PREFIX}gic probe: sgis 16 of 16, spis 1 of 1, GICR_WAKER never written"),
+        KERNEL_KINDS,
+    )
+    .context("the gic probe's ELF")?;
+
+    let dir = run::temp_dir(root);
+    fs::create_dir_all(&dir)?;
+    let raw = dir.join(format!("raw-probe-{}.bin", std::process::id()));
+    let elf_bytes = fs::read(build::probe_elf(root, "raw"))?;
+    fs::write(&raw, crate::image::elf_to_image(&elf_bytes)?)?;
+    let mut raw_plan = plan(root, "raw", String::new(), 20);
+    raw_plan.guest_kernel = Some(raw.clone());
+    raw_plan.kernel_kind = crate::image::KernelKindArg::Raw;
+    let report = run::run(root, tc, &raw_plan, true);
+    let _ = fs::remove_file(&raw);
+    let report = report?;
+    let ran = report.console_tail.iter().any(|l| {
+        l.starts_with(&format!("{GUEST_LINE_PREFIX}raw probe: running at 0x4008"))
+            && l.ends_with("device tree read yes")
+    });
+    let problems = if ran && report.ok {
+        Vec::new()
+    } else {
+        vec![format!("the raw probe did not run at RAM + 0x80000 ({:?})", report.failure)]
+    };
+    passed(&report, KERNEL_KINDS, &problems)?;
+    Ok("an ELF at its physical addresses, a raw binary at RAM + 0x80000".into())
 }
 
 /// FNV-1a, 64 bits: the initrd probe's checksum.

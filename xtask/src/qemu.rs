@@ -66,6 +66,8 @@ pub struct Inputs<'a> {
     pub disk: Option<String>,
     /// The initrd file and its size (`--initrd`).
     pub initrd: Option<(&'a Path, u64)>,
+    /// For a kernel that is not an Image: where it is loaded and entered (`kernel_at=`).
+    pub kernel_at: Option<(u64, u64)>,
 }
 
 /// The `-drive id` of the backing disk.
@@ -85,7 +87,14 @@ pub fn guest_cmdline(plan: &RunPlan, foreign: bool) -> String {
 }
 
 /// The hypervisor's command line (`-append`); the guest's follows a lone `--`.
-pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, initrd_size: Option<u64>, foreign: bool) -> String {
+/// `kernel_at` (LOAD, ENTRY): for a kernel that is not an Image, where it is loaded and entered.
+pub fn hypervisor_cmdline(
+    plan: &RunPlan,
+    image_size: u64,
+    initrd_size: Option<u64>,
+    kernel_at: Option<(u64, u64)>,
+    foreign: bool,
+) -> String {
     let mut line = format!(
         "{}={} {}={} {}={IMAGE_ADDR:#x}:{image_size:#x}",
         runner::OPT_VCPUS,
@@ -97,6 +106,9 @@ pub fn hypervisor_cmdline(plan: &RunPlan, image_size: u64, initrd_size: Option<u
     let guest = guest_cmdline(plan, foreign);
     if let Some(size) = initrd_size {
         line.push_str(&format!(" {}={INITRD_ADDR:#x}:{size:#x}", runner::OPT_INITRD));
+    }
+    if let Some((load, entry)) = kernel_at {
+        line.push_str(&format!(" {}={load:#x}:{entry:#x}", runner::OPT_KERNEL_AT));
     }
     line.push_str(&format!(" {}={}", runner::OPT_BACKING_LATENCY_US, plan.backing.latency_us));
     if plan.backing.selftest_pages > 0 {
@@ -155,7 +167,8 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
             push(&["-device", &format!("virtio-blk-device,drive={BACKING_DRIVE_ID}{merging}")]);
         }
         let initrd_size = inputs.initrd.map(|(_, size)| size);
-        push(&["-append", &hypervisor_cmdline(plan, inputs.image_size, initrd_size, inputs.foreign)]);
+        let cmdline = hypervisor_cmdline(plan, inputs.image_size, initrd_size, inputs.kernel_at, inputs.foreign);
+        push(&["-append", &cmdline]);
     }
     if let Some(shift) = plan.icount {
         push(&["-icount", &format!("shift={shift},sleep=off")]);
@@ -299,6 +312,7 @@ mod tests {
             foreign,
             disk: Some("/w/target/xtask/disks/backing-1-0.img".into()),
             initrd: None,
+            kernel_at: None,
         }
     }
 
@@ -327,7 +341,7 @@ mod tests {
         let image = PathBuf::from("/tmp/Image");
         let plan = parse_run(&["--guest-kernel", "/tmp/Image"]).validate().unwrap();
         assert_eq!(
-            hypervisor_cmdline(&plan, 0x1000, None, true),
+            hypervisor_cmdline(&plan, 0x1000, None, None, true),
             "vcpus=4 guest_mib=128 image=0x42000000:0x1000 backing_latency_us=50"
         );
         let plan = parse_run(&["--guest-cmdline", "console=hvc0"]).validate().unwrap();
@@ -358,13 +372,13 @@ mod tests {
             .validate()
             .unwrap();
         assert_eq!(
-            hypervisor_cmdline(&plan, 0x1000, None, false),
+            hypervisor_cmdline(&plan, 0x1000, None, None, false),
             "vcpus=2 guest_mib=32 image=0x42000000:0x1000 backing_latency_us=50 resident_mib=8 \
              -- scenario=overcommit seed=1"
         );
         // Without the option nothing is paged and the word is absent (see the tests above).
         let plan = parse_run(&["--guest-mib", "32"]).validate().unwrap();
-        assert!(!hypervisor_cmdline(&plan, 0x1000, None, false).contains("resident_mib"));
+        assert!(!hypervisor_cmdline(&plan, 0x1000, None, None, false).contains("resident_mib"));
         // The machine's RAM does not shrink: the hypervisor decides what it uses of it.
         assert_eq!(machine_mib(32, 0), 128);
     }

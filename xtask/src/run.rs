@@ -49,7 +49,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     let tmp = temp_dir(root);
     // A foreign kernel is checked first: it needs no build to be found wrong.
     let foreign = match &plan.guest_kernel {
-        Some(path) => Some(image::stage(path, &tmp)?),
+        Some(path) => Some(image::stage_kernel(path, &tmp, plan.kernel_kind)?),
         None => None,
     };
     let need_hypervisor = !plan.bare;
@@ -95,6 +95,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
             hypervisor: &hypervisor,
             image: &staged.path,
             image_size: staged.size,
+            kernel_at: staged.kernel_at(),
             foreign: plan.guest_kernel.is_some(),
             disk: disk.as_ref().map(Disk::drive_file),
             initrd: initrd.as_ref().map(|(path, size)| (path.as_path(), *size)),
@@ -104,13 +105,7 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.qemu = qemu::shell_join(&argv);
     if !plan.quiet {
         println!("run: {}", tc.qemu_version);
-        println!(
-            "run: guest Image {} ({} bytes, text_offset {:#x}, image_size {:#x})",
-            staged.path.display(),
-            staged.size,
-            staged.header.text_offset,
-            staged.header.image_size
-        );
+        println!("run: guest kernel {}: {}", staged.path.display(), staged.describe());
         println!("{QEMU_START_MARKER}{}", report.qemu);
     }
 
@@ -199,7 +194,7 @@ const DEVICE_TREE_RESERVE: u64 = 64 << 10;
 /// before the VM starts: refuse a kernel that cannot fit before QEMU starts, naming the option.
 fn check_resident_fits_kernel(plan: &RunPlan, staged: &StagedImage, initrd_bytes: u64) -> Result<()> {
     let Some(resident_mib) = plan.resident_mib else { return Ok(()) };
-    let footprint = staged.header.image_size.max(staged.size);
+    let footprint = staged.footprint();
     let needed = footprint + initrd_bytes + DEVICE_TREE_RESERVE;
     if needed > u64::from(resident_mib) << 20 {
         anyhow::bail!(

@@ -188,6 +188,7 @@ pub fn plans(args: &SoakArgs, dir: &Path) -> Vec<(u32, u64, RunPlan)> {
                 resident_mib: Some(args.resident_mib),
                 foreign: None,
                 initrd: None,
+                kernel_kind: Default::default(),
                 host_load: 0,
             };
             plans.push((vcpus, seed, plan));

@@ -856,6 +856,7 @@ impl Case {
             resident_mib: self.paged.map(|p| p.resident_mib).or(self.resident_mib),
             foreign: None,
             initrd: None,
+            kernel_kind: Default::default(),
             host_load: 0,
         }
     }
@@ -964,6 +965,7 @@ fn repeatable(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Result<String> 
             resident_mib: Some(REPEATABLE_RESIDENT_MIB),
             foreign: None,
             initrd: None,
+            kernel_kind: Default::default(),
             host_load,
         };
         let report = run::run(root, tc, &plan, true)?;
