@@ -31,16 +31,18 @@ pub struct Disk {
     pub blkdebug_config: Option<PathBuf>,
 }
 
-/// The blkdebug configuration that fails the given slots.
+/// The blkdebug configuration that fails the given slots: reads of the read-error slots, writes
+/// of the write-error slots (each rule names its I/O type: a rule without one, once its event
+/// has fired, fails every kind of request at its sector).
 pub fn blkdebug_config(plan: &BackingPlan) -> String {
-    let rule = |event: &str, slot: u64| {
+    let rule = |event: &str, iotype: &str, slot: u64| {
         format!(
-            "[inject-error]\nevent = \"{event}\"\nerrno = \"{EIO}\"\nsector = \"{}\"\nonce = \"off\"\n\n",
+            "[inject-error]\nevent = \"{event}\"\niotype = \"{iotype}\"\nerrno = \"{EIO}\"\nsector = \"{}\"\nonce = \"off\"\n\n",
             slot * SECTORS_PER_SLOT
         )
     };
-    let reads = plan.read_errors.iter().map(|&s| rule(READ_EVENT, s));
-    let writes = plan.write_errors.iter().map(|&s| rule(WRITE_EVENT, s));
+    let reads = plan.read_errors.iter().map(|&s| rule(READ_EVENT, "read", s));
+    let writes = plan.write_errors.iter().map(|&s| rule(WRITE_EVENT, "write", s));
     reads.chain(writes).collect()
 }
 
@@ -96,8 +98,8 @@ mod tests {
         let text = blkdebug_config(&plan);
         assert_eq!(
             text,
-            "[inject-error]\nevent = \"read_aio\"\nerrno = \"5\"\nsector = \"40\"\nonce = \"off\"\n\n\
-             [inject-error]\nevent = \"write_aio\"\nerrno = \"5\"\nsector = \"72\"\nonce = \"off\"\n\n"
+            "[inject-error]\nevent = \"read_aio\"\niotype = \"read\"\nerrno = \"5\"\nsector = \"40\"\nonce = \"off\"\n\n\
+             [inject-error]\nevent = \"write_aio\"\niotype = \"write\"\nerrno = \"5\"\nsector = \"72\"\nonce = \"off\"\n\n"
         );
     }
 
