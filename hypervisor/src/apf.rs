@@ -105,16 +105,19 @@ enum SyncReason {
     IrqsMasked,
     /// The vCPU's tokens (or token slots) are all in flight.
     AtLimit,
+    /// The page is known to be unreadable: the access waits and takes its abort.
+    Unreadable,
 }
 
 impl SyncReason {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
     const NAMES: [&'static str; Self::COUNT] =
-        ["after_decline", "sdei_not_ready", "delivering", "user_only", "irqs_masked", "at_limit"];
+        ["after_decline", "sdei_not_ready", "delivering", "user_only", "irqs_masked", "at_limit", "unreadable"];
 
     fn of(refusal: Refusal) -> Option<SyncReason> {
         match refusal {
             Refusal::NotEnabled => None,
+            Refusal::PageUnreadable => Some(SyncReason::Unreadable),
             Refusal::SdeiNotReady => Some(SyncReason::SdeiNotReady),
             Refusal::Delivering => Some(SyncReason::Delivering),
             Refusal::UserOnly => Some(SyncReason::UserOnly),
@@ -265,8 +268,9 @@ impl Apf {
     /// Before a stage-2 fault of `vcpu` goes to the pager: may it be resolved asynchronously?
     /// If so, a token slot is reserved and its engine waiter id returned; the caller then
     /// calls [`Self::deliver`] if the fault blocks, or [`Self::release`] if it does not.
-    /// `pstate` is the faulting context's (SPSR_EL2).
-    pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64) -> Option<u32> {
+    /// `pstate` is the faulting context's (SPSR_EL2); `page_unreadable`: the pager knows the
+    /// page cannot be read back ([`Pager::is_unreadable`]).
+    pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> Option<u32> {
         let mut apf = self.vcpus[vcpu].lock();
         if !apf.state.is_enabled() {
             return None;
@@ -275,7 +279,7 @@ impl Apf {
             self.count_sync(SyncReason::AfterDecline);
             return None;
         }
-        if let Err(refusal) = apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate)) {
+        if let Err(refusal) = apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate, page_unreadable)) {
             if let Some(reason) = SyncReason::of(refusal) {
                 self.count_sync(reason);
             }
@@ -290,8 +294,17 @@ impl Apf {
     }
 
     /// The fault prepared with `waiter` blocked: start its token (the record's page_not_present
-    /// slot gets it and `address`) and enter the guest's SDEI handler.
-    pub fn deliver(&self, vm: &Vm, vcpu: usize, waiter: u32, address: u64, regs: &mut GuestRegs) -> Delivery {
+    /// slot gets it and `address`) and enter the guest's SDEI handler. `page_unreadable` as
+    /// given to [`Self::prepare`].
+    pub fn deliver(
+        &self,
+        vm: &Vm,
+        vcpu: usize,
+        waiter: u32,
+        address: u64,
+        page_unreadable: bool,
+        regs: &mut GuestRegs,
+    ) -> Delivery {
         let slot = self.slot_of(vcpu, waiter);
         let mut apf = self.vcpus[vcpu].lock();
         if apf.slots[slot] == Slot::Ready {
@@ -299,7 +312,7 @@ impl Apf {
             apf.slots[slot] = Slot::Free;
             return Delivery::PageBack;
         }
-        let inputs = dispatch_inputs(vm, vcpu, regs.pstate);
+        let inputs = dispatch_inputs(vm, vcpu, regs.pstate, page_unreadable);
         let (state, mut mem) = apf.parts();
         let Ok(token) = state.start(inputs, address, &mut mem) else {
             apf.slots[slot] = Slot::Orphan;
@@ -431,13 +444,14 @@ impl Apf {
 }
 
 /// What the decision table needs from the SDEI dispatcher and the faulting context.
-fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64) -> DispatchInputs {
+fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> DispatchInputs {
     const PSTATE_I: u64 = 1 << 7;
     const PSTATE_MODE: u64 = 0xf;
     DispatchInputs {
         sdei_ready: vm.sdei.can_dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT).is_ok(),
         from_el0: pstate & PSTATE_MODE == 0,
         irqs_masked: pstate & PSTATE_I != 0,
+        page_unreadable,
     }
 }
 

@@ -126,6 +126,9 @@ pub struct Pager {
     /// The earliest latency deadline of an outstanding request (counter ticks; `u64::MAX`:
     /// none), published under the lock for waiting CPUs' timers.
     earliest_due: AtomicU64,
+    /// How many pages the engine knows to be unreadable, published under the lock, so that
+    /// [`Pager::is_unreadable`] takes the lock only in runs with read errors.
+    unreadable_pages: AtomicU64,
     /// Counted without the lock: access-flag faults, the disk's and the EL2 timer's interrupts.
     access_flag_faults: AtomicU64,
     device_irqs: AtomicU64,
@@ -244,6 +247,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         kicks: AtomicU64::new(0),
         lock_sleepers: AtomicU64::new(0),
         earliest_due: AtomicU64::new(u64::MAX),
+        unreadable_pages: AtomicU64::new(0),
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
         timer_irqs: AtomicU64::new(0),
@@ -376,6 +380,16 @@ impl Pager {
             self.scan(&mut locked);
         }
         reply
+    }
+
+    /// Whether guest page `page` is known to be unreadable (its last read failed for good:
+    /// `asyncpf_core::overcommit::Overcommit::is_unreadable`): a fault on it is then resolved
+    /// synchronously, so that the access gets its abort. Lock-free (false) while no page is.
+    pub fn is_unreadable(&self, page: usize, mut on_interrupt: impl FnMut(u32)) -> bool {
+        if self.unreadable_pages.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock_or_sleep(&mut on_interrupt).engine.is_unreadable(PageNo(page as u32))
     }
 
     /// Keep guest page `page` resident and writable until [`Self::unpin`] (the hypervisor
@@ -556,6 +570,7 @@ impl Pager {
     fn release(&self, mut locked: MutexGuard<'_, Locked>) {
         let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
         self.earliest_due.store(due, Ordering::Release);
+        self.unreadable_pages.store(locked.engine.unreadable_pages() as u64, Ordering::Release);
         let doorbell = locked.disk.take_doorbell();
         let mut apf_done = [0u32; APF_DONE_BATCH];
         let count = locked.apf_done.len().min(APF_DONE_BATCH);
@@ -601,7 +616,10 @@ impl Pager {
             let id = RequestId(completion.tag as u16);
             let ok = completion.result.is_ok();
             if let Err(error) = completion.result {
-                hyp_println!("backing store: {:?} request {} failed ({error})", completion.op, id.0);
+                // Counted (`io_errors`); only the first few are logged.
+                if should_log() {
+                    hyp_println!("backing store: {:?} request {} failed ({error})", completion.op, id.0);
+                }
             }
             let answer = match completion.op {
                 Op::Read => engine.read_done(id, ok),
@@ -630,8 +648,9 @@ impl Pager {
                     Wake::Abort(w) => (w, WaitState::Abort),
                 };
                 if waiter.index() >= self.waits.len() {
-                    // An asynchronous fault's page is back (or failed for good: its task's
-                    // retry then faults synchronously and gets the abort). After the unlock.
+                    // An asynchronous fault's page is back, or failed for good: then its task
+                    // is woken all the same, and its retry finds the page unreadable, is
+                    // resolved synchronously and gets the abort. After the unlock.
                     apf_done.push(waiter.0);
                     continue;
                 }
@@ -696,7 +715,8 @@ impl Pager {
              \"shared_fetches\":{},\"failed_reads\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
              \"timer_irqs\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
-             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1}}}",
+             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1},\"unreadable_pages\":{},\
+             \"unreadable\":[",
             self.guest_mib,
             self.resident_mib,
             self.latency_us,
@@ -725,7 +745,13 @@ impl Pager {
             stall_us(locked.stalls.max()),
             stall_us(locked.requests.mean()),
             stall_us(locked.requests.percentile(990)),
-        )
+            locked.engine.unreadable_pages(),
+        )?;
+        // The first few unreadable pages (guest page n is disk slot n).
+        for (i, page) in locked.engine.unreadable().take(UNREADABLE_LISTED).enumerate() {
+            write!(out, "{}{}", if i == 0 { "" } else { "," }, page.0)?;
+        }
+        out.write_str("]}")
     }
 }
 
@@ -758,6 +784,9 @@ impl Drop for PagerGuard<'_> {
         }
     }
 }
+
+/// Unreadable pages listed in the `mem` result (all are counted).
+const UNREADABLE_LISTED: usize = 16;
 
 /// Diagnostics a guest can provoke are printed for the first [`LOGGED_DIAGNOSTICS`] only (and
 /// always counted in the `mem` result), so that a guest cannot flood the console.

@@ -336,16 +336,20 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on. An
     // access-flag fault only sets the flag (without the pager's lock) and never waits, unless
     // its page was unmapped meanwhile: not worth a token slot, nor the APF and SDEI locks.
+    // A page that cannot be read back is never waited for asynchronously: the access must
+    // take its abort (docs/abi.md §8.3).
     let may_block = !matches!(abort.status, FaultStatus::AccessFlag { .. });
+    let unreadable =
+        may_block && vm.apf.is_some() && pager.is_unreadable(page, |intid| vcpu_interrupt(vm, index, intid));
     let apf = vm
         .apf
         .as_ref()
         .filter(|_| may_block)
-        .and_then(|apf| apf.prepare(vm, index, regs.pstate).map(|waiter| (apf, waiter)));
+        .and_then(|apf| apf.prepare(vm, index, regs.pstate, unreadable).map(|waiter| (apf, waiter)));
     let reply =
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
     let resolution = match (reply, apf) {
-        (FaultReply::Blocked, Some((apf, waiter))) => match apf.deliver(vm, index, waiter, far, regs) {
+        (FaultReply::Blocked, Some((apf, waiter))) => match apf.deliver(vm, index, waiter, far, unreadable, regs) {
             apf::Delivery::Delivered => {
                 STATS.async_faults.inc();
                 return;

@@ -47,7 +47,7 @@ const SETTLE_STEPS: usize = 1000;
 enum Op {
     /// A fault on the vCPU, with these dispatch inputs; refused faults are resolved
     /// synchronously (nothing to model).
-    Fault { from_el0: bool, irqs_masked: bool, sdei_ready: bool },
+    Fault { from_el0: bool, irqs_masked: bool, sdei_ready: bool, page_unreadable: bool },
     /// `faults` faults from EL0 in a row, each accepted at once, then every page fetched so
     /// far back: the common path, in bulk.
     Burst { faults: u8 },
@@ -191,8 +191,8 @@ impl Model {
         let entries_before = self.mem.host_entries.len();
         let mut new_session = false;
         match op {
-            Op::Fault { from_el0, irqs_masked, sdei_ready } => {
-                let inputs = DispatchInputs { sdei_ready, from_el0, irqs_masked };
+            Op::Fault { from_el0, irqs_masked, sdei_ready, page_unreadable } => {
+                let inputs = DispatchInputs { sdei_ready, from_el0, irqs_masked, page_unreadable };
                 let expected = self.expected_refusal(inputs);
                 assert_eq!(self.vcpu.may_dispatch(inputs), expected.map_or(Ok(()), Err));
                 let address = 0x1000 * (self.issued.len() as u64 + 1);
@@ -213,7 +213,12 @@ impl Model {
             }
             Op::Burst { faults } => {
                 for _ in 0..faults {
-                    self.step(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true });
+                    self.step(Op::Fault {
+                        from_el0: true,
+                        irqs_masked: false,
+                        sdei_ready: true,
+                        page_unreadable: false,
+                    });
                     self.step(Op::Answer { accept: true });
                 }
                 while !self.fetching.is_empty() {
@@ -355,6 +360,8 @@ impl Model {
     fn expected_refusal(&self, inputs: DispatchInputs) -> Option<Refusal> {
         if !self.enabled {
             Some(Refusal::NotEnabled)
+        } else if inputs.page_unreadable {
+            Some(Refusal::PageUnreadable)
         } else if !inputs.sdei_ready {
             Some(Refusal::SdeiNotReady)
         } else if self.delivering.is_some() {
@@ -495,8 +502,13 @@ impl Model {
 fn op(hostile: bool, drain_weight: u32) -> impl Strategy<Value = Op> {
     let garbage_weight = if hostile { 20 } else { 2 };
     prop_oneof![
-        40 => (any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.9))
-            .prop_map(|(from_el0, irqs_masked, sdei_ready)| Op::Fault { from_el0, irqs_masked, sdei_ready }),
+        40 => (any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.9), prop::bool::weighted(0.05))
+            .prop_map(|(from_el0, irqs_masked, sdei_ready, page_unreadable)| Op::Fault {
+                from_el0,
+                irqs_masked,
+                sdei_ready,
+                page_unreadable
+            }),
         5 => (1..40u8).prop_map(|faults| Op::Burst { faults }),
         40 => prop::bool::weighted(0.9).prop_map(|accept| Op::Answer { accept }),
         40 => (any::<usize>(), prop::bool::weighted(0.05)).prop_map(|(pick, stale)| Op::Complete { pick, stale }),
@@ -561,12 +573,12 @@ proptest! {
 fn runs_reach_full_rings_backlogs_and_garbage() {
     let mut ops = Vec::new();
     for _ in 0..70 {
-        ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true });
+        ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true, page_unreadable: false });
         ops.push(Op::Answer { accept: true });
         ops.push(Op::Complete { pick: 0, stale: false });
     }
     ops.push(Op::Garbage { ahead: true, by: 3, field: 0 });
-    ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true });
+    ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true, page_unreadable: false });
     ops.push(Op::Complete { pick: 0, stale: false }); // held
     ops.push(Op::Answer { accept: true });
     ops.push(Op::Drain); // refused: garbage

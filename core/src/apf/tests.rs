@@ -200,8 +200,10 @@ fn enabled_with(limit: usize, flags: u64) -> (ApfVcpu, TestMemory) {
     (vcpu, mem)
 }
 
-const EL0: DispatchInputs = DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false };
-const EL1: DispatchInputs = DispatchInputs { sdei_ready: true, from_el0: false, irqs_masked: false };
+const EL0: DispatchInputs =
+    DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false, page_unreadable: false };
+const EL1: DispatchInputs =
+    DispatchInputs { sdei_ready: true, from_el0: false, irqs_masked: false, page_unreadable: false };
 
 /// A fault that is dispatched and accepted.
 fn parked(vcpu: &mut ApfVcpu, mem: &mut TestMemory) -> Token {
@@ -398,6 +400,12 @@ fn dispatch_needs_every_condition() {
 
     let never_enabled = ApfVcpu::new(0, 2).unwrap();
     assert_eq!(never_enabled.may_dispatch(EL0), Err(Refusal::NotEnabled));
+    let unreadable = DispatchInputs { page_unreadable: true, ..EL0 };
+    assert_eq!(never_enabled.may_dispatch(unreadable), Err(Refusal::NotEnabled));
+
+    // A page known to be unreadable is always resolved synchronously, from EL0 and EL1.
+    assert_eq!(vcpu.may_dispatch(unreadable), Err(Refusal::PageUnreadable));
+    assert_eq!(vcpu.may_dispatch(DispatchInputs { page_unreadable: true, ..EL1 }), Err(Refusal::PageUnreadable));
 
     let token = vcpu.start(EL0, 0x1000, &mut mem.host()).unwrap();
     assert_eq!(vcpu.delivering(), Some(token));
@@ -1004,4 +1012,62 @@ fn ring_used_accepts_exactly_the_possible_fill_levels() {
     assert_eq!(ring_used(65, 0), Err(RingError { head: 65, tail: 0 }));
     assert_eq!(ring_used(0, 1), Err(RingError { head: 0, tail: 1 }));
     assert_eq!(ring_used(u64::MAX, 0), Err(RingError { head: u64::MAX, tail: 0 }));
+}
+
+/// Item 3 of issue 11: a page that cannot be read back, with an asynchronous waiter. The
+/// engine fails the read (after its retries) and aborts the waiter; the hypervisor turns an
+/// asynchronous waiter's abort into its page_ready (the task is woken); the task's retry then
+/// finds the page unreadable, is resolved synchronously, and the engine aborts that access:
+/// exactly one abort reaches the guest, at the access, after one asynchronous round.
+#[test]
+fn an_unreadable_page_is_retried_synchronously_and_aborts_once() {
+    use crate::overcommit::{Config, Done, FaultAction, Overcommit, PageNo, Waiter, Wake};
+    const SYNC: Waiter = Waiter(0);
+    const ASYNC: Waiter = Waiter(1);
+    let page = PageNo(0);
+    let mut oc = Overcommit::new(Config::new(2, 1, 2)).unwrap();
+    // Page 0 is written, pushed out by page 1 and written back: on disk.
+    let FaultAction::ZeroFill { .. } = oc.fault(page, true, SYNC).unwrap().action else { panic!() };
+    let fault = oc.fault(PageNo(1), true, SYNC).unwrap();
+    let write = fault.writebacks[0];
+    assert_eq!(fault.action, FaultAction::WaitIo);
+    oc.write_done(write.id, true).unwrap();
+    let (mut vcpu, mut mem) = enabled(4);
+    let mut aborts = 0;
+    let mut asynchronous = 0;
+    // The guest's task touches page 0 until it gets its abort.
+    for _ in 0..4 {
+        let inputs = DispatchInputs { page_unreadable: oc.is_unreadable(page), ..EL0 };
+        let token = vcpu.start(inputs, 0x1000, &mut mem.host()).ok();
+        let waiter = if token.is_some() { ASYNC } else { SYNC };
+        let FaultAction::StartRead { read } = oc.fault(page, false, waiter).unwrap().action else {
+            panic!("the page is on disk: it is read");
+        };
+        if let Some(token) = token {
+            asynchronous += 1;
+            assert_eq!(vcpu.accept(token, &mut mem.host()), Ok(0));
+        }
+        let woken = loop {
+            let done = oc.read_done(read.id, false).unwrap();
+            if let Done::ReadFailed { .. } = done.done {
+                break done.woken.to_vec();
+            }
+        };
+        assert_eq!(woken, [Wake::Abort(waiter)]);
+        match token {
+            // The hypervisor posts the page_ready (the task wakes and retries).
+            Some(token) => {
+                assert_eq!(vcpu.complete(token, &mut mem.host()).map(|d| d.posted), Ok(1));
+                assert_eq!(consume(&mut mem), [token.get()]);
+            }
+            // The access gets its synchronous external abort; the guest gives up the page.
+            None => {
+                aborts += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!((asynchronous, aborts), (1, 1));
+    assert!(oc.is_unreadable(page));
+    vcpu.check_invariants();
 }

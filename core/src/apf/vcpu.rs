@@ -85,6 +85,9 @@ pub struct DispatchInputs {
     pub from_el0: bool,
     /// PSTATE.I of the interrupted context (only looked at for EL1).
     pub irqs_masked: bool,
+    /// From the pager: the faulting page is known to be unreadable (its last read failed for
+    /// good, [`Overcommit::is_unreadable`](crate::overcommit::Overcommit::is_unreadable)).
+    pub page_unreadable: bool,
 }
 
 /// Why page_not_present is not dispatched: the hypervisor resolves the fault synchronously.
@@ -93,6 +96,11 @@ pub struct DispatchInputs {
 pub enum Refusal {
     /// APF is not enabled on the vCPU (never enabled, or disabled).
     NotEnabled,
+    /// The faulting page is known to be unreadable ([`DispatchInputs::page_unreadable`]): the
+    /// access must take its synchronous external abort if the page still cannot be read, and
+    /// an asynchronous waiter could only be told to retry. Without this rule a task whose page
+    /// cannot be read back would be woken, retry, fault asynchronously again, forever.
+    PageUnreadable,
     /// The SDEI event cannot be dispatched now ([`DispatchInputs::sdei_ready`] is false).
     SdeiNotReady,
     /// A page_not_present is still being delivered on this vCPU (its handler has neither
@@ -387,13 +395,17 @@ impl ApfVcpu {
     }
 
     /// The decision table: may page_not_present be dispatched for a fault on this vCPU now?
-    /// Checked in the order of [`Refusal`]: enabled, SDEI ready, no delivery in progress, the
+    /// Checked in the order of [`Refusal`]: enabled, the page not known to be unreadable, SDEI
+    /// ready, no delivery in progress, the
     /// interrupted context (EL0 always qualifies; EL1 only without user-only and with
     /// PSTATE.I clear), and fewer than [`limit`](Self::limit) tokens in flight.
     pub fn may_dispatch(&self, inputs: DispatchInputs) -> Result<(), Refusal> {
         let Status::Enabled(record) = self.status else {
             return Err(Refusal::NotEnabled);
         };
+        if inputs.page_unreadable {
+            return Err(Refusal::PageUnreadable);
+        }
         if !inputs.sdei_ready {
             return Err(Refusal::SdeiNotReady);
         }
