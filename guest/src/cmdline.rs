@@ -1,5 +1,5 @@
-//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N`, and for the `overcommit`
-//! scenario `ws_mib=M ops=K`; other words (and other keys) are ignored, so that a command line
+//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N apf=on|off`, for the
+//! `overcommit` scenario `ws_mib=M ops=K`, for `hotplug` `rounds=N` (and `ws_mib=M`: a paging load); other words (and other keys) are ignored, so that a command line
 //! written for Linux or for another scenario still boots.
 
 use asyncpf_contract::runner::{GUEST_OPT_SCENARIO, GUEST_OPT_SEED};
@@ -16,6 +16,10 @@ pub const OPT_OPS: &str = "ops";
 /// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
 /// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
 pub const OPT_APF: &str = "apf";
+/// Key: the `hotplug` scenario's rounds (1 to [`MAX_ROUNDS`]; default 3).
+pub const OPT_ROUNDS: &str = "rounds";
+/// The most `hotplug` rounds.
+pub const MAX_ROUNDS: u64 = 16;
 
 /// The options the guest understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +29,7 @@ pub struct Options<'a> {
     pub ws_mib: Option<u64>,
     pub ops: Option<u64>,
     pub apf: bool,
+    pub rounds: Option<u64>,
 }
 
 /// A malformed option value.
@@ -34,11 +39,13 @@ pub enum CmdlineError<'a> {
     BadWsMib(&'a str),
     BadOps(&'a str),
     BadApf(&'a str),
+    BadRounds(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
 pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
-    let mut opts = Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None, apf: false };
+    let mut opts =
+        Options { scenario: DEFAULT_SCENARIO, seed: DEFAULT_SEED, ws_mib: None, ops: None, apf: false, rounds: None };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
         match key {
@@ -55,6 +62,10 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     "off" => false,
                     _ => return Err(CmdlineError::BadApf(value)),
                 }
+            }
+            OPT_ROUNDS => {
+                let rounds = parse_u64(value).filter(|r| (1..=MAX_ROUNDS).contains(r));
+                opts.rounds = Some(rounds.ok_or(CmdlineError::BadRounds(value))?);
             }
             _ => {}
         }
@@ -76,7 +87,7 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false };
+        let defaults = Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false, rounds: None };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
             parse("console=ttyAMA0 scenario=ipi seed=0x10 noise").unwrap(),
@@ -89,7 +100,10 @@ mod tests {
     #[test]
     fn overcommit_keys() {
         let opts = parse("scenario=overcommit seed=3 ws_mib=32 ops=0x100").unwrap();
-        assert_eq!(opts, Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256), apf: false });
+        assert_eq!(
+            opts,
+            Options { scenario: "overcommit", seed: 3, ws_mib: Some(32), ops: Some(256), apf: false, rounds: None }
+        );
         assert!(parse("apf=on").unwrap().apf);
         assert!(!parse("apf=on apf=off").unwrap().apf);
         assert_eq!(parse("apf=1"), Err(CmdlineError::BadApf("1")));
@@ -99,6 +113,9 @@ mod tests {
         assert_eq!(parse("ws_mib=-1"), Err(CmdlineError::BadWsMib("-1")));
         assert_eq!(parse("ws_mib=0x100000000000"), Err(CmdlineError::BadWsMib("0x100000000000")));
         assert_eq!(parse("ops=many"), Err(CmdlineError::BadOps("many")));
+        assert_eq!(parse("rounds=12").unwrap().rounds, Some(12));
+        assert_eq!(parse("rounds=0"), Err(CmdlineError::BadRounds("0")));
+        assert_eq!(parse("rounds=17"), Err(CmdlineError::BadRounds("17")));
         // Unknown keys stay ignored, as before.
         assert_eq!(parse("ws_gib=1 scenario=smp").unwrap().ws_mib, None);
     }

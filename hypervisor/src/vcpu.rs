@@ -105,10 +105,9 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
         });
     }
     let (entry, context) = shared.boot_request();
+    // The PE comes up with its SDEI state reset (CPU_OFF reset it already, and ended its APF
+    // session; this also covers the first power-on).
     vm.sdei.reset_vcpu(index);
-    if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
-        apf.reset_vcpu(vm, pager, index);
-    }
     *regs = GuestRegs::default();
     regs.x[0] = context;
     regs.pc = entry;
@@ -254,8 +253,16 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
             true
         }
         Outcome::CpuOff => {
-            // The vCPU's context is gone: stop its timer (a level interrupt that would keep
-            // waking this CPU while it idles) and drop its in-flight virtual interrupts.
+            // The vCPU's context is gone. Its SDEI state is reset (events unregistered, a
+            // running handler forgotten, masked) and its APF session ends (docs/abi.md §8.2:
+            // tokens dropped, the wake-all written if the ring has room, the record let go),
+            // before it is marked off: nothing is dispatched or posted to it afterwards.
+            vm.sdei.reset_vcpu(index);
+            if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
+                apf.cpu_off(pager, index);
+            }
+            // Stop its timer (a level interrupt that would keep waking this CPU while it
+            // idles) and drop its in-flight virtual interrupts.
             CNTV_CTL_EL0.set(0);
             vgic::reset_this_cpu();
             vm.vcpus[index].set_power(PowerState::Off);

@@ -142,6 +142,8 @@ const OC_UNREADABLE_SLOTS: &[u64] = &[2400, 3500, 4600];
 /// The guest's working-set key (`asyncpf_guest::cmdline::OPT_WS_MIB`; the runner does not
 /// depend on the guest crate).
 const GUEST_OPT_WS_MIB: &str = "ws_mib";
+/// The guest's hotplug rounds key (`asyncpf_guest::cmdline::OPT_ROUNDS`).
+const GUEST_OPT_ROUNDS: &str = "rounds";
 /// The guest's asynchronous-page-fault key (`asyncpf_guest::cmdline::OPT_APF`).
 const GUEST_OPT_APF: &str = "apf";
 /// The overcommit workload with asynchronous page faults on.
@@ -253,6 +255,27 @@ const PAGED_CASES: &[Paged] = &[
         apf: true,
     },
 ];
+
+/// The `hotplug` scenario with a paging load and asynchronous page faults (issue 11 item 6): CPUs
+/// go off with APF tokens outstanding, and come back. Under `-icount`, so that a CPU asked to go
+/// off right after parking a task on a token does so within the token's page-in in guest time
+/// (on a busy 2-core host a vCPU thread can be descheduled for longer than that).
+#[derive(Debug, Clone, Copy)]
+struct HotplugApf {
+    vcpus: u32,
+}
+
+const HOTPLUG_APF: &str = "hotplug-apf";
+const HOTPLUG_APF_CASES: &[HotplugApf] = &[HotplugApf { vcpus: 2 }, HotplugApf { vcpus: 4 }];
+/// Rounds (`rounds=N`): each CPU goes off this many times. About a third of the offs find a token
+/// still outstanding, so 12 rounds give at least 12 tries even on 2 vCPUs.
+const HOTPLUG_APF_ROUNDS: i64 = 12;
+const HOTPLUG_APF_GUEST_MIB: u32 = 64;
+const HOTPLUG_APF_RESIDENT_MIB: u32 = 8;
+/// The paging load's working set: 4 times the resident memory.
+const HOTPLUG_APF_WS_MIB: u32 = 32;
+const HOTPLUG_APF_LATENCY_US: u64 = 1000;
+const HOTPLUG_APF_ICOUNT: u32 = 3;
 
 /// A number in a report: a field (JSON pointer into the report), a constant, or derived from
 /// the run's vCPU count.
@@ -393,6 +416,70 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/repeat_on_ok") },
     Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/invalid_answers_ok") },
     Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/load_ok") },
+    // hotplug with a paging load and APF: the same answers as the plain hotplug rows, over
+    // HOTPLUG_APF_ROUNDS rounds; the paging load read every word back right.
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/hotplug_rounds"), Eq, Int(HOTPLUG_APF_ROUNDS)) },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/guest/came_back"), Eq, SecondariesTimes(HOTPLUG_APF_ROUNDS)),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/cpu_off_calls"), Eq, Field("/guest/came_back")) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/cpu_on_calls"), Eq, Field("/guest/came_back")) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/stranded"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/affinity_unexpected"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: IsTrue("/guest/probes_ok") },
+    Assertion { scenarios: &[HOTPLUG_APF], check: IsTrue("/guest/paging/ok") },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/paging/mismatches"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/paging/aborts"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/paging/words_checked"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/mem/page_ins"), Gt, Int(0)) },
+    // APF was on on every CPU, faults were asynchronous, and every CPU that came back enabled
+    // it again (CPU_OFF reset its SDEI state and ended its session).
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/enabled_cpus"), Eq, Vcpus) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/async_faults"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/reenabled"), Eq, Field("/guest/came_back")) },
+    // Every CPU_OFF ended an APF session, some with tokens outstanding (dropped: their pages
+    // came in, nothing was posted for them); nothing was ever posted to an offline vCPU.
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/power_offs"), Eq, Field("/guest/cpu_off_calls")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/power_offs_with_tokens"), Ge, Int(1)) },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/power_off_tokens"), Ge, Field("/hyp/apf/power_offs_with_tokens")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/posted_offline"), Eq, Int(0)) },
+    // Each session ended with its WAKE_ALL in the record (room: the guest empties its ring
+    // right before CPU_OFF), and the guest found every one when it drained the record of the
+    // CPU that went off.
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/wake_alls"), Eq, Field("/hyp/apf/power_offs")) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/wake_alls_lost"), Eq, Int(0)) },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/guest/apf/offline_wake_alls"), Eq, Field("/hyp/apf/power_offs")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/wake_alls"), Eq, Field("/hyp/apf/wake_alls")) },
+    // Every accepted token got its page_ready or was covered by a wake-all: the ring entries
+    // are the page_readys plus the wake-alls, and the tokens a CPU_OFF dropped make up the rest.
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(
+            Plus("/hyp/apf/accepted", "/hyp/apf/wake_alls"),
+            Eq,
+            Plus("/hyp/apf/posted", "/hyp/apf/power_off_tokens"),
+        ),
+    },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/dispatched"), Eq, Plus("/hyp/apf/accepted", "/hyp/apf/declined")),
+    },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/guest/apf/page_ready_tokens"), Eq, Field("/hyp/apf/posted")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/ring_errors"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/ring_errors"), Eq, Int(0)) },
     // overcommit: every word of the working set written, read back and checked, twice, with
     // no mismatch and no abort (the guest's own `ok` also requires 2 full passes).
     Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/check/mismatches"), Eq, Int(0)) },
@@ -754,11 +841,21 @@ struct Case {
     paged: Option<Paged>,
     /// `--resident-mib` for a scenario other than the overcommit workload (`apfabi`).
     resident_mib: Option<u32>,
+    hotplug_apf: Option<HotplugApf>,
 }
 
 impl Case {
     fn matrix(scenario: &'static str, vcpus: u32, cpu: &'static str) -> Case {
-        Case { scenario, vcpus, cpu, guest_mib: MATRIX_GUEST_MIB, selftest: None, paged: None, resident_mib: None }
+        Case {
+            scenario,
+            vcpus,
+            cpu,
+            guest_mib: MATRIX_GUEST_MIB,
+            selftest: None,
+            paged: None,
+            resident_mib: None,
+            hotplug_apf: None,
+        }
     }
 
     fn name(&self) -> String {
@@ -767,6 +864,7 @@ impl Case {
             (Some(t), _) => format!("qemu/{}/v{}", t.name.replacen('-', "/", 1), self.vcpus),
             // `overcommit-4x` runs as qemu/overcommit/4x/v1 and /v4.
             (None, Some(p)) => format!("qemu/{}/v{}", p.name.replacen('-', "/", 1), self.vcpus),
+            (None, None) if self.hotplug_apf.is_some() => format!("qemu/{}/apf/v{}", self.scenario, self.vcpus),
             (None, None) if self.resident_mib.is_some() => {
                 format!("qemu/{}/paged/v{}/{}", self.scenario, self.vcpus, self.cpu)
             }
@@ -778,6 +876,10 @@ impl Case {
     /// neither [`EXPECT_OK`] nor its scenario's label, whose rows describe a passing run.
     fn labels(&self) -> Vec<&'static str> {
         let mut labels = Vec::new();
+        if self.hotplug_apf.is_some() {
+            // Its own rows: more rounds than the plain hotplug rows count.
+            return vec![EXPECT_OK, HOTPLUG_APF];
+        }
         if !self.paged.is_some_and(|p| p.expects_aborts()) {
             labels.extend([self.scenario, EXPECT_OK]);
         }
@@ -816,7 +918,9 @@ impl Case {
             seed: 1,
             json,
             guest_kernel: None,
-            guest_cmdline: self.paged.and_then(|p| {
+            guest_cmdline: self.hotplug_apf.map(|_| {
+                format!("{GUEST_OPT_APF}=on {GUEST_OPT_WS_MIB}={HOTPLUG_APF_WS_MIB} {GUEST_OPT_ROUNDS}={HOTPLUG_APF_ROUNDS}")
+            }).or_else(|| self.paged.and_then(|p| {
                 let words: Vec<String> = p
                     .ws_mib
                     .map(|m| format!("{GUEST_OPT_WS_MIB}={m}"))
@@ -824,13 +928,17 @@ impl Case {
                     .chain(p.apf.then(|| format!("{GUEST_OPT_APF}=on")))
                     .collect();
                 (!words.is_empty()).then(|| words.join(" "))
-            }),
+            })),
             timeout_secs,
-            icount: None,
+            icount: self.hotplug_apf.map(|_| HOTPLUG_APF_ICOUNT),
             bare: false,
             quiet: true,
             backing: self.backing(),
-            resident_mib: self.paged.map(|p| p.resident_mib).or(self.resident_mib),
+            resident_mib: self
+                .paged
+                .map(|p| p.resident_mib)
+                .or(self.resident_mib)
+                .or(self.hotplug_apf.map(|_| HOTPLUG_APF_RESIDENT_MIB)),
         }
     }
 
@@ -847,6 +955,9 @@ impl Case {
                 write_errors: p.write_errors.to_vec(),
                 ..BackingPlan::default()
             },
+            (None, None) if self.hotplug_apf.is_some() => {
+                BackingPlan { latency_us: HOTPLUG_APF_LATENCY_US, ..BackingPlan::default() }
+            }
             (None, None) => BackingPlan::default(),
         }
     }
@@ -868,7 +979,12 @@ fn all_cases() -> Vec<Case> {
         resident_mib: Some(APF_ABI_RESIDENT_MIB),
         ..Case::matrix("apfabi", APF_ABI_VCPUS, cpu)
     });
-    matrix.chain(selftests).chain(paged).chain(apf_paged).collect()
+    let hotplug_apf = HOTPLUG_APF_CASES.iter().map(|&h| Case {
+        guest_mib: HOTPLUG_APF_GUEST_MIB,
+        hotplug_apf: Some(h),
+        ..Case::matrix("hotplug", h.vcpus, "max")
+    });
+    matrix.chain(selftests).chain(paged).chain(apf_paged).chain(hotplug_apf).collect()
 }
 
 /// The `apfabi` cases with paged RAM (where the APF calls are answered): 2 vCPUs, on each CPU
@@ -1330,6 +1446,98 @@ mod tests {
                 assert!(offset < slice / 2, "slot {slot} is {offset} pages into a slice of {slice} (bottom {bottom})");
             }
         }
+    }
+
+    /// A report of a hotplug + APF run that did what the rows expect (4 vCPUs).
+    fn hotplug_apf_report() -> Value {
+        let offs = 3 * HOTPLUG_APF_ROUNDS;
+        json!({
+            "ok": true, "exit_status": 0,
+            "per_vcpu": [{"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}],
+            "mem": {"page_ins": 9000},
+            "guest": {"hotplug_rounds": HOTPLUG_APF_ROUNDS, "came_back": offs, "cpu_off_calls": offs,
+                "cpu_on_calls": offs, "stranded": 0, "affinity_unexpected": 0, "probes_ok": true,
+                "paging": {"ok": true, "mismatches": 0, "aborts": 0, "words_checked": 4194304},
+                "apf": {"enabled_cpus": 4, "reenabled": offs, "offline_wake_alls": offs, "wake_alls": offs,
+                        "page_ready_tokens": 8333, "ring_errors": 0}},
+            "hyp": {"async_faults": 8336, "apf": {"power_offs": offs, "power_offs_with_tokens": 26,
+                "power_off_tokens": 39, "posted_offline": 0, "wake_alls": offs, "wake_alls_lost": 0,
+                "accepted": 8336, "declined": 0, "dispatched": 8336, "posted": 8333, "ring_errors": 0}},
+        })
+    }
+
+    #[test]
+    fn hotplug_apf_cases_and_assertions() {
+        let cases: Vec<Case> = all_cases().into_iter().filter(|c| c.hotplug_apf.is_some()).collect();
+        let names: Vec<String> = cases.iter().map(Case::name).collect();
+        assert_eq!(names, ["qemu/hotplug/apf/v2", "qemu/hotplug/apf/v4"]);
+        let c = &cases[1];
+        assert_eq!(c.labels(), [EXPECT_OK, HOTPLUG_APF]);
+        // The plan is what `cargo xtask run` makes of the same options.
+        let cmdline = format!("apf=on ws_mib={HOTPLUG_APF_WS_MIB} rounds={HOTPLUG_APF_ROUNDS}");
+        let (g, r, l, i) = (
+            HOTPLUG_APF_GUEST_MIB.to_string(),
+            HOTPLUG_APF_RESIDENT_MIB.to_string(),
+            HOTPLUG_APF_LATENCY_US.to_string(),
+            HOTPLUG_APF_ICOUNT.to_string(),
+        );
+        let args = [
+            "--scenario",
+            "hotplug",
+            "--vcpus",
+            "4",
+            "--quiet",
+            "--guest-mib",
+            &g,
+            "--resident-mib",
+            &r,
+            "--backing-latency-us",
+            &l,
+            "--icount",
+            &i,
+            "--guest-cmdline",
+            &cmdline,
+            "--timeout",
+            "180",
+        ];
+        let validated = crate::cli::tests::parse_run(&args).validate().unwrap();
+        assert_eq!(c.plan(None, 180), validated);
+        // The working set overcommits.
+        assert!(HOTPLUG_APF_WS_MIB >= 2 * HOTPLUG_APF_RESIDENT_MIB && HOTPLUG_APF_WS_MIB + 6 <= HOTPLUG_APF_GUEST_MIB);
+
+        let r = hotplug_apf_report();
+        assert_eq!(failed_assertions(&c.labels(), 4, &r), Vec::<String>::new());
+        // Today's code before the fix: page_ready posted to an offline vCPU, no session ended at
+        // CPU_OFF (so no wake-all found in the offline record), no token outstanding at CPU_OFF.
+        let mut bad = r.clone();
+        bad["hyp"]["apf"]["posted_offline"] = json!(12);
+        bad["hyp"]["apf"]["power_offs_with_tokens"] = json!(0);
+        bad["guest"]["apf"]["offline_wake_alls"] = json!(0);
+        let f = failed_assertions(&c.labels(), 4, &bad);
+        for want in [
+            "/hyp/apf/posted_offline == 0",
+            "/hyp/apf/power_offs_with_tokens >= 1",
+            "/guest/apf/offline_wake_alls == /hyp/apf/power_offs",
+        ] {
+            assert!(f.iter().any(|l| l.starts_with(want)), "{want}: {f:?}");
+        }
+        let mut bad = r.clone();
+        bad["hyp"]["apf"]["power_offs"] = json!(0);
+        let f = failed_assertions(&c.labels(), 4, &bad);
+        assert!(f.iter().any(|l| l.starts_with("/hyp/apf/power_offs == /guest/cpu_off_calls")), "{f:?}");
+        // A lost page_ready (an accepted token neither posted nor dropped), a paging mismatch.
+        let mut bad = r.clone();
+        bad["hyp"]["apf"]["posted"] = json!(8332);
+        bad["guest"]["apf"]["page_ready_tokens"] = json!(8332);
+        bad["guest"]["paging"]["mismatches"] = json!(1);
+        let f = failed_assertions(&c.labels(), 4, &bad);
+        assert!(f.iter().any(|l| l.starts_with("/hyp/apf/accepted+/hyp/apf/wake_alls ==")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/guest/paging/mismatches == 0")), "{f:?}");
+        // The plain hotplug rows are not applied (their round count differs), and vice versa.
+        assert!(!c.labels().contains(&"hotplug"));
+        assert!(failed_assertions(&[HOTPLUG_APF], 2, &hostile_report())
+            .iter()
+            .any(|l| l.contains("/guest/hotplug_rounds")));
     }
 
     #[test]

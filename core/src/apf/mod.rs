@@ -78,7 +78,7 @@
 //! * **Ordering.** The host writes the entries, then [`RecordMemory::publish`] (a store
 //!   barrier), then `ring_head`; it reads `ring_tail` and then [`RecordMemory::acquire`]
 //!   before it writes entries. The guest mirrors it ([`drain`]).
-//! * **Wake-all.** [`ApfVcpu::disable`] and [`ApfVcpu::reset`] drop every token in flight
+//! * **Wake-all.** [`ApfVcpu::disable`] and [`ApfVcpu::power_off`] drop every token in flight
 //!   (outstanding or in the backlog; their completions become stale, [`TokenError::Unknown`])
 //!   and queue one `TOKEN_WAKE_ALL` instead, which wakes every task waiting for a page,
 //!   theirs included. It respects ring space like any entry: if the ring is full it waits in
@@ -190,6 +190,6 @@ mod tests;
 pub use layout::{cwg_bytes, validate_enable, EnableError, GranuleError, Layout, Record};
 pub use ring::{drain, read_not_present, ring_used, NotPresent, RecordMemory, RingError};
 pub use vcpu::{
-    ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, Refusal, Status, Token, TokenError, MAX_LIMIT,
-    MAX_SEQUENCE,
+    ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, PowerOff, Refusal, Status, Token, TokenError,
+    MAX_LIMIT, MAX_SEQUENCE,
 };

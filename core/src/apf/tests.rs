@@ -776,8 +776,8 @@ fn a_wake_all_waits_for_room_and_covers_the_backlog() {
     let c = *vcpu.counters();
     assert_eq!((c.dropped, c.queued, c.wake_alls), (2, 2, 1));
     vcpu.check_invariants();
-    // A second disable (or a reset) does not add another.
-    assert_eq!(vcpu.reset(&mut mem.host()), 0);
+    // A second disable does not add another.
+    assert_eq!(vcpu.disable(&mut mem.host()), 0);
     assert_eq!(vcpu.counters().wake_alls, 1);
     vcpu.check_invariants();
 
@@ -809,13 +809,68 @@ fn disabling_again_retries_a_waiting_wake_all() {
 }
 
 #[test]
-fn reset_posts_a_wake_all() {
+fn power_off_ends_the_session_with_a_wake_all() {
     let (mut vcpu, mut mem) = enabled(4);
-    let token = parked(&mut vcpu, &mut mem);
-    assert_eq!(vcpu.reset(&mut mem.host()), 1);
-    assert_eq!(consume(&mut mem), [TOKEN_WAKE_ALL]);
-    assert_eq!(vcpu.complete(token, &mut mem.host()), Err(TokenError::Unknown(token)));
+    let posted = parked(&mut vcpu, &mut mem);
+    complete(&mut vcpu, &mut mem, posted);
+    let tokens = [parked(&mut vcpu, &mut mem), parked(&mut vcpu, &mut mem)];
+    let off = vcpu.power_off(&mut mem.host());
+    assert_eq!(off, PowerOff { dropped: 2, posted: 1, wake_all_lost: false });
     assert_eq!(vcpu.status(), Status::Disabled);
+    assert_eq!(vcpu.record(), None, "the host never writes the record again");
+    // Another CPU drains the record: the page_ready posted before, then the wake-all last.
+    assert_eq!(consume(&mut mem), [posted.get(), TOKEN_WAKE_ALL]);
+    // The pages still come in: nothing is posted for them.
+    let writes = mem.host_entries.len();
+    for token in tokens {
+        assert_eq!(vcpu.complete(token, &mut mem.host()), Err(TokenError::Unknown(token)));
+    }
+    assert_eq!(vcpu.flush_backlog(&mut mem.host()), 0);
+    assert_eq!(mem.host_entries.len(), writes);
+    let c = *vcpu.counters();
+    assert_eq!((c.power_offs, c.power_offs_with_tokens, c.wake_alls, c.dropped, c.stale), (1, 1, 1, 2, 2));
+    // Off again: nothing.
+    assert_eq!(vcpu.power_off(&mut mem.host()), PowerOff::default());
+    assert_eq!(vcpu.counters().power_offs, 1);
+    vcpu.check_invariants();
+    // A vCPU that goes off without tokens still ends its session with a wake-all.
+    let (mut idle, mut mem) = enabled(4);
+    assert_eq!(idle.power_off(&mut mem.host()), PowerOff { dropped: 0, posted: 1, wake_all_lost: false });
+    assert_eq!(consume(&mut mem), [TOKEN_WAKE_ALL]);
+    assert_eq!((idle.counters().power_offs, idle.counters().power_offs_with_tokens), (1, 0));
+    // Never enabled: nothing to end.
+    let mut never = ApfVcpu::new(0, 4).unwrap();
+    assert_eq!(never.power_off(&mut TestMemory::new(mem.layout).host()), PowerOff::default());
+    assert_eq!(never.counters().power_offs, 0);
+}
+
+#[test]
+fn power_off_never_waits_for_ring_space() {
+    // A guest that let its ring fill up: the wake-all is dropped, and the vCPU is off anyway.
+    let (mut vcpu, mut mem) = enabled(MAX_LIMIT);
+    for _ in 0..2 {
+        let tokens: Vec<Token> = (0..32).map(|_| parked(&mut vcpu, &mut mem)).collect();
+        for token in tokens {
+            complete(&mut vcpu, &mut mem, token);
+        }
+    }
+    let waiting = parked(&mut vcpu, &mut mem);
+    let off = vcpu.power_off(&mut mem.host());
+    assert_eq!(off, PowerOff { dropped: 1, posted: 0, wake_all_lost: true });
+    assert_eq!((vcpu.status(), vcpu.backlog().len()), (Status::Disabled, 0));
+    assert_eq!(vcpu.counters().wake_alls_lost, 1);
+    assert_eq!(consume(&mut mem).len(), 64);
+    assert_eq!(vcpu.flush_backlog(&mut mem.host()), 0, "nothing after the power-off");
+    assert_eq!(vcpu.complete(waiting, &mut mem.host()), Err(TokenError::Unknown(waiting)));
+    vcpu.check_invariants();
+    // A disable whose wake-all still waits for room: the power-off tries once more.
+    let (mut closing, mut mem) = enabled(4);
+    mem.set(mem.layout.ring_tail(), 7); // garbage: nothing fits
+    assert_eq!(closing.disable(&mut mem.host()), 0);
+    mem.set(mem.layout.ring_tail(), 0);
+    assert_eq!(closing.power_off(&mut mem.host()), PowerOff { dropped: 0, posted: 1, wake_all_lost: false });
+    assert_eq!(consume(&mut mem), [TOKEN_WAKE_ALL]);
+    assert_eq!(closing.status(), Status::Disabled);
 }
 
 #[test]

@@ -119,7 +119,7 @@ pub enum Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenError {
     /// The token is not outstanding on this vCPU: never issued here, declined, already
-    /// completed, or dropped by a wake-all (disable, reset, re-enable). A completion of such
+    /// completed, or dropped by a wake-all (disable, power-off, re-enable). A completion of such
     /// a token is stale: nobody waits for it.
     Unknown(Token),
     /// Accept or decline of a token whose page_not_present is not being delivered (it was
@@ -146,7 +146,7 @@ pub enum Status {
     Disabled,
     /// On, with this record.
     Enabled(Record),
-    /// Off, but the `TOKEN_WAKE_ALL` that disabling (or a reset) posts did not fit into this
+    /// Off, but the `TOKEN_WAKE_ALL` that disabling posts did not fit into this
     /// record's ring yet: the host still writes it (only that) when the guest makes room.
     Closing(Record),
 }
@@ -191,12 +191,30 @@ pub struct Counters {
     /// Entries (tokens or `TOKEN_WAKE_ALL`) that could not be posted by the call that produced
     /// them and went to the backlog.
     pub queued: u64,
-    /// `TOKEN_WAKE_ALL` entries produced (by disable, reset or re-enable).
+    /// `TOKEN_WAKE_ALL` entries produced (by disable or power-off).
     pub wake_alls: u64,
     /// Tokens dropped because a `TOKEN_WAKE_ALL` covers them.
     pub dropped: u64,
     /// Times the ring was found unusable (garbage in `ring_tail`) after it was fine.
     pub ring_errors: u64,
+    /// Sessions (enabled or closing) that a power-off ended ([`ApfVcpu::power_off`]).
+    pub power_offs: u64,
+    /// Of those, the ones with tokens in flight (dropped, covered by the wake-all).
+    pub power_offs_with_tokens: u64,
+    /// Wake-alls of a power-off that found no room in the ring and were dropped (the guest then
+    /// wakes those tasks itself, as for a new session).
+    pub wake_alls_lost: u64,
+}
+
+/// What [`ApfVcpu::power_off`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PowerOff {
+    /// Tokens in flight that the end of the session dropped (their completions are stale).
+    pub dropped: usize,
+    /// Entries written to the ring: the wake-all, if it fitted. Raise no PPI: the vCPU is off.
+    pub posted: usize,
+    /// The wake-all did not fit and was dropped.
+    pub wake_all_lost: bool,
 }
 
 /// The state of an outstanding token.
@@ -376,12 +394,35 @@ impl ApfVcpu {
         self.release(TOKEN_WAKE_ALL, mem).1
     }
 
-    /// The vCPU is reset (PSCI CPU_OFF, or a CPU_ON that restarts it): the same as
-    /// [`disable`](Self::disable), so that no task parked on a token of this vCPU waits
-    /// forever. (For a reset of the whole VM, whose memory is reloaded, use
-    /// [`forget`](Self::forget): the old record must not be written then.)
-    pub fn reset<M: RecordMemory + ?Sized>(&mut self, mem: &mut M) -> usize {
-        self.disable(mem)
+    /// The vCPU turns off (PSCI CPU_OFF): the session ends now, as with
+    /// [`disable`](Self::disable), except that nothing may wait. Every token in flight is
+    /// dropped (their completions are stale: the pages still come in, nothing is posted) and
+    /// one `TOKEN_WAKE_ALL` goes to the ring as its last entry, if the ring has room; a guest
+    /// that emptied its ring right before CPU_OFF always has room, since at most
+    /// [`limit`](Self::limit) (< 64) completions can be posted after that. If it has none (or
+    /// a wake-all of an earlier disable still waits for room and does not fit), the wake-all is
+    /// dropped ([`Counters::wake_alls_lost`]). Either way the vCPU ends
+    /// [`Status::Disabled`]: the host never writes the record again, and the caller raises no
+    /// PPI. The guest wakes the tasks that wait for this vCPU's tokens: it drains the record
+    /// from another CPU once the vCPU is off (the wake-all tells it to), or, lacking the
+    /// wake-all, wakes them all as when it enables a new session. (For a reset of the whole
+    /// VM, whose memory is reloaded, use [`forget`](Self::forget).)
+    pub fn power_off<M: RecordMemory + ?Sized>(&mut self, mem: &mut M) -> PowerOff {
+        if self.status == Status::Disabled {
+            return PowerOff::default();
+        }
+        let dropped = if self.is_enabled() { self.in_flight() } else { 0 };
+        // Enabled: drops the tokens and posts the wake-all if it fits. Closing: another try.
+        let posted = self.disable(mem);
+        let wake_all_lost = !self.backlog.is_empty();
+        if wake_all_lost {
+            self.backlog.clear();
+            self.counters.wake_alls_lost += 1;
+        }
+        self.status = Status::Disabled;
+        self.counters.power_offs += 1;
+        self.counters.power_offs_with_tokens += u64::from(dropped > 0);
+        PowerOff { dropped, posted, wake_all_lost }
     }
 
     /// Drops everything without touching guest memory: disabled, nothing outstanding, empty
