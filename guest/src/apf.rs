@@ -68,63 +68,25 @@ pub fn disable() -> i64 {
 
 /// Reads the u64 at byte `offset` of this CPU's record.
 pub fn read_record(offset: u64) -> u64 {
-    let base = record_address(arch::cpu_index()) as *const u64;
+    read_record_of(arch::cpu_index(), offset)
+}
+
+/// Reads the u64 at byte `offset` of CPU `cpu`'s record (its own CPU, or any CPU once `cpu`
+/// is off).
+fn read_record_of(cpu: usize, offset: u64) -> u64 {
+    let base = record_address(cpu) as *const u64;
     assert!(offset.is_multiple_of(8) && offset < RECORD_SPACE as u64);
-    // SAFETY: inside this CPU's record (offset below RECORD_SPACE, 8-aligned: checked); the
+    // SAFETY: inside `cpu`'s record (offset below RECORD_SPACE, 8-aligned: checked); the
     // hypervisor may write it concurrently, which one volatile 64-bit load tolerates.
     unsafe { core::ptr::read_volatile(base.add(offset as usize / 8)) }
 }
 
-fn write_record(offset: u64, value: u64) {
-    let base = record_address(arch::cpu_index()) as *mut u64;
+fn write_record_of(cpu: usize, offset: u64, value: u64) {
+    let base = record_address(cpu) as *mut u64;
     assert!(offset.is_multiple_of(8) && offset < RECORD_SPACE as u64);
-    // SAFETY: inside this CPU's record; only guest-written fields are written here.
+    // SAFETY: inside `cpu`'s record; only guest-written fields are written here, by the one
+    // CPU that drains that record (its own, or another once it is off).
     unsafe { core::ptr::write_volatile(base.add(offset as usize / 8), value) };
-}
-
-/// Tokens each CPU accepted and whose page_ready it has not consumed yet. A new APF_ENABLE
-/// drops them (docs/abi.md §8.2: the guest wakes their tasks itself, [`wake_dropped`]).
-/// Touched only by the owning CPU, from its SDEI handler and its interrupt handler (never
-/// nested: page_not_present is delivered only with IRQs unmasked).
-const OUTSTANDING_SLOTS: usize = 32;
-static OUTSTANDING: [[AtomicU64; OUTSTANDING_SLOTS]; MAX_CPUS] =
-    [const { [const { AtomicU64::new(0) }; OUTSTANDING_SLOTS] }; MAX_CPUS];
-
-/// Set when a CPU had more outstanding tokens than slots: its session's end wakes every APF
-/// waiter then.
-static OUTSTANDING_OVERFLOW: [core::sync::atomic::AtomicBool; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
-
-fn remember(token: u64) {
-    let cpu = arch::cpu_index();
-    match OUTSTANDING[cpu].iter().find(|s| s.load(Ordering::Relaxed) == 0) {
-        Some(slot) => slot.store(token, Ordering::Relaxed),
-        None => OUTSTANDING_OVERFLOW[cpu].store(true, Ordering::Relaxed),
-    }
-}
-
-fn forget(token: u64) {
-    let slots = &OUTSTANDING[arch::cpu_index()];
-    if let Some(slot) = slots.iter().find(|s| s.load(Ordering::Relaxed) == token) {
-        slot.store(0, Ordering::Relaxed);
-    }
-}
-
-/// When this CPU's APF session ended (its WAKE_ALL, or a new APF_ENABLE, with IRQs masked):
-/// wakes the tasks parked on that session's tokens, which will never get their page_ready
-/// (they retry their access). Returns how many tasks were woken.
-pub fn wake_dropped() -> usize {
-    let cpu = arch::cpu_index();
-    if OUTSTANDING_OVERFLOW[cpu].swap(false, Ordering::Relaxed) {
-        OUTSTANDING[cpu].iter().for_each(|slot| slot.store(0, Ordering::Relaxed));
-        return sched::wake_all(Namespace::Apf);
-    }
-    OUTSTANDING[cpu]
-        .iter()
-        .map(|slot| slot.swap(0, Ordering::Relaxed))
-        .filter(|&token| token != 0)
-        .map(|token| sched::wake(sched::token(Namespace::Apf, token)))
-        .sum()
 }
 
 /// page_ready tokens seen (all CPUs), and the TOKEN_WAKE_ALL among them.
@@ -144,6 +106,58 @@ pub fn set_granule(granule: u64) {
 /// Tokens this CPU's SDEI handler accepted and that the IRQ path (entered through
 /// COMPLETE_AND_RESUME) must still park the interrupted task on; 0 = none.
 static PENDING_PARK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
+
+/// Per CPU: the tokens it accepted whose page_ready has not come yet (0 = free). A WAKE_ALL
+/// in a CPU's ring wakes exactly these tasks, not those waiting for other CPUs' tokens (whose
+/// page_ready will still come, and would otherwise be remembered as wakes nobody consumes).
+/// Only the CPU itself touches its set (SDEI handler and page_ready interrupt, both with IRQs
+/// masked), or another CPU once it is off. Room for a ring's worth: the hypervisor has at most
+/// 16 tokens per vCPU in flight (docs/abi.md §8.2).
+const OUTSTANDING_SLOTS: usize = abi::RING_ENTRIES as usize;
+static OUTSTANDING: [[AtomicU64; OUTSTANDING_SLOTS]; MAX_CPUS] =
+    [const { [const { AtomicU64::new(0) }; OUTSTANDING_SLOTS] }; MAX_CPUS];
+
+/// Records `token` as accepted on `cpu`; false if the set is full (then a wake-all on that CPU
+/// wakes every APF waiter instead).
+fn remember(cpu: usize, token: u64) -> bool {
+    let free = OUTSTANDING[cpu].iter().find(|slot| slot.load(Ordering::Relaxed) == 0);
+    free.inspect(|slot| slot.store(token, Ordering::Relaxed)).is_some()
+}
+
+/// Forgets `token` on `cpu` (its page_ready came).
+fn forget(cpu: usize, token: u64) {
+    if let Some(slot) = OUTSTANDING[cpu].iter().find(|slot| slot.load(Ordering::Relaxed) == token) {
+        slot.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A CPU's set overflowed: its wake-alls wake every APF waiter.
+static OVERFLOWED: [core::sync::atomic::AtomicBool; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
+/// Wakes every task waiting for a token `cpu` accepted (its WAKE_ALL, or the end of its session
+/// without one); returns how many tasks were released.
+fn wake_all_of(cpu: usize) -> usize {
+    let mut woken = 0;
+    for slot in &OUTSTANDING[cpu] {
+        let token = slot.swap(0, Ordering::Relaxed);
+        if token != 0 {
+            // A task not parked yet finds the wake when it parks (`sched::wake`).
+            woken += sched::wake(sched::token(Namespace::Apf, token));
+        }
+    }
+    if OVERFLOWED[cpu].swap(false, Ordering::Relaxed) {
+        woken += sched::wake_all(Namespace::Apf);
+    }
+    woken
+}
+/// When this CPU's APF session ended without a WAKE_ALL it could see (a new APF_ENABLE, with
+/// IRQs masked): wakes the tasks parked on that session's tokens, which will never get their
+/// page_ready (they retry their access). Returns how many tasks were woken.
+pub fn wake_dropped() -> usize {
+    wake_all_of(arch::cpu_index())
+}
+
 /// page_not_present events accepted (the task parked) and declined (the idle task faulted).
 pub static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 /// Of those, faults taken from EL0 (resumed at the EL0 IRQ vector).
@@ -165,8 +179,11 @@ fn page_not_present(pstate: u64) -> u64 {
         return 0;
     }
     let token = read_record(abi_offsets::PNP_TOKEN);
-    PENDING_PARK[arch::cpu_index()].store(token, Ordering::Relaxed);
-    remember(token);
+    let cpu = arch::cpu_index();
+    if !remember(cpu, token) {
+        OVERFLOWED[cpu].store(true, Ordering::Relaxed);
+    }
+    PENDING_PARK[cpu].store(token, Ordering::Relaxed);
     ACCEPTED.fetch_add(1, Ordering::Relaxed);
     let from_el0 = pstate & 0xf == 0;
     if from_el0 {
@@ -179,10 +196,33 @@ fn page_not_present(pstate: u64) -> u64 {
 /// accepted (its context is the IRQ frame at the faulting instruction, which it retries when
 /// it runs again).
 pub fn park_if_pending() {
-    let token = PENDING_PARK[arch::cpu_index()].swap(0, Ordering::Relaxed);
+    let cpu = arch::cpu_index();
+    let token = PENDING_PARK[cpu].swap(0, Ordering::Relaxed);
     if token != 0 {
+        if OFF_AT_PARK[cpu].swap(false, Ordering::Relaxed) {
+            // Asked to go off right after parking a task on a token (`off_at_next_park`): it
+            // drains now, so the park switches to its idle loop, which turns it off while the
+            // token is outstanding.
+            let _ = sched::request_offline_when(cpu, false);
+        }
         sched::park(sched::token(Namespace::Apf, token));
     }
+}
+
+/// Per CPU: go offline right after the next APF park ([`off_at_next_park`]).
+static OFF_AT_PARK: [core::sync::atomic::AtomicBool; MAX_CPUS] =
+    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+
+/// Asks CPU `cpu` to start going offline right after it next parks a task on an APF token, so
+/// that it calls CPU_OFF with that token (at least) outstanding. [`cancel_off_at_next_park`]
+/// takes the request back if it was not taken yet.
+pub fn off_at_next_park(cpu: usize) {
+    OFF_AT_PARK[cpu].store(true, Ordering::Relaxed);
+}
+
+/// Takes back [`off_at_next_park`]; false if the CPU took it already (it is going off).
+pub fn cancel_off_at_next_park(cpu: usize) -> bool {
+    OFF_AT_PARK[cpu].swap(false, Ordering::Relaxed)
 }
 
 mod abi_offsets {
@@ -207,8 +247,15 @@ pub fn enable_this_cpu() -> Result<Features, i64> {
             return Err(result);
         }
     }
-    match enable(record_address(arch::cpu_index()), 0) {
-        0 => Ok(features),
+    let cpu = arch::cpu_index();
+    match enable(record_address(cpu), 0) {
+        0 => {
+            // A new session: tasks still waiting for this CPU's earlier tokens are woken here
+            // (nothing of the earlier session will be posted).
+            let woken = wake_all_of(cpu);
+            WOKEN.fetch_add(woken as u64, Ordering::Relaxed);
+            Ok(features)
+        }
         code => Err(code),
     }
 }
@@ -217,30 +264,35 @@ pub fn enable_this_cpu() -> Result<Features, i64> {
 /// `ring_head`, then the entries, then write `ring_tail`, with load barriers between), and
 /// wake the task of each (every APF waiter for TOKEN_WAKE_ALL).
 pub fn on_page_ready() {
+    drain(arch::cpu_index());
+}
+
+/// Drains CPU `cpu`'s ring (its own, or another CPU's once that one is off); returns the
+/// entries taken and whether a WAKE_ALL was among them.
+fn drain(cpu: usize) -> (u64, bool) {
     let g = GRANULE.load(Ordering::Relaxed);
     if g == 0 {
-        return;
+        return (0, false);
     }
-    let head = read_record(g);
+    let head = read_record_of(cpu, g);
     // SAFETY: barriers only order memory accesses.
     unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
-    let tail = read_record(2 * g);
+    let tail = read_record_of(cpu, 2 * g);
     let used = head.wrapping_sub(tail);
     if used > abi::RING_ENTRIES {
         RING_ERRORS.fetch_add(1, Ordering::Relaxed);
-        return;
+        return (0, false);
     }
+    let mut wake_all = false;
     for position in tail..head {
-        let token = read_record(3 * g + (position % abi::RING_ENTRIES) * abi::RING_ENTRY_BYTES);
+        let token = read_record_of(cpu, 3 * g + (position % abi::RING_ENTRIES) * abi::RING_ENTRY_BYTES);
         TOKENS_SEEN.fetch_add(1, Ordering::Relaxed);
         let woken = if token == abi::TOKEN_WAKE_ALL {
             WAKE_ALLS_SEEN.fetch_add(1, Ordering::Relaxed);
-            // This CPU's session ended: its waiters retry. Not every CPU's: a task of another
-            // CPU woken early would leave its own page_ready with no one to wake (remembered
-            // for a park that never comes, a waiter-table slot lost for good).
-            wake_dropped()
+            wake_all = true;
+            wake_all_of(cpu)
         } else {
-            forget(token);
+            forget(cpu, token);
             // A wake that overtakes its park is remembered (`sched::wake`).
             sched::wake(sched::token(Namespace::Apf, token))
         };
@@ -248,7 +300,75 @@ pub fn on_page_ready() {
     }
     // SAFETY: as above: every entry read completes before the slot is handed back.
     unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
-    write_record(2 * g, head);
+    write_record_of(cpu, 2 * g, head);
+    (used, wake_all)
+}
+
+/// Offline CPUs whose records were drained ([`drain_offline`]), the entries and wake-alls
+/// found there, and how many of them lacked the wake-all (its tasks woken all the same).
+pub static OFFLINE_DRAINS: AtomicU64 = AtomicU64::new(0);
+pub static OFFLINE_TOKENS: AtomicU64 = AtomicU64::new(0);
+pub static OFFLINE_WAKE_ALLS: AtomicU64 = AtomicU64::new(0);
+pub static OFFLINE_NO_WAKE_ALL: AtomicU64 = AtomicU64::new(0);
+
+/// The last thing a CPU does before PSCI CPU_OFF (IRQs masked): empty its ring, so that the
+/// WAKE_ALL with which CPU_OFF ends its APF session finds room (at most 16 completions can be
+/// posted in between: docs/abi.md §8.2).
+pub fn before_cpu_off() {
+    let cpu = arch::cpu_index();
+    if ENABLED_CPUS.load(Ordering::Relaxed) > 0 {
+        drain(cpu);
+        OFF_WITH_TOKENS.fetch_add(u64::from(outstanding(cpu) > 0), Ordering::Relaxed);
+    }
+}
+
+/// Tokens CPU `cpu` accepted whose page_ready has not been taken yet (a snapshot, from any CPU).
+pub fn outstanding(cpu: usize) -> usize {
+    OUTSTANDING[cpu].iter().filter(|slot| slot.load(Ordering::Relaxed) != 0).count()
+}
+
+/// CPU_OFF calls made while tasks waited for tokens of that CPU (as far as the guest knew right
+/// before the call).
+pub static OFF_WITH_TOKENS: AtomicU64 = AtomicU64::new(0);
+
+/// CPU `cpu` is off (AFFINITY_INFO answered OFF): its APF session has ended, and its record is
+/// the guest's again. Drain it from here: page_ready entries posted before the CPU went off,
+/// and the WAKE_ALL that ended the session, which wakes every task still waiting for one of
+/// its tokens (they move to online CPUs and retry their access). Without the WAKE_ALL (the
+/// ring had no room) those tasks are woken all the same: nothing more comes for them.
+pub fn drain_offline(cpu: usize) {
+    if !REQUESTED.load(Ordering::Relaxed) || GRANULE.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let (entries, wake_all) = drain(cpu);
+    OFFLINE_DRAINS.fetch_add(1, Ordering::Relaxed);
+    OFFLINE_TOKENS.fetch_add(entries, Ordering::Relaxed);
+    if wake_all {
+        OFFLINE_WAKE_ALLS.fetch_add(1, Ordering::Relaxed);
+    } else {
+        OFFLINE_NO_WAKE_ALL.fetch_add(1, Ordering::Relaxed);
+        let woken = wake_all_of(cpu);
+        WOKEN.fetch_add(woken as u64, Ordering::Relaxed);
+    }
+}
+
+/// CPUs that enabled APF again after coming back from CPU_OFF, and those that failed to.
+pub static REENABLED: AtomicU64 = AtomicU64::new(0);
+pub static REENABLE_FAILED: AtomicU64 = AtomicU64::new(0);
+
+/// A secondary CPU came back (CPU_ON after CPU_OFF): with `apf=on`, it enables asynchronous page
+/// faults again (CPU_OFF reset its SDEI state and ended its APF session).
+pub fn on_cpu_up() {
+    if ENABLED_CPUS.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    match enable_this_cpu() {
+        Ok(_) => REENABLED.fetch_add(1, Ordering::Relaxed),
+        Err(code) => {
+            crate::println!("apf: cpu {}: not enabled again ({code})", arch::cpu_index());
+            REENABLE_FAILED.fetch_add(1, Ordering::Relaxed)
+        }
+    };
 }
 
 /// Events the SDEI handler body has run for, and the last (event, argument) it saw.
@@ -418,5 +538,12 @@ pub fn write_json<W: core::fmt::Write>(j: &mut asyncpf_guest::json::Json<'_, W>)
     j.u64(Some("woken"), load(&WOKEN))?;
     j.u64(Some("wake_alls"), load(&WAKE_ALLS_SEEN))?;
     j.u64(Some("ring_errors"), load(&RING_ERRORS))?;
+    j.u64(Some("reenabled"), load(&REENABLED))?;
+    j.u64(Some("reenable_failed"), load(&REENABLE_FAILED))?;
+    j.u64(Some("off_with_tokens"), load(&OFF_WITH_TOKENS))?;
+    j.u64(Some("offline_drains"), load(&OFFLINE_DRAINS))?;
+    j.u64(Some("offline_tokens"), load(&OFFLINE_TOKENS))?;
+    j.u64(Some("offline_wake_alls"), load(&OFFLINE_WAKE_ALLS))?;
+    j.u64(Some("offline_no_wake_all"), load(&OFFLINE_NO_WAKE_ALL))?;
     j.end_object()
 }

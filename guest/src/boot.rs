@@ -137,6 +137,20 @@ pub fn cpu_on(index: usize) -> i64 {
     unsafe { psci::cpu_on(percpu::get(index).mpidr(), secondary_entry as *const () as usize, index as u64) }
 }
 
+/// Reads one byte of every page of CPU `cpu`'s boot (idle) stack, from any CPU: that makes the
+/// pages resident under the hypervisor's paging (and marks them used), so that the CPU's switch
+/// to its idle loop does not wait for a page-in. The values are discarded.
+pub fn touch_idle_stack(cpu: usize) {
+    assert!(cpu < MAX_CPUS);
+    let base = BOOT_STACKS.0.get() as *const u8;
+    for offset in (cpu * BOOT_STACK_SIZE..(cpu + 1) * BOOT_STACK_SIZE).step_by(4096) {
+        // SAFETY: inside BOOT_STACKS (`cpu` checked), which lives forever; a volatile byte read
+        // through a raw pointer creates no reference, and the value is not used, so a
+        // concurrent write by the CPU that owns the stack cannot affect anything here.
+        unsafe { core::ptr::read_volatile(base.add(offset)) };
+    }
+}
+
 /// Turns the running CPU off (PSCI CPU_OFF), from its idle loop, after the scheduler has moved
 /// its tasks away and marked it offline. It comes back, if ever, through [`cpu_on`].
 pub fn power_off_this_cpu() -> ! {
@@ -144,6 +158,9 @@ pub fn power_off_this_cpu() -> ! {
     let this = percpu::this();
     timer::stop_this_cpu();
     gic::disable_this_cpu();
+    // Its ring empty, so that the wake-all ending its APF session fits (docs/abi.md §8.2); the
+    // CPU that sees it off drains the rest (`apf::drain_offline`).
+    crate::apf::before_cpu_off();
     this.hotplug.cpu_off_calls.fetch_add(1, Ordering::AcqRel);
     // SAFETY: the idle loop calls this with IRQs masked after `sched` marked the CPU offline
     // with an empty run queue: no task's state is live here, only the idle loop's own frames on
@@ -238,5 +255,6 @@ extern "C" fn secondary_main(_index: usize) -> ! {
     // SAFETY: the boot CPU built the tables before starting this CPU.
     unsafe { mm::enable_mmu() };
     init_this_cpu();
+    crate::apf::on_cpu_up();
     sched::idle_loop();
 }

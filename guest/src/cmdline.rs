@@ -1,5 +1,6 @@
-//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N`, for the `overcommit`
-//! scenario `ws_mib=M ops=K`, for `hostile` `calls=N` (and `ws_mib=M`); other words (and other keys) are ignored, so that a command line
+//! The guest command line (`/chosen/bootargs`): `scenario=NAME seed=N apf=on|off`, for the
+//! `overcommit` scenario `ws_mib=M ops=K tasks=T`, for `hostile` `calls=N` (and `ws_mib=M`), for
+//! `hotplug` `rounds=N` (and `ws_mib=M`: a paging load); other words (and other keys) are ignored, so that a command line
 //! written for Linux or for another scenario still boots.
 
 use asyncpf_contract::runner::{GUEST_OPT_SCENARIO, GUEST_OPT_SEED};
@@ -23,6 +24,10 @@ pub const MAX_TASKS_PER_CPU: u64 = 16;
 /// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
 /// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
 pub const OPT_APF: &str = "apf";
+/// Key: the `hotplug` scenario's rounds (1 to [`MAX_ROUNDS`]; default 3).
+pub const OPT_ROUNDS: &str = "rounds";
+/// The most `hotplug` rounds.
+pub const MAX_ROUNDS: u64 = 16;
 
 /// The options the guest understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +39,7 @@ pub struct Options<'a> {
     pub apf: bool,
     pub calls: Option<u64>,
     pub tasks: Option<u64>,
+    pub rounds: Option<u64>,
 }
 
 /// A malformed option value.
@@ -45,6 +51,7 @@ pub enum CmdlineError<'a> {
     BadApf(&'a str),
     BadCalls(&'a str),
     BadTasks(&'a str),
+    BadRounds(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
@@ -57,6 +64,7 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         apf: false,
         calls: None,
         tasks: None,
+        rounds: None,
     };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
@@ -80,6 +88,10 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                     _ => return Err(CmdlineError::BadApf(value)),
                 }
             }
+            OPT_ROUNDS => {
+                let rounds = parse_u64(value).filter(|r| (1..=MAX_ROUNDS).contains(r));
+                opts.rounds = Some(rounds.ok_or(CmdlineError::BadRounds(value))?);
+            }
             _ => {}
         }
     }
@@ -100,8 +112,16 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let defaults =
-            Options { scenario: "smp", seed: 1, ws_mib: None, ops: None, apf: false, calls: None, tasks: None };
+        let defaults = Options {
+            scenario: "smp",
+            seed: 1,
+            ws_mib: None,
+            ops: None,
+            apf: false,
+            calls: None,
+            tasks: None,
+            rounds: None,
+        };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
             parse("console=ttyAMA0 scenario=ipi seed=0x10 noise").unwrap(),
@@ -123,7 +143,8 @@ mod tests {
                 ops: Some(256),
                 apf: false,
                 calls: None,
-                tasks: None
+                tasks: None,
+                rounds: None
             }
         );
         assert!(parse("apf=on").unwrap().apf);
@@ -140,6 +161,9 @@ mod tests {
         assert_eq!(parse("tasks=8").unwrap().tasks, Some(8));
         assert_eq!(parse("tasks=0"), Err(CmdlineError::BadTasks("0")));
         assert_eq!(parse("tasks=17"), Err(CmdlineError::BadTasks("17")));
+        assert_eq!(parse("rounds=12").unwrap().rounds, Some(12));
+        assert_eq!(parse("rounds=0"), Err(CmdlineError::BadRounds("0")));
+        assert_eq!(parse("rounds=17"), Err(CmdlineError::BadRounds("17")));
         // Unknown keys stay ignored, as before.
         assert_eq!(parse("ws_gib=1 scenario=smp").unwrap().ws_mib, None);
     }

@@ -143,8 +143,15 @@ pub enum OfflineError {
 }
 
 /// Asks CPU `cpu` to drain its run queue and turn itself off (PSCI CPU_OFF, from its idle
-/// loop). Returns at once; PSCI AFFINITY_INFO tells when the CPU is off.
+/// loop), at once (it is kicked). Returns at once; PSCI AFFINITY_INFO tells when the CPU is off.
 pub fn request_offline(cpu: usize) -> Result<(), OfflineError> {
+    request_offline_when(cpu, true)
+}
+
+/// As [`request_offline`], but unless `kick` the CPU starts draining only at its next
+/// scheduling point of its own (a task parks, yields or exits, or its timer tick): for a CPU
+/// that asks for itself, right before it parks a task.
+pub fn request_offline_when(cpu: usize, kick: bool) -> Result<(), OfflineError> {
     if cpu == 0 {
         return Err(OfflineError::BootCpu);
     }
@@ -160,7 +167,9 @@ pub fn request_offline(cpu: usize) -> Result<(), OfflineError> {
         c.set_state(CpuState::Draining);
     }
     // The CPU switches away from what it runs at the reschedule, and its idle loop takes over.
-    gic::send_sgi(cpu, gic::SGI_RESCHEDULE);
+    if kick {
+        gic::send_sgi(cpu, gic::SGI_RESCHEDULE);
+    }
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use spin::Mutex;
 use crate::arch::entry::GuestRegs;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::pager::Pager;
-use crate::vm::Vm;
+use crate::vm::{PowerState, Vm};
 use crate::{arch, guest_diag};
 
 /// Tokens one vCPU may have in flight: one per engine waiter id the pager sets aside.
@@ -86,6 +86,10 @@ pub struct Apf {
     /// [`SyncReason`]); counted before the pager knows whether they will wait at all (most
     /// that would not wait are zero-fills and mapping fixes). Access-flag faults never ask.
     sync_reasons: [AtomicU64; SyncReason::COUNT],
+    /// Entries posted while their vCPU was off (must stay 0: CPU_OFF ends the session).
+    posted_offline: AtomicU64,
+    /// Tokens dropped by CPU_OFF (covered by the vCPU's last wake-all).
+    power_off_tokens: AtomicU64,
 }
 
 /// Why [`Apf::prepare`] said no to a vCPU with APF enabled: counted for the `apf` result
@@ -105,16 +109,19 @@ enum SyncReason {
     IrqsMasked,
     /// The vCPU's tokens (or token slots) are all in flight.
     AtLimit,
+    /// The page is known to be unreadable: the access waits and takes its abort.
+    Unreadable,
 }
 
 impl SyncReason {
-    const COUNT: usize = 6;
+    const COUNT: usize = 7;
     const NAMES: [&'static str; Self::COUNT] =
-        ["after_decline", "sdei_not_ready", "delivering", "user_only", "irqs_masked", "at_limit"];
+        ["after_decline", "sdei_not_ready", "delivering", "user_only", "irqs_masked", "at_limit", "unreadable"];
 
     fn of(refusal: Refusal) -> Option<SyncReason> {
         match refusal {
             Refusal::NotEnabled => None,
+            Refusal::PageUnreadable => Some(SyncReason::Unreadable),
             Refusal::SdeiNotReady => Some(SyncReason::SdeiNotReady),
             Refusal::Delivering => Some(SyncReason::Delivering),
             Refusal::UserOnly => Some(SyncReason::UserOnly),
@@ -141,7 +148,14 @@ impl Apf {
                 })
             })
             .collect();
-        Apf { vcpus, layout, ram, sync_reasons: [const { AtomicU64::new(0) }; SyncReason::COUNT] }
+        Apf {
+            vcpus,
+            layout,
+            ram,
+            sync_reasons: [const { AtomicU64::new(0) }; SyncReason::COUNT],
+            posted_offline: AtomicU64::new(0),
+            power_off_tokens: AtomicU64::new(0),
+        }
     }
 
     /// An APF_* call of `vcpu` (x0 = function, x1.. = arguments), answered in `regs`; returns
@@ -224,9 +238,7 @@ impl Apf {
     /// go (the caller unpins them after releasing the vCPU's lock: the pager's lock is taken
     /// before a vCPU's APF lock, never after).
     fn settle(&self, vm: &Vm, vcpu: usize, apf: &mut VcpuApf, posted: usize) -> Vec<(usize, PhysAddr)> {
-        if posted > 0 {
-            raise_page_ready(vm, vcpu);
-        }
+        self.raise_page_ready(vm, vcpu, posted);
         if let Some(error) = apf.state.take_ring_error() {
             guest_diag!(ApfRingError, "vCPU {vcpu}: {error}");
         }
@@ -237,15 +249,23 @@ impl Apf {
         }
     }
 
-    /// `vcpu` is reset (turned on again): a task the guest parked before cannot wait forever,
-    /// so a wake-all goes to its record (while the guest keeps it), as APF_DISABLE would.
-    pub fn reset_vcpu(&self, vm: &Vm, pager: &Pager, vcpu: usize) {
+    /// `vcpu` calls PSCI CPU_OFF (on its own CPU, before it is marked off): its session ends
+    /// now (docs/abi.md §8.2). Tokens in flight are dropped (their pages still come in, and
+    /// their completions post nothing), the wake-all goes to the ring as the record's last
+    /// entry if it fits (no PPI: the vCPU is off; the guest drains the record from another
+    /// CPU), and the record's pages are let go: nothing is posted to this vCPU until it enables
+    /// APF again after a CPU_ON.
+    pub fn cpu_off(&self, pager: &Pager, vcpu: usize) {
         let unpin = {
             let mut apf = self.vcpus[vcpu].lock();
             apf.sync_next = false;
             let (state, mut mem) = apf.parts();
-            let posted = state.reset(&mut mem);
-            self.settle(vm, vcpu, &mut apf, posted)
+            let off = state.power_off(&mut mem);
+            self.power_off_tokens.fetch_add(off.dropped as u64, Ordering::Relaxed);
+            if let Some(error) = apf.state.take_ring_error() {
+                guest_diag!(ApfRingError, "vCPU {vcpu}: {error}");
+            }
+            core::mem::take(&mut apf.pinned)
         };
         unpin_all(pager, unpin);
     }
@@ -268,8 +288,9 @@ impl Apf {
     /// Before a stage-2 fault of `vcpu` goes to the pager: may it be resolved asynchronously?
     /// If so, a token slot is reserved and its engine waiter id returned; the caller then
     /// calls [`Self::deliver`] if the fault blocks, or [`Self::release`] if it does not.
-    /// `pstate` is the faulting context's (SPSR_EL2).
-    pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64) -> Option<u32> {
+    /// `pstate` is the faulting context's (SPSR_EL2); `page_unreadable`: the pager knows the
+    /// page cannot be read back ([`Pager::is_unreadable`]).
+    pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> Option<u32> {
         let mut apf = self.vcpus[vcpu].lock();
         if !apf.state.is_enabled() {
             return None;
@@ -278,7 +299,7 @@ impl Apf {
             self.count_sync(SyncReason::AfterDecline);
             return None;
         }
-        if let Err(refusal) = apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate)) {
+        if let Err(refusal) = apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate, page_unreadable)) {
             if let Some(reason) = SyncReason::of(refusal) {
                 self.count_sync(reason);
             }
@@ -293,8 +314,17 @@ impl Apf {
     }
 
     /// The fault prepared with `waiter` blocked: start its token (the record's page_not_present
-    /// slot gets it and `address`) and enter the guest's SDEI handler.
-    pub fn deliver(&self, vm: &Vm, vcpu: usize, waiter: u32, address: u64, regs: &mut GuestRegs) -> Delivery {
+    /// slot gets it and `address`) and enter the guest's SDEI handler. `page_unreadable` as
+    /// given to [`Self::prepare`].
+    pub fn deliver(
+        &self,
+        vm: &Vm,
+        vcpu: usize,
+        waiter: u32,
+        address: u64,
+        page_unreadable: bool,
+        regs: &mut GuestRegs,
+    ) -> Delivery {
         let slot = self.slot_of(vcpu, waiter);
         let mut apf = self.vcpus[vcpu].lock();
         if apf.slots[slot] == Slot::Ready {
@@ -302,7 +332,7 @@ impl Apf {
             apf.slots[slot] = Slot::Free;
             return Delivery::PageBack;
         }
-        let inputs = dispatch_inputs(vm, vcpu, regs.pstate);
+        let inputs = dispatch_inputs(vm, vcpu, regs.pstate, page_unreadable);
         let (state, mut mem) = apf.parts();
         let Ok(token) = state.start(inputs, address, &mut mem) else {
             apf.slots[slot] = Slot::Orphan;
@@ -350,9 +380,7 @@ impl Apf {
             apf.sync_next = true;
             0
         };
-        if posted > 0 {
-            raise_page_ready(vm, vcpu);
-        }
+        self.raise_page_ready(vm, vcpu, posted);
     }
 
     /// The page of the asynchronous fault with engine waiter id `waiter` is back: post its
@@ -384,6 +412,24 @@ impl Apf {
         unpin_all(pager, unpin);
     }
 
+    /// After `posted` entries went to `vcpu`'s ring: make page_ready pending on it and kick it
+    /// if it runs elsewhere. Entries for a vCPU that is off are counted (`posted_offline`, which
+    /// CPU_OFF's end of the session keeps at 0) and raise nothing.
+    fn raise_page_ready(&self, vm: &Vm, vcpu: usize, posted: usize) {
+        if posted == 0 {
+            return;
+        }
+        if vm.vcpus[vcpu].power() == PowerState::Off {
+            self.posted_offline.fetch_add(posted as u64, Ordering::Relaxed);
+            return;
+        }
+        // PAGE_READY_INTID is a PPI, always in range.
+        let _ = vm.vcpus[vcpu].redist.lock().set_pending(abi::PAGE_READY_INTID);
+        if vcpu != arch::cpu_index() {
+            vm.kick(vcpu);
+        }
+    }
+
     fn count_sync(&self, reason: SyncReason) {
         self.sync_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
@@ -410,12 +456,16 @@ impl Apf {
             sum.wake_alls += c.wake_alls;
             sum.dropped += c.dropped;
             sum.ring_errors += c.ring_errors;
+            sum.power_offs += c.power_offs;
+            sum.power_offs_with_tokens += c.power_offs_with_tokens;
+            sum.wake_alls_lost += c.wake_alls_lost;
         }
         write!(
             out,
             "{{\"granule\":{},\"enabled_vcpus\":{enabled},\"dispatched\":{},\"accepted\":{},\"declined\":{},\
              \"completed\":{},\"stale\":{},\"posted\":{},\"queued\":{},\"wake_alls\":{},\"dropped\":{},\
-             \"ring_errors\":{},\"sync_reasons\":{{",
+             \"ring_errors\":{},\"power_offs\":{},\"power_offs_with_tokens\":{},\"power_off_tokens\":{},\
+             \"wake_alls_lost\":{},\"posted_offline\":{},\"sync_reasons\":{{",
             self.layout.granule(),
             sum.dispatched,
             sum.accepted,
@@ -426,7 +476,12 @@ impl Apf {
             sum.queued,
             sum.wake_alls,
             sum.dropped,
-            sum.ring_errors
+            sum.ring_errors,
+            sum.power_offs,
+            sum.power_offs_with_tokens,
+            self.power_off_tokens.load(Ordering::Relaxed),
+            sum.wake_alls_lost,
+            self.posted_offline.load(Ordering::Relaxed),
         )?;
         for (i, name) in SyncReason::NAMES.iter().enumerate() {
             let separator = if i == 0 { "" } else { "," };
@@ -437,13 +492,14 @@ impl Apf {
 }
 
 /// What the decision table needs from the SDEI dispatcher and the faulting context.
-fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64) -> DispatchInputs {
+fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> DispatchInputs {
     const PSTATE_I: u64 = 1 << 7;
     const PSTATE_MODE: u64 = 0xf;
     DispatchInputs {
         sdei_ready: vm.sdei.can_dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT).is_ok(),
         from_el0: pstate & PSTATE_MODE == 0,
         irqs_masked: pstate & PSTATE_I != 0,
+        page_unreadable,
     }
 }
 
@@ -464,15 +520,6 @@ fn record_pages(record: &Record, ram_base: u64) -> impl Iterator<Item = usize> {
     let first = (range.start - ram_base) / PAGE_SIZE;
     let last = (range.end - 1 - ram_base) / PAGE_SIZE;
     (first..=last).map(|page| page as usize)
-}
-
-/// Make page_ready pending on `vcpu` and kick it if it runs elsewhere.
-fn raise_page_ready(vm: &Vm, vcpu: usize) {
-    // PAGE_READY_INTID is a PPI, always in range.
-    let _ = vm.vcpus[vcpu].redist.lock().set_pending(abi::PAGE_READY_INTID);
-    if vcpu != arch::cpu_index() {
-        vm.kick(vcpu);
-    }
 }
 
 /// A record's bytes, through the host frames pinned for its pages (`(guest page, frame)`, in

@@ -144,6 +144,9 @@ pub struct Pager {
     /// The earliest latency deadline of an outstanding request (counter ticks; `u64::MAX`:
     /// none), published under the lock for waiting CPUs' timers.
     earliest_due: AtomicU64,
+    /// How many pages the engine knows to be unreadable, published under the lock, so that
+    /// [`Pager::is_unreadable`] takes the lock only in runs with read errors.
+    unreadable_pages: AtomicU64,
     /// Counted without the lock: access-flag faults, the disk's and the EL2 timer's interrupts.
     access_flag_faults: AtomicU64,
     device_irqs: AtomicU64,
@@ -307,6 +310,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         kicks: AtomicU64::new(0),
         lock_sleepers: AtomicU64::new(0),
         earliest_due: AtomicU64::new(u64::MAX),
+        unreadable_pages: AtomicU64::new(0),
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
         timer_irqs: AtomicU64::new(0),
@@ -450,6 +454,16 @@ impl Pager {
             self.scan(&mut locked);
         }
         reply
+    }
+
+    /// Whether guest page `page` is known to be unreadable (its last read failed for good:
+    /// `asyncpf_core::overcommit::Overcommit::is_unreadable`): a fault on it is then resolved
+    /// synchronously, so that the access gets its abort. Lock-free (false) while no page is.
+    pub fn is_unreadable(&self, page: usize, mut on_interrupt: impl FnMut(u32)) -> bool {
+        if self.unreadable_pages.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.lock_or_sleep(&mut on_interrupt).engine.is_unreadable(PageNo(page as u32))
     }
 
     /// Keep guest page `page` resident and writable until [`Self::unpin`] (the hypervisor
@@ -748,6 +762,7 @@ impl Pager {
         };
         let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
         self.earliest_due.store(due, Ordering::Release);
+        self.unreadable_pages.store(locked.engine.unreadable_pages() as u64, Ordering::Release);
         if self.time_base == TimeBase::Virtual && !self.hide {
             // Every outstanding deadline is covered by a timer (the earliest one, on the CPU
             // that last released the lock), or by none while time is held.
@@ -964,7 +979,8 @@ impl Pager {
              \"shared_fetches\":{},\"failed_reads\":{},\"failed_writes\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
              \"timer_irqs\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
-             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1}}}",
+             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1},\"unreadable_pages\":{},\
+             \"unreadable\":[",
             self.guest_mib,
             self.resident_mib,
             self.latency_us,
@@ -1002,9 +1018,18 @@ impl Pager {
             stall_us(locked.stalls.max()),
             stall_us(locked.requests.mean()),
             stall_us(locked.requests.percentile(990)),
-        )
+            locked.engine.unreadable_pages(),
+        )?;
+        // The first few unreadable pages (guest page n is disk slot n).
+        for (i, page) in locked.engine.unreadable().take(UNREADABLE_LISTED).enumerate() {
+            write!(out, "{}{}", if i == 0 { "" } else { "," }, page.0)?;
+        }
+        out.write_str("]}")
     }
 }
+
+/// Unreadable pages listed in the `mem` result (all are counted).
+const UNREADABLE_LISTED: usize = 16;
 
 /// The pager's lock, held. Dropping it releases the lock ([`Pager::release`]: the vCPUs woken
 /// under it are kicked), then polls the disk if a timer interrupt asked for it meanwhile.

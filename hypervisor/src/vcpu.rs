@@ -115,10 +115,9 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
         });
     }
     let (entry, context) = shared.boot_request();
+    // The PE comes up with its SDEI state reset (CPU_OFF reset it already, and ended its APF
+    // session; this also covers the first power-on).
     vm.sdei.reset_vcpu(index);
-    if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
-        apf.reset_vcpu(vm, pager, index);
-    }
     *regs = GuestRegs::default();
     regs.x[0] = context;
     regs.pc = entry;
@@ -277,8 +276,16 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
             true
         }
         Outcome::CpuOff => {
-            // The vCPU's context is gone: stop its timer (a level interrupt that would keep
-            // waking this CPU while it idles) and drop its in-flight virtual interrupts.
+            // The vCPU's context is gone. Its SDEI state is reset (events unregistered, a
+            // running handler forgotten, masked) and its APF session ends (docs/abi.md §8.2:
+            // tokens dropped, the wake-all written if the ring has room, the record let go),
+            // before it is marked off: nothing is dispatched or posted to it afterwards.
+            vm.sdei.reset_vcpu(index);
+            if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
+                apf.cpu_off(pager, index);
+            }
+            // Stop its timer (a level interrupt that would keep waking this CPU while it
+            // idles) and drop its in-flight virtual interrupts.
             CNTV_CTL_EL0.set(0);
             CNTP_CTL_EL0.set(0);
             vgic::reset_this_cpu();
@@ -371,16 +378,20 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on. An
     // access-flag fault only sets the flag (without the pager's lock) and never waits, unless
     // its page was unmapped meanwhile: not worth a token slot, nor the APF and SDEI locks.
+    // A page that cannot be read back is never waited for asynchronously: the access must
+    // take its abort (docs/abi.md §8.3).
     let may_block = !matches!(abort.status, FaultStatus::AccessFlag { .. });
+    let unreadable =
+        may_block && vm.apf.is_some() && pager.is_unreadable(page, |intid| vcpu_interrupt(vm, index, intid));
     let apf = vm
         .apf
         .as_ref()
         .filter(|_| may_block)
-        .and_then(|apf| apf.prepare(vm, index, regs.pstate).map(|waiter| (apf, waiter)));
+        .and_then(|apf| apf.prepare(vm, index, regs.pstate, unreadable).map(|waiter| (apf, waiter)));
     let reply =
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
     let resolution = match (reply, apf) {
-        (FaultReply::Blocked, Some((apf, waiter))) => match apf.deliver(vm, index, waiter, far, regs) {
+        (FaultReply::Blocked, Some((apf, waiter))) => match apf.deliver(vm, index, waiter, far, unreadable, regs) {
             apf::Delivery::Delivered => {
                 STATS.async_faults.inc();
                 return;

@@ -33,7 +33,9 @@ pub struct Disk {
     pub blkdebug_config: Option<PathBuf>,
 }
 
-/// The blkdebug configuration that fails the given slots.
+/// The blkdebug configuration that fails the given slots: reads of the read-error slots, writes
+/// of the write-error slots (each rule names its I/O type: a rule without one, once its event
+/// has fired, fails every kind of request at its sector).
 pub fn blkdebug_config(plan: &BackingPlan) -> String {
     let rule = |(event, iotype): (&str, &str), slot: u64| {
         format!(

@@ -126,9 +126,25 @@ const OC_BLKDEBUG_READ_SLOTS: &[u64] = &[3800, 4200, 4600];
 /// Writes of these slots fail for good: the pages stay dirty and resident, nothing is lost.
 const OC_BLKDEBUG_WRITE_SLOTS: &[u64] = &[4000, 4400];
 
+/// Pages that cannot be read back (reads of their slots fail for good, writes succeed), with
+/// APF off and on (issue 11 item 3): the guest must get one synchronous external abort per
+/// such page, also when its first fault was asynchronous, and the run must end.
+const OC_UNREADABLE: &str = "overcommit-unreadable";
+const OC_UNREADABLE_APF: &str = "overcommit-unreadable-apf";
+/// The unreadable slots, on the blkdebug case's machine (G = 32, R = 8, 2 vCPUs: 6 task slices
+/// of the working set, each written in ascending order). Each lies in the first half of its
+/// task's slice for any working set starting between slots 768 and 1280 (a 3 to 5 MiB Image), so
+/// that it is likely on disk when the verify phase reads it; but the tasks do not progress
+/// evenly, and a page that stays resident whenever it is touched is never read back (seen: 1 to
+/// 3 of 3 such pages), so the rows check that the guest got an abort on exactly the pages the
+/// hypervisor found unreadable, and on at least one.
+const OC_UNREADABLE_SLOTS: &[u64] = &[2400, 3500, 4600, 5700, 6800];
+
 /// The guest's working-set key (`asyncpf_guest::cmdline::OPT_WS_MIB`; the runner does not
 /// depend on the guest crate).
 const GUEST_OPT_WS_MIB: &str = "ws_mib";
+/// The guest's hotplug rounds key (`asyncpf_guest::cmdline::OPT_ROUNDS`).
+const GUEST_OPT_ROUNDS: &str = "rounds";
 /// The guest's asynchronous-page-fault key (`asyncpf_guest::cmdline::OPT_APF`).
 const GUEST_OPT_APF: &str = "apf";
 /// The overcommit workload with asynchronous page faults on.
@@ -200,6 +216,26 @@ const PAGED_CASES: &[Paged] = &[
         apf: false,
     },
     Paged {
+        name: OC_UNREADABLE,
+        vcpus: 2,
+        guest_mib: OC_BLKDEBUG_GUEST_MIB,
+        resident_mib: 8,
+        ws_mib: None,
+        read_errors: OC_UNREADABLE_SLOTS,
+        write_errors: &[],
+        apf: false,
+    },
+    Paged {
+        name: OC_UNREADABLE_APF,
+        vcpus: 2,
+        guest_mib: OC_BLKDEBUG_GUEST_MIB,
+        resident_mib: 8,
+        ws_mib: None,
+        read_errors: OC_UNREADABLE_SLOTS,
+        write_errors: &[],
+        apf: true,
+    },
+    Paged {
         name: OC_APF,
         vcpus: 1,
         guest_mib: 64,
@@ -221,6 +257,27 @@ const PAGED_CASES: &[Paged] = &[
     },
 ];
 
+/// The `hotplug` scenario with a paging load and asynchronous page faults (issue 11 item 6): CPUs
+/// go off with APF tokens outstanding, and come back. Under `-icount`, so that a CPU asked to go
+/// off right after parking a task on a token does so within the token's page-in in guest time
+/// (on a busy 2-core host a vCPU thread can be descheduled for longer than that).
+#[derive(Debug, Clone, Copy)]
+struct HotplugApf {
+    vcpus: u32,
+}
+
+const HOTPLUG_APF: &str = "hotplug-apf";
+const HOTPLUG_APF_CASES: &[HotplugApf] = &[HotplugApf { vcpus: 2 }, HotplugApf { vcpus: 4 }];
+/// Rounds (`rounds=N`): each CPU goes off this many times. About a third of the offs find a token
+/// still outstanding, so 12 rounds give at least 12 tries even on 2 vCPUs.
+const HOTPLUG_APF_ROUNDS: i64 = 12;
+const HOTPLUG_APF_GUEST_MIB: u32 = 64;
+const HOTPLUG_APF_RESIDENT_MIB: u32 = 8;
+/// The paging load's working set: 4 times the resident memory.
+const HOTPLUG_APF_WS_MIB: u32 = 32;
+const HOTPLUG_APF_LATENCY_US: u64 = 1000;
+const HOTPLUG_APF_ICOUNT: u32 = 3;
+
 /// A number in a report: a field (JSON pointer into the report), a constant, or derived from
 /// the run's vCPU count.
 #[derive(Debug, Clone, Copy)]
@@ -237,6 +294,8 @@ pub enum Operand {
     SecondariesTimes(i64),
     /// This many times the run's resident memory (`/resident_mib`), in bytes.
     ResidentBytesTimes(i64),
+    /// A field plus the number of vCPUs.
+    FieldPlusVcpus(&'static str),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -254,6 +313,12 @@ pub enum Check {
     /// The field is a guest physical address (a `0x...` string or an integer) in one of these
     /// backing-disk slots (slot n: `GUEST_RAM_IPA + n * 4096`).
     InSlots(&'static str, &'static [u64]),
+    /// Every element of the array has an address field in one of these slots, and no two
+    /// elements are in the same slot.
+    EachInSlotsOnce(&'static str, &'static str, &'static [u64]),
+    /// The slots of the array's address fields are exactly the numbers of the second array (guest
+    /// pages = disk slots), each once.
+    SlotsAre(&'static str, &'static str, &'static str),
     /// Compares two numbers.
     Cmp(Operand, Op, Operand),
     /// The array has this many elements.
@@ -452,6 +517,78 @@ pub const ASSERTIONS: &[Assertion] = &[
     Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/repeat_on_ok") },
     Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/invalid_answers_ok") },
     Assertion { scenarios: &["hotplug"], check: IsTrue("/guest/load_ok") },
+    // hotplug with a paging load and APF: the same answers as the plain hotplug rows, over
+    // HOTPLUG_APF_ROUNDS rounds; the paging load read every word back right.
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/hotplug_rounds"), Eq, Int(HOTPLUG_APF_ROUNDS)) },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/guest/came_back"), Eq, SecondariesTimes(HOTPLUG_APF_ROUNDS)),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/cpu_off_calls"), Eq, Field("/guest/came_back")) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/cpu_on_calls"), Eq, Field("/guest/came_back")) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/stranded"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/affinity_unexpected"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: IsTrue("/guest/probes_ok") },
+    Assertion { scenarios: &[HOTPLUG_APF], check: IsTrue("/guest/paging/ok") },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/paging/mismatches"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/paging/aborts"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/paging/words_checked"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/mem/page_ins"), Gt, Int(0)) },
+    // APF was on on every CPU, faults were asynchronous, and every CPU that came back enabled
+    // it again (CPU_OFF reset its SDEI state and ended its session).
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/enabled_cpus"), Eq, Vcpus) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/async_faults"), Gt, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/reenabled"), Eq, Field("/guest/came_back")) },
+    // Every CPU_OFF ended an APF session, some with tokens outstanding (dropped: their pages
+    // came in, nothing was posted for them); nothing was ever posted to an offline vCPU.
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/power_offs"), Eq, Field("/guest/cpu_off_calls")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/power_offs_with_tokens"), Ge, Int(1)) },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/power_off_tokens"), Ge, Field("/hyp/apf/power_offs_with_tokens")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/posted_offline"), Eq, Int(0)) },
+    // Each session ended with its WAKE_ALL in the record (room: the guest empties its ring
+    // right before CPU_OFF), and the guest found every one when it drained the record of the
+    // CPU that went off.
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/wake_alls"), Eq, Field("/hyp/apf/power_offs")) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/wake_alls_lost"), Eq, Int(0)) },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/guest/apf/offline_wake_alls"), Eq, Field("/hyp/apf/power_offs")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/wake_alls"), Eq, Field("/hyp/apf/wake_alls")) },
+    // Every accepted token got its page_ready or was covered by a wake-all: the ring entries
+    // are the page_readys plus the wake-alls, and the tokens a CPU_OFF dropped make up the rest.
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(
+            Plus(&["/hyp/apf/accepted", "/hyp/apf/wake_alls"]),
+            Eq,
+            Plus(&["/hyp/apf/posted", "/hyp/apf/power_off_tokens"]),
+        ),
+    },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/dispatched"), Eq, Plus(&["/hyp/apf/accepted", "/hyp/apf/declined"])),
+    },
+    // The guest drained what was posted: its counters are read while it writes its report,
+    // which can itself take an asynchronous page fault (the report's buffer and stack were
+    // paged out), so they may trail the hypervisor's final ones by that fault's page_ready,
+    // at most one per vCPU (seen: 7660 of 7661 on 2 vCPUs).
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(Field("/hyp/apf/posted"), Ge, Field("/guest/apf/page_ready_tokens")),
+    },
+    Assertion {
+        scenarios: &[HOTPLUG_APF],
+        check: Cmp(FieldPlusVcpus("/guest/apf/page_ready_tokens"), Ge, Field("/hyp/apf/posted")),
+    },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/hyp/apf/ring_errors"), Eq, Int(0)) },
+    Assertion { scenarios: &[HOTPLUG_APF], check: Cmp(Field("/guest/apf/ring_errors"), Eq, Int(0)) },
     // overcommit: every word of the working set written, read back and checked, twice, with
     // no mismatch and no abort (the guest's own `ok` also requires 2 full passes).
     Assertion { scenarios: &["overcommit"], check: Cmp(Field("/guest/check/mismatches"), Eq, Int(0)) },
@@ -575,6 +712,39 @@ pub const ASSERTIONS: &[Assertion] = &[
         check: Cmp(Int(OC_BLKDEBUG_READ_SLOTS.len() as i64), Ge, Field("/guest/aborts")),
     },
     Assertion { scenarios: &[OC_BLKDEBUG], check: InSlots("/guest/abort_addresses/0/addr", OC_BLKDEBUG_READ_SLOTS) },
+    // Unreadable pages, APF off and on: the machine powered off (no hang, no timeout); the guest
+    // caught exactly one abort on each unreadable page and none anywhere else (every abort the
+    // hypervisor injected); the only I/O errors were the injected reads, each retried, and
+    // nothing else was read back wrong (the paged /check row).
+    Assertion { scenarios: &[OC_UNREADABLE], check: Cmp(Field("/exit_status"), Eq, Int(0)) },
+    // (A page that stays resident whenever it is touched is never read back; every page whose
+    // read failed for good, and only those, must be reported, once, to the guest.)
+    Assertion { scenarios: &[OC_UNREADABLE], check: Cmp(Field("/guest/aborts"), Ge, Int(1)) },
+    Assertion { scenarios: &[OC_UNREADABLE], check: Cmp(Field("/guest/aborts"), Eq, Field("/mem/unreadable_pages")) },
+    Assertion { scenarios: &[OC_UNREADABLE], check: Len("/guest/abort_addresses", Field("/guest/aborts")) },
+    Assertion { scenarios: &[OC_UNREADABLE], check: SlotsAre("/guest/abort_addresses", "addr", "/mem/unreadable") },
+    Assertion {
+        scenarios: &[OC_UNREADABLE],
+        check: EachInSlotsOnce("/guest/abort_addresses", "addr", OC_UNREADABLE_SLOTS),
+    },
+    Assertion { scenarios: &[OC_UNREADABLE], check: Cmp(Field("/hyp/injected_aborts"), Eq, Field("/guest/aborts")) },
+    Assertion { scenarios: &[OC_UNREADABLE], check: Cmp(Field("/mem/failed_reads"), Ge, Field("/guest/aborts")) },
+    Assertion {
+        scenarios: &[OC_UNREADABLE],
+        check: Cmp(Field("/mem/io_errors"), Eq, Plus(&["/mem/failed_reads", "/mem/retries"])),
+    },
+    Assertion { scenarios: &[OC_UNREADABLE], check: Cmp(Field("/mem/retries"), Ge, Field("/mem/failed_reads")) },
+    // With APF on: faults were asynchronous, and a fault on a page known to be unreadable was
+    // resolved synchronously (where the abort came from); every accepted token, those whose
+    // page failed included, got its page_ready, and the guest took them all.
+    Assertion { scenarios: &[OC_UNREADABLE_APF], check: Cmp(Field("/guest/apf/enabled_cpus"), Eq, Vcpus) },
+    Assertion { scenarios: &[OC_UNREADABLE_APF], check: Cmp(Field("/hyp/async_faults"), Gt, Int(0)) },
+    Assertion { scenarios: &[OC_UNREADABLE_APF], check: Cmp(Field("/hyp/apf/sync_reasons/unreadable"), Ge, Int(1)) },
+    Assertion { scenarios: &[OC_UNREADABLE_APF], check: Cmp(Field("/hyp/apf/posted"), Eq, Field("/hyp/apf/accepted")) },
+    Assertion {
+        scenarios: &[OC_UNREADABLE_APF],
+        check: Cmp(Field("/guest/apf/page_ready_tokens"), Eq, Field("/hyp/apf/posted")),
+    },
 ];
 
 impl fmt::Display for Operand {
@@ -588,6 +758,7 @@ impl fmt::Display for Operand {
             VcpusSquared => write!(f, "vcpus*vcpus"),
             SecondariesTimes(k) => write!(f, "{k}*(vcpus-1)"),
             ResidentBytesTimes(k) => write!(f, "{k}*/resident_mib MiB"),
+            FieldPlusVcpus(p) => write!(f, "{p}+vcpus"),
         }
     }
 }
@@ -607,6 +778,8 @@ impl fmt::Display for Check {
         match self {
             IsTrue(p) => write!(f, "{p} == true"),
             InSlots(p, slots) => write!(f, "{p} in disk slots {slots:?}"),
+            EachInSlotsOnce(p, k, slots) => write!(f, "every {p}[*].{k} in disk slots {slots:?}, once each"),
+            SlotsAre(p, k, q) => write!(f, "the slots of {p}[*].{k} are {q}, once each"),
             Cmp(a, op, b) => write!(f, "{a} {op} {b}"),
             Len(p, n) => write!(f, "len({p}) == {n}"),
             Each(p, k, op, b) => write!(f, "every {p}[*].{k} {op} {b}"),
@@ -649,6 +822,7 @@ impl Operand {
             VcpusSquared => Ok(vcpus as i128 * vcpus as i128),
             SecondariesTimes(k) => Ok(k as i128 * (vcpus as i128 - 1)),
             ResidentBytesTimes(k) => Ok(k as i128 * (int_field(report, "/resident_mib")? << 20)),
+            FieldPlusVcpus(p) => Ok(int_field(report, p)? + vcpus as i128),
         }
     }
 }
@@ -660,6 +834,17 @@ impl Op {
             Gt => a > b,
             Ge => a >= b,
         }
+    }
+}
+
+/// The disk slot of the address at `p`, if it is one of `slots`.
+fn in_slots(report: &Value, p: &str, slots: &[u64]) -> Result<u64, String> {
+    let addr = address_field(report, p)?;
+    let slot = addr.checked_sub(GUEST_RAM_IPA).map(|offset| offset / SLOT_BYTES);
+    match slot {
+        Some(slot) if slots.contains(&slot) => Ok(slot),
+        Some(slot) => Err(format!("{p} = {addr:#x} is in slot {slot}")),
+        None => Err(format!("{p} = {addr:#x} is below guest RAM")),
     }
 }
 
@@ -679,14 +864,33 @@ impl Check {
                 Some(v) => Err(format!("{p} is {v}")),
                 None => Err(format!("{p} is missing")),
             },
-            InSlots(p, slots) => {
-                let addr = address_field(report, p)?;
-                let slot = addr.checked_sub(GUEST_RAM_IPA).map(|offset| offset / SLOT_BYTES);
-                match slot {
-                    Some(slot) if slots.contains(&slot) => Ok(()),
-                    Some(slot) => Err(format!("{p} = {addr:#x} is in slot {slot}")),
-                    None => Err(format!("{p} = {addr:#x} is below guest RAM")),
+            InSlots(p, slots) => in_slots(report, p, slots).map(|_| ()),
+            EachInSlotsOnce(p, k, slots) => {
+                let mut seen = Vec::new();
+                for i in 0..array(report, p)?.len() {
+                    let slot = in_slots(report, &format!("{p}/{i}/{k}"), slots)?;
+                    if seen.contains(&slot) {
+                        return Err(format!("{p}/{i}/{k} is in slot {slot} again"));
+                    }
+                    seen.push(slot);
                 }
+                Ok(())
+            }
+            SlotsAre(p, k, q) => {
+                let mut want: Vec<u64> = array(report, q)?
+                    .iter()
+                    .map(|v| v.as_u64().ok_or_else(|| format!("{q} has {v}, not a page number")))
+                    .collect::<Result<_, _>>()?;
+                let mut got = Vec::new();
+                for i in 0..array(report, p)?.len() {
+                    let addr = address_field(report, &format!("{p}/{i}/{k}"))?;
+                    let slot =
+                        addr.checked_sub(GUEST_RAM_IPA).ok_or_else(|| format!("{p}/{i}/{k} is below guest RAM"))?;
+                    got.push(slot / SLOT_BYTES);
+                }
+                got.sort_unstable();
+                want.sort_unstable();
+                (got == want).then_some(()).ok_or_else(|| format!("slots {got:?}, {q} {want:?}"))
             }
             Cmp(a, op, b) => {
                 let (x, y) = (a.eval(report, vcpus)?, b.eval(report, vcpus)?);
@@ -762,6 +966,7 @@ struct Case {
     resident_mib: Option<u32>,
     /// `--guest-cmdline` for a case that is not a paging case.
     guest_cmdline: Option<&'static str>,
+    hotplug_apf: Option<HotplugApf>,
 }
 
 impl Case {
@@ -775,6 +980,7 @@ impl Case {
             paged: None,
             resident_mib: None,
             guest_cmdline: None,
+            hotplug_apf: None,
         }
     }
 
@@ -784,6 +990,7 @@ impl Case {
             (Some(t), _) => format!("qemu/{}/v{}", t.name.replacen('-', "/", 1), self.vcpus),
             // `overcommit-4x` runs as qemu/overcommit/4x/v1 and /v4.
             (None, Some(p)) => format!("qemu/{}/v{}", p.name.replacen('-', "/", 1), self.vcpus),
+            (None, None) if self.hotplug_apf.is_some() => format!("qemu/{}/apf/v{}", self.scenario, self.vcpus),
             (None, None) if self.resident_mib.is_some() => {
                 format!("qemu/{}/paged/v{}/{}", self.scenario, self.vcpus, self.cpu)
             }
@@ -795,6 +1002,10 @@ impl Case {
     /// neither [`EXPECT_OK`] nor its scenario's label, whose rows describe a passing run.
     fn labels(&self) -> Vec<&'static str> {
         let mut labels = Vec::new();
+        if self.hotplug_apf.is_some() {
+            // Its own rows: more rounds than the plain hotplug rows count.
+            return vec![EXPECT_OK, HOTPLUG_APF];
+        }
         if !self.paged.is_some_and(|p| p.expects_aborts()) {
             labels.extend([self.scenario, EXPECT_OK]);
         }
@@ -806,6 +1017,9 @@ impl Case {
         }
         if let Some(p) = &self.paged {
             labels.extend([PAGED, p.name]);
+            if p.name == OC_UNREADABLE_APF {
+                labels.push(OC_UNREADABLE);
+            }
             if p.read_errors.is_empty() && p.write_errors.is_empty() {
                 labels.push(PAGED_CLEAN);
             }
@@ -838,6 +1052,12 @@ impl Case {
             json,
             guest_kernel: None,
             guest_cmdline: self.guest_cmdline.map(String::from).or_else(|| {
+                self.hotplug_apf.map(|_| {
+                    format!(
+                        "{GUEST_OPT_APF}=on {GUEST_OPT_WS_MIB}={HOTPLUG_APF_WS_MIB} {GUEST_OPT_ROUNDS}={HOTPLUG_APF_ROUNDS}"
+                    )
+                })
+            }).or_else(|| {
                 self.paged.and_then(|p| {
                     let words: Vec<String> = p
                         .ws_mib
@@ -849,11 +1069,15 @@ impl Case {
                 })
             }),
             timeout_secs,
-            icount: None,
+            icount: self.hotplug_apf.map(|_| HOTPLUG_APF_ICOUNT),
             bare: false,
             quiet: true,
             backing: self.backing(),
-            resident_mib: self.paged.map(|p| p.resident_mib).or(self.resident_mib),
+            resident_mib: self
+                .paged
+                .map(|p| p.resident_mib)
+                .or(self.resident_mib)
+                .or(self.hotplug_apf.map(|_| HOTPLUG_APF_RESIDENT_MIB)),
             foreign: None,
             initrd: None,
             kernel_kind: Default::default(),
@@ -874,6 +1098,9 @@ impl Case {
                 write_errors: p.write_errors.to_vec(),
                 ..BackingPlan::default()
             },
+            (None, None) if self.hotplug_apf.is_some() => {
+                BackingPlan { latency_us: HOTPLUG_APF_LATENCY_US, ..BackingPlan::default() }
+            }
             (None, None) => BackingPlan::default(),
         }
     }
@@ -901,7 +1128,12 @@ fn all_cases() -> Vec<Case> {
         guest_cmdline: Some(HOSTILE_PAGED_CMDLINE),
         ..Case::matrix("hostile", HOSTILE_PAGED_VCPUS, "max")
     };
-    matrix.chain(selftests).chain(paged).chain(apf_paged).chain([hostile_paged]).collect()
+    let hotplug_apf = HOTPLUG_APF_CASES.iter().map(|&h| Case {
+        guest_mib: HOTPLUG_APF_GUEST_MIB,
+        hotplug_apf: Some(h),
+        ..Case::matrix("hotplug", h.vcpus, "max")
+    });
+    matrix.chain(selftests).chain(paged).chain(apf_paged).chain([hostile_paged]).chain(hotplug_apf).collect()
 }
 
 /// The paged `hostile` case: 4 vCPUs, G = 64 MiB overcommitted onto R = 12 MiB, APF on, a
@@ -1508,6 +1740,8 @@ mod tests {
                 "qemu/overcommit/8x/v4",
                 "qemu/overcommit/fits/v2",
                 "qemu/overcommit/blkdebug/v2",
+                "qemu/overcommit/unreadable/v2",
+                "qemu/overcommit/unreadable-apf/v2",
                 "qemu/overcommit/apf/v1",
                 "qemu/overcommit/apf/v4"
             ]
@@ -1557,7 +1791,10 @@ mod tests {
             let join = |slots: &[u64]| slots.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
             let (reads, writes) = (join(p.read_errors), join(p.write_errors));
             if !reads.is_empty() {
-                args.extend(["--inject-read-errors", &reads, "--inject-write-errors", &writes]);
+                args.extend(["--inject-read-errors", &reads]);
+            }
+            if !writes.is_empty() {
+                args.extend(["--inject-write-errors", &writes]);
             }
             let validated = crate::cli::tests::parse_run(&args).validate().unwrap();
             assert_eq!(c.plan(None, 180), validated, "{}", c.name());
@@ -1594,6 +1831,194 @@ mod tests {
         slots.dedup();
         assert_eq!(slots.len(), b.read_errors.len() + b.write_errors.len());
         assert!(b.overcommits() && b.expects_aborts());
+        // Unreadable pages: the two cases differ only in APF; each slot is in the first half of
+        // a task slice (6 tasks) for a working set from slot 768 to 1280 up to the device tree.
+        let u: Vec<&Paged> = PAGED_CASES.iter().filter(|p| p.name.starts_with(OC_UNREADABLE)).collect();
+        assert_eq!(u.len(), 2);
+        assert_eq!((u[0].apf, u[1].apf), (false, true));
+        for p in &u {
+            assert_eq!((p.vcpus, p.guest_mib, p.resident_mib, p.ws_mib), (2, b.guest_mib, b.resident_mib, None));
+            assert_eq!((p.read_errors, p.write_errors), (OC_UNREADABLE_SLOTS, &[][..]));
+        }
+        let tasks = 3 * u64::from(u[0].vcpus);
+        for bottom in (768..=1280).step_by(16) {
+            let slice = (ws_top - bottom) / tasks;
+            for &slot in OC_UNREADABLE_SLOTS {
+                assert!(slot >= bottom + slice, "slot {slot} is in the first slice");
+                let offset = (slot - bottom) % slice;
+                assert!(offset < slice / 2, "slot {slot} is {offset} pages into a slice of {slice} (bottom {bottom})");
+            }
+        }
+    }
+
+    /// A report of a hotplug + APF run that did what the rows expect (4 vCPUs).
+    fn hotplug_apf_report() -> Value {
+        let offs = 3 * HOTPLUG_APF_ROUNDS;
+        json!({
+            "ok": true, "exit_status": 0,
+            "per_vcpu": [{"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}, {"tasks_run": 3}],
+            "mem": {"page_ins": 9000},
+            "guest": {"hotplug_rounds": HOTPLUG_APF_ROUNDS, "came_back": offs, "cpu_off_calls": offs,
+                "cpu_on_calls": offs, "stranded": 0, "affinity_unexpected": 0, "probes_ok": true,
+                "paging": {"ok": true, "mismatches": 0, "aborts": 0, "words_checked": 4194304},
+                "apf": {"enabled_cpus": 4, "reenabled": offs, "offline_wake_alls": offs, "wake_alls": offs,
+                        "page_ready_tokens": 8333, "ring_errors": 0}},
+            "hyp": {"async_faults": 8336, "apf": {"power_offs": offs, "power_offs_with_tokens": 26,
+                "power_off_tokens": 39, "posted_offline": 0, "wake_alls": offs, "wake_alls_lost": 0,
+                "accepted": 8336, "declined": 0, "dispatched": 8336, "posted": 8333, "ring_errors": 0}},
+        })
+    }
+
+    #[test]
+    fn hotplug_apf_cases_and_assertions() {
+        let cases: Vec<Case> = all_cases().into_iter().filter(|c| c.hotplug_apf.is_some()).collect();
+        let names: Vec<String> = cases.iter().map(Case::name).collect();
+        assert_eq!(names, ["qemu/hotplug/apf/v2", "qemu/hotplug/apf/v4"]);
+        let c = &cases[1];
+        assert_eq!(c.labels(), [EXPECT_OK, HOTPLUG_APF]);
+        // The plan is what `cargo xtask run` makes of the same options.
+        let cmdline = format!("apf=on ws_mib={HOTPLUG_APF_WS_MIB} rounds={HOTPLUG_APF_ROUNDS}");
+        let (g, r, l, i) = (
+            HOTPLUG_APF_GUEST_MIB.to_string(),
+            HOTPLUG_APF_RESIDENT_MIB.to_string(),
+            HOTPLUG_APF_LATENCY_US.to_string(),
+            HOTPLUG_APF_ICOUNT.to_string(),
+        );
+        let args = [
+            "--scenario",
+            "hotplug",
+            "--vcpus",
+            "4",
+            "--quiet",
+            "--guest-mib",
+            &g,
+            "--resident-mib",
+            &r,
+            "--backing-latency-us",
+            &l,
+            "--icount",
+            &i,
+            "--guest-cmdline",
+            &cmdline,
+            "--timeout",
+            "180",
+        ];
+        let validated = crate::cli::tests::parse_run(&args).validate().unwrap();
+        assert_eq!(c.plan(None, 180), validated);
+        // The working set overcommits.
+        const {
+            assert!(
+                HOTPLUG_APF_WS_MIB >= 2 * HOTPLUG_APF_RESIDENT_MIB && HOTPLUG_APF_WS_MIB + 6 <= HOTPLUG_APF_GUEST_MIB
+            )
+        };
+
+        let r = hotplug_apf_report();
+        assert_eq!(failed_assertions(&c.labels(), 4, &r), Vec::<String>::new());
+        // Today's code before the fix: page_ready posted to an offline vCPU, no session ended at
+        // CPU_OFF (so no wake-all found in the offline record), no token outstanding at CPU_OFF.
+        let mut bad = r.clone();
+        bad["hyp"]["apf"]["posted_offline"] = json!(12);
+        bad["hyp"]["apf"]["power_offs_with_tokens"] = json!(0);
+        bad["guest"]["apf"]["offline_wake_alls"] = json!(0);
+        let f = failed_assertions(&c.labels(), 4, &bad);
+        for want in [
+            "/hyp/apf/posted_offline == 0",
+            "/hyp/apf/power_offs_with_tokens >= 1",
+            "/guest/apf/offline_wake_alls == /hyp/apf/power_offs",
+        ] {
+            assert!(f.iter().any(|l| l.starts_with(want)), "{want}: {f:?}");
+        }
+        let mut bad = r.clone();
+        bad["hyp"]["apf"]["power_offs"] = json!(0);
+        let f = failed_assertions(&c.labels(), 4, &bad);
+        assert!(f.iter().any(|l| l.starts_with("/hyp/apf/power_offs == /guest/cpu_off_calls")), "{f:?}");
+        // A lost page_ready (an accepted token neither posted nor dropped), a paging mismatch.
+        let mut bad = r.clone();
+        bad["hyp"]["apf"]["posted"] = json!(8332);
+        bad["guest"]["apf"]["page_ready_tokens"] = json!(8332);
+        bad["guest"]["paging"]["mismatches"] = json!(1);
+        let f = failed_assertions(&c.labels(), 4, &bad);
+        assert!(f.iter().any(|l| l.starts_with("/hyp/apf/accepted+/hyp/apf/wake_alls ==")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/guest/paging/mismatches == 0")), "{f:?}");
+        // The plain hotplug rows are not applied (their round count differs), and vice versa.
+        assert!(!c.labels().contains(&"hotplug"));
+        assert!(failed_assertions(&[HOTPLUG_APF], 2, &hostile_report())
+            .iter()
+            .any(|l| l.contains("/guest/hotplug_rounds")));
+    }
+
+    #[test]
+    fn unreadable_assertions() {
+        let r = |apf: bool| {
+            let mut r = paged_report(32, 8);
+            r["ok"] = json!(false);
+            r["guest"]["ok"] = json!(false);
+            r["guest"]["aborts"] = json!(3);
+            r["guest"]["abort_addresses"] =
+                json!([{"addr": "0x40960008"}, {"addr": "0x40dac000"}, {"addr": 0x4000_0000u64 + 4600 * 4096}]);
+            r["hyp"] = json!({"cwg_bytes": 64, "injected_aborts": 3, "async_faults": 100,
+                "apf": {"accepted": 90, "posted": 90, "sync_reasons": {"unreadable": 2}}});
+            r["mem"]["failed_reads"] = json!(5);
+            r["mem"]["retries"] = json!(15);
+            r["mem"]["io_errors"] = json!(20);
+            r["mem"]["aborts"] = json!(5);
+            r["mem"]["unreadable_pages"] = json!(3);
+            r["mem"]["unreadable"] = json!([2400, 3500, 4600]);
+            if apf {
+                r["guest"]["apf"] = json!({"enabled_cpus": 2, "page_ready_tokens": 90});
+            }
+            r
+        };
+        let (off, on) = (&case(OC_UNREADABLE)[0], &case(OC_UNREADABLE_APF)[0]);
+        assert_eq!(on.labels(), [PAGED, OC_UNREADABLE_APF, OC_UNREADABLE, OVERCOMMITTED, CPU_MAX]);
+        assert_eq!(on.plan(None, 1).guest_cmdline.as_deref(), Some("apf=on"));
+        assert_eq!(on.backing().read_errors, OC_UNREADABLE_SLOTS);
+        assert!(on.backing().write_errors.is_empty());
+        assert_eq!(failed_assertions(&off.labels(), 2, &r(false)), Vec::<String>::new());
+        assert_eq!(failed_assertions(&on.labels(), 2, &r(true)), Vec::<String>::new());
+        // A hang (the runner's timeout), an abort twice on one page and one page never reported,
+        // an abort elsewhere, an uncaught abort, write errors.
+        let mut bad = r(true);
+        bad["exit_status"] = Value::Null;
+        bad["guest"]["abort_addresses"][1]["addr"] = json!("0x40960ff8");
+        bad["hyp"]["injected_aborts"] = json!(4);
+        bad["mem"]["io_errors"] = json!(21);
+        let f = failed_assertions(&on.labels(), 2, &bad);
+        assert!(f.iter().any(|l| l.starts_with("/exit_status == 0")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("is in slot 2400 again")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("slots [2400, 2400, 4600], /mem/unreadable [2400, 3500, 4600]")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/hyp/injected_aborts == /guest/aborts")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/mem/io_errors ==")), "{f:?}");
+        assert_eq!(f.len(), 5, "{f:?}");
+        let mut bad = r(true);
+        bad["guest"]["abort_addresses"][2]["addr"] = json!("0x41068000");
+        bad["guest"]["aborts"] = json!(2);
+        bad["mem"]["unreadable_pages"] = json!(2);
+        bad["hyp"]["apf"]["sync_reasons"]["unreadable"] = json!(0);
+        bad["hyp"]["apf"]["posted"] = json!(89);
+        let f = failed_assertions(&on.labels(), 2, &bad);
+        assert!(f.iter().any(|l| l.contains("is in slot 4200")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("len(/guest/abort_addresses) == /guest/aborts")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/hyp/apf/sync_reasons/unreadable >= 1")), "{f:?}");
+        assert!(f.iter().any(|l| l.starts_with("/hyp/apf/posted == /hyp/apf/accepted")), "{f:?}");
+        // Fewer aborts than unreadable pages (one page never reported: the hang of issue 11 item
+        // 3 ends in the timeout, but a lost abort fails here too), or none at all.
+        let mut bad = r(false);
+        bad["guest"]["aborts"] = json!(2);
+        bad["guest"]["abort_addresses"] = json!([{"addr": "0x40960008"}, {"addr": "0x40dac000"}]);
+        let f = failed_assertions(&off.labels(), 2, &bad);
+        assert!(f.iter().any(|l| l.starts_with("/guest/aborts == /mem/unreadable_pages")), "{f:?}");
+        assert!(f.iter().any(|l| l.contains("are /mem/unreadable")), "{f:?}");
+        let mut bad = r(false);
+        bad["guest"]["aborts"] = json!(0);
+        bad["guest"]["abort_addresses"] = json!([]);
+        bad["mem"]["unreadable_pages"] = json!(0);
+        bad["mem"]["unreadable"] = json!([]);
+        bad["hyp"]["injected_aborts"] = json!(0);
+        let f = failed_assertions(&off.labels(), 2, &bad);
+        assert_eq!(f, ["/guest/aborts >= 1: /guest/aborts = 0, 1 = 1"]);
+        // Without APF the APF rows do not apply.
+        assert_eq!(failed_assertions(&off.labels(), 2, &r(false)), Vec::<String>::new());
     }
 
     /// A report of a paging run that did what the tables expect.

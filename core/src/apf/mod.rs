@@ -43,7 +43,9 @@
 //! # Rules, and why
 //!
 //! * **The decision table** ([`ApfVcpu::may_dispatch`]): page_not_present is dispatched only
-//!   if APF is enabled; the SDEI event is registered, enabled, unmasked and not running
+//!   if APF is enabled; the faulting page is not known to be unreadable (its last read
+//!   failed for good: the access must wait and take its abort synchronously, see
+//!   [`Refusal::PageUnreadable`]); the SDEI event is registered, enabled, unmasked and not running
 //!   ([`DispatchInputs::sdei_ready`], from the SDEI dispatcher); no other page_not_present of
 //!   this vCPU is still being delivered; the fault came from EL0, or from EL1 with PSTATE.I
 //!   clear and without [`FLAG_USER_ONLY`](asyncpf_contract::apf::FLAG_USER_ONLY); and the
@@ -76,7 +78,7 @@
 //! * **Ordering.** The host writes the entries, then [`RecordMemory::publish`] (a store
 //!   barrier), then `ring_head`; it reads `ring_tail` and then [`RecordMemory::acquire`]
 //!   before it writes entries. The guest mirrors it ([`drain`]).
-//! * **Wake-all.** [`ApfVcpu::disable`] and [`ApfVcpu::reset`] drop every token in flight
+//! * **Wake-all.** [`ApfVcpu::disable`] and [`ApfVcpu::power_off`] drop every token in flight
 //!   (outstanding or in the backlog; their completions become stale, [`TokenError::Unknown`])
 //!   and queue one `TOKEN_WAKE_ALL` instead, which wakes every task waiting for a page,
 //!   theirs included. It respects ring space like any entry: if the ring is full it waits in
@@ -154,7 +156,7 @@
 //! vcpu.enable(record, &mut mem);
 //!
 //! // A stage-2 fault from EL0 on a page that is on disk:
-//! let inputs = DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false };
+//! let inputs = DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false, page_unreadable: false };
 //! let token = match vcpu.start(inputs, 0xffff_0000_1234_5000, &mut mem) {
 //!     Ok(token) => token, // dispatch the SDEI event; start the read with `token` waiting
 //!     Err(_refusal) => unreachable!("block the vCPU until the page is back"),
@@ -188,6 +190,6 @@ mod tests;
 pub use layout::{cwg_bytes, machine_granule, validate_enable, EnableError, GranuleError, Layout, Record};
 pub use ring::{drain, read_not_present, ring_used, NotPresent, RecordMemory, RingError};
 pub use vcpu::{
-    ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, Refusal, Status, Token, TokenError, MAX_LIMIT,
-    MAX_SEQUENCE,
+    ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, PowerOff, Refusal, Status, Token, TokenError,
+    MAX_LIMIT, MAX_SEQUENCE,
 };

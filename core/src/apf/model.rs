@@ -1,6 +1,6 @@
 //! Randomized runs of one vCPU's APF state (the producer) against the guest's consumer
 //! ([`drain`]) over one record, interleaved at random: faults, handler answers, completions
-//! in any order, consumer drains and stalls, backlog flushes, disables, resets, re-enables,
+//! in any order, consumer drains and stalls, backlog flushes, disables, power-offs, re-enables,
 //! and a guest that writes garbage into `ring_tail`.
 //!
 //! The model mirrors what the host must write: every token released (completed after its
@@ -15,7 +15,7 @@
 //!   exceed the limit;
 //! * the consumer sees every token in release order, exactly once, and only for a task that
 //!   is parked on it (no duplicate or spurious wake-up); a wake-all comes only after a
-//!   disable or reset, after every token posted before it, and nothing is issued after it
+//!   disable or power-off, after every token posted before it, and nothing is issued after it
 //!   until the next session.
 //!
 //! A garbage `ring_tail` that the host can detect (ahead of the head, or more than 64 behind)
@@ -47,7 +47,7 @@ const SETTLE_STEPS: usize = 1000;
 enum Op {
     /// A fault on the vCPU, with these dispatch inputs; refused faults are resolved
     /// synchronously (nothing to model).
-    Fault { from_el0: bool, irqs_masked: bool, sdei_ready: bool },
+    Fault { from_el0: bool, irqs_masked: bool, sdei_ready: bool, page_unreadable: bool },
     /// `faults` faults from EL0 in a row, each accepted at once, then every page fetched so
     /// far back: the common path, in bulk.
     Burst { faults: u8 },
@@ -70,8 +70,8 @@ enum Op {
     Repair,
     /// `APF_DISABLE`.
     Disable,
-    /// A vCPU reset.
-    Reset,
+    /// PSCI CPU_OFF: the session ends at once; a wake-all that does not fit is dropped.
+    PowerOff,
     /// `APF_ENABLE` when disabled, or also when enabled if `renew`; at a fresh record whose
     /// `ring_tail` starts at `tail` if `fresh`.
     Enable { renew: bool, fresh: bool, tail: u64 },
@@ -178,7 +178,7 @@ impl Model {
         self.guest_expect.push_back(token.get());
     }
 
-    /// Every token in flight is dropped (disable, reset, new session).
+    /// Every token in flight is dropped (disable, power-off, new session).
     fn drop_all(&mut self) {
         self.tally.dropped += self.vcpu.in_flight() as u64;
         self.stale.append(&mut self.fetching);
@@ -191,8 +191,8 @@ impl Model {
         let entries_before = self.mem.host_entries.len();
         let mut new_session = false;
         match op {
-            Op::Fault { from_el0, irqs_masked, sdei_ready } => {
-                let inputs = DispatchInputs { sdei_ready, from_el0, irqs_masked };
+            Op::Fault { from_el0, irqs_masked, sdei_ready, page_unreadable } => {
+                let inputs = DispatchInputs { sdei_ready, from_el0, irqs_masked, page_unreadable };
                 let expected = self.expected_refusal(inputs);
                 assert_eq!(self.vcpu.may_dispatch(inputs), expected.map_or(Ok(()), Err));
                 let address = 0x1000 * (self.issued.len() as u64 + 1);
@@ -213,7 +213,12 @@ impl Model {
             }
             Op::Burst { faults } => {
                 for _ in 0..faults {
-                    self.step(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true });
+                    self.step(Op::Fault {
+                        from_el0: true,
+                        irqs_masked: false,
+                        sdei_ready: true,
+                        page_unreadable: false,
+                    });
                     self.step(Op::Answer { accept: true });
                 }
                 while !self.fetching.is_empty() {
@@ -303,8 +308,9 @@ impl Model {
                 }
             }
             Op::Repair => self.repair(),
-            Op::Disable | Op::Reset => {
+            Op::Disable | Op::PowerOff => {
                 let was_enabled = self.enabled;
+                let in_flight = self.vcpu.in_flight();
                 if was_enabled {
                     self.drop_all();
                     self.host_expect.push_back(TOKEN_WAKE_ALL);
@@ -312,16 +318,41 @@ impl Model {
                     self.tally.wake_alls += 1;
                     self.enabled = false;
                 }
+                let session = self.vcpu.status() != Status::Disabled;
                 let posted = match op {
                     Op::Disable => self.vcpu.disable(&mut self.mem.host()),
-                    _ => self.vcpu.reset(&mut self.mem.host()),
+                    _ => {
+                        let off = self.vcpu.power_off(&mut self.mem.host());
+                        assert_eq!(off.dropped, if was_enabled { in_flight } else { 0 });
+                        assert_eq!(self.vcpu.status(), Status::Disabled, "off: the record is let go");
+                        self.tally.power_offs += u64::from(session);
+                        self.tally.power_offs_with_tokens += u64::from(off.dropped > 0);
+                        // What the wake-all covers (the tasks parked so far) is the guest's to
+                        // wake if it was dropped, as at a new session.
+                        if off.wake_all_lost {
+                            assert!(session);
+                            self.tally.wake_alls_lost += 1;
+                            assert_eq!(self.host_expect.pop_back(), Some(TOKEN_WAKE_ALL));
+                            assert_eq!(self.guest_expect.pop_back(), Some(TOKEN_WAKE_ALL));
+                            if !self.hostile {
+                                // Only what is in the ring still comes: the dropped tokens'
+                                // tasks the guest wakes itself.
+                                let in_ring: Vec<u64> = self.unconsumed().iter().map(|&(_, t)| t).collect();
+                                self.guest_expect.retain(|t| in_ring.contains(t));
+                            }
+                            let expect = &self.guest_expect;
+                            self.parked.retain(|t| expect.contains(t));
+                        }
+                        off.posted
+                    }
                 };
                 assert_eq!(posted, self.mem.host_entries.len() - entries_before);
                 if was_enabled && !self.hostile {
                     // The wake-all is posted at once iff the ring is usable and not full.
                     let room = !self.garbage && (before.len() as u64) < RING_ENTRIES;
                     assert_eq!(posted, usize::from(room));
-                    assert_eq!(self.vcpu.status() == Status::Closing(self.record), !room);
+                    let closing = matches!(op, Op::Disable) && !room;
+                    assert_eq!(self.vcpu.status() == Status::Closing(self.record), closing);
                 }
             }
             Op::Enable { renew, fresh, tail } => {
@@ -355,6 +386,8 @@ impl Model {
     fn expected_refusal(&self, inputs: DispatchInputs) -> Option<Refusal> {
         if !self.enabled {
             Some(Refusal::NotEnabled)
+        } else if inputs.page_unreadable {
+            Some(Refusal::PageUnreadable)
         } else if !inputs.sdei_ready {
             Some(Refusal::SdeiNotReady)
         } else if self.delivering.is_some() {
@@ -402,7 +435,7 @@ impl Model {
             if token == TOKEN_WAKE_ALL {
                 // Everything up to the wake-all is covered; nothing can follow it.
                 let position = self.guest_expect.iter().position(|&t| t == TOKEN_WAKE_ALL);
-                let position = position.expect("a wake-all without a disable or reset");
+                let position = position.expect("a wake-all without a disable or power-off");
                 self.guest_expect.drain(..=position);
                 assert!(self.guest_expect.is_empty(), "a token after a wake-all");
                 self.parked.clear();
@@ -453,6 +486,10 @@ impl Model {
             (c.dispatched, c.accepted, c.declined, c.completed, c.stale, c.wake_alls, c.dropped),
             (t.dispatched, t.accepted, t.declined, t.completed, t.stale, t.wake_alls, t.dropped)
         );
+        assert_eq!(
+            (c.power_offs, c.power_offs_with_tokens, c.wake_alls_lost),
+            (t.power_offs, t.power_offs_with_tokens, t.wake_alls_lost)
+        );
         assert_eq!(c.posted, self.old_entries + self.mem.host_entries.len() as u64);
         assert!(c.ring_errors <= self.garbage_writes);
         // The first ring error of each session is reported.
@@ -495,8 +532,13 @@ impl Model {
 fn op(hostile: bool, drain_weight: u32) -> impl Strategy<Value = Op> {
     let garbage_weight = if hostile { 20 } else { 2 };
     prop_oneof![
-        40 => (any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.9))
-            .prop_map(|(from_el0, irqs_masked, sdei_ready)| Op::Fault { from_el0, irqs_masked, sdei_ready }),
+        40 => (any::<bool>(), prop::bool::weighted(0.2), prop::bool::weighted(0.9), prop::bool::weighted(0.05))
+            .prop_map(|(from_el0, irqs_masked, sdei_ready, page_unreadable)| Op::Fault {
+                from_el0,
+                irqs_masked,
+                sdei_ready,
+                page_unreadable
+            }),
         5 => (1..40u8).prop_map(|faults| Op::Burst { faults }),
         40 => prop::bool::weighted(0.9).prop_map(|accept| Op::Answer { accept }),
         40 => (any::<usize>(), prop::bool::weighted(0.05)).prop_map(|(pick, stale)| Op::Complete { pick, stale }),
@@ -507,7 +549,7 @@ fn op(hostile: bool, drain_weight: u32) -> impl Strategy<Value = Op> {
             .prop_map(|(ahead, by, field)| Op::Garbage { ahead, by, field }),
         8 => Just(Op::Repair),
         1 => Just(Op::Disable),
-        1 => Just(Op::Reset),
+        1 => Just(Op::PowerOff),
         4 => (prop::bool::weighted(0.2), any::<bool>(), any::<u64>())
             .prop_map(|(renew, fresh, tail)| Op::Enable { renew, fresh, tail }),
     ]
@@ -561,12 +603,12 @@ proptest! {
 fn runs_reach_full_rings_backlogs_and_garbage() {
     let mut ops = Vec::new();
     for _ in 0..70 {
-        ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true });
+        ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true, page_unreadable: false });
         ops.push(Op::Answer { accept: true });
         ops.push(Op::Complete { pick: 0, stale: false });
     }
     ops.push(Op::Garbage { ahead: true, by: 3, field: 0 });
-    ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true });
+    ops.push(Op::Fault { from_el0: true, irqs_masked: false, sdei_ready: true, page_unreadable: false });
     ops.push(Op::Complete { pick: 0, stale: false }); // held
     ops.push(Op::Answer { accept: true });
     ops.push(Op::Drain); // refused: garbage

@@ -200,8 +200,10 @@ fn enabled_with(limit: usize, flags: u64) -> (ApfVcpu, TestMemory) {
     (vcpu, mem)
 }
 
-const EL0: DispatchInputs = DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false };
-const EL1: DispatchInputs = DispatchInputs { sdei_ready: true, from_el0: false, irqs_masked: false };
+const EL0: DispatchInputs =
+    DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false, page_unreadable: false };
+const EL1: DispatchInputs =
+    DispatchInputs { sdei_ready: true, from_el0: false, irqs_masked: false, page_unreadable: false };
 
 /// A fault that is dispatched and accepted.
 fn parked(vcpu: &mut ApfVcpu, mem: &mut TestMemory) -> Token {
@@ -398,6 +400,12 @@ fn dispatch_needs_every_condition() {
 
     let never_enabled = ApfVcpu::new(0, 2).unwrap();
     assert_eq!(never_enabled.may_dispatch(EL0), Err(Refusal::NotEnabled));
+    let unreadable = DispatchInputs { page_unreadable: true, ..EL0 };
+    assert_eq!(never_enabled.may_dispatch(unreadable), Err(Refusal::NotEnabled));
+
+    // A page known to be unreadable is always resolved synchronously, from EL0 and EL1.
+    assert_eq!(vcpu.may_dispatch(unreadable), Err(Refusal::PageUnreadable));
+    assert_eq!(vcpu.may_dispatch(DispatchInputs { page_unreadable: true, ..EL1 }), Err(Refusal::PageUnreadable));
 
     let token = vcpu.start(EL0, 0x1000, &mut mem.host()).unwrap();
     assert_eq!(vcpu.delivering(), Some(token));
@@ -768,8 +776,8 @@ fn a_wake_all_waits_for_room_and_covers_the_backlog() {
     let c = *vcpu.counters();
     assert_eq!((c.dropped, c.queued, c.wake_alls), (2, 2, 1));
     vcpu.check_invariants();
-    // A second disable (or a reset) does not add another.
-    assert_eq!(vcpu.reset(&mut mem.host()), 0);
+    // A second disable does not add another.
+    assert_eq!(vcpu.disable(&mut mem.host()), 0);
     assert_eq!(vcpu.counters().wake_alls, 1);
     vcpu.check_invariants();
 
@@ -801,13 +809,68 @@ fn disabling_again_retries_a_waiting_wake_all() {
 }
 
 #[test]
-fn reset_posts_a_wake_all() {
+fn power_off_ends_the_session_with_a_wake_all() {
     let (mut vcpu, mut mem) = enabled(4);
-    let token = parked(&mut vcpu, &mut mem);
-    assert_eq!(vcpu.reset(&mut mem.host()), 1);
-    assert_eq!(consume(&mut mem), [TOKEN_WAKE_ALL]);
-    assert_eq!(vcpu.complete(token, &mut mem.host()), Err(TokenError::Unknown(token)));
+    let posted = parked(&mut vcpu, &mut mem);
+    complete(&mut vcpu, &mut mem, posted);
+    let tokens = [parked(&mut vcpu, &mut mem), parked(&mut vcpu, &mut mem)];
+    let off = vcpu.power_off(&mut mem.host());
+    assert_eq!(off, PowerOff { dropped: 2, posted: 1, wake_all_lost: false });
     assert_eq!(vcpu.status(), Status::Disabled);
+    assert_eq!(vcpu.record(), None, "the host never writes the record again");
+    // Another CPU drains the record: the page_ready posted before, then the wake-all last.
+    assert_eq!(consume(&mut mem), [posted.get(), TOKEN_WAKE_ALL]);
+    // The pages still come in: nothing is posted for them.
+    let writes = mem.host_entries.len();
+    for token in tokens {
+        assert_eq!(vcpu.complete(token, &mut mem.host()), Err(TokenError::Unknown(token)));
+    }
+    assert_eq!(vcpu.flush_backlog(&mut mem.host()), 0);
+    assert_eq!(mem.host_entries.len(), writes);
+    let c = *vcpu.counters();
+    assert_eq!((c.power_offs, c.power_offs_with_tokens, c.wake_alls, c.dropped, c.stale), (1, 1, 1, 2, 2));
+    // Off again: nothing.
+    assert_eq!(vcpu.power_off(&mut mem.host()), PowerOff::default());
+    assert_eq!(vcpu.counters().power_offs, 1);
+    vcpu.check_invariants();
+    // A vCPU that goes off without tokens still ends its session with a wake-all.
+    let (mut idle, mut mem) = enabled(4);
+    assert_eq!(idle.power_off(&mut mem.host()), PowerOff { dropped: 0, posted: 1, wake_all_lost: false });
+    assert_eq!(consume(&mut mem), [TOKEN_WAKE_ALL]);
+    assert_eq!((idle.counters().power_offs, idle.counters().power_offs_with_tokens), (1, 0));
+    // Never enabled: nothing to end.
+    let mut never = ApfVcpu::new(0, 4).unwrap();
+    assert_eq!(never.power_off(&mut TestMemory::new(mem.layout).host()), PowerOff::default());
+    assert_eq!(never.counters().power_offs, 0);
+}
+
+#[test]
+fn power_off_never_waits_for_ring_space() {
+    // A guest that let its ring fill up: the wake-all is dropped, and the vCPU is off anyway.
+    let (mut vcpu, mut mem) = enabled(MAX_LIMIT);
+    for _ in 0..2 {
+        let tokens: Vec<Token> = (0..32).map(|_| parked(&mut vcpu, &mut mem)).collect();
+        for token in tokens {
+            complete(&mut vcpu, &mut mem, token);
+        }
+    }
+    let waiting = parked(&mut vcpu, &mut mem);
+    let off = vcpu.power_off(&mut mem.host());
+    assert_eq!(off, PowerOff { dropped: 1, posted: 0, wake_all_lost: true });
+    assert_eq!((vcpu.status(), vcpu.backlog().len()), (Status::Disabled, 0));
+    assert_eq!(vcpu.counters().wake_alls_lost, 1);
+    assert_eq!(consume(&mut mem).len(), 64);
+    assert_eq!(vcpu.flush_backlog(&mut mem.host()), 0, "nothing after the power-off");
+    assert_eq!(vcpu.complete(waiting, &mut mem.host()), Err(TokenError::Unknown(waiting)));
+    vcpu.check_invariants();
+    // A disable whose wake-all still waits for room: the power-off tries once more.
+    let (mut closing, mut mem) = enabled(4);
+    mem.set(mem.layout.ring_tail(), 7); // garbage: nothing fits
+    assert_eq!(closing.disable(&mut mem.host()), 0);
+    mem.set(mem.layout.ring_tail(), 0);
+    assert_eq!(closing.power_off(&mut mem.host()), PowerOff { dropped: 0, posted: 1, wake_all_lost: false });
+    assert_eq!(consume(&mut mem), [TOKEN_WAKE_ALL]);
+    assert_eq!(closing.status(), Status::Disabled);
 }
 
 #[test]
@@ -1020,4 +1083,62 @@ fn machine_granule_is_the_largest_over_all_cpus() {
     assert_eq!(machine_granule([]), None);
     // Deciding before the last CPU reported gives the wrong stride: exactly the mistake.
     assert_ne!(machine_granule([4, 4, 4]), machine_granule([4, 4, 4, 6]));
+}
+
+/// Item 3 of issue 11: a page that cannot be read back, with an asynchronous waiter. The
+/// engine fails the read (after its retries) and aborts the waiter; the hypervisor turns an
+/// asynchronous waiter's abort into its page_ready (the task is woken); the task's retry then
+/// finds the page unreadable, is resolved synchronously, and the engine aborts that access:
+/// exactly one abort reaches the guest, at the access, after one asynchronous round.
+#[test]
+fn an_unreadable_page_is_retried_synchronously_and_aborts_once() {
+    use crate::overcommit::{Config, Done, FaultAction, Overcommit, PageNo, Waiter, Wake};
+    const SYNC: Waiter = Waiter(0);
+    const ASYNC: Waiter = Waiter(1);
+    let page = PageNo(0);
+    let mut oc = Overcommit::new(Config::new(2, 1, 2)).unwrap();
+    // Page 0 is written, pushed out by page 1 and written back: on disk.
+    let FaultAction::ZeroFill { .. } = oc.fault(page, true, SYNC).unwrap().action else { panic!() };
+    let fault = oc.fault(PageNo(1), true, SYNC).unwrap();
+    let write = fault.writebacks[0];
+    assert_eq!(fault.action, FaultAction::WaitIo);
+    oc.write_done(write.id, true).unwrap();
+    let (mut vcpu, mut mem) = enabled(4);
+    let mut aborts = 0;
+    let mut asynchronous = 0;
+    // The guest's task touches page 0 until it gets its abort.
+    for _ in 0..4 {
+        let inputs = DispatchInputs { page_unreadable: oc.is_unreadable(page), ..EL0 };
+        let token = vcpu.start(inputs, 0x1000, &mut mem.host()).ok();
+        let waiter = if token.is_some() { ASYNC } else { SYNC };
+        let FaultAction::StartRead { read } = oc.fault(page, false, waiter).unwrap().action else {
+            panic!("the page is on disk: it is read");
+        };
+        if let Some(token) = token {
+            asynchronous += 1;
+            assert_eq!(vcpu.accept(token, &mut mem.host()), Ok(0));
+        }
+        let woken = loop {
+            let done = oc.read_done(read.id, false).unwrap();
+            if let Done::ReadFailed { .. } = done.done {
+                break done.woken.to_vec();
+            }
+        };
+        assert_eq!(woken, [Wake::Abort(waiter)]);
+        match token {
+            // The hypervisor posts the page_ready (the task wakes and retries).
+            Some(token) => {
+                assert_eq!(vcpu.complete(token, &mut mem.host()).map(|d| d.posted), Ok(1));
+                assert_eq!(consume(&mut mem), [token.get()]);
+            }
+            // The access gets its synchronous external abort; the guest gives up the page.
+            None => {
+                aborts += 1;
+                break;
+            }
+        }
+    }
+    assert_eq!((asynchronous, aborts), (1, 1));
+    assert!(oc.is_unreadable(page));
+    vcpu.check_invariants();
 }

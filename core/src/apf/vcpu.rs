@@ -85,6 +85,9 @@ pub struct DispatchInputs {
     pub from_el0: bool,
     /// PSTATE.I of the interrupted context (only looked at for EL1).
     pub irqs_masked: bool,
+    /// From the pager: the faulting page is known to be unreadable (its last read failed for
+    /// good, [`Overcommit::is_unreadable`](crate::overcommit::Overcommit::is_unreadable)).
+    pub page_unreadable: bool,
 }
 
 /// Why page_not_present is not dispatched: the hypervisor resolves the fault synchronously.
@@ -93,6 +96,11 @@ pub struct DispatchInputs {
 pub enum Refusal {
     /// APF is not enabled on the vCPU (never enabled, or disabled).
     NotEnabled,
+    /// The faulting page is known to be unreadable ([`DispatchInputs::page_unreadable`]): the
+    /// access must take its synchronous external abort if the page still cannot be read, and
+    /// an asynchronous waiter could only be told to retry. Without this rule a task whose page
+    /// cannot be read back would be woken, retry, fault asynchronously again, forever.
+    PageUnreadable,
     /// The SDEI event cannot be dispatched now ([`DispatchInputs::sdei_ready`] is false).
     SdeiNotReady,
     /// A page_not_present is still being delivered on this vCPU (its handler has neither
@@ -111,7 +119,7 @@ pub enum Refusal {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenError {
     /// The token is not outstanding on this vCPU: never issued here, declined, already
-    /// completed, or dropped by a wake-all (disable, reset, re-enable). A completion of such
+    /// completed, or dropped by a wake-all (disable, power-off, re-enable). A completion of such
     /// a token is stale: nobody waits for it.
     Unknown(Token),
     /// Accept or decline of a token whose page_not_present is not being delivered (it was
@@ -138,7 +146,7 @@ pub enum Status {
     Disabled,
     /// On, with this record.
     Enabled(Record),
-    /// Off, but the `TOKEN_WAKE_ALL` that disabling (or a reset) posts did not fit into this
+    /// Off, but the `TOKEN_WAKE_ALL` that disabling posts did not fit into this
     /// record's ring yet: the host still writes it (only that) when the guest makes room.
     Closing(Record),
 }
@@ -183,12 +191,30 @@ pub struct Counters {
     /// Entries (tokens or `TOKEN_WAKE_ALL`) that could not be posted by the call that produced
     /// them and went to the backlog.
     pub queued: u64,
-    /// `TOKEN_WAKE_ALL` entries produced (by disable, reset or re-enable).
+    /// `TOKEN_WAKE_ALL` entries produced (by disable or power-off).
     pub wake_alls: u64,
     /// Tokens dropped because a `TOKEN_WAKE_ALL` covers them.
     pub dropped: u64,
     /// Times the ring was found unusable (garbage in `ring_tail`) after it was fine.
     pub ring_errors: u64,
+    /// Sessions (enabled or closing) that a power-off ended ([`ApfVcpu::power_off`]).
+    pub power_offs: u64,
+    /// Of those, the ones with tokens in flight (dropped, covered by the wake-all).
+    pub power_offs_with_tokens: u64,
+    /// Wake-alls of a power-off that found no room in the ring and were dropped (the guest then
+    /// wakes those tasks itself, as for a new session).
+    pub wake_alls_lost: u64,
+}
+
+/// What [`ApfVcpu::power_off`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PowerOff {
+    /// Tokens in flight that the end of the session dropped (their completions are stale).
+    pub dropped: usize,
+    /// Entries written to the ring: the wake-all, if it fitted. Raise no PPI: the vCPU is off.
+    pub posted: usize,
+    /// The wake-all did not fit and was dropped.
+    pub wake_all_lost: bool,
 }
 
 /// The state of an outstanding token.
@@ -368,12 +394,35 @@ impl ApfVcpu {
         self.release(TOKEN_WAKE_ALL, mem).1
     }
 
-    /// The vCPU is reset (PSCI CPU_OFF, or a CPU_ON that restarts it): the same as
-    /// [`disable`](Self::disable), so that no task parked on a token of this vCPU waits
-    /// forever. (For a reset of the whole VM, whose memory is reloaded, use
-    /// [`forget`](Self::forget): the old record must not be written then.)
-    pub fn reset<M: RecordMemory + ?Sized>(&mut self, mem: &mut M) -> usize {
-        self.disable(mem)
+    /// The vCPU turns off (PSCI CPU_OFF): the session ends now, as with
+    /// [`disable`](Self::disable), except that nothing may wait. Every token in flight is
+    /// dropped (their completions are stale: the pages still come in, nothing is posted) and
+    /// one `TOKEN_WAKE_ALL` goes to the ring as its last entry, if the ring has room; a guest
+    /// that emptied its ring right before CPU_OFF always has room, since at most
+    /// [`limit`](Self::limit) (< 64) completions can be posted after that. If it has none (or
+    /// a wake-all of an earlier disable still waits for room and does not fit), the wake-all is
+    /// dropped ([`Counters::wake_alls_lost`]). Either way the vCPU ends
+    /// [`Status::Disabled`]: the host never writes the record again, and the caller raises no
+    /// PPI. The guest wakes the tasks that wait for this vCPU's tokens: it drains the record
+    /// from another CPU once the vCPU is off (the wake-all tells it to), or, lacking the
+    /// wake-all, wakes them all as when it enables a new session. (For a reset of the whole
+    /// VM, whose memory is reloaded, use [`forget`](Self::forget).)
+    pub fn power_off<M: RecordMemory + ?Sized>(&mut self, mem: &mut M) -> PowerOff {
+        if self.status == Status::Disabled {
+            return PowerOff::default();
+        }
+        let dropped = if self.is_enabled() { self.in_flight() } else { 0 };
+        // Enabled: drops the tokens and posts the wake-all if it fits. Closing: another try.
+        let posted = self.disable(mem);
+        let wake_all_lost = !self.backlog.is_empty();
+        if wake_all_lost {
+            self.backlog.clear();
+            self.counters.wake_alls_lost += 1;
+        }
+        self.status = Status::Disabled;
+        self.counters.power_offs += 1;
+        self.counters.power_offs_with_tokens += u64::from(dropped > 0);
+        PowerOff { dropped, posted, wake_all_lost }
     }
 
     /// Drops everything without touching guest memory: disabled, nothing outstanding, empty
@@ -387,13 +436,17 @@ impl ApfVcpu {
     }
 
     /// The decision table: may page_not_present be dispatched for a fault on this vCPU now?
-    /// Checked in the order of [`Refusal`]: enabled, SDEI ready, no delivery in progress, the
+    /// Checked in the order of [`Refusal`]: enabled, the page not known to be unreadable, SDEI
+    /// ready, no delivery in progress, the
     /// interrupted context (EL0 always qualifies; EL1 only without user-only and with
     /// PSTATE.I clear), and fewer than [`limit`](Self::limit) tokens in flight.
     pub fn may_dispatch(&self, inputs: DispatchInputs) -> Result<(), Refusal> {
         let Status::Enabled(record) = self.status else {
             return Err(Refusal::NotEnabled);
         };
+        if inputs.page_unreadable {
+            return Err(Refusal::PageUnreadable);
+        }
         if !inputs.sdei_ready {
             return Err(Refusal::SdeiNotReady);
         }

@@ -62,7 +62,7 @@
 //! | `Reading` | fault | `Reading` | blocks the vCPU (shared fetch) |
 //! | `Reading` | read ok | `Resident` `Clean` (`Dirty` if one writes) | maps, resumes them |
 //! | `Reading` | read failed, retries left | `Reading` | resubmits |
-//! | `Reading` | read failed for good | `OnDisk` | injects an abort into each waiter |
+//! | `Reading` | read failed for good | `OnDisk` (unreadable) | injects an abort into each waiter |
 //!
 //! Exactly the resident pages are mapped in stage 2: [`Contents::Zero`] and [`Contents::Clean`]
 //! pages read-only, [`Contents::Dirty`] pages read-write. Every other state is unmapped, in
@@ -90,6 +90,10 @@
 //! * **A failed read is resubmitted** up to [`Config::read_retries`] times; then every fault
 //!   waiting for it fails ([`Wake::Abort`]: the caller injects a synchronous external abort for
 //!   that access). The page stays on disk, its frame is freed; a later access reads it again.
+//!   The engine remembers that the page is **unreadable** ([`Overcommit::is_unreadable`])
+//!   until a read of it succeeds, so that the caller can resolve faults on it synchronously
+//!   (an asynchronous page fault's waiter cannot take the abort at its faulting instruction:
+//!   it is only told to retry, and its retry must then wait for the read and get the abort).
 //! * **Eviction is a clock (second chance).** A frame whose page was used since the hand last
 //!   passed is skipped once ([`clock`]). The hypervisor supplies the use information: it reads
 //!   and clears the stage-2 access flags in [`Overcommit::scan`], and every fault and mapping
@@ -493,6 +497,23 @@ impl Overcommit {
         self.frames.free_count()
     }
 
+    /// Whether `page` is known to be unreadable: its last read failed for good (its waiters
+    /// were aborted) and no read of it has succeeded since. `false` beyond guest RAM.
+    pub fn is_unreadable(&self, page: PageNo) -> bool {
+        page.index() < self.pages.len() && self.pages.is_unreadable(page)
+    }
+
+    /// How many pages are [unreadable](Self::is_unreadable) (0 in any run without read errors,
+    /// so a caller can skip asking about each page).
+    pub fn unreadable_pages(&self) -> usize {
+        self.pages.unreadable_count()
+    }
+
+    /// The [unreadable](Self::is_unreadable) pages, in ascending order (O(pages / 64)).
+    pub fn unreadable(&self) -> impl Iterator<Item = PageNo> + '_ {
+        self.pages.unreadable()
+    }
+
     /// Whether `waiter` is blocked by a fault (and will be woken by a completion).
     pub fn is_waiting(&self, waiter: Waiter) -> bool {
         self.waiters.contains(waiter) && self.waiters.is_waiting(waiter)
@@ -580,6 +601,7 @@ impl Overcommit {
             let entry = self.requests.finish(id);
             let contents = if entry.want_write { Contents::Dirty } else { Contents::Clean };
             self.pages.set(page, PageState::Resident { frame, contents });
+            self.pages.set_unreadable(page, false);
             self.frames.set_referenced(frame);
             self.counters.page_ins += 1;
             self.wake(entry.waiters, Wake::Resume);
@@ -593,6 +615,7 @@ impl Overcommit {
             }
             let entry = self.requests.finish(id);
             self.pages.set(page, PageState::OnDisk);
+            self.pages.set_unreadable(page, true);
             self.frames.release(frame);
             self.counters.failed_reads += 1;
             self.wake(entry.waiters, Wake::Abort);

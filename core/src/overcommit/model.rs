@@ -103,6 +103,8 @@ struct Model {
     tally: Tally,
     /// Per page: pins held.
     pins: Vec<u32>,
+    /// Per page: its last read failed for good (no read succeeded since).
+    unreadable: Vec<bool>,
 }
 
 impl Model {
@@ -119,6 +121,7 @@ impl Model {
             next_version: ZERO,
             tally: Tally::default(),
             pins: vec![0; config.pages as usize],
+            unreadable: vec![false; config.pages as usize],
         }
     }
 
@@ -369,7 +372,11 @@ impl Model {
                 assert!(!ok && request.kind == RequestKind::Read);
                 assert_eq!(page, request.page);
                 self.device.remove(&id);
+                self.unreadable[p] = true;
             }
+        }
+        if ok && request.kind == RequestKind::Read {
+            self.unreadable[p] = false;
         }
         for wake in woken {
             let (Wake::Resume(waiter) | Wake::Abort(waiter)) = wake;
@@ -386,6 +393,10 @@ impl Model {
     /// The checks that must hold between any two steps.
     fn check(&mut self) {
         self.oc.check_invariants();
+        for (p, &unreadable) in self.unreadable.iter().enumerate() {
+            assert_eq!(self.oc.is_unreadable(PageNo(p as u32)), unreadable, "page {p} unreadable");
+        }
+        assert_eq!(self.oc.unreadable_pages(), self.unreadable.iter().filter(|&&u| u).count());
         let mut frames_in_use = Vec::new();
         for (p, mapping) in self.stage2.iter().enumerate() {
             let page = PageNo(p as u32);

@@ -51,16 +51,54 @@ impl PageState {
 }
 
 /// The state of every guest page, and how many are clean and resident (so that a frame search
-/// can stop at once when only dirty or busy frames are left).
+/// can stop at once when only dirty or busy frames are left); and which pages are known to be
+/// unreadable (their last read failed for good).
 pub(super) struct Pages {
     states: Vec<PageState>,
     clean_resident: usize,
+    /// One bit per page: the last read of the page failed for good (and none succeeded since).
+    unreadable: Vec<u64>,
+    unreadable_count: usize,
 }
 
 impl Pages {
     /// `count` pages, all never written.
     pub fn new(count: u32) -> Self {
-        Pages { states: vec![PageState::Zero; count as usize], clean_resident: 0 }
+        Pages {
+            states: vec![PageState::Zero; count as usize],
+            clean_resident: 0,
+            unreadable: vec![0; (count as usize).div_ceil(64)],
+            unreadable_count: 0,
+        }
+    }
+
+    /// Whether the last read of `page` failed for good.
+    pub fn is_unreadable(&self, page: PageNo) -> bool {
+        self.unreadable[page.index() / 64] & 1 << (page.index() % 64) != 0
+    }
+
+    /// Records whether the last read of `page` failed for good.
+    pub fn set_unreadable(&mut self, page: PageNo, unreadable: bool) {
+        let (word, bit) = (&mut self.unreadable[page.index() / 64], 1u64 << (page.index() % 64));
+        let was = *word & bit != 0;
+        if unreadable {
+            *word |= bit;
+        } else {
+            *word &= !bit;
+        }
+        self.unreadable_count = self.unreadable_count + usize::from(unreadable) - usize::from(was);
+    }
+
+    /// The pages whose last read failed for good, in ascending order.
+    pub fn unreadable(&self) -> impl Iterator<Item = PageNo> + '_ {
+        self.unreadable.iter().enumerate().flat_map(|(word, &bits)| {
+            (0..64).filter(move |bit| bits & 1 << bit != 0).map(move |bit| PageNo((word * 64 + bit) as u32))
+        })
+    }
+
+    /// Pages whose last read failed for good.
+    pub fn unreadable_count(&self) -> usize {
+        self.unreadable_count
     }
 
     pub fn len(&self) -> usize {

@@ -47,6 +47,14 @@ impl Overcommit {
         free.sort();
         assert_eq!(free, unowned, "free list");
         assert_eq!(self.pages.clean_resident(), self.pages.recount_clean_resident());
+        // Unreadable pages are on disk or being read again, and counted.
+        let unreadable: Vec<PageNo> =
+            (0..self.pages.len()).map(|p| PageNo(p as u32)).filter(|&p| self.pages.is_unreadable(p)).collect();
+        assert_eq!(unreadable.len(), self.pages.unreadable_count());
+        assert_eq!(self.unreadable().collect::<Vec<_>>(), unreadable);
+        for page in unreadable {
+            assert!(matches!(self.pages.get(page), PageState::OnDisk | PageState::Reading(_)), "{page}");
+        }
         // Requests are named by their pages; each waiter is in at most one list.
         let mut listed = self.waiters.members(&self.frame_waiters);
         for entry in self.requests.iter() {
@@ -307,12 +315,47 @@ fn failed_read_is_retried_then_the_faults_fail() {
     assert_eq!(oc.in_flight(), 0);
     let c = *oc.counters();
     assert_eq!((c.io_errors, c.retries, c.failed_reads, c.aborts), (3, 2, 1, 2));
+    // The page is known to be unreadable, and stays so while it is read again.
+    assert!(oc.is_unreadable(PageNo(0)));
+    assert_eq!(oc.unreadable_pages(), 1);
     // Nothing is lost: the next access reads the page again.
     let FaultAction::StartRead { read, .. } = fault1(&mut oc, 0, false, 0) else {
         panic!("read expected");
     };
+    assert!(oc.is_unreadable(PageNo(0)));
     let (done, _) = read_done(&mut oc, read.id, true);
     assert!(matches!(done, Done::Map { .. }));
+    // A read that succeeds makes it readable again.
+    assert!(!oc.is_unreadable(PageNo(0)));
+    assert_eq!(oc.unreadable_pages(), 0);
+}
+
+#[test]
+fn only_pages_whose_last_read_failed_are_unreadable() {
+    let mut oc = page0_on_disk();
+    assert!(!oc.is_unreadable(PageNo(0)));
+    let FaultAction::StartRead { read, .. } = fault1(&mut oc, 0, false, 0) else {
+        panic!("read expected");
+    };
+    // Failures with retries left do not make it unreadable yet.
+    for _ in 0..2 {
+        read_done(&mut oc, read.id, false);
+        assert!(!oc.is_unreadable(PageNo(0)));
+    }
+    read_done(&mut oc, read.id, false);
+    assert!(oc.is_unreadable(PageNo(0)));
+    // Other pages, and pages beyond guest RAM, are not.
+    assert!(!oc.is_unreadable(PageNo(1)));
+    assert!(!oc.is_unreadable(PageNo(u32::MAX)));
+    // A second failure for good keeps one unreadable page.
+    let FaultAction::StartRead { read, .. } = fault1(&mut oc, 0, false, 0) else {
+        panic!("read expected");
+    };
+    for _ in 0..3 {
+        read_done(&mut oc, read.id, false);
+    }
+    assert!(oc.is_unreadable(PageNo(0)));
+    assert_eq!(oc.unreadable_pages(), 1);
 }
 
 #[test]

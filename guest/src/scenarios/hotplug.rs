@@ -1,6 +1,6 @@
 //! `hotplug`: secondary CPUs leave and come back through PSCI, under load.
 //!
-//! A control task pinned to the boot CPU runs [`ROUNDS`] rounds over the secondaries, in a
+//! A control task pinned to the boot CPU runs [`ROUNDS`] rounds (`rounds=N`) over the secondaries, in a
 //! seeded order: even rounds one CPU at a time, odd rounds all at once. For each CPU it checks
 //! the answers about a CPU that is on (AFFINITY_INFO 0 = ON, CPU_ON ALREADY_ON), asks it to go
 //! offline (`sched::request_offline`: it drains its run queue, its tasks move elsewhere, and it
@@ -12,19 +12,34 @@
 //!
 //! With one vCPU there is nothing to turn off: the run checks the answers about the boot CPU
 //! (and the invalid-argument answers), reports `rounds_skipped: true`, and is ok if they are right.
+//!
+//! With `ws_mib=M` a paging load replaces the CPU-bound workers: [`PAGING_TASKS_PER_CPU`]
+//! unpinned EL1 tasks per CPU sweep a working set of M MiB (larger than the resident memory
+//! under `--resident-mib`), each its own slice, writing every page with a seeded pattern and
+//! then reading it back, again and again until the rounds are over; the run fails on any
+//! mismatch or abort. With `apf=on` their faults are asynchronous, and each secondary is asked
+//! to go off right after it parks a task on an APF token ([`offline_at_park`]), so it calls
+//! CPU_OFF with that token outstanding; once it is off, the control task drains its APF record
+//! (`apf::drain_offline`: the wake-all that ended its session wakes the tasks still waiting for
+//! its tokens), and the CPU enables APF again when it comes back (docs/abi.md §8.2).
 
 use crate::dt::MAX_CPUS;
+use crate::guard::Guard;
 use crate::percpu::{self, CpuState};
 use crate::sched::{self, SpawnOptions, TaskHandle};
-use crate::{arch, boot, psci, report, syscall};
+use crate::sync::BootOnce;
+use crate::{arch, boot, mm, psci, report, scenarios, syscall};
 use asyncpf_contract::psci as codes;
+use asyncpf_guest::cmdline;
 use asyncpf_guest::json::Json;
+use asyncpf_guest::memcheck::{self, Generation, Layout, MIB, PAGE_SIZE, WORDS_PER_PAGE, WORD_SIZE};
 use asyncpf_guest::rng::SplitMix64;
 use core::fmt;
 use core::hint::black_box;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Rounds over the secondary CPUs.
+/// Rounds over the secondary CPUs (`rounds=N` on the command line, at most
+/// [`MAX_ROUNDS`](cmdline::MAX_ROUNDS)).
 const ROUNDS: u64 = 3;
 /// How long to wait for a CPU to turn off, to come back, or for a probe to run.
 const WAIT_MS: u64 = 10_000;
@@ -56,6 +71,72 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 /// The sleeper's completed sleeps.
 static SLEEPS: AtomicU64 = AtomicU64::new(0);
+
+/// The paging tasks' name.
+const PAGING_TASK_NAME: &str = "hotplug-pager";
+/// Paging tasks per CPU (`ws_mib=M`), at most [`MAX_PAGING`].
+const PAGING_TASKS_PER_CPU: usize = 2;
+const MAX_PAGING: usize = 16;
+
+/// The paging load's working set and seed, set before its tasks start.
+struct Paging {
+    seed: u64,
+    layout: Layout,
+}
+
+static PAGING: BootOnce<Paging> = BootOnce::new();
+/// The paging tasks' totals: full write-then-verify passes over a slice, words checked,
+/// mismatches, aborts; and the union of the CPUs they ran on.
+static PAGING_PASSES: AtomicU64 = AtomicU64::new(0);
+static PAGING_WORDS: AtomicU64 = AtomicU64::new(0);
+static PAGING_MISMATCHES: AtomicU64 = AtomicU64::new(0);
+static PAGING_ABORTS: AtomicU64 = AtomicU64::new(0);
+static PAGING_CPUS: [AtomicU64; MAX_PAGING] = [const { AtomicU64::new(0) }; MAX_PAGING];
+
+/// A paging task: its slice of the working set, written with one generation and then read back,
+/// pass after pass, until told to stop (checked at every page; a pass cut short in its write
+/// half is not verified).
+fn paging_task(task: u64) {
+    let Paging { seed, layout } = *PAGING.get().expect("set before the tasks start");
+    let slice = layout.slice(task);
+    let start = layout.page_addr(slice.first);
+    let end = layout.page_addr(slice.first + slice.count);
+    // The slice is free RAM (`mm::free_ram`), mapped normal read-write, used by this task alone.
+    let guard = Guard::arm(memcheck::Span { start, end });
+    let mut generation = Generation::FIRST;
+    let (mut words, mut mismatches, mut aborts, mut passes) = (0, 0, 0, 0);
+    'passes: while !STOP.load(Ordering::Relaxed) {
+        for page in (start..end).step_by(PAGE_SIZE as usize) {
+            if STOP.load(Ordering::Relaxed) {
+                break 'passes;
+            }
+            for addr in (page..page + PAGE_SIZE).step_by(WORD_SIZE as usize) {
+                if guard.store(addr, memcheck::pattern(seed, addr, generation)).is_err() {
+                    aborts += 1;
+                    break 'passes;
+                }
+            }
+        }
+        for page in (start..end).step_by(PAGE_SIZE as usize) {
+            for addr in (page..page + PAGE_SIZE).step_by(WORD_SIZE as usize) {
+                match guard.load(addr) {
+                    Ok(found) => mismatches += u64::from(found != memcheck::pattern(seed, addr, generation)),
+                    Err(_) => {
+                        aborts += 1;
+                        break 'passes;
+                    }
+                }
+            }
+            words += WORDS_PER_PAGE;
+        }
+        passes += 1;
+        generation = generation.next();
+    }
+    PAGING_PASSES.fetch_add(passes, Ordering::Relaxed);
+    PAGING_WORDS.fetch_add(words, Ordering::Relaxed);
+    PAGING_MISMATCHES.fetch_add(mismatches, Ordering::Relaxed);
+    PAGING_ABORTS.fetch_add(aborts, Ordering::Relaxed);
+}
 /// Per CPU: the CPU its last probe task ran on, and how many of its probes ran.
 static PROBE_RAN_ON: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(NOT_RUN) }; MAX_CPUS];
 static PROBES_RUN: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
@@ -146,7 +227,7 @@ struct Round {
 struct Tally {
     seed: u64,
     cpus: usize,
-    rounds: [Option<Round>; ROUNDS as usize],
+    rounds: [Option<Round>; cmdline::MAX_ROUNDS as usize],
     rounds_done: u64,
     /// CPU_ON calls meant to start a CPU that is off, and how many of those CPUs came back.
     cpu_on_calls: u64,
@@ -185,6 +266,16 @@ struct Tally {
     load_cpu_mask: u64,
     sleeps: u64,
     load_ok: bool,
+    /// Paging load (`ws_mib`): tasks (0: none), working-set pages, CPUs the tasks ran on, and
+    /// whether every word read back right with no abort, after at least one full pass.
+    paging_tasks: usize,
+    paging_pages: u64,
+    paging_cpu_mask: u64,
+    paging_ok: bool,
+    /// CPUs that went off right after parking a task on an APF token ([`offline_at_park`]).
+    offs_at_park: u64,
+    /// The longest wait for such a park.
+    park_wait_ms_max: u64,
 }
 
 impl Tally {
@@ -192,7 +283,7 @@ impl Tally {
         Self {
             seed,
             cpus,
-            rounds: [None; ROUNDS as usize],
+            rounds: [None; cmdline::MAX_ROUNDS as usize],
             rounds_done: 0,
             cpu_on_calls: 0,
             came_back: 0,
@@ -218,6 +309,12 @@ impl Tally {
             load_cpu_mask: 0,
             sleeps: 0,
             load_ok: true,
+            paging_tasks: 0,
+            paging_pages: 0,
+            paging_cpu_mask: 0,
+            paging_ok: true,
+            offs_at_park: 0,
+            park_wait_ms_max: 0,
         }
     }
 
@@ -297,6 +394,21 @@ impl Tally {
         j.u64(Some("load_cpu_mask"), self.load_cpu_mask)?;
         j.u64(Some("sleeps"), self.sleeps)?;
         j.bool(Some("load_ok"), self.load_ok)?;
+        if self.paging_tasks > 0 {
+            let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+            j.begin_object(Some("paging"))?;
+            j.u64(Some("tasks"), self.paging_tasks as u64)?;
+            j.u64(Some("ws_pages"), self.paging_pages)?;
+            j.u64(Some("cpu_mask"), self.paging_cpu_mask)?;
+            j.u64(Some("passes"), load(&PAGING_PASSES))?;
+            j.u64(Some("words_checked"), load(&PAGING_WORDS))?;
+            j.u64(Some("mismatches"), load(&PAGING_MISMATCHES))?;
+            j.u64(Some("aborts"), load(&PAGING_ABORTS))?;
+            j.u64(Some("offs_at_park"), self.offs_at_park)?;
+            j.u64(Some("park_wait_ms_max"), self.park_wait_ms_max)?;
+            j.bool(Some("ok"), self.paging_ok)?;
+            j.end_object()?;
+        }
         j.begin_array(Some("per_round"))?;
         for (i, round) in self.rounds.iter().enumerate() {
             let Some(round) = round else { continue };
@@ -337,8 +449,55 @@ fn boot_entry_for_refusal() -> usize {
     probe as *const () as usize
 }
 
+/// Whether CPUs are asked to go off while tasks wait for their APF tokens: with the paging
+/// load and `apf=on`.
+fn offs_with_tokens(t: &Tally) -> bool {
+    t.paging_tasks > 0 && scenarios::options().apf
+}
+
+/// With the paging load and APF: `cpu` goes off right after it next parks a task on an APF
+/// token (so with that token outstanding), its way to CPU_OFF kept resident meanwhile
+/// ([`touch_off_path`]). If that does not happen within [`WAIT_MS`] (no paging task faulted
+/// there), it is asked as usual. Returns whether it was asked here.
+fn offline_at_park(t: &mut Tally, cpu: usize) -> bool {
+    if !offs_with_tokens(t) {
+        return false;
+    }
+    crate::apf::off_at_next_park(cpu);
+    let c = percpu::get(cpu);
+    // Touched again at every poll: the paging load evicts what is not used.
+    let (taken, ticks) = wait_until(|| {
+        touch_off_path(cpu);
+        !c.is_online()
+    });
+    t.park_wait_ms_max = t.park_wait_ms_max.max(ticks_to_ms(ticks));
+    if taken || !crate::apf::cancel_off_at_next_park(cpu) {
+        t.offs_at_park += 1;
+        return true;
+    }
+    false
+}
+
+/// Reads one byte of every page of the kernel's text and read-only data and of `cpu`'s idle
+/// stack, so that the way `cpu` takes to CPU_OFF is resident: that way runs with IRQs masked, so
+/// each of its page faults would be synchronous and last at least the backing latency, long
+/// enough for every token the CPU has outstanding to complete first. (From this task, with IRQs
+/// unmasked, the faults are asynchronous.)
+fn touch_off_path(cpu: usize) {
+    let image = mm::image_layout();
+    for page in (image.start..image.rodata_end).step_by(PAGE_SIZE as usize) {
+        // SAFETY: text and rodata are mapped readable at EL1 and never written; a volatile byte
+        // read has no effect on any Rust object.
+        unsafe { core::ptr::read_volatile(page as *const u8) };
+    }
+    boot::touch_idle_stack(cpu);
+}
+
 /// Asks `cpu` to go offline; ends the run if it refuses.
-fn request_offline(t: &Tally, cpu: usize, round: u64) {
+fn request_offline(t: &mut Tally, cpu: usize, round: u64) {
+    if offline_at_park(t, cpu) {
+        return;
+    }
     if let Err(e) = sched::request_offline(cpu) {
         t.fail(format_args!("round {round}: cpu {cpu} cannot go offline: {e:?}"));
     }
@@ -368,6 +527,8 @@ fn wait_off(t: &mut Tally, cpu: usize, round: u64, offs_before: u64) {
         ));
     }
     t.off_wait_ms_max = t.off_wait_ms_max.max(ticks_to_ms(ticks));
+    // Its APF session ended at CPU_OFF: what is left in its record (the wake-all last) is ours.
+    crate::apf::drain_offline(cpu);
     // It marked itself offline before CPU_OFF, with an empty run queue; nothing may be queued on
     // it since (no task here is pinned to a secondary while it is off).
     if c.state() != CpuState::Offline {
@@ -475,12 +636,41 @@ struct Load {
     handles: [Option<TaskHandle>; MAX_LOAD],
     sleeper: TaskHandle,
     count: usize,
+    paging: [Option<TaskHandle>; MAX_PAGING],
+    paging_count: usize,
 }
 
-fn start_load(cpus: usize) -> Load {
+/// Starts the paging tasks if the command line asks for a working set (`ws_mib`); ends the run
+/// if it does not fit.
+fn start_paging(t: &mut Tally, cpus: usize, seed: u64) -> ([Option<TaskHandle>; MAX_PAGING], usize) {
+    let mut handles = [None; MAX_PAGING];
+    let Some(ws_mib) = scenarios::options().ws_mib else {
+        return (handles, 0);
+    };
+    let count = (PAGING_TASKS_PER_CPU * cpus).min(MAX_PAGING);
+    let layout =
+        mm::free_ram(scenarios::platform()).and_then(|free| Layout::new(free, Some(ws_mib * MIB), count as u64).ok());
+    let Some(layout) = layout else {
+        t.fail(format_args!("a working set of {ws_mib} MiB does not fit in free RAM"));
+    };
+    PAGING.set(Paging { seed, layout });
+    t.paging_tasks = count;
+    t.paging_pages = layout.pages();
+    crate::println!("hotplug: paging load: {} tasks over {} MiB ({} pages)", count, ws_mib, layout.pages());
+    for (i, slot) in handles.iter_mut().take(count).enumerate() {
+        let opts = SpawnOptions { pinned: None, cpus_out: Some(&PAGING_CPUS[i]) };
+        *slot = Some(sched::spawn_kernel(PAGING_TASK_NAME, paging_task, i as u64, opts).expect("free task slot"));
+    }
+    (handles, count)
+}
+
+fn start_load(t: &mut Tally, cpus: usize, seed: u64) -> Load {
     STOP.store(false, Ordering::Relaxed);
     SLEEPS.store(0, Ordering::Relaxed);
-    let count = (LOAD_PER_CPU * cpus).min(MAX_LOAD);
+    // With the paging load its tasks are the load: CPU-bound workers beside them would keep
+    // each CPU busy for whole ticks, and a CPU asked to go off after an APF park would be
+    // stalled (under -icount, halted vCPUs wait for the busy one's time slice).
+    let count = if scenarios::options().ws_mib.is_some() { 0 } else { (LOAD_PER_CPU * cpus).min(MAX_LOAD) };
     let mut handles = [None; MAX_LOAD];
     for (i, slot) in handles.iter_mut().take(count).enumerate() {
         let worker = &WORKERS[i];
@@ -496,13 +686,23 @@ fn start_load(cpus: usize) -> Load {
         *slot = Some(handle.expect("free task slot"));
     }
     let sleeper = sched::spawn_kernel("hotplug-sleep", sleeper, 0, SpawnOptions::default()).expect("free task slot");
-    Load { handles, sleeper, count }
+    let (paging, paging_count) = start_paging(t, cpus, seed);
+    Load { handles, sleeper, count, paging, paging_count }
 }
 
 fn stop_load(t: &mut Tally, load: &Load) {
     STOP.store(true, Ordering::Relaxed);
     load.handles.iter().flatten().for_each(|&h| sched::join(h));
     sched::join(load.sleeper);
+    load.paging.iter().flatten().for_each(|&h| sched::join(h));
+    if load.paging_count > 0 {
+        let load_of = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        t.paging_cpu_mask = PAGING_CPUS[..load.paging_count].iter().fold(0, |m, c| m | load_of(c));
+        t.paging_ok = load_of(&PAGING_MISMATCHES) == 0
+            && load_of(&PAGING_ABORTS) == 0
+            && load_of(&PAGING_WORDS) > 0
+            && load_of(&PAGING_PASSES) > 0;
+    }
     t.load_workers = load.count;
     t.load_units = WORKERS[..load.count].iter().map(|w| w.units.load(Ordering::Relaxed)).sum();
     t.load_cpu_mask = WORKERS[..load.count].iter().fold(0, |m, w| m | w.cpu_mask.load(Ordering::Relaxed));
@@ -526,8 +726,9 @@ fn control(seed: u64) {
         report::finish(ok, error, |j| t.write_fields(j));
     }
 
-    let load = start_load(cpus);
-    for round in 0..ROUNDS {
+    let load = start_load(&mut t, cpus, seed);
+    let rounds = scenarios::options().rounds.unwrap_or(ROUNDS);
+    for round in 0..rounds {
         let (order, len) = shuffled_secondaries(&mut rng, cpus);
         let all_at_once = round % 2 == 1;
         t.rounds[round as usize] = Some(Round { all_at_once, order, len });
@@ -542,7 +743,7 @@ fn control(seed: u64) {
         if all_at_once {
             for &cpu in order {
                 t.check_on_answers(cpu);
-                request_offline(&t, cpu, round);
+                request_offline(&mut t, cpu, round);
             }
             order.iter().for_each(|&cpu| wait_off(&mut t, cpu, round, offs[cpu]));
             order.iter().for_each(|&cpu| power_on(&mut t, cpu, round));
@@ -551,7 +752,7 @@ fn control(seed: u64) {
         } else {
             for &cpu in order {
                 t.check_on_answers(cpu);
-                request_offline(&t, cpu, round);
+                request_offline(&mut t, cpu, round);
                 wait_off(&mut t, cpu, round, offs[cpu]);
                 power_on(&mut t, cpu, round);
                 wait_on(&mut t, cpu, round, ups[cpu]);
@@ -569,11 +770,11 @@ fn control(seed: u64) {
     stop_load(&mut t, &load);
 
     let secondaries = (cpus - 1) as u64;
-    let expected = ROUNDS * secondaries;
+    let expected = rounds * secondaries;
     let cpu_off_calls: u64 = percpu::all().map(|(_, c)| c.hotplug.cpu_off_calls.load(Ordering::Relaxed)).sum();
     let bring_ups_ok =
-        percpu::all().all(|(i, c)| c.hotplug.bring_ups.load(Ordering::Relaxed) == if i == 0 { 1 } else { ROUNDS + 1 });
-    let probes_ok = t.probes_ok && (1..cpus).all(|cpu| PROBES_RUN[cpu].load(Ordering::Relaxed) == ROUNDS);
+        percpu::all().all(|(i, c)| c.hotplug.bring_ups.load(Ordering::Relaxed) == if i == 0 { 1 } else { rounds + 1 });
+    let probes_ok = t.probes_ok && (1..cpus).all(|cpu| PROBES_RUN[cpu].load(Ordering::Relaxed) == rounds);
     t.probes_ok = probes_ok;
     let counts_ok = cpu_off_calls == expected && t.cpu_on_calls == expected && t.came_back == expected;
     let ok = counts_ok
@@ -585,11 +786,12 @@ fn control(seed: u64) {
         && t.invalid_answers_ok
         && t.affinity_unexpected == 0
         && t.stranded == 0
-        && t.load_ok;
+        && t.load_ok
+        && t.paging_ok;
     let error = format_args!(
         "cpu_off_calls={cpu_off_calls} cpu_on_calls={} came_back={} (expected {expected}) bring_ups_ok={bring_ups_ok} \
          probes_ok={probes_ok} already_on_ok={} affinity_on_ok={} repeat_on_ok={} invalid_answers_ok={} \
-         affinity_unexpected={} stranded={} load_ok={}",
+         affinity_unexpected={} stranded={} load_ok={} paging_ok={}",
         t.cpu_on_calls,
         t.came_back,
         t.already_on_ok,
@@ -598,7 +800,8 @@ fn control(seed: u64) {
         t.invalid_answers_ok,
         t.affinity_unexpected,
         t.stranded,
-        t.load_ok
+        t.load_ok,
+        t.paging_ok
     );
     report::finish(ok, (!ok).then_some(error), |j| t.write_fields(j));
 }
