@@ -186,6 +186,16 @@ pub mod apf {
     /// is posted first, so no task waits forever. SUCCESS (also when not enabled).
     pub const DISABLE: u32 = 0xC600_0003;
 
+    /// APF_PIN(ipa, bytes): keep the guest pages of `[ipa, ipa + bytes)` resident for the VM's
+    /// life: pages the guest touches where it cannot take page_not_present (exception entry,
+    /// the scheduler, the SDEI handler's path, IRQ-masked code, stacks), so that their faults
+    /// do not wait synchronously. Page-aligned, inside guest RAM, within a quota of a quarter of
+    /// the resident memory over all calls (pinning a page twice counts once). SUCCESS,
+    /// INVALID_PARAMETER, [`OUT_OF_QUOTA`], or NOT_SUPPORTED (RAM not paged).
+    pub const PIN: u32 = 0xC600_0004;
+    /// APF_PIN's answer when the pages would exceed the VM's quota (nothing is pinned then).
+    pub const OUT_OF_QUOTA: i64 = -10;
+
     /// APF_ENABLE flag: dispatch page_not_present only when the fault was taken from EL0.
     pub const FLAG_USER_ONLY: u64 = 1 << 0;
     /// Every flag APF_ENABLE knows.

@@ -510,6 +510,9 @@ fn enable_task(_: u64) {
 /// the scenario starts; returns how many did (0 when the hypervisor offers none: RAM not paged).
 pub fn enable_on_every_cpu() -> u64 {
     REQUESTED.store(true, Ordering::Relaxed);
+    if crate::scenarios::options().apf_pin {
+        pin_kernel();
+    }
     let count = crate::percpu::count();
     let mut handles = [None; crate::dt::MAX_CPUS];
     for (cpu, slot) in handles.iter_mut().enumerate().take(count) {
@@ -522,6 +525,25 @@ pub fn enable_on_every_cpu() -> u64 {
     enabled
 }
 
+/// APF_PIN's answer for the kernel image, and the bytes it pinned.
+static PIN_ANSWER: AtomicU64 = AtomicU64::new(u64::MAX);
+static PINNED_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Asks the hypervisor to keep the whole kernel image resident (APF_PIN, docs/abi.md §8.1):
+/// its text, data and bss hold everything the guest runs where it cannot take a
+/// page_not_present (exception entry, the scheduler, the SDEI handler, IRQ-masked code, the
+/// stacks and the translation tables), so those faults would otherwise wait synchronously.
+fn pin_kernel() {
+    let image = crate::mm::image_layout();
+    let (start, end) = (image.start & !0xfff, (image.end + 0xfff) & !0xfff);
+    let answer = call(abi::PIN, [start, end - start, 0, 0, 0])[0];
+    PIN_ANSWER.store(answer, Ordering::Relaxed);
+    if answer == 0 {
+        PINNED_BYTES.store(end - start, Ordering::Relaxed);
+    }
+    crate::println!("apf: APF_PIN of the kernel image {start:#x}..{end:#x}: {}", answer as i64);
+}
+
 /// The result's `apf` object, when `apf=on` was asked for: what the guest saw.
 pub fn write_json<W: core::fmt::Write>(j: &mut asyncpf_guest::json::Json<'_, W>) -> core::fmt::Result {
     if !REQUESTED.load(Ordering::Relaxed) {
@@ -531,6 +553,8 @@ pub fn write_json<W: core::fmt::Write>(j: &mut asyncpf_guest::json::Json<'_, W>)
     j.begin_object(Some("apf"))?;
     j.bool(Some("requested"), true)?;
     j.u64(Some("enabled_cpus"), load(&ENABLED_CPUS))?;
+    j.i64(Some("pin_answer"), load(&PIN_ANSWER) as i64)?;
+    j.u64(Some("pinned_bytes"), load(&PINNED_BYTES))?;
     j.u64(Some("accepted"), load(&ACCEPTED))?;
     j.u64(Some("accepted_el0"), load(&ACCEPTED_EL0))?;
     j.u64(Some("declined"), load(&DECLINED))?;

@@ -21,6 +21,9 @@ pub const OPT_CALLS: &str = "calls";
 pub const OPT_TASKS: &str = "tasks";
 /// Most `tasks=` per vCPU (the hypervisor's APF token slots per vCPU).
 pub const MAX_TASKS_PER_CPU: u64 = 16;
+/// Key: `apf_pin=off` keeps the guest from pinning its kernel image with APF_PIN when it
+/// enables asynchronous page faults (default on).
+pub const OPT_APF_PIN: &str = "apf_pin";
 /// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
 /// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
 pub const OPT_APF: &str = "apf";
@@ -40,6 +43,7 @@ pub struct Options<'a> {
     pub calls: Option<u64>,
     pub tasks: Option<u64>,
     pub rounds: Option<u64>,
+    pub apf_pin: bool,
 }
 
 /// A malformed option value.
@@ -52,6 +56,7 @@ pub enum CmdlineError<'a> {
     BadCalls(&'a str),
     BadTasks(&'a str),
     BadRounds(&'a str),
+    BadApfPin(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
@@ -65,6 +70,7 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         calls: None,
         tasks: None,
         rounds: None,
+        apf_pin: true,
     };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
@@ -80,6 +86,13 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             OPT_TASKS => {
                 let tasks = parse_u64(value).filter(|t| (1..=MAX_TASKS_PER_CPU).contains(t));
                 opts.tasks = Some(tasks.ok_or(CmdlineError::BadTasks(value))?);
+            }
+            OPT_APF_PIN => {
+                opts.apf_pin = match value {
+                    "on" => true,
+                    "off" => false,
+                    _ => return Err(CmdlineError::BadApfPin(value)),
+                }
             }
             OPT_APF => {
                 opts.apf = match value {
@@ -121,6 +134,7 @@ mod tests {
             calls: None,
             tasks: None,
             rounds: None,
+            apf_pin: true,
         };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
@@ -144,7 +158,8 @@ mod tests {
                 apf: false,
                 calls: None,
                 tasks: None,
-                rounds: None
+                rounds: None,
+                apf_pin: true
             }
         );
         assert!(parse("apf=on").unwrap().apf);
@@ -159,6 +174,8 @@ mod tests {
         assert_eq!(parse("scenario=hostile calls=0x10 calls=250000").unwrap().calls, Some(250_000));
         assert_eq!(parse("calls=lots"), Err(CmdlineError::BadCalls("lots")));
         assert_eq!(parse("tasks=8").unwrap().tasks, Some(8));
+        assert!(!parse("apf_pin=off").unwrap().apf_pin);
+        assert_eq!(parse("apf_pin=no"), Err(CmdlineError::BadApfPin("no")));
         assert_eq!(parse("tasks=0"), Err(CmdlineError::BadTasks("0")));
         assert_eq!(parse("tasks=17"), Err(CmdlineError::BadTasks("17")));
         assert_eq!(parse("rounds=12").unwrap().rounds, Some(12));

@@ -7,13 +7,14 @@
 //! APF exists only when guest RAM is paged (`resident_mib`): without a pager there are no page
 //! faults to report, and the calls answer NOT_SUPPORTED.
 
+use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::ops::Range;
 
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
 use asyncpf_core::apf::{
-    validate_enable, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
+    validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
@@ -90,6 +91,10 @@ pub struct Apf {
     posted_offline: AtomicU64,
     /// Tokens dropped by CPU_OFF (covered by the vCPU's last wake-all).
     power_off_tokens: AtomicU64,
+    /// Guest pages pinned with APF_PIN (page numbers from the start of RAM), for the VM's life.
+    guest_pins: Mutex<BTreeSet<u64>>,
+    /// How many pages APF_PIN may pin in all (`asyncpf_core::apf::pin_quota`).
+    pin_quota: u64,
 }
 
 /// Why [`Apf::prepare`] said no to a vCPU with APF enabled: counted for the `apf` result
@@ -134,7 +139,8 @@ impl SyncReason {
 impl Apf {
     /// For `vcpus` vCPUs of a VM whose RAM is `ram` (guest physical), with records laid out by
     /// `granule` (the largest writeback granule of the physical CPUs).
-    pub fn new(vcpus: usize, granule: u64, ram: Range<u64>) -> Self {
+    /// `resident_pages` of host memory back it (for the APF_PIN quota).
+    pub fn new(vcpus: usize, granule: u64, ram: Range<u64>, resident_pages: u64) -> Self {
         let layout = Layout::new(granule).expect("writeback_granule_bytes gives a valid granule");
         let vcpus = (0..vcpus)
             .map(|v| {
@@ -155,6 +161,8 @@ impl Apf {
             sync_reasons: [const { AtomicU64::new(0) }; SyncReason::COUNT],
             posted_offline: AtomicU64::new(0),
             power_off_tokens: AtomicU64::new(0),
+            guest_pins: Mutex::new(BTreeSet::new()),
+            pin_quota: asyncpf_core::apf::pin_quota(resident_pages),
         }
     }
 
@@ -177,6 +185,7 @@ impl Apf {
                 smccc::SUCCESS
             }
             abi::ENABLE => self.enable(pager, vcpu, regs.x[1], regs.x[2], on_interrupt),
+            abi::PIN => self.pin(pager, vcpu, regs.x[1], regs.x[2], on_interrupt),
             abi::DISABLE => {
                 let unpin = {
                     let mut apf = self.vcpus[vcpu].lock();
@@ -191,6 +200,29 @@ impl Apf {
         };
         regs.x[0] = result as u64;
         result
+    }
+
+    /// APF_PIN(ipa, bytes): validated and counted against the quota (`core::apf::validate_pin`),
+    /// then each page not pinned yet is brought in and pinned in the pager, never to be evicted.
+    /// The pins lock is not held while the pager pins (which may wait for the disk).
+    fn pin(&self, pager: &Pager, vcpu: usize, ipa: u64, bytes: u64, mut on_interrupt: impl FnMut(u32)) -> i64 {
+        let pages: Vec<u64> = {
+            let pins = self.guest_pins.lock();
+            let newly = |r: Range<u64>| r.filter(|p| !pins.contains(p)).count() as u64;
+            match validate_pin(ipa, bytes, self.ram.clone(), PAGE_SIZE, pins.len() as u64, self.pin_quota, newly) {
+                Ok(pages) => pages.filter(|p| !pins.contains(p)).collect(),
+                Err(e) => return e.smccc(),
+            }
+        };
+        for page in pages {
+            if pager.pin(vcpu, page as usize, &mut on_interrupt).is_none() {
+                // The pager could not keep it (its own limit on pins): refused, counted.
+                guest_diag!(PinFailure, "vCPU {vcpu}: APF_PIN: guest page {page:#x} cannot be pinned");
+                return smccc::INVALID_PARAMETER;
+            }
+            self.guest_pins.lock().insert(page);
+        }
+        smccc::SUCCESS
     }
 
     fn enable(
@@ -465,7 +497,7 @@ impl Apf {
             "{{\"granule\":{},\"enabled_vcpus\":{enabled},\"dispatched\":{},\"accepted\":{},\"declined\":{},\
              \"completed\":{},\"stale\":{},\"posted\":{},\"queued\":{},\"wake_alls\":{},\"dropped\":{},\
              \"ring_errors\":{},\"power_offs\":{},\"power_offs_with_tokens\":{},\"power_off_tokens\":{},\
-             \"wake_alls_lost\":{},\"posted_offline\":{},\"sync_reasons\":{{",
+             \"wake_alls_lost\":{},\"posted_offline\":{},\"guest_pinned_pages\":{},\"pin_quota\":{},\"sync_reasons\":{{",
             self.layout.granule(),
             sum.dispatched,
             sum.accepted,
@@ -482,6 +514,8 @@ impl Apf {
             self.power_off_tokens.load(Ordering::Relaxed),
             sum.wake_alls_lost,
             self.posted_offline.load(Ordering::Relaxed),
+            self.guest_pins.lock().len(),
+            self.pin_quota,
         )?;
         for (i, name) in SyncReason::NAMES.iter().enumerate() {
             let separator = if i == 0 { "" } else { "," };
@@ -511,7 +545,7 @@ fn unpin_all(pager: &Pager, pages: Vec<(usize, PhysAddr)>) {
 
 /// Whether `function` is one of the APF calls.
 pub fn is_apf_call(function: u32) -> bool {
-    matches!(function, abi::FEATURES | abi::ENABLE | abi::DISABLE)
+    matches!(function, abi::FEATURES | abi::ENABLE | abi::DISABLE | abi::PIN)
 }
 
 /// The guest RAM pages (indices from the start of RAM at `ram_base`) that `record` covers.

@@ -336,7 +336,8 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         sdei: crate::sdei::Dispatcher::new(vcpu_count),
         apf: pager::get().map(|_| {
             let granule = crate::max_writeback_granule() as u64;
-            crate::apf::Apf::new(vcpu_count, granule, GUEST_RAM_IPA..GUEST_RAM_IPA + guest_bytes)
+            let resident_pages = host_bytes / PAGE_SIZE;
+            crate::apf::Apf::new(vcpu_count, granule, GUEST_RAM_IPA..GUEST_RAM_IPA + guest_bytes, resident_pages)
         }),
     });
 

@@ -30,6 +30,8 @@ pub const TIMER: &str = "kvm-compat/timer";
 pub const FEATURES: &str = "kvm-compat/features";
 /// `--kernel-kind`: an ELF and a raw binary boot where QEMU would put them.
 pub const KERNEL_KINDS: &str = "kvm-compat/kernel-kinds";
+/// APF_PIN's answers to bad and good requests, paged and not.
+pub const PIN: &str = "hostile/apf-pin";
 /// `--initrd`: the file reaches guest RAM where `/chosen` says, paged or not.
 pub const INITRD: &str = "kvm-compat/initrd";
 /// The initrd test's file: an odd length, so that the last page is partly used.
@@ -59,6 +61,7 @@ pub const TESTS: &[ProbeTest] = &[
     (FEATURES, features_test),
     (INITRD, initrd_test),
     (KERNEL_KINDS, kernel_kinds_test),
+    (PIN, pin_test),
 ];
 
 /// A plan that boots probe `probe` on one vCPU with `cmdline` (64 MiB of guest RAM).
@@ -304,6 +307,37 @@ pub fn kernel_kinds_test(root: &Path, tc: &Toolchain) -> Result<String> {
     };
     passed(&report, KERNEL_KINDS, &problems)?;
     Ok("an ELF at its physical addresses, a raw binary at RAM + 0x80000".into())
+}
+
+/// APF_PIN (docs/abi.md §8.1) refuses misaligned, empty, out-of-RAM and wrapping requests with
+/// INVALID_PARAMETER and one over the quota with OUT_OF_QUOTA, pins a good one (twice: the
+/// second costs no quota), and answers NOT_SUPPORTED when RAM is not paged.
+pub fn pin_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let names = ["misaligned", "empty", "below RAM", "past RAM", "wrapping", "whole RAM", "good", "again"];
+    let line = |answers: [i64; 8]| {
+        let parts: Vec<String> = names.iter().zip(answers).map(|(n, a)| format!("{n} {a}")).collect();
+        format!("{GUEST_LINE_PREFIX}pin probe: {}", parts.join(", "))
+    };
+    let (inv, quota, ok, unsupported) = (
+        asyncpf_contract::smccc::INVALID_PARAMETER,
+        asyncpf_contract::apf::OUT_OF_QUOTA,
+        asyncpf_contract::smccc::SUCCESS,
+        asyncpf_contract::smccc::NOT_SUPPORTED,
+    );
+    for resident_mib in [Some(16), None] {
+        let mut pin_plan = plan(root, "pin", "ram_mib=64".into(), 20);
+        pin_plan.resident_mib = resident_mib;
+        let report = run::run(root, tc, &pin_plan, true)?;
+        let want = match resident_mib {
+            Some(_) => line([inv, inv, inv, inv, inv, quota, ok, ok]),
+            None => line([unsupported; 8]),
+        };
+        expect_line(&report, &want, PIN).with_context(|| format!("resident_mib {resident_mib:?}"))?;
+        if resident_mib.is_some() && report.hyp.pointer("/apf/guest_pinned_pages").and_then(|v| v.as_u64()) != Some(2) {
+            bail!("the hypervisor reports {:?} pinned pages, not 2", report.hyp.pointer("/apf/guest_pinned_pages"));
+        }
+    }
+    Ok("bad requests INVALID_PARAMETER, over quota OUT_OF_QUOTA, good ones pinned once; unpaged NOT_SUPPORTED".into())
 }
 
 /// FNV-1a, 64 bits: the initrd probe's checksum.

@@ -1051,23 +1051,28 @@ impl Case {
             seed: 1,
             json,
             guest_kernel: None,
-            guest_cmdline: self.guest_cmdline.map(String::from).or_else(|| {
-                self.hotplug_apf.map(|_| {
-                    format!(
-                        "{GUEST_OPT_APF}=on {GUEST_OPT_WS_MIB}={HOTPLUG_APF_WS_MIB} {GUEST_OPT_ROUNDS}={HOTPLUG_APF_ROUNDS}"
-                    )
+            guest_cmdline: self
+                .guest_cmdline
+                .map(String::from)
+                .or_else(|| {
+                    self.hotplug_apf.map(|_| {
+                        format!(
+                            "{GUEST_OPT_APF}=on apf_pin=off {GUEST_OPT_WS_MIB}={HOTPLUG_APF_WS_MIB} \
+                         {GUEST_OPT_ROUNDS}={HOTPLUG_APF_ROUNDS}"
+                        )
+                    })
                 })
-            }).or_else(|| {
-                self.paged.and_then(|p| {
-                    let words: Vec<String> = p
-                        .ws_mib
-                        .map(|m| format!("{GUEST_OPT_WS_MIB}={m}"))
-                        .into_iter()
-                        .chain(p.apf.then(|| format!("{GUEST_OPT_APF}=on")))
-                        .collect();
-                    (!words.is_empty()).then(|| words.join(" "))
-                })
-            }),
+                .or_else(|| {
+                    self.paged.and_then(|p| {
+                        let words: Vec<String> = p
+                            .ws_mib
+                            .map(|m| format!("{GUEST_OPT_WS_MIB}={m}"))
+                            .into_iter()
+                            .chain(p.apf.then(|| format!("{GUEST_OPT_APF}=on")))
+                            .collect();
+                        (!words.is_empty()).then(|| words.join(" "))
+                    })
+                }),
             timeout_secs,
             icount: self.hotplug_apf.map(|_| HOTPLUG_APF_ICOUNT),
             bare: false,
@@ -1877,7 +1882,7 @@ mod tests {
         let c = &cases[1];
         assert_eq!(c.labels(), [EXPECT_OK, HOTPLUG_APF]);
         // The plan is what `cargo xtask run` makes of the same options.
-        let cmdline = format!("apf=on ws_mib={HOTPLUG_APF_WS_MIB} rounds={HOTPLUG_APF_ROUNDS}");
+        let cmdline = format!("apf=on apf_pin=off ws_mib={HOTPLUG_APF_WS_MIB} rounds={HOTPLUG_APF_ROUNDS}");
         let (g, r, l, i) = (
             HOTPLUG_APF_GUEST_MIB.to_string(),
             HOTPLUG_APF_RESIDENT_MIB.to_string(),

@@ -212,3 +212,56 @@ pub fn validate_enable(record_ipa: u64, flags: u64, layout: Layout, ram: Range<u
         _ => Err(EnableError::OutsideRam { ipa: record_ipa, bytes }),
     }
 }
+
+/// Why an APF_PIN request is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PinError {
+    /// Not page-aligned, empty, wrapping, or not inside guest RAM: INVALID_PARAMETER.
+    Invalid,
+    /// More pages than the quota leaves: OUT_OF_QUOTA.
+    OverQuota { asked: u64, left: u64 },
+}
+
+impl PinError {
+    /// The SMCCC answer.
+    pub const fn smccc(self) -> i64 {
+        match self {
+            PinError::Invalid => smccc::INVALID_PARAMETER,
+            PinError::OverQuota { .. } => abi::OUT_OF_QUOTA,
+        }
+    }
+}
+
+/// The pages (numbers from the start of `ram`, `page_bytes` each) that APF_PIN(ipa, bytes)
+/// asks for, if the request is valid and `newly(pages)` (how many of them are not pinned yet)
+/// fits in what `quota` pages leave after `pinned` ones.
+pub fn validate_pin(
+    ipa: u64,
+    bytes: u64,
+    ram: Range<u64>,
+    page_bytes: u64,
+    pinned: u64,
+    quota: u64,
+    newly: impl FnOnce(Range<u64>) -> u64,
+) -> Result<Range<u64>, PinError> {
+    let end = ipa.checked_add(bytes).ok_or(PinError::Invalid)?;
+    if bytes == 0 || !ipa.is_multiple_of(page_bytes) || !bytes.is_multiple_of(page_bytes) {
+        return Err(PinError::Invalid);
+    }
+    if ipa < ram.start || end > ram.end {
+        return Err(PinError::Invalid);
+    }
+    let pages = (ipa - ram.start) / page_bytes..(end - ram.start) / page_bytes;
+    let asked = newly(pages.clone());
+    let left = quota.saturating_sub(pinned);
+    if asked > left {
+        return Err(PinError::OverQuota { asked, left });
+    }
+    Ok(pages)
+}
+
+/// The APF_PIN quota of a VM with `resident_pages` of host memory: a quarter of it, so that
+/// pinned pages can never starve the pager.
+pub const fn pin_quota(resident_pages: u64) -> u64 {
+    resident_pages / 4
+}

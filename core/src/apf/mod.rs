@@ -187,7 +187,10 @@ mod model;
 #[cfg(test)]
 mod tests;
 
-pub use layout::{cwg_bytes, machine_granule, validate_enable, EnableError, GranuleError, Layout, Record};
+pub use layout::{
+    cwg_bytes, machine_granule, pin_quota, validate_enable, validate_pin, EnableError, GranuleError, Layout, PinError,
+    Record,
+};
 pub use ring::{drain, read_not_present, ring_used, NotPresent, RecordMemory, RingError};
 pub use vcpu::{
     ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, PowerOff, Refusal, Status, Token, TokenError,

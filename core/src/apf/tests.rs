@@ -1142,3 +1142,32 @@ fn an_unreadable_page_is_retried_synchronously_and_aborts_once() {
     assert!(oc.is_unreadable(page));
     vcpu.check_invariants();
 }
+
+/// APF_PIN's validation: page-aligned, non-empty, inside RAM, no wrap; the quota counts only
+/// pages not pinned yet, and a request over it pins nothing.
+#[test]
+fn pin_requests() {
+    let ram = 0x4000_0000..0x4400_0000;
+    let page = 4096;
+    let all_new = |r: core::ops::Range<u64>| r.end - r.start;
+    let v = |ipa, bytes, pinned| validate_pin(ipa, bytes, ram.clone(), page, pinned, 16, all_new);
+    assert_eq!(v(0x4000_0000, 4 * page, 0), Ok(0..4));
+    assert_eq!(v(0x4001_0000, page, 0), Ok(16..17));
+    for (ipa, bytes) in [
+        (0x4000_0001, page),         // misaligned
+        (0x4000_0000, page + 1),     // not whole pages
+        (0x4000_0000, 0),            // empty
+        (0x3fff_f000, 2 * page),     // starts below RAM
+        (0x43ff_f000, 2 * page),     // ends past RAM
+        (u64::MAX - page + 1, page), // wraps
+    ] {
+        assert_eq!(v(ipa, bytes, 0), Err(PinError::Invalid), "{ipa:#x}+{bytes:#x}");
+    }
+    assert_eq!(v(0x4000_0000, 17 * page, 0), Err(PinError::OverQuota { asked: 17, left: 16 }));
+    assert_eq!(v(0x4000_0000, 4 * page, 14), Err(PinError::OverQuota { asked: 4, left: 2 }));
+    // Pages already pinned do not count again.
+    let none_new = |_: core::ops::Range<u64>| 0;
+    assert_eq!(validate_pin(0x4000_0000, 4 * page, ram.clone(), page, 16, 16, none_new), Ok(0..4));
+    assert_eq!(PinError::OverQuota { asked: 1, left: 0 }.smccc(), asyncpf_contract::apf::OUT_OF_QUOTA);
+    assert_eq!(pin_quota(3072), 768, "R = 12 MiB: 3 MiB");
+}
