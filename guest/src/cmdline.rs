@@ -87,20 +87,8 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
                 let tasks = parse_u64(value).filter(|t| (1..=MAX_TASKS_PER_CPU).contains(t));
                 opts.tasks = Some(tasks.ok_or(CmdlineError::BadTasks(value))?);
             }
-            OPT_APF_PIN => {
-                opts.apf_pin = match value {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(CmdlineError::BadApfPin(value)),
-                }
-            }
-            OPT_APF => {
-                opts.apf = match value {
-                    "on" => true,
-                    "off" => false,
-                    _ => return Err(CmdlineError::BadApf(value)),
-                }
-            }
+            OPT_APF_PIN => opts.apf_pin = on_off(value).ok_or(CmdlineError::BadApfPin(value))?,
+            OPT_APF => opts.apf = on_off(value).ok_or(CmdlineError::BadApf(value))?,
             OPT_ROUNDS => {
                 let rounds = parse_u64(value).filter(|r| (1..=MAX_ROUNDS).contains(r));
                 opts.rounds = Some(rounds.ok_or(CmdlineError::BadRounds(value))?);
@@ -109,6 +97,15 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         }
     }
     Ok(opts)
+}
+
+/// `on` or `off`.
+fn on_off(value: &str) -> Option<bool> {
+    match value {
+        "on" => Some(true),
+        "off" => Some(false),
+        _ => None,
+    }
 }
 
 /// Decimal, or hexadecimal with a `0x` prefix.
