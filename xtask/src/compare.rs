@@ -239,6 +239,9 @@ pub struct Row {
     /// Disk requests that QEMU had not completed by their deadline, for which virtual time was
     /// held (`mem.device_late_freezes`).
     pub device_late_freezes: Option<u64>,
+    /// Exits the guest caused: all exits but those for physical interrupts
+    /// (`hyp.exits - hyp.irq_exits`).
+    pub guest_exits: Option<u64>,
     #[serde(flatten)]
     pub figures: bench::Row,
 }
@@ -257,6 +260,9 @@ impl Row {
             async_faults: uint(report, "/hyp/async_faults"),
             fault_bound_ms,
             device_late_freezes: uint(report, "/mem/device_late_freezes"),
+            guest_exits: uint(report, "/hyp/exits")
+                .zip(uint(report, "/hyp/irq_exits"))
+                .map(|(all, irq)| all.saturating_sub(irq)),
             figures,
         }
     }
@@ -373,14 +379,27 @@ pub struct Comparison {
     pub elapsed: Ratios,
     /// Of `verify` + `mix` + `final_verify` (see the module documentation on `write`).
     pub fault_bound_phases: Ratios,
+    /// Guest-caused exits per asynchronous fault: 1 + (the asynchronous run's guest-caused exits
+    /// − the synchronous run's) / the asynchronous run's asynchronous faults. The fault itself
+    /// is 1; what the protocol adds (the handler's completion call, APF calls) is the rest.
+    pub exits_per_async_fault: Option<f64>,
 }
 
 impl Comparison {
     /// The ratios of the three rows, with the bound for `tasks` tasks per vCPU.
     pub fn of(rows: &[Row], tasks: u32) -> Comparison {
+        let row = |mode: Mode| rows.iter().find(|r| r.run == mode);
+        let exits_per_async_fault = match (row(Mode::Synchronous), row(Mode::Asynchronous)) {
+            (Some(s), Some(a)) => match (s.guest_exits, a.guest_exits, a.async_faults) {
+                (Some(s), Some(a), Some(f)) if f > 0 => Some(round_to(1.0 + (a as f64 - s as f64) / f as f64, 3)),
+                _ => None,
+            },
+            _ => None,
+        };
         Comparison {
             elapsed: Ratios::of(rows, |r| r.figures.elapsed_ms).with_tasks(tasks),
             fault_bound_phases: Ratios::of(rows, |r| r.fault_bound_ms).with_tasks(tasks),
+            exits_per_async_fault,
         }
     }
 }
@@ -724,6 +743,15 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         per_run(&|r| r.figures.wall_seconds.map_or("-".into(), |s| format!("{s:.1}"))),
     );
     print!("compare: whole workload (elapsed_ms):\n{}", comparison.elapsed.lines());
+    let exits = |mode: Mode| rows.iter().find(|r| r.run == mode).and_then(|r| r.guest_exits);
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "compare:   exits per async fault  1 + (async - sync guest-caused exits) / async faults = 1 + ({} - {}) / {} = {}",
+        show(exits(Mode::Asynchronous)),
+        show(exits(Mode::Synchronous)),
+        show(rows.iter().find(|r| r.run == Mode::Asynchronous).and_then(|r| r.async_faults)),
+        comparison.exits_per_async_fault.map_or("-".into(), |v| format!("{v:.2}")),
+    );
     print!(
         "compare: fault-bound phases only (verify + mix + final_verify):\n{}",
         comparison.fault_bound_phases.lines()
@@ -979,6 +1007,24 @@ mod tests {
 
     fn rows() -> Vec<Row> {
         Mode::ALL.map(|m| Row::from_report(m, 1000, if m == Mode::Reference { 64 } else { 12 }, &report(m))).to_vec()
+    }
+
+    /// exits_per_async_fault = 1 + (async - sync guest-caused exits) / async faults; missing
+    /// counters give none.
+    #[test]
+    fn exits_per_async_fault() {
+        let with_exits = |mode: Mode, exits: u64, irq: u64| {
+            let mut v = report(mode);
+            v["hyp"]["exits"] = json!(exits);
+            v["hyp"]["irq_exits"] = json!(irq);
+            Row::from_report(mode, 1000, 12, &v)
+        };
+        // Sync: 50,000 exits, 5,000 of them interrupts; async: 140,000 and 17,000, 39,233 faults.
+        let rows = [with_exits(Mode::Synchronous, 50_000, 5_000), with_exits(Mode::Asynchronous, 140_000, 17_000)];
+        assert_eq!(rows[1].guest_exits, Some(123_000));
+        let c = Comparison::of(&rows, 8);
+        assert_eq!(c.exits_per_async_fault, Some(2.988), "1 + (123000 - 45000) / 39233");
+        assert_eq!(Comparison::of(&self::rows(), 8).exits_per_async_fault, None, "no exit counters");
     }
 
     #[test]
