@@ -270,7 +270,7 @@ impl Apf {
     /// go (the caller unpins them after releasing the vCPU's lock: the pager's lock is taken
     /// before a vCPU's APF lock, never after).
     fn settle(&self, vm: &Vm, vcpu: usize, apf: &mut VcpuApf, posted: usize) -> Vec<(usize, PhysAddr)> {
-        self.raise_page_ready(vm, vcpu, posted);
+        self.raise_page_ready(vm, vcpu, posted, apf.state.backlog().len() != 0);
         if let Some(error) = apf.state.take_ring_error() {
             guest_diag!(ApfRingError, "vCPU {vcpu}: {error}");
         }
@@ -303,18 +303,24 @@ impl Apf {
     }
 
     /// Before `vcpu` enters the guest: post what waits for ring space, if the guest made room.
-    pub fn on_entry(&self, vm: &Vm, pager: &Pager, vcpu: usize) {
+    /// Returns whether completions may still be waiting: then the vCPU must not sleep in
+    /// `wfi` without an exit (the caller traps WFI), since making room takes no call and a
+    /// guest that emptied its ring and waits for an interrupt would otherwise never get them.
+    /// A busy lock answers true: a WFI trapped for nothing is only an exit.
+    pub fn on_entry(&self, vm: &Vm, pager: &Pager, vcpu: usize) -> bool {
         let Some(mut apf) = self.vcpus[vcpu].try_lock() else {
-            return;
+            return true;
         };
         if apf.state.backlog().len() == 0 {
-            return;
+            return false;
         }
         let (state, mut mem) = apf.parts();
         let posted = state.flush_backlog(&mut mem);
         let unpin = self.settle(vm, vcpu, &mut apf, posted);
+        let waiting = apf.state.backlog().len() != 0;
         drop(apf);
         unpin_all(pager, unpin);
+        waiting
     }
 
     /// Before a stage-2 fault of `vcpu` goes to the pager: may it be resolved asynchronously?
@@ -412,7 +418,8 @@ impl Apf {
             apf.sync_next = true;
             0
         };
-        self.raise_page_ready(vm, vcpu, posted);
+        let backlog = apf.state.backlog().len() != 0;
+        self.raise_page_ready(vm, vcpu, posted, backlog);
     }
 
     /// The page of the asynchronous fault with engine waiter id `waiter` is back: post its
@@ -446,17 +453,21 @@ impl Apf {
 
     /// After `posted` entries went to `vcpu`'s ring: make page_ready pending on it and kick it
     /// if it runs elsewhere. Entries for a vCPU that is off are counted (`posted_offline`, which
-    /// CPU_OFF's end of the session keeps at 0) and raise nothing.
-    fn raise_page_ready(&self, vm: &Vm, vcpu: usize, posted: usize) {
-        if posted == 0 {
+    /// CPU_OFF's end of the session keeps at 0) and raise nothing. `backlog`: completions wait
+    /// for ring space; a vCPU running elsewhere is kicked then too, so that it enters again
+    /// with WFI trapped ([`Self::on_entry`]).
+    fn raise_page_ready(&self, vm: &Vm, vcpu: usize, posted: usize, backlog: bool) {
+        if posted == 0 && !backlog {
             return;
         }
         if vm.vcpus[vcpu].power() == PowerState::Off {
             self.posted_offline.fetch_add(posted as u64, Ordering::Relaxed);
             return;
         }
-        // PAGE_READY_INTID is a PPI, always in range.
-        let _ = vm.vcpus[vcpu].redist.lock().set_pending(abi::PAGE_READY_INTID);
+        if posted != 0 {
+            // PAGE_READY_INTID is a PPI, always in range.
+            let _ = vm.vcpus[vcpu].redist.lock().set_pending(abi::PAGE_READY_INTID);
+        }
         if vcpu != arch::cpu_index() {
             vm.kick(vcpu);
         }

@@ -62,6 +62,9 @@ pub struct Stats {
     /// not written earlier output to its host backend yet): under `-icount` each one is virtual
     /// time that depends on the host.
     pub console_busy_polls: Counter,
+    /// WFI trapped because page_ready completions waited for ring space (HCR_EL2.TWI is set
+    /// only then): each one let the backlog go out before the vCPU could sleep.
+    pub backlog_wfi_exits: Counter,
 }
 
 pub static STATS: Stats = Stats {
@@ -84,12 +87,13 @@ pub static STATS: Stats = Stats {
     table_walk_faults: Counter::new(),
     table_walk_write_faults: Counter::new(),
     console_busy_polls: Counter::new(),
+    backlog_wfi_exits: Counter::new(),
 };
 
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 19] = [
+        let members: [(&str, &Counter); 20] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -109,6 +113,7 @@ impl Stats {
             ("table_walk_faults", &self.table_walk_faults),
             ("table_walk_write_faults", &self.table_walk_write_faults),
             ("console_busy_polls", &self.console_busy_polls),
+            ("backlog_wfi_exits", &self.backlog_wfi_exits),
         ];
         for (i, (name, counter)) in members.iter().enumerate() {
             if i > 0 {

@@ -138,7 +138,7 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
     }
     vm.sdei.deliver_signalled(index, regs);
     if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
-        apf.on_entry(vm, pager, index);
+        trap_wfi(apf.on_entry(vm, pager, index));
     }
     vgic::flush(vm, index);
     if let Some(pager) = pager::get() {
@@ -164,6 +164,16 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             HCR_EL2.modify(HCR_EL2::VSE::SET);
             true
         }
+    }
+}
+
+/// Trap the guest's WFI (HCR_EL2.TWI) or not. Trapped only while the vCPU's page_ready
+/// completions wait for ring space: the guest makes room without a call, so a vCPU that emptied
+/// its ring and sleeps in `wfi` with nothing else pending must exit for them to be posted.
+/// Otherwise WFI runs natively: the vCPU owns its physical CPU.
+fn trap_wfi(trap: bool) {
+    if HCR_EL2.is_set(HCR_EL2::TWI) != trap {
+        HCR_EL2.modify(if trap { HCR_EL2::TWI::SET } else { HCR_EL2::TWI::CLEAR });
     }
 }
 
@@ -213,6 +223,10 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             true
         }
         ec::WFX => {
+            // Only trapped while page_ready completions wait for ring space (`trap_wfi`): the
+            // next entry posts them, and the guest, back from its WFI, finds them. (A WFE is
+            // never trapped: HCR_EL2.TWE stays clear.)
+            STATS.backlog_wfi_exits.inc();
             regs.pc += trap::instruction_bytes(esr);
             true
         }

@@ -32,6 +32,9 @@ pub const FEATURES: &str = "kvm-compat/features";
 pub const KERNEL_KINDS: &str = "kvm-compat/kernel-kinds";
 /// APF_PIN's answers to bad and good requests, paged and not.
 pub const PIN: &str = "hostile/apf-pin";
+/// page_ready entries that waited for ring space reach a guest that made room and sleeps in
+/// `wfi`.
+pub const BACKLOG: &str = "hostile/apf-backlog";
 /// `--initrd`: the file reaches guest RAM where `/chosen` says, paged or not.
 pub const INITRD: &str = "kvm-compat/initrd";
 /// The initrd test's file: an odd length, so that the last page is partly used.
@@ -62,6 +65,7 @@ pub const TESTS: &[ProbeTest] = &[
     (INITRD, initrd_test),
     (KERNEL_KINDS, kernel_kinds_test),
     (PIN, pin_test),
+    (BACKLOG, backlog_test),
 ];
 
 /// A plan that boots probe `probe` on one vCPU with `cmdline` (64 MiB of guest RAM).
@@ -338,6 +342,27 @@ pub fn pin_test(root: &Path, tc: &Toolchain) -> Result<String> {
         }
     }
     Ok("bad requests INVALID_PARAMETER, over quota OUT_OF_QUOTA, good ones pinned once; unpaged NOT_SUPPORTED".into())
+}
+
+/// The backlog probe fills its ring without consuming it, makes 16 more completions wait in
+/// the hypervisor, consumes the ring with no call and sleeps in `wfi` with no interrupt
+/// enabled: the waiting entries must reach it (the hypervisor traps WFI while entries wait).
+/// Before that fix the probe slept until the timeout.
+pub fn backlog_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let mut backlog_plan = plan(root, "backlog", String::new(), 30);
+    backlog_plan.resident_mib = Some(8);
+    let report = run::run(root, tc, &backlog_plan, true)?;
+    let want = format!(
+        "{GUEST_LINE_PREFIX}backlog probe: accepted 80, filled 64, before wfi 64, posted after wfi 16, wfi returns 1, \
+         tokens match true"
+    );
+    expect_line(&report, &want, BACKLOG)?;
+    let counter = |path: &str| report.hyp.pointer(path).and_then(|v| v.as_u64()).unwrap_or(0);
+    let (queued, wfi_exits) = (counter("/apf/queued"), counter("/backlog_wfi_exits"));
+    if queued < 16 || wfi_exits == 0 {
+        bail!("the hypervisor counted {queued} queued completions and {wfi_exits} backlog WFI exits");
+    }
+    Ok(format!("16 waiting entries posted after 1 wfi ({queued} queued, {wfi_exits} WFI exits trapped)"))
 }
 
 /// FNV-1a, 64 bits: the initrd probe's checksum.

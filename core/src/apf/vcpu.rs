@@ -548,8 +548,9 @@ impl ApfVcpu {
     }
 
     /// Posts as much of the backlog as fits into the ring, oldest first. The hypervisor calls
-    /// it whenever the guest may have made room: on every page_ready EOI or guest exit of
-    /// this vCPU while [`backlog`](Self::backlog) is not empty. Returns the entries posted
+    /// it whenever the guest may have made room: before every entry of this vCPU while
+    /// [`backlog`](Self::backlog) is not empty (and it traps the guest's WFI meanwhile, so a
+    /// guest that made room and waits for an interrupt exits). Returns the entries posted
     /// (raise the page_ready PPI if not 0).
     pub fn flush_backlog<M: RecordMemory + ?Sized>(&mut self, mem: &mut M) -> usize {
         self.post(mem)
