@@ -13,6 +13,7 @@ use core::ops::Range;
 
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
+use asyncpf_core::apf::cost::ParkOrWait;
 use asyncpf_core::apf::{
     validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
 };
@@ -20,8 +21,9 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
+use crate::backing::clock::Ticks;
 use crate::mm::{PhysAddr, PAGE_SIZE};
-use crate::pager::Pager;
+use crate::pager::{Pager, Stamp};
 use crate::vm::{PowerState, Vm};
 use crate::{arch, guest_diag};
 
@@ -43,6 +45,10 @@ struct VcpuApf {
     /// The guest declined the last page_not_present: resolve the next fault synchronously
     /// (its retry of the same access would be declined again).
     sync_next: bool,
+    /// The park or wait rule's state (`asyncpf_core::apf::cost`: the delivery cost, in model
+    /// ticks), and the model time of the fault being delivered.
+    park_or_wait: ParkOrWait,
+    delivery_started: Option<Stamp>,
 }
 
 impl VcpuApf {
@@ -116,12 +122,22 @@ enum SyncReason {
     AtLimit,
     /// The page is known to be unreadable: the access waits and takes its abort.
     Unreadable,
+    /// The store is fast: waiting costs less than parking and waking (measured).
+    CheaperToWait,
 }
 
 impl SyncReason {
-    const COUNT: usize = 7;
-    const NAMES: [&'static str; Self::COUNT] =
-        ["after_decline", "sdei_not_ready", "delivering", "user_only", "irqs_masked", "at_limit", "unreadable"];
+    const COUNT: usize = 8;
+    const NAMES: [&'static str; Self::COUNT] = [
+        "after_decline",
+        "sdei_not_ready",
+        "delivering",
+        "user_only",
+        "irqs_masked",
+        "at_limit",
+        "unreadable",
+        "cheaper_to_wait",
+    ];
 
     fn of(refusal: Refusal) -> Option<SyncReason> {
         match refusal {
@@ -132,6 +148,7 @@ impl SyncReason {
             Refusal::UserOnly => Some(SyncReason::UserOnly),
             Refusal::IrqsMasked => Some(SyncReason::IrqsMasked),
             Refusal::AtLimit => Some(SyncReason::AtLimit),
+            Refusal::CheaperToWait => Some(SyncReason::CheaperToWait),
         }
     }
 }
@@ -151,6 +168,8 @@ impl Apf {
                     offset: 0,
                     slots: [Slot::Free; TOKENS_PER_VCPU],
                     sync_next: false,
+                    park_or_wait: ParkOrWait::new(),
+                    delivery_started: None,
                 })
             })
             .collect();
@@ -327,8 +346,16 @@ impl Apf {
     /// If so, a token slot is reserved and its engine waiter id returned; the caller then
     /// calls [`Self::deliver`] if the fault blocks, or [`Self::release`] if it does not.
     /// `pstate` is the faulting context's (SPSR_EL2); `page_unreadable`: the pager knows the
-    /// page cannot be read back ([`Pager::is_unreadable`]).
-    pub fn prepare(&self, vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> Option<u32> {
+    /// page cannot be read back ([`Pager::is_unreadable`]); `expected_read`: the average read
+    /// latency ([`Pager::expected_read_ticks`]), for the park or wait rule.
+    pub fn prepare(
+        &self,
+        vm: &Vm,
+        vcpu: usize,
+        pstate: u64,
+        page_unreadable: bool,
+        expected_read: Option<u64>,
+    ) -> Option<u32> {
         let mut apf = self.vcpus[vcpu].lock();
         if !apf.state.is_enabled() {
             return None;
@@ -337,7 +364,10 @@ impl Apf {
             self.count_sync(SyncReason::AfterDecline);
             return None;
         }
-        if let Err(refusal) = apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate, page_unreadable)) {
+        let cheaper_to_wait = !apf.park_or_wait.decide(expected_read);
+        if let Err(refusal) =
+            apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate, page_unreadable, cheaper_to_wait))
+        {
             if let Some(reason) = SyncReason::of(refusal) {
                 self.count_sync(reason);
             }
@@ -353,7 +383,8 @@ impl Apf {
 
     /// The fault prepared with `waiter` blocked: start its token (the record's page_not_present
     /// slot gets it and `address`) and enter the guest's SDEI handler. `page_unreadable` as
-    /// given to [`Self::prepare`].
+    /// given to [`Self::prepare`]; `fault_at`: the vCPU's stamp at the fault's exit.
+    #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &self,
         vm: &Vm,
@@ -361,6 +392,7 @@ impl Apf {
         waiter: u32,
         address: u64,
         page_unreadable: bool,
+        fault_at: Stamp,
         regs: &mut GuestRegs,
     ) -> Delivery {
         let slot = self.slot_of(vcpu, waiter);
@@ -370,7 +402,8 @@ impl Apf {
             apf.slots[slot] = Slot::Free;
             return Delivery::PageBack;
         }
-        let inputs = dispatch_inputs(vm, vcpu, regs.pstate, page_unreadable);
+        // `prepare` applied the park or wait rule; the averages may have moved since.
+        let inputs = dispatch_inputs(vm, vcpu, regs.pstate, page_unreadable, false);
         let (state, mut mem) = apf.parts();
         let Ok(token) = state.start(inputs, address, &mut mem) else {
             apf.slots[slot] = Slot::Orphan;
@@ -380,6 +413,7 @@ impl Apf {
         match vm.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
             Ok(()) => {
                 apf.slots[slot] = Slot::InFlight(token);
+                apf.delivery_started = Some(fault_at);
                 Delivery::Delivered
             }
             Err(refusal) => {
@@ -404,12 +438,15 @@ impl Apf {
 
     /// The guest's page_not_present handler finished: with COMPLETE_AND_RESUME (`accepted`: its
     /// task is parked on the token) or COMPLETE (declined: the fault is retried and resolved
-    /// synchronously).
-    pub fn handler_done(&self, vm: &Vm, vcpu: usize, accepted: bool) {
+    /// synchronously). `now`: the vCPU's stamp, which ends an accepted delivery's measured cost.
+    pub fn handler_done(&self, vm: &Vm, vcpu: usize, accepted: bool, now: Stamp) {
         let mut apf = self.vcpus[vcpu].lock();
         let Some(token) = apf.state.delivering() else {
             return;
         };
+        if let (Some(started), true) = (apf.delivery_started.take(), accepted) {
+            apf.park_or_wait.delivered(now.at.saturating_sub(started.at), now.waited.saturating_sub(started.waited));
+        }
         let posted = if accepted {
             let (state, mut mem) = apf.parts();
             state.accept(token, &mut mem).unwrap_or(0)
@@ -532,12 +569,21 @@ impl Apf {
             let separator = if i == 0 { "" } else { "," };
             write!(out, "{separator}\"{name}\":{}", self.sync_reasons[i].load(Ordering::Relaxed))?;
         }
-        out.write_str("}}")
+        // The park or wait rule's delivery cost per vCPU (null: nothing delivered yet).
+        out.write_str("},\"delivery_cost_us\":[")?;
+        for (i, v) in self.vcpus.iter().enumerate() {
+            let separator = if i == 0 { "" } else { "," };
+            match v.lock().park_or_wait.delivery_cost() {
+                Some(ticks) => write!(out, "{separator}{:.1}", Ticks(ticks).as_nanos() as f64 / 1000.0)?,
+                None => write!(out, "{separator}null")?,
+            }
+        }
+        out.write_str("]}")
     }
 }
 
 /// What the decision table needs from the SDEI dispatcher and the faulting context.
-fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> DispatchInputs {
+fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool, cheaper_to_wait: bool) -> DispatchInputs {
     const PSTATE_I: u64 = 1 << 7;
     const PSTATE_MODE: u64 = 0xf;
     DispatchInputs {
@@ -545,6 +591,7 @@ fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool) -> 
         from_el0: pstate & PSTATE_MODE == 0,
         irqs_masked: pstate & PSTATE_I != 0,
         page_unreadable,
+        cheaper_to_wait,
     }
 }
 

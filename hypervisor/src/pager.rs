@@ -57,6 +57,7 @@ use core::ops::{Deref, DerefMut};
 use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
+use asyncpf_core::apf::cost::Ewma;
 use asyncpf_core::histogram::Histogram;
 use asyncpf_core::latency::{self, TimeBase};
 use asyncpf_core::overcommit::{
@@ -105,6 +106,15 @@ struct VcpuWait {
     state: AtomicU8,
     /// When the blocked fault was taken (counter ticks).
     since: AtomicU64,
+    /// Model ticks this vCPU spent in [`Pager::wait`], in all.
+    waited: AtomicU64,
+}
+
+/// A vCPU's model time and its time spent waiting for pages until then ([`Pager::stamp`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Stamp {
+    pub at: u64,
+    pub waited: u64,
 }
 
 /// Everything under the lock.
@@ -122,6 +132,9 @@ struct Locked {
     stalls: Histogram,
     /// How long disk requests took from submission to being reported, in nanoseconds.
     requests: Histogram,
+    /// The moving average of reads' submission-to-completion time, in model ticks (the park or
+    /// wait rule, `asyncpf_core::apf::cost`); published in `Pager::read_latency_avg`.
+    read_latency: Ewma,
     /// Frames handed out (zero-fills and reads) since the last access-flag scan.
     since_scan: u32,
     scans: u64,
@@ -147,6 +160,9 @@ pub struct Pager {
     /// How many pages the engine knows to be unreadable, published under the lock, so that
     /// [`Pager::is_unreadable`] takes the lock only in runs with read errors.
     unreadable_pages: AtomicU64,
+    /// `Locked::read_latency`'s average in model ticks (`u64::MAX`: no read yet), for
+    /// [`Pager::expected_read_ticks`] without the lock.
+    read_latency_avg: AtomicU64,
     /// Counted without the lock: access-flag faults, the disk's and the EL2 timer's interrupts.
     access_flag_faults: AtomicU64,
     device_irqs: AtomicU64,
@@ -300,6 +316,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
             apf_done: Vec::with_capacity(waiter_count(setup.vcpus) as usize),
             stalls: Histogram::new(),
             requests: Histogram::new(),
+            read_latency: Ewma::new(),
             since_scan: 0,
             scans: 0,
             blocking_faults: 0,
@@ -311,6 +328,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         lock_sleepers: AtomicU64::new(0),
         earliest_due: AtomicU64::new(u64::MAX),
         unreadable_pages: AtomicU64::new(0),
+        read_latency_avg: AtomicU64::new(u64::MAX),
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
         timer_irqs: AtomicU64::new(0),
@@ -326,7 +344,11 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         held_sleeps: AtomicU64::new(0),
         gicd_base: platform.gicd_base,
         waits: (0..setup.vcpus)
-            .map(|_| VcpuWait { state: AtomicU8::new(WaitState::Running as u8), since: AtomicU64::new(0) })
+            .map(|_| VcpuWait {
+                state: AtomicU8::new(WaitState::Running as u8),
+                since: AtomicU64::new(0),
+                waited: AtomicU64::new(0),
+            })
             .collect(),
         pages: setup.pages,
         frames: setup.frames,
@@ -511,10 +533,18 @@ impl Pager {
     /// sleeps; `on_interrupt` is given every other physical interrupt that arrives meanwhile
     /// (the pager's own are handled here).
     pub fn wait(&self, vcpu: usize, on_interrupt: impl FnMut(u32)) -> Resolution {
+        let started = self.now();
         let saved = vgic::park();
         let resolution = self.wait_parked(vcpu, on_interrupt);
         vgic::unpark(saved);
+        self.waits[vcpu].waited.fetch_add(self.now().saturating_sub(started), Ordering::Relaxed);
         resolution
+    }
+
+    /// Model time now, and the model ticks `vcpu` has spent waiting for pages so far: two
+    /// stamps give the time between them that was not spent waiting.
+    pub fn stamp(&self, vcpu: usize) -> Stamp {
+        Stamp { at: self.now(), waited: self.waits[vcpu].waited.load(Ordering::Relaxed) }
     }
 
     fn wait_parked(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
@@ -561,6 +591,17 @@ impl Pager {
         let due = (due != u64::MAX).then_some(due);
         let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), self.time_base);
         self.set_timer(at.map(Ticks));
+    }
+
+    /// The moving average of backing reads' latency in model ticks, once a read completed
+    /// (`asyncpf_core::apf::cost`).
+    pub fn expected_read_ticks(&self) -> Option<u64> {
+        Some(self.read_latency_avg.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
+    }
+
+    /// Model time now, in counter ticks (see [`Self::model_now`]).
+    pub fn now(&self) -> u64 {
+        self.model_now().0
     }
 
     /// Model time: the counter in host time; in virtual time the counter minus what was hidden
@@ -824,7 +865,7 @@ impl Pager {
     /// arm this CPU's EL2 timer for the next latency deadline.
     fn process_completions(&self, locked: &mut Locked) {
         let virtual_time = self.time_base == TimeBase::Virtual;
-        let Locked { engine, disk, backlog, completions, stalls, requests, apf_done, .. } = locked;
+        let Locked { engine, disk, backlog, completions, stalls, requests, read_latency, apf_done, .. } = locked;
         // In virtual time, model time stands still for the whole poll (and, while a request is
         // late, until the poll that finds it done): what a poll does depends on what the device
         // finished, that is on the host, so its cost is hidden (see the end).
@@ -836,7 +877,12 @@ impl Pager {
             // (see `close_window`), unlike the rest of the poll.
             let started = self.hide.then(clock::now);
             'one: {
-                requests.record(now.saturating_sub(completion.submitted).as_nanos());
+                let took = now.saturating_sub(completion.submitted);
+                requests.record(took.as_nanos());
+                if matches!(completion.op, Op::Read) {
+                    read_latency.record(took.0);
+                    self.read_latency_avg.store(read_latency.get().unwrap_or(u64::MAX), Ordering::Relaxed);
+                }
                 let id = RequestId(completion.tag as u16);
                 let ok = completion.result.is_ok();
                 if let Err(error) = completion.result {
@@ -979,7 +1025,7 @@ impl Pager {
              \"shared_fetches\":{},\"failed_reads\":{},\"failed_writes\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
              \"timer_irqs\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
-             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1},\"unreadable_pages\":{},\
+             \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1},\"read_latency_ewma_us\":{},\"unreadable_pages\":{},\
              \"unreadable\":[",
             self.guest_mib,
             self.resident_mib,
@@ -1018,6 +1064,7 @@ impl Pager {
             stall_us(locked.stalls.max()),
             stall_us(locked.requests.mean()),
             stall_us(locked.requests.percentile(990)),
+            locked.read_latency.get().map_or("null".into(), |t| alloc::format!("{:.1}", Ticks(t).as_nanos() as f64 / 1000.0)),
             locked.engine.unreadable_pages(),
         )?;
         // The first few unreadable pages (guest page n is disk slot n).

@@ -65,6 +65,14 @@ pub struct Stats {
     /// WFI trapped because page_ready completions waited for ring space (HCR_EL2.TWI is set
     /// only then): each one let the backlog go out before the vCPU could sleep.
     pub backlog_wfi_exits: Counter,
+    /// The hypervisor's own time (model time, nanoseconds: under `-icount` its instructions)
+    /// from an exit to the next entry of the same vCPU, for the exits of the asynchronous
+    /// protocol: stage-2 faults delivered as page_not_present, the handler's
+    /// SDEI_EVENT_COMPLETE(_AND_RESUME) of it, and physical interrupts (disk completions,
+    /// page_ready posting, the latency timer, the guest's timers).
+    pub el2_ns_async_fault: Counter,
+    pub el2_ns_handler_answer: Counter,
+    pub el2_ns_interrupt: Counter,
 }
 
 pub static STATS: Stats = Stats {
@@ -88,12 +96,15 @@ pub static STATS: Stats = Stats {
     table_walk_write_faults: Counter::new(),
     console_busy_polls: Counter::new(),
     backlog_wfi_exits: Counter::new(),
+    el2_ns_async_fault: Counter::new(),
+    el2_ns_handler_answer: Counter::new(),
+    el2_ns_interrupt: Counter::new(),
 };
 
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 20] = [
+        let members: [(&str, &Counter); 23] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -114,6 +125,9 @@ impl Stats {
             ("table_walk_write_faults", &self.table_walk_write_faults),
             ("console_busy_polls", &self.console_busy_polls),
             ("backlog_wfi_exits", &self.backlog_wfi_exits),
+            ("el2_ns_async_fault", &self.el2_ns_async_fault),
+            ("el2_ns_handler_answer", &self.el2_ns_handler_answer),
+            ("el2_ns_interrupt", &self.el2_ns_interrupt),
         ];
         for (i, (name, counter)) in members.iter().enumerate() {
             if i > 0 {

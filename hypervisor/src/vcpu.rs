@@ -1,6 +1,8 @@
 //! A vCPU's life on its physical CPU: the trap configuration, the run loop, and the handling
 //! of every kind of exit (hypercalls, trapped system registers, stage-2 aborts, interrupts).
 
+use core::sync::atomic::{AtomicU8, Ordering};
+
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTP_CTL_EL0, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1,
     ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
@@ -9,6 +11,7 @@ use aarch64_cpu::registers::{
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
 use crate::arch::entry::{run_guest, ExitKind, GuestRegs};
+use crate::backing::clock::Ticks;
 use crate::mm::PAGE_SIZE;
 use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
@@ -97,7 +100,53 @@ pub fn run(vm: &'static Vm, index: usize) -> ! {
     let mut regs = GuestRegs::default();
     loop {
         wait_for_power_on(vm, index, &mut regs);
-        while run_once(vm, index, &mut regs) {}
+        let mut exit = ExitClock::default();
+        while run_once(vm, index, &mut regs, &mut exit) {}
+    }
+}
+
+/// What an exit of the asynchronous protocol was, for its share of the hypervisor's time
+/// (`STATS.el2_ns_*`). Set by the exit's handler ([`mark_exit`]); `Other` by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(u8)]
+enum ExitCause {
+    #[default]
+    Other,
+    AsyncFault,
+    HandlerAnswer,
+    Interrupt,
+}
+
+/// Per vCPU: the cause its handlers gave the current exit.
+static EXIT_CAUSE: [AtomicU8; arch::boot::MAX_CPUS] = [const { AtomicU8::new(0) }; arch::boot::MAX_CPUS];
+
+fn mark_exit(index: usize, cause: ExitCause) {
+    EXIT_CAUSE[index].store(cause as u8, Ordering::Relaxed);
+}
+
+/// When the vCPU last left the guest (model time), to charge the time until it enters again.
+#[derive(Default)]
+struct ExitClock {
+    exited_at: Option<u64>,
+}
+
+impl ExitClock {
+    fn exited(&mut self, index: usize) {
+        mark_exit(index, ExitCause::Other);
+        self.exited_at = pager::get().map(|pager| pager.now());
+    }
+
+    fn entering(&mut self, index: usize) {
+        let (Some(at), Some(pager)) = (self.exited_at.take(), pager::get()) else {
+            return;
+        };
+        let counter = match EXIT_CAUSE[index].load(Ordering::Relaxed) {
+            c if c == ExitCause::AsyncFault as u8 => &STATS.el2_ns_async_fault,
+            c if c == ExitCause::HandlerAnswer as u8 => &STATS.el2_ns_handler_answer,
+            c if c == ExitCause::Interrupt as u8 => &STATS.el2_ns_interrupt,
+            _ => return,
+        };
+        counter.add(Ticks(pager.now().saturating_sub(at)).as_nanos());
     }
 }
 
@@ -131,7 +180,7 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
 }
 
 /// Enter the guest once and handle the exit. Returns false when the vCPU turned off.
-fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
+fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) -> bool {
     if let Some(pager) = pager::get() {
         // Virtual time: no guest instruction runs while a disk request is late.
         pager.hold_while_late(|intid| vcpu_interrupt(vm, index, intid));
@@ -144,12 +193,15 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
     if let Some(pager) = pager::get() {
         pager.close_window();
     }
+    clock.entering(index);
     let exit = run_guest(regs);
+    clock.exited(index);
     STATS.exits.inc();
     match exit {
         ExitKind::Sync => handle_sync(vm, index, regs),
         ExitKind::Irq | ExitKind::Fiq => {
             STATS.irq_exits.inc();
+            mark_exit(index, ExitCause::Interrupt);
             handle_physical_interrupts(vm, index);
             true
         }
@@ -249,7 +301,10 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
             Verdict::InvalidArguments => STATS.invalid_arguments.inc(),
         }
         if let (Some((asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, resumed)), Some(apf)) = (completed, &vm.apf) {
-            apf.handler_done(vm, index, resumed);
+            mark_exit(index, ExitCause::HandlerAnswer);
+            if let Some(pager) = pager::get() {
+                apf.handler_done(vm, index, resumed, pager.stamp(index));
+            }
         }
         return true;
     }
@@ -387,6 +442,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
             STATS.table_walk_write_faults.inc();
         }
     }
+    let fault_at = pager.stamp(index);
     let far = FAR_EL2.get();
     let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
     // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on. An
@@ -397,22 +453,23 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     let may_block = !matches!(abort.status, FaultStatus::AccessFlag { .. });
     let unreadable =
         may_block && vm.apf.is_some() && pager.is_unreadable(page, |intid| vcpu_interrupt(vm, index, intid));
-    let apf = vm
-        .apf
-        .as_ref()
-        .filter(|_| may_block)
-        .and_then(|apf| apf.prepare(vm, index, regs.pstate, unreadable).map(|waiter| (apf, waiter)));
+    let apf = vm.apf.as_ref().filter(|_| may_block).and_then(|apf| {
+        apf.prepare(vm, index, regs.pstate, unreadable, pager.expected_read_ticks()).map(|waiter| (apf, waiter))
+    });
     let reply =
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
     let resolution = match (reply, apf) {
-        (FaultReply::Blocked, Some((apf, waiter))) => match apf.deliver(vm, index, waiter, far, unreadable, regs) {
-            apf::Delivery::Delivered => {
-                STATS.async_faults.inc();
-                return;
+        (FaultReply::Blocked, Some((apf, waiter))) => {
+            match apf.deliver(vm, index, waiter, far, unreadable, fault_at, regs) {
+                apf::Delivery::Delivered => {
+                    STATS.async_faults.inc();
+                    mark_exit(index, ExitCause::AsyncFault);
+                    return;
+                }
+                // The page is back, or the retry is resolved synchronously (it faults and waits).
+                apf::Delivery::PageBack | apf::Delivery::Refused => Resolution::Retry,
             }
-            // The page is back, or the retry is resolved synchronously (it faults and waits).
-            apf::Delivery::PageBack | apf::Delivery::Refused => Resolution::Retry,
-        },
+        }
         (FaultReply::Retry | FaultReply::Abort, Some((apf, waiter))) => {
             apf.release(index, waiter);
             if reply == FaultReply::Retry {

@@ -242,6 +242,9 @@ pub struct Row {
     /// Exits the guest caused: all exits but those for physical interrupts
     /// (`hyp.exits - hyp.irq_exits`).
     pub guest_exits: Option<u64>,
+    /// The hypervisor's own time in the exits of the asynchronous protocol, ns of model time
+    /// (`hyp.el2_ns_async_fault`, `_handler_answer`, `_interrupt`).
+    pub el2_ns: Option<[u64; 3]>,
     #[serde(flatten)]
     pub figures: bench::Row,
 }
@@ -263,6 +266,12 @@ impl Row {
             guest_exits: uint(report, "/hyp/exits")
                 .zip(uint(report, "/hyp/irq_exits"))
                 .map(|(all, irq)| all.saturating_sub(irq)),
+            el2_ns: match ["async_fault", "handler_answer", "interrupt"]
+                .map(|k| uint(report, &format!("/hyp/el2_ns_{k}")))
+            {
+                [Some(a), Some(b), Some(c)] => Some([a, b, c]),
+                _ => None,
+            },
             figures,
         }
     }
@@ -383,6 +392,11 @@ pub struct Comparison {
     /// − the synchronous run's) / the asynchronous run's asynchronous faults. The fault itself
     /// is 1; what the protocol adds (the handler's completion call, APF calls) is the rest.
     pub exits_per_async_fault: Option<f64>,
+    /// The hypervisor's own time per asynchronous fault in the asynchronous run, µs: its time
+    /// in fault exits delivered as page_not_present, in the handler's answers and in interrupt
+    /// exits, over its asynchronous faults; and those three parts.
+    pub hyp_us_per_async_fault: Option<f64>,
+    pub hyp_us_per_async_fault_parts: Option<[f64; 3]>,
 }
 
 impl Comparison {
@@ -390,16 +404,29 @@ impl Comparison {
     pub fn of(rows: &[Row], tasks: u32) -> Comparison {
         let row = |mode: Mode| rows.iter().find(|r| r.run == mode);
         let exits_per_async_fault = match (row(Mode::Synchronous), row(Mode::Asynchronous)) {
-            (Some(s), Some(a)) => match (s.guest_exits, a.guest_exits, a.async_faults) {
-                (Some(s), Some(a), Some(f)) if f > 0 => Some(round_to(1.0 + (a as f64 - s as f64) / f as f64, 3)),
+            // Only meaningful when most of the asynchronous run's faults were asynchronous (at a
+            // low latency the park-or-wait rule keeps most of them synchronous).
+            (Some(s), Some(a)) => match (s.guest_exits, a.guest_exits, a.async_faults, a.figures.blocking_faults) {
+                (Some(s), Some(a), Some(f), blocking) if f > 0 && blocking.is_none_or(|b| b <= f) => {
+                    Some(round_to(1.0 + (a as f64 - s as f64) / f as f64, 3))
+                }
                 _ => None,
             },
             _ => None,
         };
+        let async_row = row(Mode::Asynchronous);
+        let hyp_us_per_async_fault_parts =
+            match (async_row.and_then(|r| r.el2_ns), async_row.and_then(|r| r.async_faults)) {
+                (Some(ns), Some(f)) if f > 0 => Some(ns.map(|ns| round_to(ns as f64 / 1000.0 / f as f64, 2))),
+                _ => None,
+            };
+        let hyp_us_per_async_fault = hyp_us_per_async_fault_parts.map(|p| round_to(p.iter().sum(), 2));
         Comparison {
             elapsed: Ratios::of(rows, |r| r.figures.elapsed_ms).with_tasks(tasks),
             fault_bound_phases: Ratios::of(rows, |r| r.fault_bound_ms).with_tasks(tasks),
             exits_per_async_fault,
+            hyp_us_per_async_fault,
+            hyp_us_per_async_fault_parts,
         }
     }
 }
@@ -750,8 +777,18 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         show(exits(Mode::Asynchronous)),
         show(exits(Mode::Synchronous)),
         show(rows.iter().find(|r| r.run == Mode::Asynchronous).and_then(|r| r.async_faults)),
-        comparison.exits_per_async_fault.map_or("-".into(), |v| format!("{v:.2}")),
+        comparison.exits_per_async_fault.map_or("- (most faults waited: see sync_reasons)".into(), |v| format!("{v:.2}")),
     );
+    let ns_per_instruction = 1u64 << plan.icount;
+    match (comparison.hyp_us_per_async_fault, comparison.hyp_us_per_async_fault_parts) {
+        (Some(total), Some([fault, answer, interrupt])) => println!(
+            "compare:   hypervisor's own time per async fault = {total:.2} us (about {:.0} of its instructions at {} ns \
+             each): fault exit {fault:.2} + handler's answer {answer:.2} + interrupt exits {interrupt:.2} us",
+            total * 1000.0 / ns_per_instruction as f64,
+            ns_per_instruction,
+        ),
+        _ => println!("compare:   hypervisor's own time per async fault = - (no asynchronous fault)"),
+    }
     print!(
         "compare: fault-bound phases only (verify + mix + final_verify):\n{}",
         comparison.fault_bound_phases.lines()
@@ -1025,6 +1062,38 @@ mod tests {
         let c = Comparison::of(&rows, 8);
         assert_eq!(c.exits_per_async_fault, Some(2.988), "1 + (123000 - 45000) / 39233");
         assert_eq!(Comparison::of(&self::rows(), 8).exits_per_async_fault, None, "no exit counters");
+    }
+
+    /// The hypervisor's own time per asynchronous fault: its three parts over the asynchronous
+    /// faults; exits_per_async_fault is not given when most faults waited.
+    #[test]
+    fn hypervisor_time_per_async_fault_and_mostly_synchronous_runs() {
+        let mut v = report(Mode::Asynchronous);
+        let faults = v["hyp"]["async_faults"].as_u64().unwrap();
+        v["hyp"]["el2_ns_async_fault"] = json!(faults * 4_000);
+        v["hyp"]["el2_ns_handler_answer"] = json!(faults * 3_500);
+        v["hyp"]["el2_ns_interrupt"] = json!(faults * 1_250);
+        let rows = [
+            Row::from_report(Mode::Synchronous, 1000, 12, &report(Mode::Synchronous)),
+            Row::from_report(Mode::Asynchronous, 1000, 12, &v),
+        ];
+        let c = Comparison::of(&rows, 8);
+        assert_eq!(c.hyp_us_per_async_fault_parts, Some([4.0, 3.5, 1.25]));
+        assert_eq!(c.hyp_us_per_async_fault, Some(8.75));
+        assert_eq!(Comparison::of(&self::rows(), 8).hyp_us_per_async_fault, None, "no counters");
+
+        let with_exits = |mode: Mode, blocking: u64| {
+            let mut v = report(mode);
+            v["hyp"]["exits"] = json!(50_000);
+            v["hyp"]["irq_exits"] = json!(0);
+            v["mem"]["blocking_faults"] = json!(blocking);
+            Row::from_report(mode, 0, 12, &v)
+        };
+        let f = v["hyp"]["async_faults"].as_u64().unwrap();
+        let mostly_sync = [with_exits(Mode::Synchronous, 40_000), with_exits(Mode::Asynchronous, f + 1)];
+        assert_eq!(Comparison::of(&mostly_sync, 8).exits_per_async_fault, None);
+        let mostly_async = [with_exits(Mode::Synchronous, 40_000), with_exits(Mode::Asynchronous, f)];
+        assert_eq!(Comparison::of(&mostly_async, 8).exits_per_async_fault, Some(1.0));
     }
 
     #[test]

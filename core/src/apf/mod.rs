@@ -49,8 +49,9 @@
 //!   ([`DispatchInputs::sdei_ready`], from the SDEI dispatcher); no other page_not_present of
 //!   this vCPU is still being delivered; the fault came from EL0, or from EL1 with PSTATE.I
 //!   clear and without [`FLAG_USER_ONLY`](asyncpf_contract::apf::FLAG_USER_ONLY); and the
-//!   vCPU has fewer than its limit of tokens in flight. Otherwise ([`Refusal`]) the fault is
-//!   resolved synchronously, which is always correct, only slower.
+//!   vCPU has fewer than its limit of tokens in flight; and waiting is not cheaper than
+//!   parking, by the measured costs of [`cost`] (a fast store is waited for). Otherwise
+//!   ([`Refusal`]) the fault is resolved synchronously, which is always correct.
 //! * **The limit** counts tokens *in flight*: outstanding ones (being delivered, or accepted
 //!   and waiting for their page) plus completions waiting in the backlog. It is a parameter
 //!   from 1 to [`MAX_LIMIT`] = `RING_ENTRIES - 1` = 63. So the backlog never holds more than
@@ -156,7 +157,8 @@
 //! vcpu.enable(record, &mut mem);
 //!
 //! // A stage-2 fault from EL0 on a page that is on disk:
-//! let inputs = DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false, page_unreadable: false };
+//! let inputs =
+//!     DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false, page_unreadable: false, cheaper_to_wait: false };
 //! let token = match vcpu.start(inputs, 0xffff_0000_1234_5000, &mut mem) {
 //!     Ok(token) => token, // dispatch the SDEI event; start the read with `token` waiting
 //!     Err(_refusal) => unreachable!("block the vCPU until the page is back"),
@@ -178,6 +180,7 @@
 //! assert_eq!(vcpu.status(), Status::Disabled);
 //! ```
 
+pub mod cost;
 mod layout;
 mod ring;
 mod vcpu;

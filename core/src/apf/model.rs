@@ -192,7 +192,8 @@ impl Model {
         let mut new_session = false;
         match op {
             Op::Fault { from_el0, irqs_masked, sdei_ready, page_unreadable } => {
-                let inputs = DispatchInputs { sdei_ready, from_el0, irqs_masked, page_unreadable };
+                let inputs =
+                    DispatchInputs { sdei_ready, from_el0, irqs_masked, page_unreadable, cheaper_to_wait: false };
                 let expected = self.expected_refusal(inputs);
                 assert_eq!(self.vcpu.may_dispatch(inputs), expected.map_or(Ok(()), Err));
                 let address = 0x1000 * (self.issued.len() as u64 + 1);
@@ -400,6 +401,8 @@ impl Model {
             // In flight: the outstanding tokens (all fetching, as none is being delivered)
             // plus the backlog (which holds no wake-all while enabled).
             Some(Refusal::AtLimit)
+        } else if inputs.cheaper_to_wait {
+            Some(Refusal::CheaperToWait)
         } else {
             None
         }

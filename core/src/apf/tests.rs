@@ -200,10 +200,20 @@ fn enabled_with(limit: usize, flags: u64) -> (ApfVcpu, TestMemory) {
     (vcpu, mem)
 }
 
-const EL0: DispatchInputs =
-    DispatchInputs { sdei_ready: true, from_el0: true, irqs_masked: false, page_unreadable: false };
-const EL1: DispatchInputs =
-    DispatchInputs { sdei_ready: true, from_el0: false, irqs_masked: false, page_unreadable: false };
+const EL0: DispatchInputs = DispatchInputs {
+    sdei_ready: true,
+    from_el0: true,
+    irqs_masked: false,
+    page_unreadable: false,
+    cheaper_to_wait: false,
+};
+const EL1: DispatchInputs = DispatchInputs {
+    sdei_ready: true,
+    from_el0: false,
+    irqs_masked: false,
+    page_unreadable: false,
+    cheaper_to_wait: false,
+};
 
 /// A fault that is dispatched and accepted.
 fn parked(vcpu: &mut ApfVcpu, mem: &mut TestMemory) -> Token {
@@ -393,6 +403,14 @@ fn dispatch_needs_every_condition() {
     // Each condition alone refuses.
     assert_eq!(vcpu.may_dispatch(DispatchInputs { sdei_ready: false, ..EL0 }), Err(Refusal::SdeiNotReady));
     assert_eq!(vcpu.may_dispatch(DispatchInputs { irqs_masked: true, ..EL1 }), Err(Refusal::IrqsMasked));
+
+    assert_eq!(vcpu.may_dispatch(DispatchInputs { cheaper_to_wait: true, ..EL0 }), Err(Refusal::CheaperToWait));
+    assert_eq!(vcpu.may_dispatch(DispatchInputs { cheaper_to_wait: true, ..EL1 }), Err(Refusal::CheaperToWait));
+    // Only faults that could be delivered count as cheaper to wait: the other reasons come first.
+    assert_eq!(
+        vcpu.may_dispatch(DispatchInputs { cheaper_to_wait: true, irqs_masked: true, ..EL1 }),
+        Err(Refusal::IrqsMasked)
+    );
 
     let (user_only, _) = enabled_with(2, FLAG_USER_ONLY);
     assert_eq!(user_only.may_dispatch(EL1), Err(Refusal::UserOnly));

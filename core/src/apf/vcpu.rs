@@ -88,6 +88,9 @@ pub struct DispatchInputs {
     /// From the pager: the faulting page is known to be unreadable (its last read failed for
     /// good, [`Overcommit::is_unreadable`](crate::overcommit::Overcommit::is_unreadable)).
     pub page_unreadable: bool,
+    /// From the measured costs ([`worth_parking`](super::cost::worth_parking) is false):
+    /// waiting for the read costs the vCPU less than parking and waking its task.
+    pub cheaper_to_wait: bool,
 }
 
 /// Why page_not_present is not dispatched: the hypervisor resolves the fault synchronously.
@@ -113,6 +116,9 @@ pub enum Refusal {
     IrqsMasked,
     /// The vCPU has [`ApfVcpu::limit`] tokens in flight.
     AtLimit,
+    /// Waiting is cheaper than parking ([`DispatchInputs::cheaper_to_wait`]): the fault could
+    /// have been delivered, but the store is fast enough that the vCPU waits instead.
+    CheaperToWait,
 }
 
 /// A call about a token that does not fit the token's state; nothing was changed.
@@ -463,6 +469,9 @@ impl ApfVcpu {
         }
         if self.in_flight() >= self.limit {
             return Err(Refusal::AtLimit);
+        }
+        if inputs.cheaper_to_wait {
+            return Err(Refusal::CheaperToWait);
         }
         Ok(())
     }
