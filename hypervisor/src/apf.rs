@@ -383,7 +383,8 @@ impl Apf {
 
     /// The fault prepared with `waiter` blocked: start its token (the record's page_not_present
     /// slot gets it and `address`) and enter the guest's SDEI handler. `page_unreadable` as
-    /// given to [`Self::prepare`]; `fault_at`: the vCPU's stamp at the fault's exit.
+    /// given to [`Self::prepare`]; `fault_at`: the vCPU's stamp once the pager said the fault
+    /// blocks.
     #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &self,

@@ -442,7 +442,6 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
             STATS.table_walk_write_faults.inc();
         }
     }
-    let fault_at = pager.stamp(index);
     let far = FAR_EL2.get();
     let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
     // Asynchronously if the guest can take it (docs/abi.md §8.3): the vCPU then goes on. An
@@ -460,7 +459,9 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
     let resolution = match (reply, apf) {
         (FaultReply::Blocked, Some((apf, waiter))) => {
-            match apf.deliver(vm, index, waiter, far, unreadable, fault_at, regs) {
+            // The delivery's cost starts now: the pager's work so far is the same for a fault
+            // that waits (asyncpf_core::apf::cost).
+            match apf.deliver(vm, index, waiter, far, unreadable, pager.stamp(index), regs) {
                 apf::Delivery::Delivered => {
                     STATS.async_faults.inc();
                     mark_exit(index, ExitCause::AsyncFault);

@@ -414,10 +414,15 @@ impl Comparison {
             },
             _ => None,
         };
+        // Also only when most faults were asynchronous: the interrupt exits' time is shared.
         let async_row = row(Mode::Asynchronous);
+        let mostly_async = async_row.is_some_and(|r| match (r.async_faults, r.figures.blocking_faults) {
+            (Some(f), blocking) => f > 0 && blocking.is_none_or(|b| b <= f),
+            _ => false,
+        });
         let hyp_us_per_async_fault_parts =
             match (async_row.and_then(|r| r.el2_ns), async_row.and_then(|r| r.async_faults)) {
-                (Some(ns), Some(f)) if f > 0 => Some(ns.map(|ns| round_to(ns as f64 / 1000.0 / f as f64, 2))),
+                (Some(ns), Some(f)) if mostly_async => Some(ns.map(|ns| round_to(ns as f64 / 1000.0 / f as f64, 2))),
                 _ => None,
             };
         let hyp_us_per_async_fault = hyp_us_per_async_fault_parts.map(|p| round_to(p.iter().sum(), 2));
@@ -787,7 +792,7 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
             total * 1000.0 / ns_per_instruction as f64,
             ns_per_instruction,
         ),
-        _ => println!("compare:   hypervisor's own time per async fault = - (no asynchronous fault)"),
+        _ => println!("compare:   hypervisor's own time per async fault = - (most faults waited: see sync_reasons)"),
     }
     print!(
         "compare: fault-bound phases only (verify + mix + final_verify):\n{}",

@@ -1178,33 +1178,102 @@ const REPEATABLE_HOST_LOAD: u32 = 2;
 /// Virtual times of the two runs may differ by this fraction of the larger (issue 9: 1 %).
 const REPEATABLE_TOLERANCE: f64 = 0.01;
 
+/// A small overcommitted `overcommit` run on 1 vCPU under `-icount` (the repeatability and
+/// never-slower cases): G = 32 MiB on R = 8 MiB, latency `latency_us`, APF on or off.
+fn small_overcommit_plan(
+    root: &Path,
+    name: &str,
+    apf: bool,
+    latency_us: u64,
+    host_load: u32,
+    timeout_secs: u64,
+) -> RunPlan {
+    RunPlan {
+        scenario: "overcommit".into(),
+        vcpus: 1,
+        pcpus: 1,
+        cpu: "max".into(),
+        guest_mib: REPEATABLE_GUEST_MIB,
+        seed: 1,
+        json: Some(root.join("target").join("xtask").join("results").join(format!("{name}.json"))),
+        guest_kernel: None,
+        guest_cmdline: Some(format!("{GUEST_OPT_APF}={}", if apf { "on" } else { "off" })),
+        timeout_secs,
+        icount: Some(REPEATABLE_ICOUNT),
+        bare: false,
+        quiet: true,
+        backing: BackingPlan { latency_us, ..BackingPlan::default() },
+        resident_mib: Some(REPEATABLE_RESIDENT_MIB),
+        foreign: None,
+        initrd: None,
+        kernel_kind: Default::default(),
+        host_load,
+    }
+}
+
+/// The never-slower case (issue 9): at latency 0 the store is faster than parking a task, so
+/// the park-or-wait rule (`asyncpf_core::apf::cost`) must keep APF from costing time: the
+/// asynchronous run's virtual elapsed time, in all and in the fault-bound phases, at most
+/// [`NEVER_SLOWER_TOLERANCE`] times the synchronous run's. Without the rule the main job's
+/// configuration at L = 0 took 0.88x (6,845 vs 6,052 ms).
+const NEVER_SLOWER: &str = "qemu/never-slower";
+const NEVER_SLOWER_TOLERANCE: f64 = 1.02;
+
+fn never_slower(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Result<String> {
+    let mut reports = Vec::new();
+    for apf in [false, true] {
+        let name = format!("qemu-never-slower-apf-{}", if apf { "on" } else { "off" });
+        let report = run::run(root, tc, &small_overcommit_plan(root, &name, apf, 0, 0, timeout_secs), true)?;
+        if let Some(f) = &report.failure {
+            anyhow::bail!("the run with apf={apf} failed: {f}");
+        }
+        let value = serde_json::to_value(&report)?;
+        let failures = failed_assertions(&["overcommit", EXPECT_OK, OVERCOMMITTED], 1, &value);
+        if !failures.is_empty() {
+            anyhow::bail!("the run with apf={apf}: {}", failures.join("; "));
+        }
+        reports.push(value);
+    }
+    let (sync, asynchronous) = (&reports[0], &reports[1]);
+    let ms = |r: &Value, phases: &[&str]| -> Option<u64> {
+        phases.iter().map(|p| r.pointer(&format!("/guest/phases_ms/{p}")).and_then(Value::as_u64)).sum()
+    };
+    let elapsed = |r: &Value| r.pointer("/guest/elapsed_ms").and_then(Value::as_u64);
+    let fault_bound = ["verify", "mix", "final_verify"];
+    let waited = asynchronous.pointer("/hyp/apf/sync_reasons/cheaper_to_wait").and_then(Value::as_u64).unwrap_or(0);
+    let mut problems = Vec::new();
+    let mut figures = Vec::new();
+    for (what, s, a) in [
+        ("elapsed", elapsed(sync), elapsed(asynchronous)),
+        ("fault-bound phases", ms(sync, &fault_bound), ms(asynchronous, &fault_bound)),
+    ] {
+        match (s, a) {
+            (Some(s), Some(a)) => {
+                figures.push(format!("{what} {a} / {s} ms"));
+                if a as f64 > NEVER_SLOWER_TOLERANCE * s as f64 {
+                    problems.push(format!("{what}: APF took {a} ms, more than {NEVER_SLOWER_TOLERANCE} x {s} ms"));
+                }
+            }
+            _ => problems.push(format!("{what}: missing ({s:?}, {a:?})")),
+        }
+    }
+    if waited == 0 {
+        problems.push("no fault was kept synchronous as cheaper_to_wait: the rule did not run".into());
+    }
+    let summary = format!("{} (async / sync, L = 0); {waited} faults cheaper_to_wait", figures.join(", "));
+    if !problems.is_empty() {
+        anyhow::bail!("{} ({summary})", problems.join("; "));
+    }
+    Ok(summary)
+}
+
 /// Runs the repeatability case: the guest's virtual elapsed time, in all and per phase, must be
 /// the same within [`REPEATABLE_TOLERANCE`] with and without load on the host.
 fn repeatable(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Result<String> {
-    let dir = root.join("target").join("xtask").join("results");
     let mut reports = Vec::new();
     for host_load in [0, REPEATABLE_HOST_LOAD] {
-        let plan = RunPlan {
-            scenario: "overcommit".into(),
-            vcpus: 1,
-            pcpus: 1,
-            cpu: "max".into(),
-            guest_mib: REPEATABLE_GUEST_MIB,
-            seed: 1,
-            json: Some(dir.join(format!("qemu-repeatable-load{host_load}.json"))),
-            guest_kernel: None,
-            guest_cmdline: Some(format!("{GUEST_OPT_APF}=on")),
-            timeout_secs,
-            icount: Some(REPEATABLE_ICOUNT),
-            bare: false,
-            quiet: true,
-            backing: BackingPlan { latency_us: REPEATABLE_LATENCY_US, ..BackingPlan::default() },
-            resident_mib: Some(REPEATABLE_RESIDENT_MIB),
-            foreign: None,
-            initrd: None,
-            kernel_kind: Default::default(),
-            host_load,
-        };
+        let name = format!("qemu-repeatable-load{host_load}");
+        let plan = small_overcommit_plan(root, &name, true, REPEATABLE_LATENCY_US, host_load, timeout_secs);
         let report = run::run(root, tc, &plan, true)?;
         let value = serde_json::to_value(&report)?;
         if let Some(f) = &report.failure {
@@ -1300,6 +1369,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(REPEATABLE) && built {
         rows.push(timed(REPEATABLE, || repeatable(root, tc, args.timeout)));
+    }
+    if selected(NEVER_SLOWER) && built {
+        rows.push(timed(NEVER_SLOWER, || never_slower(root, tc, args.timeout)));
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));
