@@ -70,12 +70,15 @@ pub fn cpu_index() -> usize {
 #[derive(Clone, Copy)]
 pub struct IrqState(u64);
 
+// The four DAIF writers below are compiler barriers (no `nomem`): a lock taken in a section
+// with IRQs masked must not have its atomics moved before the mask or after the unmask.
+
 /// Masks IRQs and returns the previous mask state.
 #[inline(always)]
 pub fn irq_save_disable() -> IrqState {
     let daif: u64;
     // SAFETY: masking IRQs only delays interrupt delivery; it cannot break memory safety.
-    unsafe { asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("mrs {}, daif", "msr daifset, #2", out(reg) daif, options(nostack, preserves_flags)) };
     IrqState(daif)
 }
 
@@ -83,21 +86,21 @@ pub fn irq_save_disable() -> IrqState {
 #[inline(always)]
 pub fn irq_restore(state: IrqState) {
     // SAFETY: restoring a DAIF value previously read from DAIF puts back a valid mask state.
-    unsafe { asm!("msr daif, {}", in(reg) state.0, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("msr daif, {}", in(reg) state.0, options(nostack, preserves_flags)) };
 }
 
 /// Unmasks IRQs.
 #[inline(always)]
 pub fn irq_enable() {
     // SAFETY: every interrupt handler is installed before any CPU unmasks IRQs.
-    unsafe { asm!("msr daifclr, #2", options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("msr daifclr, #2", options(nostack, preserves_flags)) };
 }
 
 /// Masks IRQs.
 #[inline(always)]
 pub fn irq_disable() {
     // SAFETY: masking IRQs only delays interrupt delivery.
-    unsafe { asm!("msr daifset, #2", options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("msr daifset, #2", options(nostack, preserves_flags)) };
 }
 
 /// True when IRQs are masked on this CPU.

@@ -5,7 +5,7 @@
 //! as well as being linked into the bare-metal kernel binary (`src/main.rs`). These modules are
 //! candidates for moving into `asyncpf-core` once that crate's shape settles.
 #![no_std]
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 #[cfg(test)]
 extern crate std;

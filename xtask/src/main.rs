@@ -5,6 +5,7 @@
 //! kernel `Image`, runs scenarios on QEMU's `virt` machine and checks their machine-readable
 //! results. Its main job, `cargo xtask run` without `--scenario`, compares asynchronous with
 //! synchronous page faults on the `overcommit` workload (`compare`). See `cargo xtask --help`.
+#![forbid(unsafe_code)]
 
 mod bench;
 mod build;
