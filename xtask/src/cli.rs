@@ -67,6 +67,39 @@ pub enum Command {
     /// working set larger than the resident memory verified meanwhile; fails on any crash,
     /// hang, mismatch, wrong answer or unbounded hypervisor log.
     Soak(SoakArgs),
+    /// Linux with a userspace: Debian's arm64 cloud kernel and busybox-static (fetched with apt,
+    /// cached in target/linux/) boot with an initramfs whose /init writes --mib MiB of random
+    /// data to tmpfs, reads it back twice and compares SHA-256 sums; one run per --resident-mib
+    /// and --latencies, on overcommitted guest RAM; prints a table.
+    Linux(LinuxArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LinuxArgs {
+    /// vCPUs (each pinned to its own physical CPU).
+    #[arg(long, default_value_t = 4)]
+    pub vcpus: u32,
+    /// QEMU CPU model (`-cpu`).
+    #[arg(long, default_value = "max")]
+    pub cpu: String,
+    /// Guest RAM G in MiB.
+    #[arg(long, value_name = "G", default_value_t = 512)]
+    pub guest_mib: u32,
+    /// Host memory R for guest RAM in MiB, one run each (R >= G: not paged).
+    #[arg(long, value_name = "R,...", value_delimiter = ',', default_values_t = [128u32, 64])]
+    pub resident_mib: Vec<u32>,
+    /// The backing disk's latency model in µs, one set of runs each.
+    #[arg(long, value_name = "L,...", value_delimiter = ',', default_values_t = [DEFAULT_BACKING_LATENCY_US])]
+    pub latencies: Vec<u64>,
+    /// MiB of random data the workload writes to tmpfs and reads back twice.
+    #[arg(long, default_value_t = 300)]
+    pub mib: u64,
+    /// Kill QEMU and fail a run after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub timeout: u64,
+    /// Where to write the rows as JSON (default: target/xtask/linux/linux.json).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -33,7 +33,7 @@ fn linux_dir(root: &Path) -> PathBuf {
     root.join("target").join("linux")
 }
 
-fn run_checked(cmd: &mut Command) -> Result<String> {
+pub fn run_checked(cmd: &mut Command) -> Result<String> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
         bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
@@ -42,18 +42,12 @@ fn run_checked(cmd: &mut Command) -> Result<String> {
 }
 
 /// The unpacked kernel Image, fetched once.
-fn fetch_kernel(root: &Path) -> Result<PathBuf> {
+pub fn fetch_kernel(root: &Path) -> Result<PathBuf> {
     let dir = linux_dir(root);
     if let Some(found) = find_vmlinuz(&dir) {
         return Ok(found);
     }
-    let foreign = run_checked(Command::new("dpkg").arg("--print-foreign-architectures"))?;
-    if !foreign.lines().any(|a| a.trim() == "arm64") {
-        println!("linux: adding the arm64 architecture to dpkg to download a kernel package");
-        run_checked(Command::new("dpkg").args(["--add-architecture", "arm64"]))
-            .context("run as root, or: dpkg --add-architecture arm64 && apt-get update")?;
-        run_checked(Command::new("apt-get").args(["update", "-q"]))?;
-    }
+    ensure_arm64_architecture()?;
     let depends = run_checked(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
     let package = depends
         .lines()
@@ -70,6 +64,19 @@ fn fetch_kernel(root: &Path) -> Result<PathBuf> {
     run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
     let _ = fs::remove_file(&deb);
     find_vmlinuz(&dir).context("the kernel package has no /boot/vmlinuz-*")
+}
+
+/// dpkg knows the arm64 architecture (added, and apt's lists updated, if not), so that apt can
+/// download arm64 packages.
+pub fn ensure_arm64_architecture() -> Result<()> {
+    let foreign = run_checked(Command::new("dpkg").arg("--print-foreign-architectures"))?;
+    if !foreign.lines().any(|a| a.trim() == "arm64") {
+        println!("linux: adding the arm64 architecture to dpkg to download arm64 packages");
+        run_checked(Command::new("dpkg").args(["--add-architecture", "arm64"]))
+            .context("run as root, or: dpkg --add-architecture arm64 && apt-get update")?;
+        run_checked(Command::new("apt-get").args(["update", "-q"]))?;
+    }
+    Ok(())
 }
 
 fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {

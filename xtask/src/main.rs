@@ -23,6 +23,7 @@ mod run;
 mod soak;
 mod suite;
 mod toolchain;
+mod userspace;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -81,6 +82,12 @@ fn dispatch(command: Command, given: &Given) -> anyhow::Result<ExitCode> {
         Command::Soak(args) => {
             let tc = toolchain::ensure()?;
             let all_ok = soak::run_soak(&workspace_root(), &tc, &args)?;
+            Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Linux(args) => {
+            let tc = toolchain::ensure()?;
+            build::build(&workspace_root(), build::Select::ALL)?;
+            let all_ok = userspace::run_linux(&workspace_root(), &tc, &args)?;
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Bench(args) => {

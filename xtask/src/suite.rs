@@ -1165,6 +1165,8 @@ const LINT: &str = "lint";
 const BUILD: &str = "build";
 const NEGATIVE: &str = "negative/not-an-image";
 const LINUX: &str = "linux/boot";
+/// Linux with a BusyBox userspace on 4 vCPUs at 4x and 8x overcommit (`cargo xtask linux`).
+const LINUX_WORKLOAD: &str = "linux/workload";
 const REPEATABLE: &str = "qemu/repeatable";
 
 /// The repeatability case: a small overcommitted `overcommit` workload with asynchronous page
@@ -1375,6 +1377,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));
+    }
+    if selected(LINUX_WORKLOAD) && built {
+        rows.push(timed(LINUX_WORKLOAD, || crate::userspace::workload_test(root, tc)));
     }
 
     println!("\n{:<28} {:>8}  result", "test", "seconds");

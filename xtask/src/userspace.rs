@@ -1,0 +1,372 @@
+//! `cargo xtask linux`: an unmodified Linux with a userspace, on overcommitted guest RAM.
+//!
+//! Debian's arm64 cloud kernel (the one `linux/boot` uses, cached in `target/linux/`) boots
+//! with an initramfs built here: Debian's `busybox-static` (arm64, fetched with apt and cached
+//! the same way) and an `/init` script that mounts a tmpfs, writes `mib` MiB of random data to
+//! it, reads it back twice computing SHA-256 sums, prints one line
+//!
+//! ```text
+//! @linux-workload mib=300 write_sum=… read1_sum=… read2_sum=… match=yes write_s=… read1_s=… read2_s=… total_s=…
+//! ```
+//!
+//! and powers off. The data does not fit the resident memory, so the hypervisor pages it
+//! through its disk: Linux's own page cache and tmpfs are what is overcommitted. A run passes
+//! when it ends with the guest's SYSTEM_OFF, the three sums agree (`match=yes`) and the
+//! hypervisor paged (page-ins and page-outs > 0 when R < G). Guest times are Linux's own
+//! (`/proc/uptime`), so in host time: figures of the synchronous pager, not a benchmark of APF
+//! (Linux has no APF client yet, issue 14).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::cli::{BackingPlan, ExpectEnd, ForeignJudge, LinuxArgs, RunPlan};
+use crate::toolchain::Toolchain;
+use crate::{bench, initramfs, linux, run};
+
+/// The package of the statically linked BusyBox for arm64.
+const BUSYBOX_PACKAGE: &str = "busybox-static:arm64";
+/// The prefix of the workload's result line.
+pub const RESULT_PREFIX: &str = "@linux-workload ";
+
+/// The `/init` script. `asyncpf_mib=N` on the kernel command line is the data's size.
+const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
+/bin/busybox mount -t devtmpfs dev /dev
+exec 0</dev/console 1>/dev/console 2>&1
+bb=/bin/busybox
+$bb mount -t proc proc /proc
+$bb mount -t tmpfs -o size=95% tmpfs /tmp
+mib=$($bb sed -n 's/.*asyncpf_mib=\([0-9]*\).*/\1/p' /proc/cmdline)
+now() { $bb cut -d' ' -f1 /proc/uptime; }
+t0=$(now)
+$bb dd if=/dev/urandom of=/tmp/data bs=1048576 count=$mib 2>/dev/null
+$bb sync
+t1=$(now)
+w=$($bb sha256sum /tmp/data | $bb cut -d' ' -f1)
+t2=$(now)
+r1=$($bb sha256sum /tmp/data | $bb cut -d' ' -f1)
+t3=$(now)
+r2=$($bb sha256sum /tmp/data | $bb cut -d' ' -f1)
+t4=$(now)
+size=$($bb stat -c %s /tmp/data)
+m=no
+[ "$w" = "$r1" ] && [ "$r1" = "$r2" ] && [ "$size" = $((mib * 1048576)) ] && m=yes
+el() { $bb awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
+echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4)"
+$bb poweroff -f
+"#;
+
+/// The success pattern the runner checks: the line with matching sums.
+const SUCCESS_PATTERN: &str = "^@linux-workload .* match=yes ";
+
+/// BusyBox's static arm64 binary, fetched once into `target/linux/busybox/`.
+fn fetch_busybox(root: &Path) -> Result<PathBuf> {
+    let dir = root.join("target").join("linux").join("busybox");
+    let binary = dir.join("root").join("bin").join("busybox");
+    if binary.exists() {
+        return Ok(binary);
+    }
+    linux::ensure_arm64_architecture()?;
+    fs::create_dir_all(&dir)?;
+    println!("linux: downloading {BUSYBOX_PACKAGE}");
+    linux::run_checked(Command::new("apt-get").args(["download", "-q", BUSYBOX_PACKAGE]).current_dir(&dir))?;
+    let deb = fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .context("apt-get download produced no .deb")?;
+    linux::run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
+    let _ = fs::remove_file(&deb);
+    if !binary.exists() {
+        bail!("{BUSYBOX_PACKAGE} has no /bin/busybox");
+    }
+    Ok(binary)
+}
+
+/// The initramfs: BusyBox, `/init`, and the directories it mounts on.
+fn workload_initramfs(busybox: &[u8]) -> Result<Vec<u8>> {
+    use initramfs::{Entry, S_IFDIR, S_IFREG};
+    let dir = |path| Entry { path, mode: S_IFDIR | 0o755, data: &[] };
+    initramfs::gzip_cpio(&[
+        dir("bin"),
+        dir("dev"),
+        dir("proc"),
+        dir("tmp"),
+        Entry { path: "bin/busybox", mode: S_IFREG | 0o755, data: busybox },
+        Entry { path: "init", mode: S_IFREG | 0o755, data: INIT_SCRIPT.as_bytes() },
+    ])
+}
+
+/// What one run of the workload gave.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadRow {
+    pub vcpus: u32,
+    pub cpu: String,
+    pub guest_mib: u32,
+    pub resident_mib: Option<u32>,
+    pub backing_latency_us: u64,
+    pub mib: u64,
+    pub ok: bool,
+    pub failure: Option<String>,
+    /// The guest's result line's fields (`match`, the sums, the times in seconds).
+    pub result: Option<serde_json::Map<String, serde_json::Value>>,
+    pub page_ins: Option<u64>,
+    pub page_outs: Option<u64>,
+    pub wall_seconds: f64,
+}
+
+/// The fields of a `@linux-workload` line, or None if it is not one.
+pub fn parse_result(line: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+    let rest = line.strip_prefix(RESULT_PREFIX)?;
+    let mut fields = serde_json::Map::new();
+    for word in rest.split_whitespace() {
+        let (key, value) = word.split_once('=')?;
+        let value = match value.parse::<f64>() {
+            Ok(n) if !key.ends_with("_sum") => serde_json::json!(n),
+            _ => serde_json::json!(value),
+        };
+        fields.insert(key.to_string(), value);
+    }
+    Some(fields)
+}
+
+/// Why a row failed, if it did.
+fn row_problems(row: &WorkloadRow) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(f) = &row.failure {
+        problems.push(f.clone());
+    }
+    match &row.result {
+        None => problems.push("no @linux-workload line".into()),
+        Some(r) => {
+            if r.get("match").and_then(|v| v.as_str()) != Some("yes") {
+                problems.push(format!("checksums or size differ: {r:?}"));
+            }
+            if r.get("mib").and_then(|v| v.as_f64()) != Some(row.mib as f64) {
+                problems.push(format!("the guest wrote {:?} MiB, not {}", r.get("mib"), row.mib));
+            }
+        }
+    }
+    if row.resident_mib.is_some_and(|r| r < row.guest_mib) && (row.page_ins == Some(0) || row.page_outs == Some(0)) {
+        problems.push(format!("no paging: {:?} page-ins, {:?} page-outs", row.page_ins, row.page_outs));
+    }
+    problems
+}
+
+/// Boot Linux with the workload once.
+#[allow(clippy::too_many_arguments)]
+pub fn run_workload(
+    root: &Path,
+    tc: &Toolchain,
+    kernel: &Path,
+    initrd: &Path,
+    vcpus: u32,
+    cpu: &str,
+    guest_mib: u32,
+    resident_mib: Option<u32>,
+    backing_latency_us: u64,
+    mib: u64,
+    timeout_secs: u64,
+) -> Result<WorkloadRow> {
+    let plan = RunPlan {
+        scenario: "linux-workload".into(),
+        vcpus,
+        pcpus: vcpus,
+        cpu: cpu.into(),
+        guest_mib,
+        seed: 1,
+        json: None,
+        guest_kernel: Some(kernel.to_path_buf()),
+        guest_cmdline: Some(format!("console=ttyAMA0 panic=-1 quiet asyncpf_mib={mib}")),
+        timeout_secs,
+        icount: None,
+        bare: false,
+        quiet: true,
+        backing: BackingPlan { latency_us: backing_latency_us, ..BackingPlan::default() },
+        resident_mib,
+        foreign: Some(ForeignJudge { expect: ExpectEnd::Off, success_pattern: Some(SUCCESS_PATTERN.into()) }),
+        initrd: Some(initrd.to_path_buf()),
+        kernel_kind: Default::default(),
+        host_load: 0,
+    };
+    let report = run::run(root, tc, &plan, true)?;
+    let result = report
+        .console_tail
+        .iter()
+        .rev()
+        .find_map(|l| l.strip_prefix(asyncpf_contract::runner::GUEST_LINE_PREFIX).and_then(parse_result));
+    let uint = |p: &str| report.hyp.pointer(p).and_then(|v| v.as_u64());
+    let failure =
+        (!report.ok).then(|| report.failure.clone().unwrap_or_else(|| format!("the run ended {}", report.end)));
+    Ok(WorkloadRow {
+        vcpus,
+        cpu: cpu.into(),
+        guest_mib,
+        resident_mib,
+        backing_latency_us,
+        mib,
+        ok: report.ok,
+        failure,
+        result,
+        page_ins: uint("/mem/page_ins"),
+        page_outs: uint("/mem/page_outs"),
+        wall_seconds: report.wall_seconds,
+    })
+}
+
+/// The kernel and the workload's initramfs (written under `target/linux/`).
+pub fn prepare(root: &Path) -> Result<(PathBuf, PathBuf)> {
+    let kernel = linux::fetch_kernel(root)?;
+    let busybox = fs::read(fetch_busybox(root)?)?;
+    let initrd = root.join("target").join("linux").join("workload.cpio.gz");
+    fs::write(&initrd, workload_initramfs(&busybox)?)?;
+    Ok((kernel, initrd))
+}
+
+/// `cargo xtask linux`: one run per `--resident-mib` (and latency), a table, JSON.
+pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> {
+    let (kernel, initrd) = prepare(root)?;
+    println!(
+        "linux: {} with BusyBox; {} vCPUs, cpu {}, G = {} MiB, {} MiB of random data through tmpfs",
+        kernel.display(),
+        args.vcpus,
+        args.cpu,
+        args.guest_mib,
+        args.mib
+    );
+    let mut rows = Vec::new();
+    for &latency in &args.latencies {
+        for &resident in &args.resident_mib {
+            let resident = (resident < args.guest_mib).then_some(resident);
+            println!("linux: R = {resident:?} MiB, L = {latency} us ...");
+            let row = run_workload(
+                root,
+                tc,
+                &kernel,
+                &initrd,
+                args.vcpus,
+                &args.cpu,
+                args.guest_mib,
+                resident,
+                latency,
+                args.mib,
+                args.timeout,
+            )?;
+            rows.push(row);
+        }
+    }
+    println!(
+        "\n{:>6} {:>6} {:>8} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8}  result",
+        "R_MiB", "L_us", "page_ins", "match", "write_s", "read1_s", "read2_s", "total_s", "wall_s"
+    );
+    let mut all_ok = true;
+    for row in &rows {
+        let field = |k: &str| {
+            row.result
+                .as_ref()
+                .and_then(|r| r.get(k))
+                .map_or("-".to_string(), |v| v.to_string().trim_matches('"').to_string())
+        };
+        let problems = row_problems(row);
+        all_ok &= problems.is_empty();
+        println!(
+            "{:>6} {:>6} {:>8} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8.1}  {}",
+            row.resident_mib.map_or("-".into(), |r| r.to_string()),
+            row.backing_latency_us,
+            row.page_ins.map_or("-".into(), |p| p.to_string()),
+            field("match"),
+            field("write_s"),
+            field("read1_s"),
+            field("read2_s"),
+            field("total_s"),
+            row.wall_seconds,
+            if problems.is_empty() { "ok".to_string() } else { format!("FAILED: {}", problems.join("; ")) }
+        );
+    }
+    let json = args.json.clone().unwrap_or_else(|| root.join("target").join("xtask").join("linux").join("linux.json"));
+    bench::write_json(&json, &serde_json::json!({ "kernel": kernel, "rows": rows }))?;
+    println!("linux: rows in {}", json.display());
+    Ok(all_ok)
+}
+
+/// The `linux/workload` test: 4 vCPUs, G = 512 MiB, at 4x and 8x overcommit.
+pub fn workload_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let (kernel, initrd) = prepare(root)?;
+    let mut notes = Vec::new();
+    for (resident, mib) in TEST_RUNS {
+        let row = run_workload(root, tc, &kernel, &initrd, 4, "max", 512, Some(resident), 50, mib, TEST_TIMEOUT_SECS)?;
+        let problems = row_problems(&row);
+        if !problems.is_empty() {
+            bail!("R = {resident} MiB: {}", problems.join("; "));
+        }
+        let total = row.result.as_ref().and_then(|r| r.get("total_s")).cloned().unwrap_or_default();
+        notes.push(format!(
+            "R = {resident}: {mib} MiB matched, {} page-ins, {} page-outs, {total} s",
+            row.page_ins.unwrap_or(0),
+            row.page_outs.unwrap_or(0)
+        ));
+    }
+    Ok(notes.join("; "))
+}
+
+/// The test's runs: (R, MiB of data) at G = 512 MiB, 4x and 8x overcommit.
+const TEST_RUNS: [(u32, u64); 2] = [(128, 256), (64, 128)];
+const TEST_TIMEOUT_SECS: u64 = 600;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_result_line() {
+        let line = "@linux-workload mib=300 bytes=314572800 write_sum=ab12 read1_sum=ab12 read2_sum=ab12 match=yes \
+                    write_s=10.50 read1_s=3.25 read2_s=3.00 total_s=16.75";
+        let r = parse_result(line).unwrap();
+        assert_eq!(r["mib"], 300.0);
+        assert_eq!(r["write_sum"], "ab12");
+        assert_eq!(r["match"], "yes");
+        assert_eq!(r["total_s"], 16.75);
+        assert!(parse_result("[guest] something else").is_none());
+        assert!(regex::Regex::new(SUCCESS_PATTERN).unwrap().is_match(line));
+        assert!(!regex::Regex::new(SUCCESS_PATTERN).unwrap().is_match(&line.replace("match=yes", "match=no")));
+    }
+
+    #[test]
+    fn a_row_fails_on_differing_sums_a_short_file_or_no_paging() {
+        let row = |line: &str, page_ins| WorkloadRow {
+            vcpus: 4,
+            cpu: "max".into(),
+            guest_mib: 512,
+            resident_mib: Some(128),
+            backing_latency_us: 50,
+            mib: 300,
+            ok: true,
+            failure: None,
+            result: parse_result(line),
+            page_ins: Some(page_ins),
+            page_outs: Some(page_ins),
+            wall_seconds: 1.0,
+        };
+        let good = "@linux-workload mib=300 write_sum=a read1_sum=a read2_sum=a match=yes total_s=1";
+        assert!(row_problems(&row(good, 10)).is_empty());
+        assert_eq!(row_problems(&row(&good.replace("match=yes", "match=no"), 10)).len(), 1);
+        assert_eq!(row_problems(&row(&good.replace("mib=300", "mib=30"), 10)).len(), 1);
+        assert_eq!(row_problems(&row(good, 0)).len(), 1, "R < G must page");
+        assert_eq!(row_problems(&row("nothing", 10)).len(), 1);
+    }
+
+    #[test]
+    fn the_initramfs_has_init_and_busybox() {
+        let archive = initramfs::cpio_newc(&[]);
+        assert!(archive.starts_with(b"070701"));
+        let gz = workload_initramfs(b"\x7fELF").unwrap();
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut text).unwrap();
+        let text = String::from_utf8_lossy(&text);
+        for name in ["bin/busybox\0", "init\0", "tmp\0", "#!/bin/busybox sh"] {
+            assert!(text.contains(name), "{name}");
+        }
+    }
+}
