@@ -531,7 +531,7 @@ pub fn run_sweep(root: &Path, tc: &Toolchain, plan: &SweepPlan) -> Result<bool> 
         let failures = compare::check_run(mode, n, &report);
         let resident = run.plan.resident_mib.unwrap_or(plan.guest_mib);
         let mut row = Row::from_report(mode, l, resident, &report);
-        row.figures.report = Some(report_path);
+        row.figures.report = Some(report_path.strip_prefix(root).unwrap_or(&report_path).to_path_buf());
         let wall = report.get("wall_seconds").and_then(Value::as_f64).unwrap_or(0.0);
         let elapsed = row.figures.elapsed_ms.map_or("-".into(), |ms| ms.to_string());
         match failures.is_empty() {
