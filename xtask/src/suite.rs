@@ -1166,6 +1166,7 @@ const BUILD: &str = "build";
 const NEGATIVE: &str = "negative/not-an-image";
 const LINUX: &str = "linux/boot";
 const REPEATABLE: &str = "qemu/repeatable";
+const BENCH_SMOKE: &str = "bench/smoke";
 
 /// The repeatability case: a small overcommitted `overcommit` workload with asynchronous page
 /// faults (so both page_ready deliveries and synchronous waits), 1 vCPU, under `-icount`, run
@@ -1300,6 +1301,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(REPEATABLE) && built {
         rows.push(timed(REPEATABLE, || repeatable(root, tc, args.timeout)));
+    }
+    if selected(BENCH_SMOKE) && built {
+        rows.push(timed(BENCH_SMOKE, || crate::sweep::smoke(root, tc, args.timeout)));
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -634,11 +635,45 @@ pub fn run_sweep(root: &Path, tc: &Toolchain, plan: &SweepPlan) -> Result<bool> 
     Ok(ok)
 }
 
+/// The suite's smoke case (`bench/smoke`): a one-point sweep (1 vCPU, T = 2, L = 1000 µs, G =
+/// 32 MiB, R = 8 MiB: three short runs), written to its own directory; it must be correct, and
+/// its CSV, JSON and SVG must hold that point. About 10 s.
+pub fn smoke(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Result<String> {
+    let out = root.join("target").join("xtask").join("results").join("bench-smoke");
+    let timeout = timeout_secs.to_string();
+    let out_arg = out.to_string_lossy().into_owned();
+    let argv = ["xtask", "bench", "--latencies", "1000", "--tasks", "2", "--vcpus", "1", "--no-build"];
+    let argv = argv.into_iter().chain(["--timeout", &timeout, "--out", &out_arg]);
+    let args = match crate::cli::Cli::try_parse_from(argv)?.command {
+        crate::cli::Command::Bench(b) => b,
+        other => bail!("expected bench, got {other:?}"),
+    };
+    let plan = plan(&args)?;
+    if !run_sweep(root, tc, &plan)? {
+        bail!("the one-point sweep was not correct (see its FAILED lines)");
+    }
+    let csv_text = fs::read_to_string(out.join(format!("{NAME}.csv")))?;
+    let lines: Vec<&str> = csv_text.lines().collect();
+    if lines.len() != 2 || !lines[1].starts_with("1,2,1000,") || !lines[1].ends_with(",true") {
+        bail!("{NAME}.csv: expected the header and the point 1,2,1000,...,true: {csv_text}");
+    }
+    let svg = fs::read_to_string(out.join(format!("{NAME}.svg")))?;
+    if !svg.starts_with("<svg") || !svg.contains("T = 2") {
+        bail!("{NAME}.svg is not the plot of the point");
+    }
+    let doc: Value = serde_json::from_str(&fs::read_to_string(out.join(format!("{NAME}.json")))?)?;
+    let point = &doc["points"][0];
+    let (speedup, bound) = (point["speedup"].as_f64(), point["speedup_bound"].as_f64());
+    match (speedup, bound) {
+        (Some(s), Some(b)) => Ok(format!("N = 1, T = 2, L = 1000 µs: speedup {s:.2}x, bound {b:.2}x; csv, json, svg")),
+        _ => bail!("{NAME}.json: the point has no speedup or bound: {point}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
-    use clap::Parser;
     use serde_json::json;
 
     fn parse(args: &[&str]) -> BenchArgs {
