@@ -20,7 +20,7 @@ use crate::cli::RunArgs;
 #[cfg(doc)]
 use crate::run;
 
-/// The guest scenario the benchmark runs.
+/// The guest scenario of the main job and the sweep.
 pub const SCENARIO: &str = "overcommit";
 /// Which of the two kinds of run a row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -5,7 +5,7 @@
 //! kernel runs no scenario): the README's Linux example and the suite's `not-an-image` test use
 //! it ([`selected`]).
 //!
-//! Three runs of the `overcommit` scenario through [`run::run`], like `bench` (one build first,
+//! Three runs of the `overcommit` scenario through [`run::run`], as `bench::OvercommitRun` makes them (one build first,
 //! then `--no-build`, quiet, P = N, under `-icount`), with identical settings except:
 //! - [`Mode::Reference`]: R = G and `apf=off`: the pager runs but never evicts, so there is no
 //!   paging I/O. Its time is the floor that no hiding of fault latency can beat.
@@ -273,7 +273,7 @@ pub fn execute(root: &Path, tc: &Toolchain, run: &CompareRun, report_path: PathB
     })
 }
 
-/// One table row: `bench`'s figures of a run's report, and those only the comparison needs.
+/// One table row: the figures of a run's report that `bench::Row` reads, and those only the comparison needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub run: Mode,
@@ -817,7 +817,7 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
     }
     println!(
         "compare: the sweep over L, T and vCPUs (this comparison at every point) is plotted in {}/{}.svg (README, \
-         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (about 20 min)",
+         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (16 min on 2 host cores)",
         sweep::COMMITTED_DIR,
         sweep::NAME,
         sweep::COMMITTED_DIR
