@@ -5,8 +5,9 @@
 //! kernel runs no scenario): the README's Linux example and the suite's `not-an-image` test use
 //! it ([`selected`]).
 //!
-//! Three runs of the `overcommit` scenario through [`run::run`], as `bench::OvercommitRun` makes them (one build first,
-//! then `--no-build`, quiet, P = N, under `-icount`), with identical settings except:
+//! Three runs of the `overcommit` scenario through [`run::run`], as `bench::OvercommitRun` makes
+//! them (one build first, then `--no-build`, quiet, P = N, under `-icount`), with identical
+//! settings except:
 //! - [`Mode::Reference`]: R = G and `apf=off`: the pager runs but never evicts, so there is no
 //!   paging I/O. Its time is the floor that no hiding of fault latency can beat.
 //! - [`Mode::Synchronous`]: R < G and `apf=off`: a vCPU that faults waits for the page-in.
@@ -273,7 +274,8 @@ pub fn execute(root: &Path, tc: &Toolchain, run: &CompareRun, report_path: PathB
     })
 }
 
-/// One table row: the figures of a run's report that `bench::Row` reads, and those only the comparison needs.
+/// One table row: the figures of a run's report that `bench::Row` reads, and those only the
+/// comparison needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub run: Mode,
