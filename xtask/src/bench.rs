@@ -1,40 +1,27 @@
-//! `bench`: the memory-overcommit benchmark.
+//! One run of the `overcommit` workload and the figures read from its report, shared by the
+//! main job's comparison (`compare`) and the APF sweep (`sweep`, `cargo xtask bench`).
 //!
-//! It runs the `overcommit` scenario through [`run::run`], exactly as `cargo xtask run` would
-//! (one build first, then `--no-build`, quiet), under `-icount` so that the figures repeat: one
-//! overcommitted run (R < G) per backing-store latency L, and one reference run with R = G (no
-//! paging I/O) at L = [`REFERENCE_LATENCY_US`]. It prints one table row per run and writes the
-//! rows with the settings as JSON. It is a benchmark, not a test: the only thing it requires of
-//! a run is that it succeeded and the guest's integrity check found 0 mismatches.
-//!
-//! `-icount` makes the guest's and the hypervisor's time virtual, but QEMU's block layer still
-//! completes the backing disk's requests in host time, and the pager polls for them on a virtual
-//! timer: runs with paging I/O vary from run to run (seen here: the same L = 50 µs run with a
-//! stall mean from 60 to 142 µs while another QEMU ran on the host), while the reference run
-//! repeats exactly.
+//! A run goes through [`run::run`] exactly as `cargo xtask run --scenario overcommit` would (one
+//! build first, then `--no-build`, quiet, P = N), under `-icount` so that its figures repeat:
+//! virtual time never passes a backing-store request's deadline before QEMU has completed it,
+//! so with 1 vCPU every figure is the same from run to run however loaded the host is (with
+//! more vCPUs, runs with paging I/O vary a little; docs/architecture.md, "Repeatable virtual
+//! time"). [`table`] is the page-in path's table (stall, overhead above L, request time) that
+//! the sweep prints for its synchronous runs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::build;
-use crate::cli::{BenchArgs, RunArgs, RunPlan};
+use crate::cli::RunArgs;
+#[cfg(doc)]
 use crate::run;
-use crate::toolchain::Toolchain;
 
-/// The guest scenario the benchmark runs.
+/// The guest scenario of the main job and the sweep.
 pub const SCENARIO: &str = "overcommit";
-/// The backing latency of the reference run (R = G).
-pub const REFERENCE_LATENCY_US: u64 = asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US;
-/// What L means, printed with the table and stored with the rows.
-pub const LATENCY_MODEL: &str = "no request completes earlier than L us after submission, on the hypervisor's \
-                                 counter; under -icount time is virtual: 2^shift ns per instruction, QEMU -icount \
-                                 shift=N,sleep=off";
-
 /// Which of the two kinds of run a row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -45,62 +32,8 @@ pub enum Kind {
     Reference,
 }
 
-/// One run of the benchmark and its validated plan.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BenchRun {
-    pub kind: Kind,
-    pub latency_us: u64,
-    pub resident_mib: u32,
-    pub plan: RunPlan,
-}
-
-/// The runs, in order: one per `--latencies` entry, then the reference run. Every plan goes
-/// through the same validation as `cargo xtask run`, so a bad option fails before any build.
-pub fn plan_runs(args: &BenchArgs) -> Result<Vec<BenchRun>> {
-    if args.latencies.is_empty() {
-        bail!("--latencies: give at least one latency in µs, e.g. 0,50,200,1000");
-    }
-    if args.resident_mib >= args.guest_mib {
-        bail!(
-            "--resident-mib {} is not below --guest-mib {}: the benchmark measures overcommit (the reference \
-             run without it is added by itself)",
-            args.resident_mib,
-            args.guest_mib
-        );
-    }
-    let overcommitted = args.latencies.iter().map(|&l| (Kind::Overcommit, l, args.resident_mib));
-    let reference = (Kind::Reference, REFERENCE_LATENCY_US, args.guest_mib);
-    overcommitted
-        .chain([reference])
-        .map(|(kind, latency_us, resident_mib)| {
-            let plan = run_args(args, latency_us, resident_mib)
-                .validate()
-                .with_context(|| format!("bench run at L = {latency_us} us, R = {resident_mib} MiB"))?;
-            Ok(BenchRun { kind, latency_us, resident_mib, plan })
-        })
-        .collect()
-}
-
-/// The `run` options of one benchmark run: `--no-build --quiet`, P = N.
-fn run_args(args: &BenchArgs, latency_us: u64, resident_mib: u32) -> RunArgs {
-    let run = OvercommitRun {
-        vcpus: args.vcpus,
-        cpu: args.cpu.clone(),
-        guest_mib: args.guest_mib,
-        resident_mib,
-        seed: args.seed,
-        timeout: args.timeout,
-        icount: args.icount,
-        latency_us,
-        guest_cmdline: None,
-        tasks: None,
-        host_load: args.host_load,
-    };
-    run.run_args()
-}
-
-/// One run of the `overcommit` workload under `-icount`, as the benchmark and the main job's
-/// comparison make them.
+/// One run of the `overcommit` workload under `-icount`, as the main job's comparison and the
+/// sweep make them.
 pub struct OvercommitRun {
     pub vcpus: u32,
     pub cpu: String,
@@ -192,17 +125,6 @@ fn round1(x: f64) -> f64 {
 }
 
 impl Row {
-    /// A run that produced no report (it could not be started).
-    pub fn not_run(kind: Kind, latency_us: u64, resident_mib: u32, failure: String) -> Row {
-        Row::from_report(kind, latency_us, resident_mib, &Value::Null).with_failure(failure)
-    }
-
-    fn with_failure(mut self, failure: String) -> Row {
-        self.ok = false;
-        self.failure = Some(failure);
-        self
-    }
-
     /// Computes the row from a run's report (the `cargo xtask run --json` object).
     pub fn from_report(kind: Kind, latency_us: u64, resident_mib: u32, report: &Value) -> Row {
         let mem = &report["mem"];
@@ -267,78 +189,6 @@ impl Row {
     }
 }
 
-/// The settings the rows were measured with.
-#[derive(Debug, Clone, Serialize)]
-pub struct Settings {
-    pub scenario: &'static str,
-    pub qemu_version: String,
-    pub icount_shift: u32,
-    pub cpu: String,
-    pub vcpus: u32,
-    pub pcpus: u32,
-    pub guest_mib: u32,
-    pub resident_mib: u32,
-    pub seed: u64,
-    pub latencies_us: Vec<u64>,
-    pub reference_latency_us: u64,
-    pub reference_resident_mib: u32,
-    pub latency_model: &'static str,
-    pub timeout_secs: u64,
-    /// Busy processes beside QEMU during the runs (`--host-load`).
-    pub host_load: u32,
-}
-
-impl Settings {
-    fn new(args: &BenchArgs, tc: &Toolchain) -> Settings {
-        Settings {
-            scenario: SCENARIO,
-            qemu_version: tc.qemu_version.clone(),
-            icount_shift: args.icount,
-            cpu: args.cpu.clone(),
-            vcpus: args.vcpus,
-            pcpus: args.vcpus,
-            guest_mib: args.guest_mib,
-            resident_mib: args.resident_mib,
-            seed: args.seed,
-            latencies_us: args.latencies.clone(),
-            reference_latency_us: REFERENCE_LATENCY_US,
-            reference_resident_mib: args.guest_mib,
-            latency_model: LATENCY_MODEL,
-            timeout_secs: args.timeout,
-            host_load: args.host_load,
-        }
-    }
-
-    /// The lines printed above the table.
-    pub fn header(&self) -> String {
-        let ns_per_insn = 1u64 << self.icount_shift;
-        format!(
-            "bench: {} on {}\n\
-             bench: -icount shift={},sleep=off ({ns_per_insn} ns per instruction), cpu {}, {} vCPU(s) on {} \
-             physical CPU(s), G = {} MiB, R = {} MiB (reference run: R = {} MiB at L = {} us), seed {}, \
-             {} busy host process(es) beside QEMU\n\
-             bench: latency model: {}\n\
-             bench: page_ins/s and elapsed ms are in guest time (virtual under -icount); overhead = stall mean - L\n\
-             bench: virtual time does not pass a request's deadline before QEMU has completed it, so with 1 vCPU every \
-             row repeats exactly however loaded the host is (--host-load N); with more vCPUs rows with paging I/O \
-             vary a little\n",
-            self.scenario,
-            self.qemu_version,
-            self.icount_shift,
-            self.cpu,
-            self.vcpus,
-            self.pcpus,
-            self.guest_mib,
-            self.resident_mib,
-            self.reference_resident_mib,
-            self.reference_latency_us,
-            self.seed,
-            self.host_load,
-            self.latency_model,
-        )
-    }
-}
-
 /// The table: a column header and one line per row.
 pub fn table(rows: &[Row]) -> String {
     fn int(v: Option<u64>) -> String {
@@ -382,75 +232,6 @@ pub fn table(rows: &[Row]) -> String {
     s
 }
 
-/// The JSON file.
-#[derive(Debug, Serialize)]
-struct BenchJson<'a> {
-    benchmark: &'static str,
-    ok: bool,
-    wall_seconds: f64,
-    settings: &'a Settings,
-    rows: &'a [Row],
-}
-
-/// Default place of the JSON file.
-pub fn default_json(root: &Path) -> PathBuf {
-    bench_dir(root).join("overcommit.json")
-}
-
-fn bench_dir(root: &Path) -> PathBuf {
-    root.join("target").join("xtask").join("bench")
-}
-
-/// Builds once, runs every run (a failed one is reported and the others still run), prints
-/// the table and writes the JSON file. Ok(true) if every run succeeded with 0 mismatches.
-pub fn run_bench(root: &Path, tc: &Toolchain, args: &BenchArgs, runs: &[BenchRun]) -> Result<bool> {
-    let start = Instant::now();
-    let json_path = args.json.clone().unwrap_or_else(|| default_json(root));
-    let settings = Settings::new(args, tc);
-    build::build(root, build::Select::BOTH)?;
-    let reports = bench_dir(root).join("runs");
-    let mut rows = Vec::new();
-    for (i, r) in runs.iter().enumerate() {
-        let what = format!(
-            "[{}/{}] {SCENARIO} L = {} us, G = {} MiB, R = {} MiB{}",
-            i + 1,
-            runs.len(),
-            r.latency_us,
-            r.plan.guest_mib,
-            r.resident_mib,
-            if r.kind == Kind::Reference { " (reference)" } else { "" }
-        );
-        println!("bench: {what} ...");
-        let report_path = reports.join(format!("{SCENARIO}-L{}-R{}.json", r.latency_us, r.resident_mib));
-        let plan = RunPlan { json: Some(report_path.clone()), ..r.plan.clone() };
-        let row = match run::run(root, tc, &plan, true) {
-            Ok(report) => {
-                let value = serde_json::to_value(&report).context("the run's report as JSON")?;
-                Row { report: Some(report_path), ..Row::from_report(r.kind, r.latency_us, r.resident_mib, &value) }
-            }
-            Err(err) => Row::not_run(r.kind, r.latency_us, r.resident_mib, format!("{err:#}")),
-        };
-        match &row.failure {
-            None => println!("bench: {what}: ok in {:.1} s", row.wall_seconds.unwrap_or(0.0)),
-            Some(f) => println!("bench: {what}: FAILED: {f}"),
-        }
-        rows.push(row);
-    }
-    let all_ok = rows.iter().all(|r| r.ok);
-    let wall_seconds = round1(start.elapsed().as_secs_f64());
-    let doc = BenchJson { benchmark: SCENARIO, ok: all_ok, wall_seconds, settings: &settings, rows: &rows };
-    write_json(&json_path, &doc)?;
-
-    print!("\n{}{}", settings.header(), table(&rows));
-    let failed = rows.iter().filter(|r| !r.ok).count();
-    println!(
-        "bench: {} runs, {failed} failed, {wall_seconds:.1} s; rows and settings in {}",
-        rows.len(),
-        json_path.display()
-    );
-    Ok(all_ok)
-}
-
 /// Writes the file atomically (temp file + rename).
 pub fn write_json(path: &Path, doc: &impl Serialize) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -466,18 +247,7 @@ pub fn write_json(path: &Path, doc: &impl Serialize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::{Cli, Command};
-    use clap::Parser;
     use serde_json::json;
-
-    fn parse_bench(args: &[&str]) -> BenchArgs {
-        let mut argv = vec!["xtask", "bench"];
-        argv.extend_from_slice(args);
-        match Cli::try_parse_from(argv).expect("arguments parse").command {
-            Command::Bench(b) => b,
-            other => panic!("expected bench, got {other:?}"),
-        }
-    }
 
     /// The shape of a `cargo xtask run --json` report of an overcommitted run.
     fn sample_report() -> Value {
@@ -576,7 +346,7 @@ mod tests {
         let r = Row::from_report(Kind::Overcommit, 50, 12, &v);
         assert_eq!(r.failure.as_deref(), Some("timed out after 120 s; QEMU was killed"));
 
-        let r = Row::not_run(Kind::Overcommit, 1000, 12, "cannot start".into());
+        let r = Row::from_report(Kind::Overcommit, 1000, 12, &json!({"ok": false, "failure": "cannot start"}));
         assert!(!r.ok);
         assert_eq!((r.page_ins, r.page_ins_per_s, r.overhead_mean_us, r.elapsed_ms), (None, None, None, None));
         let t = table(&[r]);
@@ -591,84 +361,5 @@ mod tests {
         let cols: Vec<&str> = lines[1].split_whitespace().collect();
         assert_eq!(cols, ["50", "44237", "4637", "65.0", "96.3", "15.0", "74.4", "9539", "0", "R=12", "MiB"]);
         assert!(lines[0].starts_with("  L_us  page_ins  page_ins/s"), "{t}");
-    }
-
-    #[test]
-    fn default_runs() {
-        let runs = plan_runs(&parse_bench(&[])).unwrap();
-        let summary: Vec<(Kind, u64, u32)> = runs.iter().map(|r| (r.kind, r.latency_us, r.resident_mib)).collect();
-        assert_eq!(
-            summary,
-            [
-                (Kind::Overcommit, 0, 12),
-                (Kind::Overcommit, 50, 12),
-                (Kind::Overcommit, 200, 12),
-                (Kind::Overcommit, 1000, 12),
-                (Kind::Reference, 50, 64)
-            ]
-        );
-        for r in &runs {
-            let p = &r.plan;
-            assert_eq!((p.scenario.as_str(), p.vcpus, p.pcpus, p.guest_mib), (SCENARIO, 1, 1, 64));
-            assert_eq!((p.icount, p.seed, p.cpu.as_str()), (Some(3), 1, "max"));
-            assert!(p.quiet && !p.bare);
-            assert_eq!((p.backing.latency_us, p.resident_mib), (r.latency_us, Some(r.resident_mib)));
-            assert_eq!(p.backing.selftest_pages, 0);
-        }
-    }
-
-    #[test]
-    fn options() {
-        let a = parse_bench(&[
-            "--latencies",
-            "10,20",
-            "--icount",
-            "4",
-            "--vcpus",
-            "2",
-            "--guest-mib",
-            "128",
-            "--resident-mib",
-            "32",
-            "--seed",
-            "9",
-            "--json",
-            "b.json",
-        ]);
-        assert_eq!(a.json.as_deref(), Some(Path::new("b.json")));
-        let runs = plan_runs(&a).unwrap();
-        assert_eq!(runs.len(), 3);
-        assert_eq!((runs[1].latency_us, runs[2].latency_us, runs[2].resident_mib), (20, 50, 128));
-        let p = &runs[0].plan;
-        assert_eq!(
-            (p.icount, p.vcpus, p.pcpus, p.guest_mib, p.seed, p.resident_mib),
-            (Some(4), 2, 2, 128, 9, Some(32))
-        );
-
-        assert!(plan_runs(&parse_bench(&["--icount", "11"])).is_err());
-        assert!(plan_runs(&parse_bench(&["--latencies", "50,1000001"])).is_err());
-        let err = plan_runs(&parse_bench(&["--resident-mib", "64"])).unwrap_err();
-        assert!(err.to_string().contains("not below --guest-mib"), "{err}");
-        assert!(plan_runs(&parse_bench(&["--resident-mib", "2"])).is_err());
-        assert!(Cli::try_parse_from(["xtask", "bench", "--latencies", "a"]).is_err());
-    }
-
-    #[test]
-    fn header_has_the_settings() {
-        let s = Settings::new(&parse_bench(&[]), &Toolchain { qemu: "q".into(), qemu_version: "QEMU 10.0.2".into() });
-        let h = s.header();
-        for want in [
-            "QEMU 10.0.2",
-            "-icount shift=3,sleep=off (8 ns per instruction)",
-            "cpu max",
-            "1 vCPU(s)",
-            "G = 64 MiB",
-            "R = 12 MiB",
-            "R = 64 MiB at L = 50 us",
-            "seed 1",
-            LATENCY_MODEL,
-        ] {
-            assert!(h.contains(want), "{want:?} missing from {h}");
-        }
     }
 }

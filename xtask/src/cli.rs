@@ -29,7 +29,7 @@ pub const MAX_HOST_LOAD: u32 = 64;
 /// `--tasks`: at most this many per vCPU (the hypervisor's APF token slots per vCPU), and this
 /// many over all vCPUs (the guest's worker slots, one kept for the scenario's control task).
 pub const MAX_TASKS_PER_VCPU: u32 = 16;
-const MAX_WORKLOAD_TASKS: u32 = 39;
+pub const MAX_WORKLOAD_TASKS: u32 = 39;
 /// The guest's key for `--tasks` (`asyncpf_guest::cmdline::OPT_TASKS`).
 const GUEST_OPT_TASKS: &str = "tasks";
 /// QEMU accepts `-icount shift=` values 0..=10.
@@ -59,8 +59,9 @@ pub enum Command {
     Run(RunArgs),
     /// Host tests, the cross build, and the QEMU integration tests.
     Test(TestArgs),
-    /// The memory-overcommit benchmark: the `overcommit` scenario under -icount at several
-    /// backing-store latencies, plus a reference run without overcommit; prints a table.
+    /// The APF sweep: the main job's comparison (reference, synchronous, asynchronous) for every
+    /// backing-store latency L × tasks per vCPU T × vCPU count N, under -icount; prints the
+    /// speedups and their bounds and writes a CSV, a JSON document and an SVG plot.
     Bench(BenchArgs),
     /// The hostile-guest soak: the `hostile` scenario for --calls calls per run, for every
     /// --vcpus with every --seeds, guest RAM overcommitted and asynchronous page faults on, a
@@ -271,36 +272,45 @@ pub struct TestArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Backing-store latencies L to measure, in µs: one overcommitted run each.
-    #[arg(long, value_name = "L,...", value_delimiter = ',', default_values_t = [0u64, 50, 200, 1000])]
+    /// Backing-store latencies L in µs (the latency model's minimum service time of a request).
+    #[arg(long, value_name = "L,...", value_delimiter = ',', default_values_t = [0u64, 20, 100, 1000, 10_000])]
     pub latencies: Vec<u64>,
+    /// Tasks per vCPU T of the workload (1 to 16; T × N at most 39, the guest's task slots: other
+    /// points are skipped and listed).
+    #[arg(long, value_name = "T,...", value_delimiter = ',', default_values_t = [1u32, 2, 4, 8, 16])]
+    pub tasks: Vec<u32>,
+    /// vCPU counts N (each pinned to its own physical CPU: QEMU -smp N).
+    #[arg(long, value_name = "N,...", value_delimiter = ',', default_values_t = [1u32, 4])]
+    pub vcpus: Vec<u32>,
     /// QEMU `-icount shift=SHIFT,sleep=off` (virtual time: 2^SHIFT ns per instruction).
     #[arg(long, value_name = "SHIFT", default_value_t = 3)]
     pub icount: u32,
-    /// Number of vCPUs (and physical CPUs).
-    #[arg(long, default_value_t = 1)]
-    pub vcpus: u32,
     /// QEMU CPU model (`-cpu`).
     #[arg(long, default_value = "max")]
     pub cpu: String,
     /// Guest RAM G in MiB.
-    #[arg(long, value_name = "G", default_value_t = 64)]
+    #[arg(long, value_name = "G", default_value_t = 32)]
     pub guest_mib: u32,
-    /// Host memory R for guest RAM in MiB in the overcommitted runs (the reference run uses G).
-    #[arg(long, value_name = "R", default_value_t = 12)]
+    /// Host memory R for guest RAM in MiB in the synchronous and asynchronous runs (the reference
+    /// run has R = G).
+    #[arg(long, value_name = "R", default_value_t = 8)]
     pub resident_mib: u32,
     /// Seed of the scenario's pseudo-random choices.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Where to write the rows and settings as JSON (default: target/xtask/bench/overcommit.json).
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
+    /// Where to write apf-sweep.csv, .json and .svg (default: target/xtask/bench); `--out
+    /// docs/bench` regenerates the committed plot.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
     /// Kill QEMU and count the run as failed after this many seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 600)]
     pub timeout: u64,
     /// Keep N busy processes running beside QEMU during the runs (see `run --host-load`).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub host_load: u32,
+    /// Skip the implicit build.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 /// The `run` options that the command line gave, by clap id (the [`RunArgs`] field name, e.g.

@@ -5,8 +5,9 @@
 //! kernel runs no scenario): the README's Linux example and the suite's `not-an-image` test use
 //! it ([`selected`]).
 //!
-//! Three runs of the `overcommit` scenario through [`run::run`], like `bench` (one build first,
-//! then `--no-build`, quiet, P = N, under `-icount`), with identical settings except:
+//! Three runs of the `overcommit` scenario through [`run::run`], as `bench::OvercommitRun` makes
+//! them (one build first, then `--no-build`, quiet, P = N, under `-icount`), with identical
+//! settings except:
 //! - [`Mode::Reference`]: R = G and `apf=off`: the pager runs but never evicts, so there is no
 //!   paging I/O. Its time is the floor that no hiding of fault latency can beat.
 //! - [`Mode::Synchronous`]: R < G and `apf=off`: a vCPU that faults waits for the page-in.
@@ -40,6 +41,7 @@ use crate::bench::{self, Kind, SCENARIO};
 use crate::build;
 use crate::cli::{Given, RunArgs, RunPlan};
 use crate::run;
+use crate::sweep;
 use crate::toolchain::Toolchain;
 
 /// Defaults of the comparison: a clear, repeatable result in well under a minute on 2 host
@@ -175,40 +177,20 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
              synchronous page faults): {why}; drop it, or give --scenario NAME for a single run"
         );
     }
-    let vcpus = args.vcpus.unwrap_or(DEFAULT_VCPUS);
-    let guest_mib = if given.contains("guest_mib") { args.guest_mib } else { DEFAULT_GUEST_MIB };
-    let latency_us = if given.contains("backing_latency_us") { args.backing_latency_us } else { DEFAULT_LATENCY_US };
-    let resident_mib = args.resident_mib.unwrap_or(DEFAULT_RESIDENT_MIB);
-    let icount = args.icount.unwrap_or(DEFAULT_ICOUNT);
-    let tasks = args.tasks.unwrap_or(DEFAULT_TASKS);
-    let runs = Mode::ALL
-        .into_iter()
-        .map(|mode| {
-            let resident = if mode == Mode::Reference { guest_mib } else { resident_mib };
-            let run_args = bench::OvercommitRun {
-                vcpus,
-                cpu: args.cpu.clone(),
-                guest_mib,
-                resident_mib: resident,
-                seed: args.seed,
-                timeout: args.timeout,
-                icount,
-                latency_us,
-                guest_cmdline: Some(mode.guest_cmdline()),
-                tasks: Some(tasks),
-                host_load: args.host_load,
-            }
-            .run_args();
-            let plan = run_args.validate().with_context(|| format!("the comparison's {} run", mode.name()))?;
-            Ok(CompareRun { mode, plan })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    if resident_mib >= guest_mib {
-        bail!(
-            "--resident-mib {resident_mib} is not below --guest-mib {guest_mib}: the comparison needs overcommit \
-             (R < G) for page faults to wait for the disk; the reference run with R = G is added by itself"
-        );
-    }
+    let params = Params {
+        vcpus: args.vcpus.unwrap_or(DEFAULT_VCPUS),
+        cpu: args.cpu.clone(),
+        guest_mib: if given.contains("guest_mib") { args.guest_mib } else { DEFAULT_GUEST_MIB },
+        resident_mib: args.resident_mib.unwrap_or(DEFAULT_RESIDENT_MIB),
+        latency_us: if given.contains("backing_latency_us") { args.backing_latency_us } else { DEFAULT_LATENCY_US },
+        icount: args.icount.unwrap_or(DEFAULT_ICOUNT),
+        seed: args.seed,
+        timeout_secs: args.timeout,
+        tasks: args.tasks.unwrap_or(DEFAULT_TASKS),
+        host_load: args.host_load,
+    };
+    let runs = plan_runs(&params)?;
+    let Params { vcpus, guest_mib, resident_mib, latency_us, icount, tasks, .. } = params;
     Ok(ComparePlan {
         tasks,
         vcpus,
@@ -227,7 +209,73 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
     })
 }
 
-/// One table row: `bench`'s figures of a run's report, and those only the comparison needs.
+/// What one comparison runs with: its three runs differ only in R and `apf`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Params {
+    pub vcpus: u32,
+    pub cpu: String,
+    pub guest_mib: u32,
+    /// R of the synchronous and asynchronous runs (the reference has G).
+    pub resident_mib: u32,
+    pub latency_us: u64,
+    pub icount: u32,
+    pub seed: u64,
+    pub timeout_secs: u64,
+    /// The workload's tasks per vCPU.
+    pub tasks: u32,
+    pub host_load: u32,
+}
+
+/// The validated plans of the three runs, in [`Mode::ALL`] order: the `overcommit` scenario,
+/// `--no-build --quiet`, P = N, under `-icount`. Each goes through the same validation as
+/// `cargo xtask run`; R must be below G.
+pub fn plan_runs(p: &Params) -> Result<Vec<CompareRun>> {
+    let runs = Mode::ALL
+        .into_iter()
+        .map(|mode| {
+            let resident = if mode == Mode::Reference { p.guest_mib } else { p.resident_mib };
+            let run_args = bench::OvercommitRun {
+                vcpus: p.vcpus,
+                cpu: p.cpu.clone(),
+                guest_mib: p.guest_mib,
+                resident_mib: resident,
+                seed: p.seed,
+                timeout: p.timeout_secs,
+                icount: p.icount,
+                latency_us: p.latency_us,
+                guest_cmdline: Some(mode.guest_cmdline()),
+                tasks: Some(p.tasks),
+                host_load: p.host_load,
+            }
+            .run_args();
+            let plan = run_args.validate().with_context(|| format!("the comparison's {} run", mode.name()))?;
+            Ok(CompareRun { mode, plan })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if p.resident_mib >= p.guest_mib {
+        bail!(
+            "--resident-mib {} is not below --guest-mib {}: the comparison needs overcommit (R < G) for page faults \
+             to wait for the disk; the reference run with R = G is added by itself",
+            p.resident_mib,
+            p.guest_mib
+        );
+    }
+    Ok(runs)
+}
+
+/// Runs one of a comparison's runs (quiet, its report also written to `report_path`) and
+/// returns its report as JSON; a run that could not be started becomes a report with `ok:
+/// false` and the reason as its `failure`, so that the other runs still run.
+pub fn execute(root: &Path, tc: &Toolchain, run: &CompareRun, report_path: PathBuf) -> Result<Value> {
+    let run_plan = RunPlan { json: Some(report_path), ..run.plan.clone() };
+    Ok(match run::run(root, tc, &run_plan, true) {
+        Ok(report) => serde_json::to_value(&report).context("the run's report as JSON")?,
+        Err(err) => json!({"scenario": SCENARIO, "ok": false, "failure": format!("{err:#}")}),
+    })
+}
+
+/// One table row: the figures of a run's report that `bench::Row` reads, and those only the
+/// comparison needs.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Row {
     pub run: Mode,
@@ -715,12 +763,7 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         if !plan.quiet {
             println!("compare: {what} ...");
         }
-        let report_path = report_dir.join(format!("{COMPARISON}-{}.json", r.mode.name()));
-        let run_plan = RunPlan { json: Some(report_path), ..r.plan.clone() };
-        let report = match run::run(root, tc, &run_plan, true) {
-            Ok(report) => serde_json::to_value(&report).context("the run's report as JSON")?,
-            Err(err) => json!({"scenario": SCENARIO, "ok": false, "failure": format!("{err:#}")}),
-        };
+        let report = execute(root, tc, r, report_dir.join(format!("{COMPARISON}-{}.json", r.mode.name())))?;
         if !plan.quiet {
             let wall = report.get("wall_seconds").and_then(Value::as_f64).unwrap_or(0.0);
             match report.get("ok").and_then(Value::as_bool) {
@@ -816,6 +859,13 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
             println!("compare: FAILED: {f}");
         }
     }
+    println!(
+        "compare: the sweep over L, T and vCPUs (this comparison at every point) is plotted in {}/{}.svg (README, \
+         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (16 min on 2 host cores)",
+        sweep::COMMITTED_DIR,
+        sweep::NAME,
+        sweep::COMMITTED_DIR
+    );
     let extra = plan.json.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default();
     println!(
         "compare: {} in {wall_seconds:.1} s; settings, rows, ratios and reports in {}{extra}",

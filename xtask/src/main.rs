@@ -16,12 +16,14 @@ mod hostload;
 mod image;
 mod initramfs;
 mod linux;
+mod plot;
 mod probes;
 mod qemu;
 mod results;
 mod run;
 mod soak;
 mod suite;
+mod sweep;
 mod toolchain;
 mod userspace;
 
@@ -91,9 +93,9 @@ fn dispatch(command: Command, given: &Given) -> anyhow::Result<ExitCode> {
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Bench(args) => {
-            let runs = bench::plan_runs(&args)?;
+            let plan = sweep::plan(&args)?;
             let tc = toolchain::ensure()?;
-            let all_ok = bench::run_bench(&workspace_root(), &tc, &args, &runs)?;
+            let all_ok = sweep::run_sweep(&workspace_root(), &tc, &plan)?;
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
     }

@@ -1168,6 +1168,7 @@ const LINUX: &str = "linux/boot";
 /// Linux with a BusyBox userspace on 4 vCPUs at 4x and 8x overcommit (`cargo xtask linux`).
 const LINUX_WORKLOAD: &str = "linux/workload";
 const REPEATABLE: &str = "qemu/repeatable";
+const BENCH_SMOKE: &str = "bench/smoke";
 
 /// The repeatability case: a small overcommitted `overcommit` workload with asynchronous page
 /// faults (so both page_ready deliveries and synchronous waits), 1 vCPU, under `-icount`, run
@@ -1374,6 +1375,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     }
     if selected(NEVER_SLOWER) && built {
         rows.push(timed(NEVER_SLOWER, || never_slower(root, tc, args.timeout)));
+    }
+    if selected(BENCH_SMOKE) && built {
+        rows.push(timed(BENCH_SMOKE, || crate::sweep::smoke(root, tc, args.timeout)));
     }
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));
