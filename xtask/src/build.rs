@@ -39,7 +39,8 @@ pub fn guest_image(root: &Path) -> PathBuf {
     cross_dir(root).join(format!("{GUEST_PACKAGE}.Image"))
 }
 /// The probe binaries (one per file in `probes/src/bin`).
-pub const PROBES: &[&str] = &["escape", "flood", "tablewalk", "gic", "timer", "features", "initrd", "raw", "pin"];
+pub const PROBES: &[&str] =
+    &["escape", "flood", "tablewalk", "gic", "timer", "features", "initrd", "raw", "pin", "cpu_on"];
 pub fn probe_elf(root: &Path, probe: &str) -> PathBuf {
     cross_dir(root).join(GUEST_TARGET).join("release").join(probe)
 }

@@ -28,6 +28,10 @@ pub const GIC: &str = "kvm-compat/gic";
 pub const TIMER: &str = "kvm-compat/timer";
 /// Advertised CPU features work (FEAT_MOPS, SVE at the CPU's vector length).
 pub const FEATURES: &str = "kvm-compat/features";
+/// Concurrent CPU_ON: a second CPU_ON while the target is on its way up is ALREADY_ON.
+pub const CPU_ON: &str = "kvm-compat/cpu-on";
+/// Rounds of the cpu-on probe.
+const CPU_ON_ROUNDS: u64 = 8;
 /// `--kernel-kind`: an ELF and a raw binary boot where QEMU would put them.
 pub const KERNEL_KINDS: &str = "kvm-compat/kernel-kinds";
 /// APF_PIN's answers to bad and good requests, paged and not.
@@ -59,6 +63,7 @@ pub const TESTS: &[ProbeTest] = &[
     (GIC, gic_test),
     (TIMER, timer_test),
     (FEATURES, features_test),
+    (CPU_ON, cpu_on_test),
     (INITRD, initrd_test),
     (KERNEL_KINDS, kernel_kinds_test),
     (PIN, pin_test),
@@ -268,6 +273,29 @@ pub fn features_test(root: &Path, tc: &Toolchain) -> Result<String> {
             .with_context(|| format!("on -cpu {cpu}"))?;
     }
     Ok("max: MOPS memset/memcpy, SVE 2048 bits; a64fx: SVE 512 bits".into())
+}
+
+/// On 2 vCPUs, the cpu-on probe turns CPU 1 on [`CPU_ON_ROUNDS`] times; each time a second
+/// CPU_ON right after the first must answer ALREADY_ON and AFFINITY_INFO must answer ON, as on
+/// KVM (before, both answered ON_PENDING while CPU 1's physical CPU was waking up), and CPU 1
+/// must come up, stay ON while it runs and go OFF after its CPU_OFF.
+pub fn cpu_on_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let r = CPU_ON_ROUNDS;
+    let want = format!(
+        "{GUEST_LINE_PREFIX}cpu-on probe: rounds {r}, off before {r}, first SUCCESS {r}, second ALREADY_ON {r} \
+         ON_PENDING 0 other 0, at once ON {r} ON_PENDING 0 other 0, came up {r}, on while up {r}, went off {r}"
+    );
+    // With threads per CPU (no -icount) CPU 1 may well be up before the second call; under
+    // -icount QEMU runs the CPUs round robin, so CPU 1 is still starting when CPU 0 asks.
+    for icount in [None, Some(3)] {
+        let mut plan = plan(root, "cpu_on", format!("rounds={r}"), 30);
+        (plan.vcpus, plan.pcpus, plan.icount) = (2, 2, icount);
+        let report = run::run(root, tc, &plan, true)?;
+        expect_line(&report, &want, CPU_ON).with_context(|| format!("icount {icount:?}"))?;
+    }
+    Ok(format!(
+        "{r} rounds, with and without -icount: a second CPU_ON ALREADY_ON and AFFINITY_INFO ON while CPU 1 starts"
+    ))
 }
 
 /// What QEMU's `-kernel` takes for arm64 besides an Image: the `gic` probe's ELF, loaded at its
