@@ -6,11 +6,14 @@
 //! at once a second CPU_ON (-4) and AFFINITY_INFO (0); then CPU 1 runs a small stub that counts
 //! its arrival and spins until released, so it stays on while the answers above are asked; the
 //! probe checks AFFINITY_INFO (0) while it spins, releases it, and the stub calls CPU_OFF; the
-//! probe waits for AFFINITY_INFO = OFF. Both CPUs run with the MMU off, so the shared words are
+//! probe waits for AFFINITY_INFO = OFF. On a CPU with a PMUv3 the stub also checks that each
+//! power-on finds the PMU reset (not counting, no overflow, no interrupt enabled) although it
+//! left it counting with an overflow interrupt raised before its CPU_OFF. Both CPUs run with the MMU off, so the shared words are
 //! Device memory and need no cache maintenance.
 //!
 //! It prints `cpu-on probe: rounds R, first SUCCESS a, second ALREADY_ON b ON_PENDING c other d,
-//! at once ON e ON_PENDING f other g, came up h, on while up i, went off j`.
+//! at once ON e ON_PENDING f other g, came up h, on while up i, went off j, PMU reset at power-on
+//! true|false`.
 #![no_std]
 #![no_main]
 
@@ -25,10 +28,11 @@ const SECONDARY: u64 = 1;
 /// How long to wait for the secondary to come up or go off, in milliseconds.
 const WAIT_MS: u64 = 2000;
 
-/// `[arrivals, released]`: the stub increments the first and spins until the second reaches it.
+/// `[arrivals, released, PMU state]`: the stub increments the first and spins until the second
+/// reaches it; it ORs the PMU state it found at power-on into the third.
 /// Accessed with plain loads and stores only (Relaxed): with the MMU off, memory is Device
 /// memory, where exclusive accesses are not guaranteed to work.
-static MAILBOX: [AtomicU64; 2] = [AtomicU64::new(0), AtomicU64::new(0)];
+static MAILBOX: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 global_asm!(
     r#"
@@ -37,7 +41,33 @@ global_asm!(
 .balign 4
 .global cpu_on_probe_secondary
 cpu_on_probe_secondary:
-    ldr x1, [x0]
+    // With a PMUv3: OR the PMU state found at power-on (PMCR_EL0.E, PMCNTENSET_EL0,
+    // PMINTENSET_EL1, PMOVSSET_EL0: all 0 after a reset) into the third word, then leave the
+    // PMU busy for the next power-on to find: counting, overflowed, its interrupt enabled.
+    mrs x3, id_aa64dfr0_el1
+    ubfx x3, x3, #8, #4
+    cbz x3, 5f
+    cmp x3, #0xf
+    b.eq 5f
+    mrs x4, pmcr_el0
+    and x4, x4, #1
+    mrs x5, pmcntenset_el0
+    orr x4, x4, x5
+    mrs x5, pmintenset_el1
+    orr x4, x4, x5
+    mrs x5, pmovsset_el0
+    orr x4, x4, x5
+    ldr x5, [x0, #16]
+    orr x5, x5, x4
+    str x5, [x0, #16]
+    mov x4, #0x80000000
+    msr pmcntenset_el0, x4
+    msr pmintenset_el1, x4
+    msr pmovsset_el0, x4
+    mov x4, #1
+    msr pmcr_el0, x4
+    isb
+5:  ldr x1, [x0]
     add x1, x1, #1
     str x1, [x0]
     dsb sy
@@ -129,8 +159,19 @@ fn cpu_on_probe(env: &Env) -> ! {
     }
     env.println(format_args!(
         "cpu-on probe: rounds {rounds}, off before {}, first SUCCESS {}, second ALREADY_ON {} ON_PENDING {} other {}, \
-         at once ON {} ON_PENDING {} other {}, came up {}, on while up {}, went off {}",
-        t[10], t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7], t[8], t[9]
+         at once ON {} ON_PENDING {} other {}, came up {}, on while up {}, went off {}, PMU reset at power-on {}",
+        t[10],
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7],
+        t[8],
+        t[9],
+        MAILBOX[2].load(Ordering::Relaxed) == 0
     ));
     env.system_off()
 }
