@@ -33,8 +33,8 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
             + HCR_EL2::AMO::SET
             + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
             + HCR_EL2::TIDCP::SET
-            // Feature ID registers: the guest sees the hardware values minus what is not
-            // virtualized (the PMU); see asyncpf_core::trap::guest_id_register.
+            // Feature ID registers: the guest sees the hardware values minus a PMU that is
+            // not a PMUv3; see asyncpf_core::trap::guest_id_register.
             + HCR_EL2::TID3::SET
             + HCR_EL2::RW::EL1IsAarch64
             + if pauth { HCR_EL2::API::DisableTrapPointerAuthInstToEl2 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2 } else { HCR_EL2::API::CLEAR },
