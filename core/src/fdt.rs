@@ -44,6 +44,9 @@ pub struct GuestPlatform<'a> {
     /// An initial RAM disk in guest RAM, `[start, end)`: `/chosen/linux,initrd-start` and
     /// `linux,initrd-end` (Linux's boot protocol, dt-schema `chosen.yaml`).
     pub initrd: Option<(u64, u64)>,
+    /// The guest has the CPU's PMUv3 (`crate::pmu::offered`): a `pmu` node
+    /// (`arm,armv8-pmuv3`, `perf/arm,pmu.yaml`) with its overflow interrupt, PPI 7.
+    pub pmu: bool,
 }
 
 /// Phandle of the GIC (the root's `interrupt-parent`).
@@ -254,6 +257,14 @@ impl GuestPlatform<'_> {
         fdt.property_array_u32("interrupts", &timer_irqs)?;
         fdt.end_node(timer)?;
 
+        if self.pmu {
+            // As QEMU's `virt` tree and KVM guests' have it (no CPU mask: GICv3).
+            let pmu = fdt.begin_node("pmu")?;
+            fdt.property_string("compatible", "arm,armv8-pmuv3")?;
+            fdt.property_array_u32("interrupts", &[irq::TYPE_PPI, crate::pmu::OVERFLOW_PPI, irq::LEVEL_HIGH])?;
+            fdt.end_node(pmu)?;
+        }
+
         let clock = fdt.begin_node("clock-apb-pclk")?;
         fdt.property_string("compatible", "fixed-clock")?;
         fdt.property_u32("#clock-cells", 0)?;
@@ -296,6 +307,7 @@ mod tests {
             uart_spi: 1,
             initrd: None,
             bootargs,
+            pmu: false,
         }
     }
 
@@ -435,6 +447,7 @@ mod tests {
         assert_eq!(property_names(timer), set(&["compatible", "interrupts"]));
         assert_eq!(string_list(timer, "compatible"), ["arm,armv8-timer"]);
         assert_eq!(cells(timer, "interrupts"), [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]);
+        assert!(fdt.find_node("/pmu").is_none(), "no PMU offered, no node");
 
         let clock = node(&fdt, "/clock-apb-pclk");
         assert_eq!(
@@ -456,6 +469,21 @@ mod tests {
         assert_eq!(string_list(uart, "clock-names"), ["uartclk", "apb_pclk"]);
         // The UART inherits the root's interrupt-parent.
         assert_eq!(root.interrupt_parent().unwrap().name, gic.name);
+    }
+
+    /// With the PMU offered, a `pmu` node after the timer names its overflow interrupt, PPI 7
+    /// (INTID 23), level-high, as QEMU's `virt` tree does.
+    #[test]
+    fn pmu_node_when_offered() {
+        let blob = build(&GuestPlatform { pmu: true, ..platform(&MPIDRS, "") }).unwrap();
+        let fdt = Fdt::new(&blob).unwrap();
+        let pmu = node(&fdt, "/pmu");
+        assert_eq!(property_names(pmu), set(&["compatible", "interrupts"]));
+        assert_eq!(string_list(pmu, "compatible"), ["arm,armv8-pmuv3"]);
+        assert_eq!(cells(pmu, "interrupts"), [1, 7, 4]);
+        let names = children(node(&fdt, "/"));
+        let at = |n: &str| names.iter().position(|c| c == n).unwrap();
+        assert_eq!(at("pmu"), at("timer") + 1);
     }
 
     #[test]

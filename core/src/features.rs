@@ -2,9 +2,9 @@
 //! advertise really work (a feature the ID registers promise but EL2 leaves trapped or disabled
 //! makes a guest die on its first use: e.g. glibc's memcpy with FEAT_MOPS).
 //!
-//! The guest reads the hardware's ID registers (HCR_EL2.TID3 traps them only to hide the PMU,
-//! see `trap::guest_id_register`); for each feature below the hypervisor turns the matching
-//! enable on:
+//! The guest reads the hardware's ID registers (HCR_EL2.TID3 traps them only to hide a PMU that
+//! is not a PMUv3, see `trap::guest_id_register` and `pmu`); for each feature below the
+//! hypervisor turns the matching enable on:
 //! * FEAT_MOPS (ID_AA64ISAR2_EL1.MOPS): HCRX_EL2.MSCEn, or the CPY*/SET* instructions are
 //!   UNDEFINED at EL1 and EL0. HCRX_EL2 exists with FEAT_HCX (ID_AA64MMFR1_EL1.HCX), which
 //!   FEAT_MOPS requires.

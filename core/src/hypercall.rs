@@ -7,7 +7,9 @@
 
 use asyncpf_contract::{hypcall, psci, smccc};
 
-/// A vCPU's power state, as PSCI AFFINITY_INFO reports it.
+/// A vCPU's power state in the hypervisor. `OnPending` is the hypervisor's own: CPU_ON has
+/// accepted the vCPU but its physical CPU has not started it yet. The guest never sees it
+/// (see [`psci_view`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum PowerState {
@@ -171,10 +173,9 @@ fn psci_call(machine: &impl Machine, function: u32, args: [u64; 4]) -> Answer {
             }
             match target_vcpu(machine, arg(1)) {
                 None => invalid(psci::INVALID_PARAMETERS),
-                Some(target) => served(value(match machine.power_state(target) {
-                    PowerState::On => psci::AFFINITY_ON,
+                Some(target) => served(value(match psci_view(machine.power_state(target)) {
                     PowerState::Off => psci::AFFINITY_OFF,
-                    PowerState::OnPending => psci::AFFINITY_ON_PENDING,
+                    _ => psci::AFFINITY_ON,
                 })),
             }
         }
@@ -201,10 +202,22 @@ fn cpu_on(machine: &impl Machine, target_mpidr: u64, entry: u64, context: u64) -
     if !entry.is_multiple_of(4) || !machine.is_guest_ram(entry, 4) {
         return invalid(psci::INVALID_ADDRESS);
     }
-    match machine.request_power_on(target, entry, context) {
+    match machine.request_power_on(target, entry, context).map_err(psci_view) {
         Ok(()) => served(value(psci::SUCCESS)),
-        Err(PowerState::On) => invalid(psci::ALREADY_ON),
-        Err(_) => invalid(psci::ON_PENDING),
+        // Off cannot be refused; whatever the machine says, the vCPU is not off then.
+        Err(_) => invalid(psci::ALREADY_ON),
+    }
+}
+
+/// The power state PSCI reports for a vCPU in `state`, as KVM reports it: a vCPU is on from the
+/// moment CPU_ON accepted it (KVM marks the vCPU runnable at once), so a vCPU still on its way
+/// up (`OnPending`) is ON for AFFINITY_INFO and ALREADY_ON for a second CPU_ON. ON_PENDING and
+/// AFFINITY_INFO's ON_PENDING are never answered: a guest written for KVM, which waits for
+/// AFFINITY_INFO = ON or treats ALREADY_ON as success, works unchanged.
+pub const fn psci_view(state: PowerState) -> PowerState {
+    match state {
+        PowerState::Off => PowerState::Off,
+        PowerState::OnPending | PowerState::On => PowerState::On,
     }
 }
 

@@ -4,6 +4,7 @@
 //! * [`image`]: the arm64 Linux kernel `Image` header and where to load it.
 //! * [`options`]: the hypervisor's command line.
 //! * [`features`]: the EL2 enables for the CPU features the guest is offered.
+//! * [`pmu`]: the guest's PMUv3 (MDCR_EL2, the overflow interrupt's level).
 //! * [`fdt`]: the device tree the guest boots with.
 //! * [`mpidr`]: MPIDR_EL1 affinity fields.
 //! * [`vgic`]: the emulated GICv3 distributor and redistributors.
@@ -36,6 +37,7 @@ pub mod latency;
 pub mod mpidr;
 pub mod options;
 pub mod overcommit;
+pub mod pmu;
 pub mod ratelimit;
 pub mod sdei;
 pub mod sgi;

@@ -177,19 +177,20 @@ pub fn is_id_register(id: SysregId) -> bool {
     id.op0 == 3 && id.op1 == 0 && id.crn == 0 && (1..=7).contains(&id.crm)
 }
 
-/// ID register fields the VM hides, as (CRm, op2, field shift): the PMU (the hypervisor does not
-/// virtualize it, so the guest must see a CPU without one, whose PMU registers are UNDEFINED).
-const HIDDEN_ID_FIELDS: [(u8, u8, u32); 2] = [
-    (5, 0, 8),  // ID_AA64DFR0_EL1.PMUVer
-    (1, 2, 24), // ID_DFR0_EL1.PerfMon (AArch32 view)
+/// ID register fields that describe the PMU, as (CRm, op2, field shift): the guest is given a
+/// PMUv3 as the hardware has it and reads these fields as they are, except that an
+/// IMPLEMENTATION DEFINED PMU reads as none (`crate::pmu`).
+const PMU_ID_FIELDS: [(u8, u8, u32); 2] = [
+    (5, 0, crate::pmu::PMUVER_SHIFT),  // ID_AA64DFR0_EL1.PMUVer
+    (1, 2, crate::pmu::PERFMON_SHIFT), // ID_DFR0_EL1.PerfMon (AArch32 view)
 ];
 
 /// The value the guest reads from the ID register `id`, given the hardware's `value`.
 pub fn guest_id_register(id: SysregId, value: u64) -> u64 {
-    HIDDEN_ID_FIELDS
+    PMU_ID_FIELDS
         .iter()
         .filter(|&&(crm, op2, _)| id.crm == crm && id.op2 == op2)
-        .fold(value, |v, &(_, _, shift)| v & !(0xf << shift))
+        .fold(value, |v, &(_, _, shift)| crate::pmu::guest_pmu_field(v, shift))
 }
 
 /// PSTATE fields used to choose an exception vector.
@@ -371,16 +372,19 @@ mod tests {
     }
 
     #[test]
-    fn id_registers_hide_the_pmu() {
+    fn id_registers_show_the_pmu() {
         let dfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 5, op2: 0 };
         let mmfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 7, op2: 0 };
         assert!(is_id_register(dfr0) && is_id_register(mmfr0));
         assert!(!is_id_register(ICC_SGI1R_EL1));
         assert!(!is_id_register(SysregId { op0: 3, op1: 0, crn: 0, crm: 0, op2: 5 }), "MPIDR_EL1 is not in group 3");
-        assert_eq!(guest_id_register(dfr0, 0x1_1000_f906), 0x1_1000_f006);
-        assert_eq!(guest_id_register(mmfr0, 0x1_1000_f906), 0x1_1000_f906);
+        // A PMUv3 (PMUVer 6) is shown as it is; an IMPLEMENTATION DEFINED one (0xF) is hidden.
+        assert_eq!(guest_id_register(dfr0, 0x1_1000_f606), 0x1_1000_f606);
+        assert_eq!(guest_id_register(dfr0, 0x1_1000_ff06), 0x1_1000_f006);
+        assert_eq!(guest_id_register(mmfr0, 0x1_1000_ff06), 0x1_1000_ff06);
         let aarch32_dfr0 = SysregId { op0: 3, op1: 0, crn: 0, crm: 1, op2: 2 };
-        assert_eq!(guest_id_register(aarch32_dfr0, 0x3303_0066), 0x3003_0066);
+        assert_eq!(guest_id_register(aarch32_dfr0, 0x3303_0066), 0x3303_0066);
+        assert_eq!(guest_id_register(aarch32_dfr0, 0x3f03_0066), 0x3003_0066);
     }
 
     #[test]

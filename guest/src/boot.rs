@@ -127,7 +127,8 @@ fn init_this_cpu() {
 
 /// Starts secondary CPU `index` with PSCI CPU_ON at the secondary entry: at boot, and again
 /// after it turned itself off. Returns PSCI's answer (SUCCESS, or e.g. ALREADY_ON when it is
-/// on, ON_PENDING while it is starting).
+/// on or starting; PSCI also allows ON_PENDING while it is starting, which asyncpf's hypervisor,
+/// like KVM, never answers).
 pub fn cpu_on(index: usize) -> i64 {
     assert!(index != 0 && index < percpu::count(), "cpu_on of cpu {index}");
     // SAFETY: `secondary_entry` runs with the MMU off and expects its logical number in x0. It

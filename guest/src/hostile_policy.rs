@@ -279,8 +279,8 @@ pub struct ApfSession {
 /// A fault taken inside a handler of the guest's own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandlerFault {
-    /// The CPU signals its own SDEI event 0 to a handler that reads a hole, accesses a PMU
-    /// register and makes an MMIO access without syndrome, each caught inside the handler.
+    /// The CPU signals its own SDEI event 0 to a handler that reads a hole, accesses an
+    /// implementation-defined register and makes an MMIO access without syndrome, each caught inside the handler.
     SdeiHandler,
     /// A trapped system register raises UNDEFINED; the exception handler itself reads a hole
     /// before it returns (a nested synchronous exception).

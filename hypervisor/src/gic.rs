@@ -19,10 +19,12 @@ pub const PPI_MAINTENANCE: u32 = 25;
 pub const PPI_VIRTUAL_TIMER: u32 = 27;
 /// EL1 physical timer interrupt (PPI 14, CNTP_*): the guest's too (CNTHCTL_EL2.EL1PCEN).
 pub const PPI_PHYS_TIMER: u32 = 30;
-/// The guest's timers: level-sensitive PPIs handed to it through hardware list registers
-/// (`vgic`): the hypervisor acknowledges them but leaves them active, and the guest's
-/// deactivation of the virtual interrupt deactivates the physical one.
-pub const GUEST_TIMER_PPIS: [u32; 2] = [PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER];
+/// PMU overflow interrupt (PPI 7): the guest's PMU (`crate::pmu`).
+pub const PPI_PMU: u32 = asyncpf_core::pmu::OVERFLOW_INTID;
+/// The guest's level-sensitive PPIs (its timers and its PMU), handed to it through hardware
+/// list registers (`vgic`): the hypervisor acknowledges them but leaves them active, and the
+/// guest's deactivation of the virtual interrupt deactivates the physical one.
+pub const GUEST_LEVEL_PPIS: [u32; 3] = [PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_PMU];
 /// EL2 physical timer interrupt (PPI 10, CNTHP_*): the backing store's latency deadlines.
 pub const PPI_HYP_TIMER: u32 = 26;
 
@@ -109,7 +111,7 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
 
     THIS_REDISTRIBUTOR[arch::cpu_index()].store(rd, Ordering::Relaxed);
     write32(rd + GICR_IGROUPR0 as u64, u32::MAX);
-    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_HYP_TIMER] {
+    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_PMU, PPI_HYP_TIMER] {
         let reg = rd + (GICR_IPRIORITYR as u64) + (intid as u64 & !3);
         let shift = (intid % 4) * 8;
         let value = read32(reg) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift;
@@ -117,7 +119,12 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     }
     write32(
         rd + GICR_ISENABLER0 as u64,
-        1 << SGI_KICK | 1 << PPI_MAINTENANCE | 1 << PPI_VIRTUAL_TIMER | 1 << PPI_PHYS_TIMER | 1 << PPI_HYP_TIMER,
+        1 << SGI_KICK
+            | 1 << PPI_MAINTENANCE
+            | 1 << PPI_VIRTUAL_TIMER
+            | 1 << PPI_PHYS_TIMER
+            | 1 << PPI_PMU
+            | 1 << PPI_HYP_TIMER,
     );
 
     // System-register access to the CPU interface, at EL2 and (for the guest's virtual
@@ -135,7 +142,7 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
 static THIS_REDISTRIBUTOR: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
 
 /// Deactivate private interrupt `intid` (< 32) of this CPU through its redistributor
-/// (GICR_ICACTIVER0): for a guest timer interrupt the hypervisor took and left active when the
+/// (GICR_ICACTIVER0): for a guest level interrupt (timer, PMU) the hypervisor took and left active when the
 /// guest will not deactivate it (its virtual twin was withdrawn, or the vCPU was reset).
 /// Defined also when the interrupt is not active.
 pub fn deactivate_private(intid: u32) {
@@ -206,8 +213,8 @@ pub fn kick(mpidr: u64) {
 }
 
 /// Take every pending physical interrupt, calling `handle` for each, then end it: drop its
-/// priority and deactivate it, except the guest's timer interrupts, which stay active until
-/// the guest deactivates them (see [`GUEST_TIMER_PPIS`]).
+/// priority and deactivate it, except the guest's level interrupts (timers, PMU), which stay
+/// active until the guest deactivates them (see [`GUEST_LEVEL_PPIS`]).
 pub fn drain(mut handle: impl FnMut(u32)) {
     loop {
         let intid = icc::ack_group1();
@@ -216,7 +223,7 @@ pub fn drain(mut handle: impl FnMut(u32)) {
         }
         handle(intid);
         icc::end_of_interrupt(intid);
-        if !GUEST_TIMER_PPIS.contains(&intid) {
+        if !GUEST_LEVEL_PPIS.contains(&intid) {
             icc::deactivate(intid);
         }
     }

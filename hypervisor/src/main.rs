@@ -22,6 +22,7 @@ mod mm;
 mod pager;
 mod panic;
 mod platform;
+mod pmu;
 mod sdei;
 mod shutdown;
 mod stats;

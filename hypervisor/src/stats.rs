@@ -48,8 +48,10 @@ pub struct Stats {
     pub sysreg_traps: Counter,
     /// SGIs the guest sent (per target vCPU).
     pub sgis: Counter,
-    /// Virtual timer interrupts forwarded.
+    /// Guest timer interrupts forwarded.
     pub timer_irqs: Counter,
+    /// Guest PMU overflow interrupts forwarded.
+    pub pmu_irqs: Counter,
     /// Virtual interrupts written to list registers.
     pub lr_injections: Counter,
     /// Stage-2 aborts on paged guest RAM handed to the pager.
@@ -90,6 +92,7 @@ pub static STATS: Stats = Stats {
     sysreg_traps: Counter::new(),
     sgis: Counter::new(),
     timer_irqs: Counter::new(),
+    pmu_irqs: Counter::new(),
     lr_injections: Counter::new(),
     page_faults: Counter::new(),
     table_walk_faults: Counter::new(),
@@ -104,7 +107,7 @@ pub static STATS: Stats = Stats {
 impl Stats {
     /// The counters as `"name":value` JSON members, comma-separated.
     pub fn write_json_members(&self, out: &mut impl core::fmt::Write) -> core::fmt::Result {
-        let members: [(&str, &Counter); 23] = [
+        let members: [(&str, &Counter); 24] = [
             ("exits", &self.exits),
             ("irq_exits", &self.irq_exits),
             ("hvc_calls", &self.hvc_calls),
@@ -119,6 +122,7 @@ impl Stats {
             ("sysreg_traps", &self.sysreg_traps),
             ("sgis", &self.sgis),
             ("timer_irqs", &self.timer_irqs),
+            ("pmu_irqs", &self.pmu_irqs),
             ("lr_injections", &self.lr_injections),
             ("page_faults", &self.page_faults),
             ("table_walk_faults", &self.table_walk_faults),

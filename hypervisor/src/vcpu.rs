@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTP_CTL_EL0, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1,
-    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, MDCR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
+    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
     VMPIDR_EL2,
 };
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
@@ -36,8 +36,8 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
             + HCR_EL2::AMO::SET
             + HCR_EL2::TSC::EnableTrapEl1SmcToEl2
             + HCR_EL2::TIDCP::SET
-            // Feature ID registers: the guest sees the hardware values minus what is not
-            // virtualized (the PMU); see asyncpf_core::trap::guest_id_register.
+            // Feature ID registers: the guest sees the hardware values minus a PMU that is
+            // not a PMUv3; see asyncpf_core::trap::guest_id_register.
             + HCR_EL2::TID3::SET
             + HCR_EL2::RW::EL1IsAarch64
             + if pauth { HCR_EL2::API::DisableTrapPointerAuthInstToEl2 + HCR_EL2::APK::DisableTrapPointerAuthKeyRegsToEl2 } else { HCR_EL2::API::CLEAR },
@@ -46,9 +46,8 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
     // EL2 physical timer).
     CNTHCTL_EL2.write(CNTHCTL_EL2::EL1PCTEN::SET + CNTHCTL_EL2::EL1PCEN::SET);
     CNTVOFF_EL2.set(0);
-    // The PMU is not virtualized: its registers trap and are answered UNDEFINED.
-    let pmu_counters = pmcr_counters();
-    MDCR_EL2.write(MDCR_EL2::TPM::SET + MDCR_EL2::TPMCR::SET + MDCR_EL2::HPMN.val(pmu_counters));
+    // The CPU's PMUv3 is the guest's, EL2 filtered (crate::pmu).
+    crate::pmu::configure_el2();
     set_cptr_el2();
     set_vpidr_el2(MIDR_EL1.get());
     VMPIDR_EL2.set(vm.vcpus[vcpu].mpidr | 1 << 31);
@@ -59,14 +58,6 @@ pub fn configure_traps(vm: &Vm, vcpu: usize) {
 fn set_vpidr_el2(value: u64) {
     // SAFETY: VPIDR_EL2 only changes what EL1 reads from MIDR_EL1.
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
-}
-
-/// PMCR_EL0.N: the number of PMU event counters (MDCR_EL2.HPMN must not exceed it).
-fn pmcr_counters() -> u64 {
-    let pmcr: u64;
-    // SAFETY: reading PMCR_EL0 at EL2 has no side effects.
-    unsafe { core::arch::asm!("mrs {}, pmcr_el0", out(reg) pmcr, options(nomem, nostack, preserves_flags)) };
-    (pmcr >> 11) & 0x1f
 }
 
 /// CPTR_EL2 (non-VHE): trap nothing the guest may use (FP/SIMD, SVE, SME), keeping RES1 bits.
@@ -174,6 +165,7 @@ fn wait_for_power_on(vm: &Vm, index: usize, regs: &mut GuestRegs) {
     SCTLR_EL1.set(SCTLR_EL1_RESET);
     CNTV_CTL_EL0.set(0);
     CNTP_CTL_EL0.set(0);
+    crate::pmu::reset();
     vgic::reset_this_cpu();
     arch::isb();
     shared.set_power(PowerState::On);
@@ -240,7 +232,7 @@ fn handle_physical_interrupts(vm: &Vm, index: usize) {
 /// A physical interrupt that concerns the vCPU of this CPU.
 fn vcpu_interrupt(vm: &Vm, index: usize, intid: u32) {
     match intid {
-        gic::PPI_VIRTUAL_TIMER | gic::PPI_PHYS_TIMER => vgic::forward_guest_timer(vm, index, intid),
+        gic::PPI_VIRTUAL_TIMER | gic::PPI_PHYS_TIMER | gic::PPI_PMU => vgic::forward_level_ppi(vm, index, intid),
         // A kick or an underflow: the flush before re-entry does the work.
         gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
         other => guest_diag!(Internal, "vCPU {index}: unexpected physical interrupt {other} ignored"),
@@ -353,10 +345,11 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
             if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
                 apf.cpu_off(pager, index);
             }
-            // Stop its timer (a level interrupt that would keep waking this CPU while it
-            // idles) and drop its in-flight virtual interrupts.
+            // Stop its timers and PMU (level interrupts that would keep waking this CPU while
+            // it idles) and drop its in-flight virtual interrupts.
             CNTV_CTL_EL0.set(0);
             CNTP_CTL_EL0.set(0);
+            crate::pmu::reset();
             vgic::reset_this_cpu();
             vm.vcpus[index].set_power(PowerState::Off);
             false

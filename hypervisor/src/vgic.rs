@@ -1,7 +1,7 @@
 //! The guest's virtual GICv3: the emulated distributor/redistributor state lives in
 //! `asyncpf_core::vgic` (pure, host-tested); this module moves deliverable interrupts from that
-//! state into this CPU's list registers before each guest entry, forwards the guest's timers,
-//! and emulates ICC_SGI1R_EL1.
+//! state into this CPU's list registers before each guest entry, forwards the guest's timers
+//! and PMU interrupt, and emulates ICC_SGI1R_EL1.
 //!
 //! # The guest's timers
 //! The EL1 virtual (INTID 27) and physical (INTID 30) timers belong to the guest, whose vCPU
@@ -13,6 +13,13 @@
 //! guest disabled, masked or re-armed the timer meanwhile, the interrupt is withdrawn (model
 //! and list register) and the physical one deactivated. The guest's CNTV_CTL/CNTP_CTL are
 //! never written by the hypervisor while the vCPU lives.
+//!
+//! # The guest's PMU
+//! The PMU's overflow interrupt (INTID 23) is the physical CPU's too and is level-sensitive
+//! (some counter overflowed with its interrupt enabled and the PMU enabled,
+//! `asyncpf_core::pmu::overflow_output`): it is handed over exactly like the timers' and
+//! withdrawn the same way when the guest clears the overflow or disables the interrupt before
+//! it has taken it.
 
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTP_CTL_EL0, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
@@ -46,8 +53,8 @@ pub fn reset_this_cpu() {
     for n in 0..list_registers() {
         write_lr(n, 0);
     }
-    // The timers' physical interrupts may have been left active for the guest.
-    for intid in crate::gic::GUEST_TIMER_PPIS {
+    // The timers' and the PMU's physical interrupts may have been left active for the guest.
+    for intid in crate::gic::GUEST_LEVEL_PPIS {
         crate::gic::deactivate_private(intid);
     }
     ICH_VMCR_EL2.set(0);
@@ -80,7 +87,7 @@ pub fn flush(vm: &Vm, vcpu: usize) {
     for (n, lr) in lrs.iter_mut().enumerate().take(count) {
         *lr = read_lr(n);
     }
-    withdraw_lowered_timers(vm, vcpu, &mut lrs[..count]);
+    withdraw_lowered_levels(vm, vcpu, &mut lrs[..count]);
     let mut more_waiting = false;
     loop {
         let Some(free) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK == 0) else {
@@ -97,7 +104,7 @@ pub fn flush(vm: &Vm, vcpu: usize) {
             continue;
         }
         let hw =
-            if crate::gic::GUEST_TIMER_PPIS.contains(&pending.intid) { LR_HW | intid << LR_PINTID_SHIFT } else { 0 };
+            if crate::gic::GUEST_LEVEL_PPIS.contains(&pending.intid) { LR_HW | intid << LR_PINTID_SHIFT } else { 0 };
         lrs[free] = LR_STATE_PENDING | LR_GROUP1 | hw | (pending.priority as u64) << LR_PRIORITY_SHIFT | intid;
         write_lr(free, lrs[free]);
         STATS.lr_injections.inc();
@@ -123,30 +130,38 @@ pub fn has_pending(vm: &Vm, vcpu: usize) -> bool {
     (0..list_registers()).any(|n| read_lr(n) & LR_STATE_PENDING != 0) || has_deliverable(vm, vcpu)
 }
 
-/// One of the guest's timers fired (physical PPI `intid` at EL2, left active by
-/// `gic::drain`): make its virtual twin pending.
-pub fn forward_guest_timer(vm: &Vm, vcpu: usize, intid: u32) {
-    // The timer PPIs are always in range.
+/// One of the guest's level interrupts (a timer's, the PMU's) is asserted (physical PPI `intid`
+/// at EL2, left active by `gic::drain`): make its virtual twin pending.
+pub fn forward_level_ppi(vm: &Vm, vcpu: usize, intid: u32) {
+    // These PPIs are always in range.
     let _ = vm.vcpus[vcpu].redist.lock().set_pending(intid);
-    STATS.timer_irqs.inc();
+    if intid == crate::gic::PPI_PMU {
+        STATS.pmu_irqs.inc();
+    } else {
+        STATS.timer_irqs.inc();
+    }
 }
 
-/// The output of the guest timer whose interrupt is `intid`.
-fn timer_output(intid: u32) -> bool {
-    let ctl = if intid == crate::gic::PPI_VIRTUAL_TIMER { CNTV_CTL_EL0.get() } else { CNTP_CTL_EL0.get() };
-    asyncpf_core::vgic::timer_output(ctl)
+/// The output behind the guest's level interrupt `intid`: its timer's, or the PMU's overflow
+/// request.
+fn level_output(intid: u32) -> bool {
+    match intid {
+        crate::gic::PPI_VIRTUAL_TIMER => asyncpf_core::vgic::timer_output(CNTV_CTL_EL0.get()),
+        crate::gic::PPI_PHYS_TIMER => asyncpf_core::vgic::timer_output(CNTP_CTL_EL0.get()),
+        _ => crate::pmu::overflow_output(),
+    }
 }
 
-/// Level semantics of the guest's timers (see the module's documentation): a timer interrupt
-/// that is pending, in the model or only pending in a list register, while its timer's output
-/// is low is withdrawn, and its physical interrupt deactivated. One the guest has acknowledged
-/// (active in a list register) is left for the guest to deactivate.
-fn withdraw_lowered_timers(vm: &Vm, vcpu: usize, lrs: &mut [u64]) {
-    for intid in crate::gic::GUEST_TIMER_PPIS {
+/// Level semantics of the guest's timers and PMU (see the module's documentation): one of
+/// their interrupts that is pending, in the model or only pending in a list register, while
+/// its output is low is withdrawn, and its physical interrupt deactivated. One the guest has
+/// acknowledged (active in a list register) is left for the guest to deactivate.
+fn withdraw_lowered_levels(vm: &Vm, vcpu: usize, lrs: &mut [u64]) {
+    for intid in crate::gic::GUEST_LEVEL_PPIS {
         let in_model = vm.vcpus[vcpu].redist.lock().is_pending(intid);
         let listed =
             lrs.iter().position(|lr| lr & LR_STATE_MASK == LR_STATE_PENDING && lr & LR_VINTID_MASK == u64::from(intid));
-        if (!in_model && listed.is_none()) || timer_output(intid) {
+        if (!in_model && listed.is_none()) || level_output(intid) {
             continue;
         }
         if in_model {

@@ -356,6 +356,8 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         uart_spi: GUEST_UART_SPI,
         bootargs: options.guest_cmdline,
         initrd: initrd_at.map(|at| (at, at + initrd_size)),
+        // Every CPU of the machine is the same model: CPU 0's PMU stands for all.
+        pmu: crate::pmu::offered(),
     };
     let dtb = platform_dt.build_fdt().map_err(BuildError::DeviceTree)?;
     assert!(dtb.len() as u64 <= 2 * MIB, "the guest device tree outgrew its 2 MiB slot");

@@ -144,6 +144,8 @@ pub struct Env {
     pub gic: Option<(usize, usize)>,
     /// The initial RAM disk, `[start, end)` (`/chosen/linux,initrd-start` and `-end`).
     pub initrd: Option<(u64, u64)>,
+    /// The PMU's interrupt as an INTID, if the device tree has an `arm,armv8-pmuv3` node.
+    pub pmu_interrupt: Option<u32>,
 }
 
 impl Env {
@@ -172,8 +174,14 @@ impl Env {
             };
             Some((cell("linux,initrd-start")?, cell("linux,initrd-end")?))
         });
+        let pmu_interrupt = fdt.as_ref().and_then(|f| {
+            let cells = f.find_compatible(&["arm,armv8-pmuv3"])?.property("interrupts")?.value;
+            let cell = |i: usize| Some(u32::from_be_bytes(cells.get(4 * i..4 * i + 4)?.try_into().ok()?));
+            // GICv3 specifier: <type number flags>; type 1 is a PPI (INTID 16 + n), 0 an SPI.
+            Some(cell(1)? + if cell(0)? == 1 { 16 } else { 32 })
+        });
         let bootargs = fdt.and_then(|f| f.chosen().bootargs()).unwrap_or("");
-        Env { uart, bootargs, gic, initrd }
+        Env { uart, bootargs, gic, initrd, pmu_interrupt }
     }
 
     /// The value of `key=value` on the command line.

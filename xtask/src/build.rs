@@ -40,7 +40,7 @@ pub fn guest_image(root: &Path) -> PathBuf {
 }
 /// The probe binaries (one per file in `probes/src/bin`).
 pub const PROBES: &[&str] =
-    &["escape", "flood", "tablewalk", "gic", "timer", "features", "initrd", "raw", "pin", "backlog"];
+    &["escape", "flood", "tablewalk", "gic", "timer", "features", "initrd", "raw", "pin", "backlog", "cpu_on", "pmu"];
 pub fn probe_elf(root: &Path, probe: &str) -> PathBuf {
     cross_dir(root).join(GUEST_TARGET).join("release").join(probe)
 }

@@ -28,6 +28,21 @@ pub const GIC: &str = "kvm-compat/gic";
 pub const TIMER: &str = "kvm-compat/timer";
 /// Advertised CPU features work (FEAT_MOPS, SVE at the CPU's vector length).
 pub const FEATURES: &str = "kvm-compat/features";
+/// Concurrent CPU_ON: a second CPU_ON while the target is on its way up is ALREADY_ON.
+pub const CPU_ON: &str = "kvm-compat/cpu-on";
+/// Rounds of the cpu-on probe.
+const CPU_ON_ROUNDS: u64 = 8;
+/// The guest's PMUv3: as the hardware has it, counting EL1 and EL0 only, SW_INCR, the overflow
+/// interrupt.
+pub const PMU: &str = "kvm-compat/pmu";
+/// What the pmu probe must say about EL2 per CPU model: `max` (FEAT_PMUv3p5) keeps every
+/// counter out of EL2 whatever the guest's filters say (MDCR_EL2.HPMD and HCCD); `a64fx`
+/// (PMUv3p1, no HCCD) counts EL2 cycles in PMCCNTR_EL0 when the guest sets PMCCFILTR_EL0.NSH and
+/// leaves PMCR_EL0.DP clear (docs/abi.md §6).
+const PMU_EL2_LINES: [(&str, &str); 2] = [
+    ("max", "cycles true, cycles with NSH true, cycles with NSH and DP true, events with NSH true"),
+    ("a64fx", "cycles true, cycles with NSH false, cycles with NSH and DP true, events with NSH true"),
+];
 /// `--kernel-kind`: an ELF and a raw binary boot where QEMU would put them.
 pub const KERNEL_KINDS: &str = "kvm-compat/kernel-kinds";
 /// APF_PIN's answers to bad and good requests, paged and not.
@@ -62,6 +77,8 @@ pub const TESTS: &[ProbeTest] = &[
     (GIC, gic_test),
     (TIMER, timer_test),
     (FEATURES, features_test),
+    (CPU_ON, cpu_on_test),
+    (PMU, pmu_test),
     (INITRD, initrd_test),
     (KERNEL_KINDS, kernel_kinds_test),
     (PIN, pin_test),
@@ -274,6 +291,67 @@ pub fn features_test(root: &Path, tc: &Toolchain) -> Result<String> {
     Ok("max: MOPS memset/memcpy, SVE 2048 bits; a64fx: SVE 512 bits".into())
 }
 
+/// On 2 vCPUs, the cpu-on probe turns CPU 1 on [`CPU_ON_ROUNDS`] times; each time a second
+/// CPU_ON right after the first must answer ALREADY_ON and AFFINITY_INFO must answer ON, as on
+/// KVM (before, both answered ON_PENDING while CPU 1's physical CPU was waking up), and CPU 1
+/// must come up, stay ON while it runs and go OFF after its CPU_OFF; each power-on must find
+/// CPU 1's PMU reset although it left it counting with its overflow interrupt raised.
+pub fn cpu_on_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let r = CPU_ON_ROUNDS;
+    let want = format!(
+        "{GUEST_LINE_PREFIX}cpu-on probe: rounds {r}, off before {r}, first SUCCESS {r}, second ALREADY_ON {r} \
+         ON_PENDING 0 other 0, at once ON {r} ON_PENDING 0 other 0, came up {r}, on while up {r}, went off {r}, \
+         PMU reset at power-on true"
+    );
+    // With threads per CPU (no -icount) CPU 1 may well be up before the second call; under
+    // -icount QEMU runs the CPUs round robin, so CPU 1 is still starting when CPU 0 asks.
+    for icount in [None, Some(3)] {
+        let mut plan = plan(root, "cpu_on", format!("rounds={r}"), 30);
+        (plan.vcpus, plan.pcpus, plan.icount) = (2, 2, icount);
+        let report = run::run(root, tc, &plan, true)?;
+        expect_line(&report, &want, CPU_ON).with_context(|| format!("icount {icount:?}"))?;
+    }
+    Ok(format!(
+        "{r} rounds, with and without -icount: a second CPU_ON ALREADY_ON and AFFINITY_INFO ON while CPU 1 starts"
+    ))
+}
+
+/// On each CPU model the pmu probe runs on QEMU without the hypervisor (`--bare`: the
+/// hardware's PMUVer, PerfMon and PMCR_EL0.N) and under it: the guest must see the same values,
+/// pass all its checks (cycle counter at EL1 and EL0, the P and U filters, SW_INCR from EL1 and
+/// EL0, CPU_CYCLES, the device tree's INTID 23, the overflow interrupt as a level) and report
+/// [`PMU_EL2_LINES`]' answers about counting at EL2.
+pub fn pmu_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    const ID: &str = "pmu probe: pmuver ";
+    let mut ids = Vec::new();
+    for (cpu, el2) in PMU_EL2_LINES {
+        let mut bare = plan(root, "pmu", String::new(), 20);
+        (bare.cpu, bare.bare) = (cpu.into(), true);
+        let report = run::run(root, tc, &bare, true)?;
+        let Some(hardware) = report.console_tail.iter().find_map(|l| l.find(ID).map(|at| l[at..].to_string())) else {
+            passed(&report, PMU, &[format!("no `{ID}...` line from the bare run on {cpu}")])?;
+            unreachable!("passed() fails when there are problems");
+        };
+        let mut hyp = plan(root, "pmu", String::new(), 30);
+        hyp.cpu = cpu.into();
+        let report = run::run(root, tc, &hyp, true)?;
+        let want = [
+            format!("{GUEST_LINE_PREFIX}{hardware}"),
+            format!("{GUEST_LINE_PREFIX}pmu probe: el2 kept out: {el2}"),
+            format!("{GUEST_LINE_PREFIX}pmu probe: 11 of 11 checks passed"),
+        ];
+        let problems: Vec<String> = want
+            .iter()
+            .filter(|w| !report.console_tail.contains(w))
+            .map(|w| format!("on {cpu}: no `{w}` line (the hardware says `{hardware}`)"))
+            .chain((report.exit_status != Some(0)).then(|| format!("on {cpu}: exit status {:?}", report.exit_status)))
+            .collect();
+        passed(&report, PMU, &problems)?;
+        ids.push(format!("{cpu}: {}", &hardware[ID.len()..]));
+    }
+    Ok(format!("PMU as the hardware's ({}), EL1/EL0 only, SW_INCR, overflow PPI 23", ids.join("; ")))
+}
+
 /// What QEMU's `-kernel` takes for arm64 besides an Image: the `gic` probe's ELF, loaded at its
 /// segments' physical addresses and entered at `e_entry`, and the `raw` probe (linked at RAM +
 /// 0x80000) as a flat binary, loaded and entered there. Each must run to its end.
@@ -351,6 +429,8 @@ pub fn pin_test(root: &Path, tc: &Toolchain) -> Result<String> {
 pub fn backlog_test(root: &Path, tc: &Toolchain) -> Result<String> {
     let mut backlog_plan = plan(root, "backlog", String::new(), 30);
     backlog_plan.resident_mib = Some(8);
+    // A slow store, so that the park-or-wait rule (docs/abi.md §8.3) parks every fault.
+    backlog_plan.backing.latency_us = 10_000;
     let report = run::run(root, tc, &backlog_plan, true)?;
     let want = format!(
         "{GUEST_LINE_PREFIX}backlog probe: accepted 80, filled 64, before wfi 64, posted after wfi 16, wfi returns 1, \

@@ -102,8 +102,28 @@ fn cpu_on_validates_every_argument() {
     assert!(m.power_ons.borrow().is_empty(), "no power-on for a rejected call");
     assert_eq!(on(1, RAM.start + 0x100), psci::SUCCESS);
     assert_eq!(*m.power_ons.borrow(), [(1, RAM.start + 0x100, 7)]);
-    assert_eq!(on(1, RAM.start), psci::ON_PENDING);
-    assert_eq!(x0(call(&m, [psci::AFFINITY_INFO_64 as u64, 1, 0, 0])), psci::AFFINITY_ON_PENDING);
+    // The target is still on its way up (OnPending): PSCI sees it on, as KVM reports it.
+    assert_eq!(on(1, RAM.start), psci::ALREADY_ON);
+    assert_eq!(x0(call(&m, [psci::AFFINITY_INFO_64 as u64, 1, 0, 0])), psci::AFFINITY_ON);
+    assert_eq!(m.power_ons.borrow().len(), 1, "the second CPU_ON changed nothing");
+}
+
+/// While the target of a successful CPU_ON is still starting, a second CPU_ON answers
+/// ALREADY_ON and AFFINITY_INFO answers ON, from both calling conventions, as on KVM.
+#[test]
+fn concurrent_cpu_on_answers_as_kvm() {
+    let m = FakeMachine::new();
+    assert_eq!(x0(call(&m, [psci::CPU_ON_64 as u64, 1, RAM.start, 0])), psci::SUCCESS);
+    assert_eq!(m.power.borrow()[1], PowerState::OnPending);
+    for (on, info) in [(psci::CPU_ON_64, psci::AFFINITY_INFO_64), (psci::CPU_ON_32, psci::AFFINITY_INFO_32)] {
+        assert_eq!(x0(call(&m, [on as u64, 1, RAM.start, 0])), psci::ALREADY_ON);
+        assert_eq!(x0(call(&m, [info as u64, 1, 0, 0])), psci::AFFINITY_ON);
+    }
+    // Bad arguments are still checked first.
+    assert_eq!(x0(call(&m, [psci::CPU_ON_64 as u64, 1, RAM.start + 2, 0])), psci::INVALID_ADDRESS);
+    assert_eq!(psci_view(PowerState::OnPending), PowerState::On);
+    assert_eq!(psci_view(PowerState::Off), PowerState::Off);
+    assert_eq!(psci_view(PowerState::On), PowerState::On);
 }
 
 #[test]
@@ -160,6 +180,65 @@ proptest! {
         if answer.verdict == Verdict::Unknown {
             prop_assert_eq!(answer.outcome, value(smccc::NOT_SUPPORTED));
         }
+    }
+}
+
+/// One step of a guest (and its hypervisor) in the hotplug property below.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// CPU_ON of vCPU 1 (64-bit or 32-bit convention).
+    CpuOn(bool),
+    /// AFFINITY_INFO of vCPU 1.
+    AffinityInfo(bool),
+    /// vCPU 1's physical CPU starts it (OnPending becomes On), if it is starting.
+    ComesUp,
+    /// vCPU 1 calls CPU_OFF, if it is on.
+    GoesOff,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        any::<bool>().prop_map(Step::CpuOn),
+        any::<bool>().prop_map(Step::AffinityInfo),
+        Just(Step::ComesUp),
+        Just(Step::GoesOff),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+
+    /// Whatever the interleaving of CPU_ON, AFFINITY_INFO, the target coming up and going off
+    /// again, the guest gets KVM's answers: CPU_ON succeeds exactly when the vCPU is off and is
+    /// ALREADY_ON otherwise (also while it starts); AFFINITY_INFO is OFF or ON, never
+    /// ON_PENDING, and ON from the moment a CPU_ON succeeded.
+    #[test]
+    fn hotplug_answers_are_kvms(steps in proptest::collection::vec(step(), 1..64)) {
+        let m = FakeMachine::new();
+        let mut accepted = 0;
+        for step in steps {
+            let before = m.power.borrow()[1];
+            match step {
+                Step::CpuOn(is_64) => {
+                    let f = if is_64 { psci::CPU_ON_64 } else { psci::CPU_ON_32 };
+                    let answer = x0(call(&m, [f as u64, 1, RAM.start, 0]));
+                    let want = if before == PowerState::Off { psci::SUCCESS } else { psci::ALREADY_ON };
+                    prop_assert_eq!(answer, want);
+                    accepted += usize::from(answer == psci::SUCCESS);
+                    prop_assert!(m.power.borrow()[1] != PowerState::Off, "on after CPU_ON");
+                }
+                Step::AffinityInfo(is_64) => {
+                    let f = if is_64 { psci::AFFINITY_INFO_64 } else { psci::AFFINITY_INFO_32 };
+                    let answer = x0(call(&m, [f as u64, 1, 0, 0]));
+                    let want = if before == PowerState::Off { psci::AFFINITY_OFF } else { psci::AFFINITY_ON };
+                    prop_assert_eq!(answer, want);
+                }
+                Step::ComesUp if before == PowerState::OnPending => m.power.borrow_mut()[1] = PowerState::On,
+                Step::GoesOff if before == PowerState::On => m.power.borrow_mut()[1] = PowerState::Off,
+                Step::ComesUp | Step::GoesOff => {}
+            }
+        }
+        prop_assert_eq!(m.power_ons.borrow().len(), accepted, "one power-on per successful CPU_ON");
     }
 }
 

@@ -10,7 +10,8 @@
 //!   what the contract says where the guest can know it (`unexpected`);
 //! - reads addresses in the device window that the device tree does not describe, counting
 //!   the synchronous external aborts;
-//! - reads and writes implementation-defined and PMU system registers, counting UNDEFINEDs.
+//! - reads and writes implementation-defined system registers (UNDEFINED) and PMU registers
+//!   (the guest's own since the PMU is given to it: read and written back), counting UNDEFINEDs.
 //!
 //! With `ws_mib=M` the abusers, and two more tasks per CPU, also rewrite and verify a working
 //! set of M MiB meanwhile (with `--resident-mib` smaller than it, the hostile calls run while
@@ -416,9 +417,9 @@ fn inside_sdei_handler() {
         }));
     }
     stats.exception(probe::run_esr(|| {
-        // SAFETY: reading PMCCNTR_EL0 has no memory effects; it is UNDEFINED here (no PMU) and
-        // the armed probe skips it.
-        unsafe { asm!("mrs {tmp}, pmccntr_el0", tmp = out(reg) _, options(nostack)) };
+        // SAFETY: reading an implementation-defined register has no memory effects; it is
+        // UNDEFINED here (HCR_EL2.TIDCP) and the armed probe skips it.
+        unsafe { asm!("mrs {tmp}, S3_0_C15_C0_0", tmp = out(reg) _, options(nostack)) };
     }));
     let gicd = scenarios::platform().gicd.base;
     stats.exception(probe::run_esr(|| {
@@ -457,9 +458,10 @@ fn handler_fault(fault: HandlerFault) {
             let s = setup();
             let hole = if s.n_holes > 0 { s.holes[0] } else { scenarios::platform().gicd.base + 0x8 };
             let (outer, nested) = probe::run_nested(hole, || {
-                // SAFETY: reading PMCCNTR_EL0 has no memory effects; it is UNDEFINED here and the
-                // armed probe skips it (its handler takes the nested fault).
-                unsafe { asm!("mrs {tmp}, pmccntr_el0", tmp = out(reg) _, options(nostack)) };
+                // SAFETY: reading an implementation-defined register has no memory effects; it is
+                // UNDEFINED here (HCR_EL2.TIDCP) and the armed probe skips it (its handler takes
+                // the nested fault).
+                unsafe { asm!("mrs {tmp}, S3_0_C15_C0_0", tmp = out(reg) _, options(nostack)) };
             });
             stats.exception(outer);
             if outer.is_some() {

@@ -6,7 +6,8 @@
 //! offline (`sched::request_offline`: it drains its run queue, its tasks move elsewhere, and it
 //! calls CPU_OFF from its idle loop), polls AFFINITY_INFO until it answers OFF, checks that
 //! nothing was left queued on it, calls CPU_ON again with the secondary entry (a second CPU_ON at
-//! once must answer ON_PENDING or ALREADY_ON), polls until it is ON and its scheduler is back,
+//! once must answer ON_PENDING or ALREADY_ON, as PSCI allows; this hypervisor answers ALREADY_ON,
+//! as KVM does, docs/abi.md §6), polls until it is ON and its scheduler is back,
 //! and then runs a probe task pinned to it. Meanwhile unpinned EL0 and EL1 workers spin and an
 //! EL1 task sleeps in a loop; they must all keep going and finish when told.
 //!

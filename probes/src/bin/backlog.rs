@@ -16,7 +16,8 @@
 //!    executes `wfi` until `ring_head` shows the 16 (at most 8 times).
 //!
 //! It prints `backlog probe: accepted A, filled F, before wfi B, posted after wfi P, wfi returns
-//! R, tokens match M` (expected: 80, 64, 64, 16, 1, true). A hypervisor that posts waiting entries only at the vCPU's next exit leaves
+//! R, tokens match M` (expected: 80, 64, 64, 16, 1, true). The store must be slow enough for
+//! the hypervisor to park every fault (docs/abi.md §8.3, "Park or wait"): the test uses 10 ms. A hypervisor that posts waiting entries only at the vCPU's next exit leaves
 //! the probe asleep in its first `wfi` forever. Needs paged RAM (`--resident-mib 8` with
 //! `--guest-mib 64`).
 #![no_std]
