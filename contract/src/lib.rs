@@ -198,8 +198,12 @@ pub mod apf {
 
     /// APF_ENABLE flag: dispatch page_not_present only when the fault was taken from EL0.
     pub const FLAG_USER_ONLY: u64 = 1 << 0;
+    /// APF_ENABLE flag: deliver page_not_present whenever the other conditions allow, even when
+    /// the hypervisor's measurements say waiting would be cheaper ("park or wait", docs/abi.md
+    /// §8.3): for a guest that knows it has work to overlap, and for tests of the protocol.
+    pub const FLAG_ALWAYS_DELIVER: u64 = 1 << 1;
     /// Every flag APF_ENABLE knows.
-    pub const FLAGS_ALL: u64 = FLAG_USER_ONLY;
+    pub const FLAGS_ALL: u64 = FLAG_USER_ONLY | FLAG_ALWAYS_DELIVER;
 
     /// The INTID of the page_ready PPI (a private peripheral interrupt of each vCPU).
     pub const PAGE_READY_INTID: u32 = 22;

@@ -1099,6 +1099,11 @@ impl Case {
                 write_errors: t.write_errors.to_vec(),
             },
             (None, Some(p)) => BackingPlan {
+                latency_us: if p.apf {
+                    APF_CASE_LATENCY_US
+                } else {
+                    asyncpf_contract::runner::DEFAULT_BACKING_LATENCY_US
+                },
                 read_errors: p.read_errors.to_vec(),
                 write_errors: p.write_errors.to_vec(),
                 ..BackingPlan::default()
@@ -1106,10 +1111,18 @@ impl Case {
             (None, None) if self.hotplug_apf.is_some() => {
                 BackingPlan { latency_us: HOTPLUG_APF_LATENCY_US, ..BackingPlan::default() }
             }
+            (None, None) if self.scenario == "apfabi" && self.resident_mib.is_some() => {
+                BackingPlan { latency_us: APF_CASE_LATENCY_US, ..BackingPlan::default() }
+            }
             (None, None) => BackingPlan::default(),
         }
     }
 }
+
+/// The backing latency of the cases that test the asynchronous protocol's paths (paging cases
+/// with `apf=on`, `apfabi` on paged RAM): slow enough that the park-or-wait rule
+/// (docs/abi.md §8.3) parks faults; at the default 50 µs it keeps most of them synchronous.
+const APF_CASE_LATENCY_US: u64 = 1000;
 
 /// Every QEMU case: the matrix, the self-tests, the paging cases.
 fn all_cases() -> Vec<Case> {
@@ -1881,6 +1894,10 @@ mod tests {
             }
             if !writes.is_empty() {
                 args.extend(["--inject-write-errors", &writes]);
+            }
+            let latency = APF_CASE_LATENCY_US.to_string();
+            if p.apf {
+                args.extend(["--backing-latency-us", &latency]);
             }
             let validated = crate::cli::tests::parse_run(&args).validate().unwrap();
             assert_eq!(c.plan(None, 180), validated, "{}", c.name());

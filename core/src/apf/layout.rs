@@ -152,6 +152,12 @@ impl Record {
         self.flags & FLAG_USER_ONLY != 0
     }
 
+    /// Whether the guest asked for [`FLAG_ALWAYS_DELIVER`](abi::FLAG_ALWAYS_DELIVER): the
+    /// park-or-wait rule does not apply to it.
+    pub const fn always_deliver(&self) -> bool {
+        self.flags & abi::FLAG_ALWAYS_DELIVER != 0
+    }
+
     /// The guest physical addresses the record covers; all of it lies in guest RAM. The
     /// hypervisor's [`RecordMemory`](super::RecordMemory) covers exactly this range (and keeps
     /// the pages resident while the record is in use: it may span several 4 KiB pages).

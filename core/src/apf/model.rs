@@ -401,7 +401,7 @@ impl Model {
             // In flight: the outstanding tokens (all fetching, as none is being delivered)
             // plus the backlog (which holds no wake-all while enabled).
             Some(Refusal::AtLimit)
-        } else if inputs.cheaper_to_wait {
+        } else if inputs.cheaper_to_wait && !self.record.always_deliver() {
             Some(Refusal::CheaperToWait)
         } else {
             None

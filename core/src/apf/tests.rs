@@ -320,7 +320,7 @@ fn enable_accepts_a_record_inside_ram() {
 #[test]
 fn enable_refuses_unknown_flags() {
     let l = layout(64);
-    for flags in [1 << 1, 1 << 63, !FLAGS_ALL, u64::MAX] {
+    for flags in [1 << 2, 1 << 63, !FLAGS_ALL, u64::MAX] {
         assert_eq!(
             validate_enable(RAM.start, flags, l, RAM),
             Err(EnableError::UnknownFlags { unknown: flags & !FLAGS_ALL })
@@ -365,7 +365,7 @@ fn enable_refuses_records_outside_ram() {
 fn enable_errors_are_checked_in_order_and_answer_invalid_parameter() {
     let l = layout(64);
     // Unknown flags and misaligned and outside: the flags are reported.
-    assert!(matches!(validate_enable(8, 2, l, RAM), Err(EnableError::UnknownFlags { .. })));
+    assert!(matches!(validate_enable(8, 4, l, RAM), Err(EnableError::UnknownFlags { .. })));
     // Misaligned and outside: the alignment.
     assert!(matches!(validate_enable(8, 0, l, RAM), Err(EnableError::Misaligned { .. })));
     for error in [
@@ -409,6 +409,17 @@ fn dispatch_needs_every_condition() {
     // Only faults that could be delivered count as cheaper to wait: the other reasons come first.
     assert_eq!(
         vcpu.may_dispatch(DispatchInputs { cheaper_to_wait: true, irqs_masked: true, ..EL1 }),
+        Err(Refusal::IrqsMasked)
+    );
+
+    let (always, _) = enabled_with(2, asyncpf_contract::apf::FLAG_ALWAYS_DELIVER);
+    assert_eq!(
+        always.may_dispatch(DispatchInputs { cheaper_to_wait: true, ..EL0 }),
+        Ok(()),
+        "the guest asked for every fault"
+    );
+    assert_eq!(
+        always.may_dispatch(DispatchInputs { cheaper_to_wait: true, irqs_masked: true, ..EL1 }),
         Err(Refusal::IrqsMasked)
     );
 

@@ -117,7 +117,8 @@ pub enum Refusal {
     /// The vCPU has [`ApfVcpu::limit`] tokens in flight.
     AtLimit,
     /// Waiting is cheaper than parking ([`DispatchInputs::cheaper_to_wait`]): the fault could
-    /// have been delivered, but the store is fast enough that the vCPU waits instead.
+    /// have been delivered, but the store is fast enough that the vCPU waits instead (unless
+    /// the guest enabled APF with [`FLAG_ALWAYS_DELIVER`](asyncpf_contract::apf::FLAG_ALWAYS_DELIVER)).
     CheaperToWait,
 }
 
@@ -470,7 +471,7 @@ impl ApfVcpu {
         if self.in_flight() >= self.limit {
             return Err(Refusal::AtLimit);
         }
-        if inputs.cheaper_to_wait {
+        if inputs.cheaper_to_wait && !record.always_deliver() {
             return Err(Refusal::CheaperToWait);
         }
         Ok(())
