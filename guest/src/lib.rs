@@ -10,6 +10,7 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod apfsession;
 pub mod cmdline;
 pub mod hostile_policy;
 pub mod json;
