@@ -15,6 +15,8 @@ pub mod cmdline;
 pub mod hostile_policy;
 pub mod json;
 pub mod memcheck;
+#[cfg(test)]
+mod model;
 pub mod placement;
 pub mod rng;
 pub mod runqueue;
