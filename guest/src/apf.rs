@@ -5,7 +5,9 @@
 use crate::arch;
 use crate::psci::{self, Conduit};
 use crate::sched::{self, Namespace};
+use crate::sync::SpinLock;
 use asyncpf_contract::{apf as abi, sdei};
+use asyncpf_guest::apfsession::{Accepted, Entry};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -107,49 +109,27 @@ pub fn set_granule(granule: u64) {
 /// COMPLETE_AND_RESUME) must still park the interrupted task on; 0 = none.
 static PENDING_PARK: [AtomicU64; MAX_CPUS] = [const { AtomicU64::new(0) }; MAX_CPUS];
 
-/// Per CPU: the tokens it accepted whose page_ready has not come yet (0 = free). A WAKE_ALL
-/// in a CPU's ring wakes exactly these tasks, not those waiting for other CPUs' tokens (whose
-/// page_ready will still come, and would otherwise be remembered as wakes nobody consumes).
-/// Only the CPU itself touches its set (SDEI handler and page_ready interrupt, both with IRQs
-/// masked), or another CPU once it is off. Room for a ring's worth: the hypervisor has at most
-/// 16 tokens per vCPU in flight (docs/abi.md §8.2).
+/// Per CPU: the tokens it accepted whose page_ready has not come yet (`asyncpf_guest::apfsession`
+/// has the rules). A WAKE_ALL in a CPU's ring wakes exactly these tasks, not those waiting for
+/// other CPUs' tokens (whose page_ready will still come, and would otherwise be remembered as
+/// wakes nobody consumes). Only the CPU itself touches its set (SDEI handler and page_ready
+/// interrupt, both with IRQs masked), or another CPU once it is off. Room for a ring's worth:
+/// the hypervisor has at most 16 tokens per vCPU in flight (docs/abi.md §8.2); a token that
+/// finds no room is declined.
 const OUTSTANDING_SLOTS: usize = abi::RING_ENTRIES as usize;
-static OUTSTANDING: [[AtomicU64; OUTSTANDING_SLOTS]; MAX_CPUS] =
-    [const { [const { AtomicU64::new(0) }; OUTSTANDING_SLOTS] }; MAX_CPUS];
+static SESSIONS: [SpinLock<Accepted<OUTSTANDING_SLOTS>>; MAX_CPUS] =
+    [const { SpinLock::new(Accepted::new()) }; MAX_CPUS];
 
-/// Records `token` as accepted on `cpu`; false if the set is full (then a wake-all on that CPU
-/// wakes every APF waiter instead).
-fn remember(cpu: usize, token: u64) -> bool {
-    let free = OUTSTANDING[cpu].iter().find(|slot| slot.load(Ordering::Relaxed) == 0);
-    free.inspect(|slot| slot.store(token, Ordering::Relaxed)).is_some()
-}
-
-/// Forgets `token` on `cpu` (its page_ready came).
-fn forget(cpu: usize, token: u64) {
-    if let Some(slot) = OUTSTANDING[cpu].iter().find(|slot| slot.load(Ordering::Relaxed) == token) {
-        slot.store(0, Ordering::Relaxed);
-    }
-}
-
-/// A CPU's set overflowed: its wake-alls wake every APF waiter.
-static OVERFLOWED: [core::sync::atomic::AtomicBool; MAX_CPUS] =
-    [const { core::sync::atomic::AtomicBool::new(false) }; MAX_CPUS];
+/// Ring entries that named no token this CPU was waiting for (duplicates, other CPUs' tokens,
+/// tokens never issued): ignored.
+pub static STALE_TOKENS: AtomicU64 = AtomicU64::new(0);
 
 /// Wakes every task waiting for a token `cpu` accepted (its WAKE_ALL, or the end of its session
 /// without one); returns how many tasks were released.
 fn wake_all_of(cpu: usize) -> usize {
-    let mut woken = 0;
-    for slot in &OUTSTANDING[cpu] {
-        let token = slot.swap(0, Ordering::Relaxed);
-        if token != 0 {
-            // A task not parked yet finds the wake when it parks (`sched::wake`).
-            woken += sched::wake(sched::token(Namespace::Apf, token));
-        }
-    }
-    if OVERFLOWED[cpu].swap(false, Ordering::Relaxed) {
-        woken += sched::wake_all(Namespace::Apf);
-    }
-    woken
+    let ended = SESSIONS[cpu].lock().end();
+    // A task not parked yet finds the wake when it parks (`sched::wake`).
+    ended.iter().map(|token| sched::wake(sched::token(Namespace::Apf, token))).sum()
 }
 /// When this CPU's APF session ended without a WAKE_ALL it could see (a new APF_ENABLE, with
 /// IRQs masked): wakes the tasks parked on that session's tokens, which will never get their
@@ -158,7 +138,8 @@ pub fn wake_dropped() -> usize {
     wake_all_of(arch::cpu_index())
 }
 
-/// page_not_present events accepted (the task parked) and declined (the idle task faulted).
+/// page_not_present events accepted (the task parked) and declined (the idle task faulted, or
+/// `apfsession::Accepted::accept` refused the token).
 pub static ACCEPTED: AtomicU64 = AtomicU64::new(0);
 /// Of those, faults taken from EL0 (resumed at the EL0 IRQ vector).
 pub static ACCEPTED_EL0: AtomicU64 = AtomicU64::new(0);
@@ -180,8 +161,9 @@ fn page_not_present(pstate: u64) -> u64 {
     }
     let token = read_record(abi_offsets::PNP_TOKEN);
     let cpu = arch::cpu_index();
-    if !remember(cpu, token) {
-        OVERFLOWED[cpu].store(true, Ordering::Relaxed);
+    if SESSIONS[cpu].lock().accept(token).is_err() {
+        DECLINED.fetch_add(1, Ordering::Relaxed);
+        return 0;
     }
     PENDING_PARK[cpu].store(token, Ordering::Relaxed);
     ACCEPTED.fetch_add(1, Ordering::Relaxed);
@@ -248,7 +230,10 @@ pub fn enable_this_cpu() -> Result<Features, i64> {
         }
     }
     let cpu = arch::cpu_index();
-    match enable(record_address(cpu), 0) {
+    // IRQs masked from APF_ENABLE to the end of the old session, so that no token of the new
+    // session is accepted (and then woken with the old ones) in between.
+    let irq = arch::irq_save_disable();
+    let result = match enable(record_address(cpu), 0) {
         0 => {
             // A new session: tasks still waiting for this CPU's earlier tokens are woken here
             // (nothing of the earlier session will be posted).
@@ -257,7 +242,9 @@ pub fn enable_this_cpu() -> Result<Features, i64> {
             Ok(features)
         }
         code => Err(code),
-    }
+    };
+    arch::irq_restore(irq);
+    result
 }
 
 /// The page_ready interrupt: take every token from this CPU's ring (docs/abi.md §8.4: read
@@ -287,14 +274,19 @@ fn drain(cpu: usize) -> (u64, bool) {
     for position in tail..head {
         let token = read_record_of(cpu, 3 * g + (position % abi::RING_ENTRIES) * abi::RING_ENTRY_BYTES);
         TOKENS_SEEN.fetch_add(1, Ordering::Relaxed);
-        let woken = if token == abi::TOKEN_WAKE_ALL {
-            WAKE_ALLS_SEEN.fetch_add(1, Ordering::Relaxed);
-            wake_all = true;
-            wake_all_of(cpu)
-        } else {
-            forget(cpu, token);
+        let entry = SESSIONS[cpu].lock().page_ready(token);
+        let woken = match entry {
+            Entry::WakeAll => {
+                WAKE_ALLS_SEEN.fetch_add(1, Ordering::Relaxed);
+                wake_all = true;
+                wake_all_of(cpu)
+            }
             // A wake that overtakes its park is remembered (`sched::wake`).
-            sched::wake(sched::token(Namespace::Apf, token))
+            Entry::Wake(token) => sched::wake(sched::token(Namespace::Apf, token)),
+            Entry::Stale => {
+                STALE_TOKENS.fetch_add(1, Ordering::Relaxed);
+                0
+            }
         };
         WOKEN.fetch_add(woken as u64, Ordering::Relaxed);
     }
@@ -324,7 +316,7 @@ pub fn before_cpu_off() {
 
 /// Tokens CPU `cpu` accepted whose page_ready has not been taken yet (a snapshot, from any CPU).
 pub fn outstanding(cpu: usize) -> usize {
-    OUTSTANDING[cpu].iter().filter(|slot| slot.load(Ordering::Relaxed) != 0).count()
+    SESSIONS[cpu].lock().outstanding()
 }
 
 /// CPU_OFF calls made while tasks waited for tokens of that CPU (as far as the guest knew right
@@ -562,6 +554,7 @@ pub fn write_json<W: core::fmt::Write>(j: &mut asyncpf_guest::json::Json<'_, W>)
     j.u64(Some("woken"), load(&WOKEN))?;
     j.u64(Some("wake_alls"), load(&WAKE_ALLS_SEEN))?;
     j.u64(Some("ring_errors"), load(&RING_ERRORS))?;
+    j.u64(Some("stale_tokens"), load(&STALE_TOKENS))?;
     j.u64(Some("reenabled"), load(&REENABLED))?;
     j.u64(Some("reenable_failed"), load(&REENABLE_FAILED))?;
     j.u64(Some("off_with_tokens"), load(&OFF_WITH_TOKENS))?;

@@ -10,11 +10,16 @@
 #[cfg(test)]
 extern crate std;
 
+pub mod apfsession;
 pub mod cmdline;
 pub mod hostile_policy;
 pub mod json;
 pub mod memcheck;
+#[cfg(test)]
+mod model;
+pub mod placement;
 pub mod rng;
 pub mod runqueue;
 pub mod sleepq;
+pub mod taskstate;
 pub mod waiters;

@@ -33,6 +33,11 @@ impl<T: Copy, const N: usize> RunQueue<T, N> {
         self.len == 0
     }
 
+    /// The queued tasks, front to back.
+    pub fn iter(&self) -> impl Iterator<Item = T> + '_ {
+        (0..self.len).filter_map(move |i| self.items[(self.head + i) % N])
+    }
+
     /// Appends at the back (the task runs after those already queued).
     pub fn push_back(&mut self, task: T) -> Result<(), QueueFull> {
         if self.len == N {
@@ -101,6 +106,7 @@ mod tests {
         }
         assert_eq!(q.steal(|x| x != 4), Some(3));
         assert_eq!(q.len(), 3);
+        assert!(q.iter().eq([1, 2, 4]));
         assert_eq!(q.pop_front(), Some(1));
         assert_eq!(q.pop_front(), Some(2));
         assert_eq!(q.pop_front(), Some(4));

@@ -18,7 +18,9 @@ use crate::percpu::{self, CpuState, NO_TASK};
 use crate::sync::SpinLock;
 use crate::task::{self, Kind, Spec, State, TaskId, MAX_TASKS};
 use crate::{arch, gic, timer};
+use asyncpf_guest::placement;
 use asyncpf_guest::sleepq::SleepQueue;
+use asyncpf_guest::taskstate::{AfterSwitch, Woken};
 use asyncpf_guest::waiters::{ParkOutcome, WaiterTable};
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -210,7 +212,7 @@ fn load(cpu: usize) -> usize {
 
 /// The least-loaded CPU that takes work (ties go to `preferred`), if any does.
 fn least_loaded_online(preferred: usize) -> Option<usize> {
-    percpu::all().filter(|(_, c)| c.is_online()).map(|(i, _)| i).min_by_key(|&i| (load(i), i != preferred))
+    placement::least_loaded(percpu::all().filter(|(_, c)| c.is_online()).map(|(i, _)| (i, load(i))), preferred)
 }
 
 fn enqueue(cpu: usize, id: TaskId) {
@@ -312,13 +314,8 @@ fn pop_local(cpu: usize) -> Option<TaskId> {
 
 /// Takes a task from the most loaded other CPU if it has at least `min_queued` waiting.
 fn steal(me: usize, min_queued: usize) -> Option<TaskId> {
-    let (victim, queued) = percpu::all()
-        .filter(|&(i, _)| i != me)
-        .map(|(i, c)| (i, c.queued.load(Ordering::Relaxed)))
-        .max_by_key(|&(_, q)| q)?;
-    if queued < min_queued {
-        return None;
-    }
+    let victim =
+        placement::steal_victim(me, percpu::all().map(|(i, c)| (i, c.queued.load(Ordering::Relaxed))), min_queued)?;
     let c = percpu::get(victim);
     let mut rq = c.runqueue.lock();
     let id = rq.steal(|id| task::get(id).spec().pinned.is_none());
@@ -345,21 +342,15 @@ pub fn schedule(reason: Reason) {
     this.need_resched.store(false, Ordering::Relaxed);
     let prev = this.current.load(Ordering::Relaxed) as TaskId;
     let prev_is_idle = task::is_idle(prev);
-    let prev_can_continue = !prev_is_idle && {
-        let mut s = task::get(prev).sched.lock();
-        if s.state == State::Runnable {
-            // Woken between deciding to park and getting here: keep running.
-            s.state = State::Running;
-        }
-        s.state == State::Running
-    };
+    // Woken between deciding to park and getting here: keep running.
+    let prev_can_continue = !prev_is_idle && task::get(prev).sched.lock().may_continue();
 
     let draining = this.is_draining();
     // A running task only gives way to local work or to a clear imbalance elsewhere.
     let next = if draining {
         pop_pinned_local(cpu)
     } else {
-        pop_local(cpu).or_else(|| steal(cpu, if prev_can_continue { 2 } else { 1 }))
+        pop_local(cpu).or_else(|| steal(cpu, placement::steal_threshold(prev_can_continue)))
     };
     let prev_may_stay = prev_can_continue && (!draining || task::get(prev).spec().pinned == Some(cpu));
     let next = match next {
@@ -368,11 +359,7 @@ pub fn schedule(reason: Reason) {
         None => task::idle_id(cpu),
     };
 
-    {
-        let mut s = task::get(next).sched.lock();
-        s.state = State::Running;
-        s.on_cpu = true;
-    }
+    task::get(next).sched.lock().start_running();
     let bit = 1u64 << cpu;
     if !task::is_idle(next) && task::get(next).ran_on.fetch_or(bit, Ordering::Relaxed) & bit == 0 {
         this.counters.tasks_run.fetch_add(1, Ordering::Relaxed);
@@ -400,21 +387,19 @@ pub fn finish_switch() {
     let prev = prev as TaskId;
     let t = task::get(prev);
     let mut s = t.sched.lock();
-    s.on_cpu = false;
-    match s.state {
+    match s.switched_away() {
         // Preempted or yielded: back to the end of the local queue, unless this CPU is
         // draining (then to a CPU that takes work).
-        State::Running => {
-            s.state = State::Runnable;
+        AfterSwitch::Requeue => {
             if !try_enqueue(cpu, prev, t.spec().pinned == Some(cpu)) {
                 percpu::get(cpu).hotplug.tasks_moved.fetch_add(1, Ordering::Relaxed);
                 place(prev, cpu);
             }
         }
         // Woken while it was switching away: place it like any woken task.
-        State::Runnable => place(prev, cpu),
-        State::Parked => {}
-        State::Exited => {
+        AfterSwitch::Place => place(prev, cpu),
+        AfterSwitch::Nothing => {}
+        AfterSwitch::Release => {
             drop(s);
             t.release();
         }
@@ -443,7 +428,7 @@ pub fn park(token: u64) {
                 return;
             }
             // Marked parked while the table is locked, so a waker always finds it parked.
-            ParkOutcome::Parked => task::get(me).sched.lock().state = State::Parked,
+            ParkOutcome::Parked => task::get(me).sched.lock().park(),
         }
     }
     schedule(Reason::Block);
@@ -454,12 +439,8 @@ pub fn park(token: u64) {
 fn make_runnable(id: TaskId) {
     let t = task::get(id);
     let mut s = t.sched.lock();
-    if s.state != State::Parked {
-        return;
-    }
-    s.state = State::Runnable;
-    // Still switching away: `finish_switch` on that CPU will place it.
-    if !s.on_cpu {
+    // Still switching away (`Woken::LeftToSwitcher`): `finish_switch` on that CPU will place it.
+    if s.wake() == Woken::Place {
         place(id, arch::cpu_index());
     }
 }

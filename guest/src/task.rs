@@ -8,6 +8,9 @@ use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+/// A task's scheduling state and its rules live in the library (host-tested).
+pub use asyncpf_guest::taskstate::{SchedState, State};
+
 /// Index of a task slot. Slots `0..MAX_CPUS` are the CPUs' idle tasks.
 pub type TaskId = u16;
 /// Worker task slots (besides the idle tasks).
@@ -29,19 +32,6 @@ pub struct Context {
     d8_d15: [u64; 8],
 }
 
-/// Where a task is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    /// Queued (or about to be) on a run queue.
-    Runnable,
-    /// Running on a CPU.
-    Running,
-    /// Parked on a token, waiting for a wake.
-    Parked,
-    /// Finished; the slot is released once the task is off its CPU.
-    Exited,
-}
-
 /// The privilege level a task runs at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -50,13 +40,6 @@ pub enum Kind {
     Kernel,
     /// EL0, entering the kernel only through `svc` and interrupts.
     User,
-}
-
-/// Scheduling state, changed only under the task's lock.
-pub struct SchedState {
-    pub state: State,
-    /// The task's registers are live on some CPU (its context is not saved yet).
-    pub on_cpu: bool,
 }
 
 /// What a task runs: fixed from spawn to exit.

@@ -132,6 +132,11 @@ impl<T: Copy, const N: usize> WaiterTable<T, N> {
             .unwrap_or(0)
     }
 
+    /// Number of wakes pending on all tokens together.
+    pub fn pending_total(&self) -> u32 {
+        self.slots.iter().map(|s| if let Slot::Pending { count, .. } = s { *count } else { 0 }).sum()
+    }
+
     fn pending_slot(&self, token: u64) -> Option<usize> {
         self.slots.iter().position(|s| matches!(s, Slot::Pending { token: t, .. } if *t == token))
     }
@@ -162,6 +167,7 @@ mod tests {
         let mut t: WaiterTable<u16, 4> = WaiterTable::new();
         assert_eq!(t.wake(9, |_| panic!("nobody parked")), Ok(0));
         assert_eq!(t.pending(9), 1);
+        assert_eq!(t.pending_total(), 1);
         assert_eq!(t.park(9, 3), Ok(ParkOutcome::AlreadyWoken));
         assert_eq!(t.pending(9), 0);
         // The pending wake was consumed: the next park blocks.
