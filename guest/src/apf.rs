@@ -233,7 +233,8 @@ pub fn enable_this_cpu() -> Result<Features, i64> {
     // IRQs masked from APF_ENABLE to the end of the old session, so that no token of the new
     // session is accepted (and then woken with the old ones) in between.
     let irq = arch::irq_save_disable();
-    let result = match enable(record_address(cpu), 0) {
+    let flags = if crate::scenarios::options().apf_always { abi::FLAG_ALWAYS_DELIVER } else { 0 };
+    let result = match enable(record_address(cpu), flags) {
         0 => {
             // A new session: tasks still waiting for this CPU's earlier tokens are woken here
             // (nothing of the earlier session will be posted).

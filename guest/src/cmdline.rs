@@ -27,6 +27,10 @@ pub const OPT_APF_PIN: &str = "apf_pin";
 /// Key: `apf=on` makes every CPU enable asynchronous page faults (docs/abi.md §8) before the
 /// scenario starts, when the hypervisor offers them; `off` (the default) leaves them off.
 pub const OPT_APF: &str = "apf";
+/// Key: `apf_always=on` enables them with ALWAYS_DELIVER (docs/abi.md §8.1): every fault the
+/// other rules allow is delivered, whatever the hypervisor measures (the tests of the protocol's
+/// paths, whose host-timed measurements would otherwise depend on the host's load).
+pub const OPT_APF_ALWAYS: &str = "apf_always";
 /// Key: the `hotplug` scenario's rounds (1 to [`MAX_ROUNDS`]; default 3).
 pub const OPT_ROUNDS: &str = "rounds";
 /// The most `hotplug` rounds.
@@ -44,6 +48,7 @@ pub struct Options<'a> {
     pub tasks: Option<u64>,
     pub rounds: Option<u64>,
     pub apf_pin: bool,
+    pub apf_always: bool,
 }
 
 /// A malformed option value.
@@ -57,6 +62,7 @@ pub enum CmdlineError<'a> {
     BadTasks(&'a str),
     BadRounds(&'a str),
     BadApfPin(&'a str),
+    BadApfAlways(&'a str),
 }
 
 /// Parses the command line; later words override earlier ones.
@@ -71,6 +77,7 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
         tasks: None,
         rounds: None,
         apf_pin: true,
+        apf_always: false,
     };
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else { continue };
@@ -89,6 +96,7 @@ pub fn parse(cmdline: &str) -> Result<Options<'_>, CmdlineError<'_>> {
             }
             OPT_APF_PIN => opts.apf_pin = on_off(value).ok_or(CmdlineError::BadApfPin(value))?,
             OPT_APF => opts.apf = on_off(value).ok_or(CmdlineError::BadApf(value))?,
+            OPT_APF_ALWAYS => opts.apf_always = on_off(value).ok_or(CmdlineError::BadApfAlways(value))?,
             OPT_ROUNDS => {
                 let rounds = parse_u64(value).filter(|r| (1..=MAX_ROUNDS).contains(r));
                 opts.rounds = Some(rounds.ok_or(CmdlineError::BadRounds(value))?);
@@ -132,6 +140,7 @@ mod tests {
             tasks: None,
             rounds: None,
             apf_pin: true,
+            apf_always: false,
         };
         assert_eq!(parse("").unwrap(), defaults);
         assert_eq!(
@@ -156,11 +165,15 @@ mod tests {
                 calls: None,
                 tasks: None,
                 rounds: None,
-                apf_pin: true
+                apf_pin: true,
+                apf_always: false
             }
         );
         assert!(parse("apf=on").unwrap().apf);
         assert!(!parse("apf=on apf=off").unwrap().apf);
+        assert!(parse("apf_always=on").unwrap().apf_always);
+        assert!(!parse("").unwrap().apf_always);
+        assert_eq!(parse("apf_always=yes"), Err(CmdlineError::BadApfAlways("yes")));
         assert_eq!(parse("apf=1"), Err(CmdlineError::BadApf("1")));
         assert_eq!(parse("ws_mib=8 ws_mib=16").unwrap().ws_mib, Some(16));
         assert_eq!(parse("ops=0").unwrap().ops, Some(0));

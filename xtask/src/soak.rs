@@ -2,7 +2,7 @@
 //! guest RAM overcommitted (`--resident-mib`), asynchronous page faults on (`apf=on`) and a
 //! working set larger than the resident memory rewritten and verified meanwhile (`ws_mib=M`).
 //! Each run is `cargo xtask run --scenario hostile --vcpus N --seed S --guest-mib G
-//! --resident-mib R --guest-cmdline "calls=C apf=on ws_mib=M"`; the command prints one row per
+//! --resident-mib R --guest-cmdline "calls=C apf=on apf_always=on ws_mib=M"`; the command prints one row per
 //! run and the totals, writes them as JSON, and fails on any crash (hypervisor panic), hang
 //! (timeout), working-set mismatch, wrong answer, or a hypervisor log beyond its rate limit.
 
@@ -161,7 +161,9 @@ impl Row {
 
 /// The guest command line of a soak run.
 pub fn guest_cmdline(args: &SoakArgs) -> String {
-    let apf = if args.apf_off { "off" } else { "on" };
+    // With APF on, every fault is delivered (ALWAYS_DELIVER): the soak exercises the protocol
+    // whatever the park-or-wait rule would choose at this latency.
+    let apf = if args.apf_off { "off" } else { "on apf_always=on" };
     format!("calls={} apf={apf} ws_mib={}", args.calls, args.ws_mib)
 }
 
