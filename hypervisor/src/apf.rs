@@ -11,13 +11,13 @@ use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use crate::sync::Mutex;
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
 use asyncpf_core::apf::{
     validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
 use crate::mm::{PhysAddr, PAGE_SIZE};

@@ -25,6 +25,7 @@ mod platform;
 mod sdei;
 mod shutdown;
 mod stats;
+mod sync;
 mod vcpu;
 mod vgic;
 mod vm;

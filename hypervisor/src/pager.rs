@@ -64,11 +64,12 @@ use asyncpf_core::overcommit::{
     PAGES_PER_MIB,
 };
 use asyncpf_core::trap::{FaultStatus, Stage2Abort};
-use spin::{Mutex, MutexGuard, Once};
+use spin::Once;
 
 use crate::backing::{self, clock, BackingStore, Busy, Completion, DeviceRegisters, Op, Ticks};
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
+use crate::sync::{Mutex, MutexGuard};
 use crate::{arch, gic, guest_diag, vgic};
 
 /// How a blocked vCPU's fault ended.
@@ -151,6 +152,12 @@ pub struct Pager {
     access_flag_faults: AtomicU64,
     device_irqs: AtomicU64,
     timer_irqs: AtomicU64,
+    /// Polls that found the lock taken and left the poll to its holder (`mem.poll_contended`).
+    poll_contended: AtomicU64,
+    /// Times a waiting CPU found the earliest deadline passed while the lock's holder still
+    /// owed the poll, and slept without a timer instead of re-arming it at once
+    /// (`mem.wait_timer_deferred`; see `asyncpf_core::latency::wait_timer`).
+    wait_timer_deferred: AtomicU64,
     /// What the counter measures: in virtual time (`icount=1`) the pager holds time still
     /// while the device is late (see "Virtual time" in the module documentation).
     time_base: TimeBase,
@@ -314,6 +321,8 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
         timer_irqs: AtomicU64::new(0),
+        poll_contended: AtomicU64::new(0),
+        wait_timer_deferred: AtomicU64::new(0),
         time_base: setup.time_base,
         late: AtomicBool::new(false),
         pinned: AtomicU64::new(u64::MAX),
@@ -559,7 +568,12 @@ impl Pager {
         let poll = Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US));
         let due = self.earliest_due.load(Ordering::Acquire);
         let due = (due != u64::MAX).then_some(due);
-        let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), self.time_base);
+        // (The flag is read after this CPU's own poll attempt, in `wait_parked`'s drain.)
+        let owed = self.poll_wanted.load(Ordering::Relaxed);
+        let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), owed, self.time_base);
+        if at.is_none() && !self.is_late() {
+            self.wait_timer_deferred.fetch_add(1, Ordering::Relaxed);
+        }
         self.set_timer(at.map(Ticks));
     }
 
@@ -700,7 +714,7 @@ impl Pager {
                 if let Some(locked) = self.locked.try_lock() {
                     return PagerGuard { pager: self, locked: Some(locked) };
                 }
-                core::hint::spin_loop();
+                arch::spin_hint();
             }
             // Announce the sleep, then look once more: with the releaser's fence between its
             // unlock and its read of the sleepers, it sees this bit or this `try_lock` sees the
@@ -736,6 +750,7 @@ impl Pager {
                 return;
             }
             let Some(mut locked) = self.locked.try_lock() else {
+                self.poll_contended.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             self.poll_wanted.store(false, Ordering::Relaxed);
@@ -978,7 +993,7 @@ impl Pager {
              \"zero_fills\":{},\"clean_drops\":{},\"dirty_writebacks\":{},\"io_errors\":{},\"retries\":{},\
              \"shared_fetches\":{},\"failed_reads\":{},\"failed_writes\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
-             \"timer_irqs\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
+             \"timer_irqs\":{},\"poll_contended\":{},\"wait_timer_deferred\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
              \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1},\"unreadable_pages\":{},\
              \"unreadable\":[",
             self.guest_mib,
@@ -1003,6 +1018,8 @@ impl Pager {
             locked.scans,
             self.device_irqs.load(Ordering::Relaxed),
             self.timer_irqs.load(Ordering::Relaxed),
+            self.poll_contended.load(Ordering::Relaxed),
+            self.wait_timer_deferred.load(Ordering::Relaxed),
             match self.time_base {
                 TimeBase::Host => "host",
                 TimeBase::Virtual => "virtual",
