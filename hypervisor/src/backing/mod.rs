@@ -266,6 +266,9 @@ pub struct BackingStore {
     requests: Box<[Request; MAX_IN_FLIGHT]>,
     in_flight: usize,
     at_device: usize,
+    /// Requests in `State::Queued` (accepted, not yet on the virtqueue): with none,
+    /// [`Self::start_queued`] does not scan the slots, which every lock release asks for.
+    queued: usize,
     queue_depth: usize,
     latency: Ticks,
     capacity_pages: u64,
@@ -352,6 +355,7 @@ impl BackingStore {
             requests: Box::new(core::array::from_fn(|_| Request::free())),
             in_flight: 0,
             at_device: 0,
+            queued: 0,
             latency: Ticks::from_micros(latency_us),
             capacity_pages,
             base,
@@ -456,6 +460,7 @@ impl BackingStore {
         request.submitted = now;
         request.deadline = now.saturating_add(self.latency);
         request.state = State::Queued;
+        self.queued += 1;
         // In virtual time the request goes to the device at the next `take_finished`: what
         // that costs depends on the device's progress, and its caller can keep it out of
         // virtual time.
@@ -463,6 +468,7 @@ impl BackingStore {
             // SAFETY: the caller's contract.
             if let Err(error) = unsafe { self.start(index) } {
                 self.requests[index].state = State::Free;
+                self.queued -= 1;
                 return Err(error);
             }
         }
@@ -498,6 +504,7 @@ impl BackingStore {
         };
         request.state = State::AtDevice { token };
         self.at_device += 1;
+        self.queued -= 1;
         Ok(())
     }
 
@@ -527,7 +534,7 @@ impl BackingStore {
 
     /// Move queued requests to the device while it has room, earliest deadline first.
     fn start_queued(&mut self) {
-        while self.at_device < self.queue_depth {
+        while self.queued > 0 && self.at_device < self.queue_depth {
             let next = self
                 .requests
                 .iter()
@@ -573,16 +580,25 @@ impl BackingStore {
     /// reported never depends on the host.
     pub fn report_due(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
         let in_order = self.time_base == TimeBase::Virtual;
-        loop {
-            let due = self
-                .requests
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.deadline <= now)
-                .filter(|(_, r)| if in_order { r.state != State::Free } else { matches!(r.state, State::Held { .. }) })
-                .min_by_key(|(_, r)| r.deadline)
-                .map(|(i, _)| i);
-            let Some(index) = due else { break };
+        if self.in_flight == 0 {
+            return;
+        }
+        // One pass over the slots (this runs at every poll): the candidates, earliest deadline
+        // first, ties by slot.
+        let mut due = [0u8; MAX_IN_FLIGHT];
+        let mut count = 0;
+        for (index, r) in self.requests.iter().enumerate() {
+            let candidate = r.deadline <= now
+                && if in_order { r.state != State::Free } else { matches!(r.state, State::Held { .. }) };
+            if candidate {
+                due[count] = index as u8;
+                count += 1;
+            }
+        }
+        let due = &mut due[..count];
+        due.sort_unstable_by_key(|&index| (self.requests[usize::from(index)].deadline, index));
+        for &index in due.iter() {
+            let index = usize::from(index);
             if !matches!(self.requests[index].state, State::Held { .. }) {
                 break;
             }
@@ -609,6 +625,9 @@ impl BackingStore {
     /// The earliest latency deadline of any outstanding request, finished or still at the
     /// device: the earliest time a completion can be reported.
     pub fn earliest_due(&self) -> Option<Ticks> {
+        if self.in_flight == 0 {
+            return None;
+        }
         self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min()
     }
 
