@@ -92,6 +92,17 @@ pub enum FaultReply {
     Abort,
 }
 
+/// Virtual time with several vCPUs: the CPUs held while a request is late
+/// ([`Pager::hold_while_late`] and the waits), and the counter value since which every CPU
+/// that runs a vCPU is held, while a request is late. That span is hidden from model time
+/// and from every guest's counter (CNTVOFF_EL2) when it ends: when a CPU stops being held or
+/// the poll that finds the device done ends the hold.
+struct HoldSpan {
+    held: u32,
+    late: bool,
+    since: Option<u64>,
+}
+
 /// Per-vCPU wait state (an `AtomicU8`).
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,6 +187,15 @@ pub struct Pager {
     /// Hide the windows from model time: virtual time with one vCPU. With more, the others
     /// run while one CPU polls, and their guest time must not go backwards.
     hide: bool,
+    /// Virtual time with more than one vCPU: hide what the CPUs do while every one of them is
+    /// held for a late request ([`HoldSpan`]). No guest instruction runs then, so no guest
+    /// clock goes backwards; what they do (polls that find the device still late, woken by
+    /// its interrupt as the host finishes other requests) depends on the host.
+    hold_hiding: bool,
+    /// The CPUs that run vCPUs (all of them held: a span of hidden time can start).
+    vcpus: u32,
+    /// With `hold_hiding`: which CPUs are held, and since when all of them are.
+    hold: Mutex<HoldSpan>,
     /// With `hide`, counter ticks spent while model time is pinned on work that is the same in
     /// every run (completing a request in the engine, mapping its page, waking its waiter,
     /// posting page_ready): `close_window` lets model time advance by them, so the guest pays
@@ -328,6 +348,9 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         pinned: AtomicU64::new(u64::MAX),
         hidden: AtomicU64::new(0),
         hide: setup.time_base == TimeBase::Virtual && setup.vcpus == 1,
+        hold_hiding: setup.time_base == TimeBase::Virtual && setup.vcpus > 1,
+        vcpus: setup.vcpus as u32,
+        hold: Mutex::new(HoldSpan { held: 0, late: false, since: None }),
         saved_cntv: AtomicU64::new(0),
         charge: AtomicU64::new(0),
         late_freezes: AtomicU64::new(0),
@@ -528,13 +551,21 @@ impl Pager {
 
     fn wait_parked(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
         let wait = &self.waits[vcpu];
+        // Held for a late request (the drain's polls included: see `HoldSpan`).
+        let mut held = false;
         loop {
             gic::drain(|intid| {
                 if !self.handle_interrupt(intid) {
                     on_interrupt(intid)
                 }
             });
-            match wait.state.load(Ordering::Acquire) {
+            let state = wait.state.load(Ordering::Acquire);
+            let late = self.is_late();
+            if held && (!late || state != WaitState::Waiting as u8) {
+                self.leave_held();
+                held = false;
+            }
+            match state {
                 s if s == WaitState::Resume as u8 => {
                     wait.state.store(WaitState::Running as u8, Ordering::Relaxed);
                     return Resolution::Retry;
@@ -544,7 +575,13 @@ impl Pager {
                     return Resolution::Abort;
                 }
                 // A kick (a completion processed elsewhere), the disk or the timer wakes us.
-                _ if self.is_late() => self.frozen_wfi(),
+                _ if late => {
+                    if !held {
+                        self.enter_held();
+                        held = true;
+                    }
+                    self.frozen_wfi()
+                }
                 _ => {
                     // Model time runs on while the CPU sleeps, and the vCPU's virtual timer
                     // counts it.
@@ -599,6 +636,15 @@ impl Pager {
     /// what the device had finished, cost the guest no time, and a late device none either.
     /// The guest sees every completion at the model time its poll started.
     pub fn close_window(&self) {
+        if self.hold_hiding {
+            // Several vCPUs: the guest's counter leaves out the spans hidden meanwhile.
+            let hidden = self.hidden.load(Ordering::Acquire);
+            if CNTVOFF_EL2.get() != hidden {
+                CNTVOFF_EL2.set(hidden);
+                arch::isb();
+            }
+            return;
+        }
         if !self.hide || self.is_late() {
             return;
         }
@@ -625,6 +671,43 @@ impl Pager {
         arch::isb();
         let due = self.earliest_due.load(Ordering::Acquire);
         self.set_timer((due != u64::MAX).then_some(Ticks(due)));
+    }
+
+    /// With several vCPUs in virtual time: this CPU is held for a late request (it runs no
+    /// guest instruction until [`Self::leave_held`]). When every CPU that runs a vCPU is, a
+    /// span of hidden time starts ([`HoldSpan`]).
+    fn enter_held(&self) {
+        if !self.hold_hiding {
+            return;
+        }
+        let mut hold = self.hold.lock();
+        hold.held += 1;
+        if hold.held == self.vcpus && hold.late && hold.since.is_none() {
+            // Completions charged from here on are the span's (see `end_hold_span`).
+            self.charge.store(0, Ordering::Relaxed);
+            hold.since = Some(clock::now().0);
+        }
+    }
+
+    /// This CPU is no longer held ([`Self::enter_held`]): a span of hidden time ends.
+    fn leave_held(&self) {
+        if !self.hold_hiding {
+            return;
+        }
+        let mut hold = self.hold.lock();
+        self.end_hold_span(&mut hold);
+        hold.held -= 1;
+    }
+
+    /// End the span of hidden time, if one runs: model time and the guests' counters leave
+    /// out its counter ticks, except what the completions processed in it cost (the same in
+    /// every run, so charged as they are when no hold comes first).
+    fn end_hold_span(&self, hold: &mut HoldSpan) {
+        if let Some(since) = hold.since.take() {
+            let charge = self.charge.swap(0, Ordering::Relaxed);
+            let ticks = clock::now().0.saturating_sub(since).saturating_sub(charge);
+            self.hidden.fetch_add(ticks, Ordering::AcqRel);
+        }
     }
 
     /// Virtual time only: whether a request is late and time is held.
@@ -657,6 +740,7 @@ impl Pager {
             return;
         }
         let saved = vgic::park();
+        self.enter_held();
         while self.is_late() {
             self.frozen_wfi();
             gic::drain(|intid| {
@@ -665,13 +749,16 @@ impl Pager {
                 }
             });
         }
+        self.leave_held();
         vgic::unpark(saved);
     }
 
     /// An idle CPU (its vCPU off) sleeps: with no timer armed while a request is late.
     pub fn idle_wfi(&self) {
         if self.is_late() {
+            self.enter_held();
             self.frozen_wfi();
+            self.leave_held();
         } else {
             self.close_window();
             arch::wait_for_interrupt();
@@ -800,8 +887,9 @@ impl Pager {
         }
         if count > 0 {
             if let Some(apf) = &crate::vm::get().apf {
-                // Posting page_ready costs the same in every run: charged (`close_window`).
-                let started = self.hide.then(clock::now);
+                // Posting page_ready costs the same in every run: charged (`close_window`,
+                // `end_hold_span`).
+                let started = (self.hide || self.hold_hiding).then(clock::now);
                 for &waiter in &apf_done[..count] {
                     apf.completed(crate::vm::get(), self, waiter);
                 }
@@ -848,8 +936,8 @@ impl Pager {
         disk.report_due(now, completions);
         for completion in completions.drain(..) {
             // What one completion costs is the same in every run: it is charged to model time
-            // (see `close_window`), unlike the rest of the poll.
-            let started = self.hide.then(clock::now);
+            // (see `close_window` and `end_hold_span`), unlike the rest of the poll.
+            let started = (self.hide || self.hold_hiding).then(clock::now);
             'one: {
                 requests.record(now.saturating_sub(completion.submitted).as_nanos());
                 let id = RequestId(completion.tag as u16);
@@ -925,6 +1013,9 @@ impl Pager {
                 if late && !was_late {
                     // Hold model time here until the device has finished: every CPU sleeps
                     // with no timer armed, the disk's interrupt ends it.
+                    if self.hold_hiding {
+                        self.hold.lock().late = true;
+                    }
                     self.late.store(true, Ordering::Release);
                     self.late_freezes.fetch_add(1, Ordering::Relaxed);
                     gic::set_spi_enabled(self.gicd_base, self.disk_intid, true);
@@ -933,6 +1024,12 @@ impl Pager {
                     // The device caught up: the disk's interrupt is no longer wanted, and time
                     // runs on (with `hide`, from where it was held, at `close_window`).
                     gic::set_spi_enabled(self.gicd_base, self.disk_intid, false);
+                    if self.hold_hiding {
+                        // Hidden first, so that model time resumes where the span began.
+                        let mut hold = self.hold.lock();
+                        hold.late = false;
+                        self.end_hold_span(&mut hold);
+                    }
                     if !self.hide {
                         self.pinned.store(u64::MAX, Ordering::Release);
                     }
