@@ -210,6 +210,10 @@ pub struct Pager {
     /// when QEMU had no timer to advance virtual time to.
     held_sleep_ticks: AtomicU64,
     held_sleeps: AtomicU64,
+    /// Per CPU: counter ticks asleep in `wfi` waiting for a page (synchronous fault), held
+    /// for a late request, and waiting for the lock (`mem.sleep_us_by_cpu`): time that vCPU
+    /// ran nothing, though its guest was not idle.
+    sleep_ticks: [[AtomicU64; SLEEP_KINDS]; MAX_CPUS],
     gicd_base: u64,
     waits: Vec<VcpuWait>,
     pages: GuestPages,
@@ -241,6 +245,14 @@ fn waiter_count(vcpus: usize) -> u32 {
 pub fn apf_waiter(vcpus: usize, vcpu: usize, slot: usize) -> u32 {
     (vcpus + vcpu * APF_WAITERS_PER_VCPU + slot) as u32
 }
+
+/// The kinds of [`Pager::sleep_ticks`]: waiting for a page, held, waiting for the lock.
+const SLEEP_KINDS: usize = 3;
+const SLEEP_WAIT: usize = 0;
+const SLEEP_HELD: usize = 1;
+const SLEEP_LOCK: usize = 2;
+/// CPUs counted in [`Pager::sleep_ticks`] (the hypervisor's limit).
+const MAX_CPUS: usize = 8;
 
 /// CNTV_CTL_EL0.ENABLE.
 const CNTV_CTL_ENABLE: u64 = 1;
@@ -356,6 +368,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         late_freezes: AtomicU64::new(0),
         held_sleep_ticks: AtomicU64::new(0),
         held_sleeps: AtomicU64::new(0),
+        sleep_ticks: [const { [const { AtomicU64::new(0) }; SLEEP_KINDS] }; MAX_CPUS],
         gicd_base: platform.gicd_base,
         waits: (0..setup.vcpus)
             .map(|_| VcpuWait { state: AtomicU8::new(WaitState::Running as u8), since: AtomicU64::new(0) })
@@ -587,7 +600,9 @@ impl Pager {
                     // counts it.
                     self.close_window();
                     self.arm_wait_timer();
-                    arch::wait_for_interrupt()
+                    let before = clock::now();
+                    arch::wait_for_interrupt();
+                    self.count_sleep(SLEEP_WAIT, clock::now().saturating_sub(before).0);
                 }
             }
         }
@@ -710,6 +725,12 @@ impl Pager {
         }
     }
 
+    fn count_sleep(&self, kind: usize, ticks: u64) {
+        if let Some(cpu) = self.sleep_ticks.get(arch::cpu_index()) {
+            cpu[kind].fetch_add(ticks, Ordering::Relaxed);
+        }
+    }
+
     /// Virtual time only: whether a request is late and time is held.
     pub fn is_late(&self) -> bool {
         self.late.load(Ordering::Acquire)
@@ -725,7 +746,9 @@ impl Pager {
         clock::set_el2_timer(None);
         let before = clock::now();
         arch::wait_for_interrupt();
-        self.held_sleep_ticks.fetch_add(clock::now().saturating_sub(before).0, Ordering::Relaxed);
+        let slept = clock::now().saturating_sub(before).0;
+        self.held_sleep_ticks.fetch_add(slept, Ordering::Relaxed);
+        self.count_sleep(SLEEP_HELD, slept);
         self.held_sleeps.fetch_add(1, Ordering::Relaxed);
         CNTV_CTL_EL0.set(cntv);
         arch::isb();
@@ -813,7 +836,9 @@ impl Pager {
             }
             // A listed virtual interrupt would end `wfi` at once (see `vgic::park`).
             let saved = vgic::park();
+            let before = clock::now();
             self.idle_wfi();
+            self.count_sleep(SLEEP_LOCK, clock::now().saturating_sub(before).0);
             vgic::unpark(saved);
             self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
             gic::drain(|intid| {
@@ -1137,6 +1162,18 @@ impl Pager {
         // The first few unreadable pages (guest page n is disk slot n).
         for (i, page) in locked.engine.unreadable().take(UNREADABLE_LISTED).enumerate() {
             write!(out, "{}{}", if i == 0 { "" } else { "," }, page.0)?;
+        }
+        out.write_str("],\"sleep_us_by_cpu\":[")?;
+        for (i, cpu) in self.sleep_ticks.iter().take(self.waits.len()).enumerate() {
+            let us = |kind: usize| Ticks(cpu[kind].load(Ordering::Relaxed)).as_micros();
+            write!(
+                out,
+                "{}{{\"wait\":{},\"held\":{},\"lock\":{}}}",
+                if i == 0 { "" } else { "," },
+                us(SLEEP_WAIT),
+                us(SLEEP_HELD),
+                us(SLEEP_LOCK)
+            )?;
         }
         out.write_str("]}")
     }
