@@ -70,6 +70,9 @@ pub use clock::Ticks;
 use doorbell::DeferredNotify;
 pub use doorbell::DeviceRegisters;
 
+/// Descriptor tokens [`BackingStore::token_slots`] remembers (the virtqueue has 16).
+const TOKEN_SLOTS: usize = 64;
+
 /// Most requests outstanding (submitted and not yet reported) at once: the device's queue
 /// depth plus as many held until their latency deadline.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -269,6 +272,11 @@ pub struct BackingStore {
     /// Requests in `State::Queued` (accepted, not yet on the virtqueue): with none,
     /// [`Self::start_queued`] does not scan the slots, which every lock release asks for.
     queued: usize,
+    /// The slot of the request on the virtqueue under each descriptor token (a hint, checked
+    /// against the slot's state): completions find their slot without a search.
+    token_slots: [u8; TOKEN_SLOTS],
+    /// [`Self::earliest_due`], while known (`None`: a request was reported since; scan again).
+    earliest: Option<Option<Ticks>>,
     queue_depth: usize,
     latency: Ticks,
     capacity_pages: u64,
@@ -356,6 +364,8 @@ impl BackingStore {
             in_flight: 0,
             at_device: 0,
             queued: 0,
+            token_slots: [u8::MAX; TOKEN_SLOTS],
+            earliest: Some(None),
             latency: Ticks::from_micros(latency_us),
             capacity_pages,
             base,
@@ -473,6 +483,10 @@ impl BackingStore {
             }
         }
         self.in_flight += 1;
+        if let Some(earliest) = &mut self.earliest {
+            let deadline = self.requests[index].deadline;
+            *earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+        }
         Ok(())
     }
 
@@ -505,6 +519,9 @@ impl BackingStore {
         request.state = State::AtDevice { token };
         self.at_device += 1;
         self.queued -= 1;
+        if let Some(hint) = self.token_slots.get_mut(usize::from(token)) {
+            *hint = index as u8;
+        }
         Ok(())
     }
 
@@ -512,11 +529,15 @@ impl BackingStore {
     /// deadline).
     fn take_used(&mut self) {
         while let Some(token) = self.blk.peek_used() {
-            let index = self
-                .requests
-                .iter()
-                .position(|r| r.state == State::AtDevice { token })
-                .unwrap_or_else(|| panic!("virtio-blk returned descriptor {token}, which holds no request"));
+            let hinted = self.token_slots.get(usize::from(token)).map(|&slot| usize::from(slot));
+            let index = match hinted {
+                Some(slot) if self.requests.get(slot).is_some_and(|r| r.state == State::AtDevice { token }) => slot,
+                _ => self
+                    .requests
+                    .iter()
+                    .position(|r| r.state == State::AtDevice { token })
+                    .unwrap_or_else(|| panic!("virtio-blk returned descriptor {token}, which holds no request")),
+            };
             let request = &mut self.requests[index];
             // SAFETY: the same header, frame and status as were queued under this token (the
             // slot records them), and the device has returned the chain (it is in the used ring).
@@ -606,6 +627,7 @@ impl BackingStore {
             let State::Held { result } = request.state else { unreachable!("filtered on Held") };
             request.state = State::Free;
             self.in_flight -= 1;
+            self.earliest = None;
             out.extend(core::iter::once(Completion {
                 tag: request.tag,
                 op: request.op,
@@ -624,11 +646,13 @@ impl BackingStore {
 
     /// The earliest latency deadline of any outstanding request, finished or still at the
     /// device: the earliest time a completion can be reported.
-    pub fn earliest_due(&self) -> Option<Ticks> {
-        if self.in_flight == 0 {
-            return None;
+    pub fn earliest_due(&mut self) -> Option<Ticks> {
+        if let Some(earliest) = self.earliest {
+            return earliest;
         }
-        self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min()
+        let earliest = self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min();
+        self.earliest = Some(earliest);
+        earliest
     }
 
     /// After [`Self::poll_completions`] at `now`: when to fire the EL2 timer, and whether a
