@@ -58,7 +58,7 @@ use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
 use asyncpf_core::histogram::Histogram;
-use asyncpf_core::latency::{self, TimeBase};
+use asyncpf_core::latency::{self, HoldSpan, TimeBase};
 use asyncpf_core::overcommit::{
     Config, Done, FaultAction, FrameNo, Overcommit, PageNo, Request, RequestId, RequestKind, Waiter, Wake,
     PAGES_PER_MIB,
@@ -90,17 +90,6 @@ pub enum FaultReply {
     Blocked,
     /// Inject a synchronous external abort (a request the engine refused; logged).
     Abort,
-}
-
-/// Virtual time with several vCPUs: the CPUs held while a request is late
-/// ([`Pager::hold_while_late`] and the waits), and the counter value since which every CPU
-/// that runs a vCPU is held, while a request is late. That span is hidden from model time
-/// and from every guest's counter (CNTVOFF_EL2) when it ends: when a CPU stops being held or
-/// the poll that finds the device done ends the hold.
-struct HoldSpan {
-    held: u32,
-    late: bool,
-    since: Option<u64>,
 }
 
 /// Per-vCPU wait state (an `AtomicU8`).
@@ -192,9 +181,9 @@ pub struct Pager {
     /// clock goes backwards; what they do (polls that find the device still late, woken by
     /// its interrupt as the host finishes other requests) depends on the host.
     hold_hiding: bool,
-    /// The CPUs that run vCPUs (all of them held: a span of hidden time can start).
-    vcpus: u32,
-    /// With `hold_hiding`: which CPUs are held, and since when all of them are.
+    /// With `hold_hiding`: which CPUs are held (in [`Pager::hold_while_late`], a synchronous
+    /// wait or [`Pager::idle_wfi`] while a request is late), and since when all that run vCPUs
+    /// are: that span is hidden from model time and every guest's counter (CNTVOFF_EL2).
     hold: Mutex<HoldSpan>,
     /// With `hide`, counter ticks spent while model time is pinned on work that is the same in
     /// every run (completing a request in the engine, mapping its page, waking its waiter,
@@ -361,8 +350,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         hidden: AtomicU64::new(0),
         hide: setup.time_base == TimeBase::Virtual && setup.vcpus == 1,
         hold_hiding: setup.time_base == TimeBase::Virtual && setup.vcpus > 1,
-        vcpus: setup.vcpus as u32,
-        hold: Mutex::new(HoldSpan { held: 0, late: false, since: None }),
+        hold: Mutex::new(HoldSpan::new(setup.vcpus as u32)),
         saved_cntv: AtomicU64::new(0),
         charge: AtomicU64::new(0),
         late_freezes: AtomicU64::new(0),
@@ -695,34 +683,22 @@ impl Pager {
         if !self.hold_hiding {
             return;
         }
-        let mut hold = self.hold.lock();
-        hold.held += 1;
-        if hold.held == self.vcpus && hold.late && hold.since.is_none() {
-            // Completions charged from here on are the span's (see `end_hold_span`).
+        if self.hold.lock().enter(clock::now().0) {
+            // Completions charged from here on are the span's: they cost the same in every
+            // run, so they are not hidden (see `leave_held`).
             self.charge.store(0, Ordering::Relaxed);
-            hold.since = Some(clock::now().0);
         }
     }
 
-    /// This CPU is no longer held ([`Self::enter_held`]): a span of hidden time ends.
+    /// This CPU is no longer held ([`Self::enter_held`]): a span of hidden time ends; model
+    /// time and the guests' counters leave out its ticks, less what the completions processed
+    /// in it cost.
     fn leave_held(&self) {
         if !self.hold_hiding {
             return;
         }
-        let mut hold = self.hold.lock();
-        self.end_hold_span(&mut hold);
-        hold.held -= 1;
-    }
-
-    /// End the span of hidden time, if one runs: model time and the guests' counters leave
-    /// out its counter ticks, except what the completions processed in it cost (the same in
-    /// every run, so charged as they are when no hold comes first).
-    fn end_hold_span(&self, hold: &mut HoldSpan) {
-        if let Some(since) = hold.since.take() {
-            let charge = self.charge.swap(0, Ordering::Relaxed);
-            let ticks = clock::now().0.saturating_sub(since).saturating_sub(charge);
-            self.hidden.fetch_add(ticks, Ordering::AcqRel);
-        }
+        let hide = self.hold.lock().leave(clock::now().0, || self.charge.swap(0, Ordering::Relaxed));
+        self.hidden.fetch_add(hide, Ordering::AcqRel);
     }
 
     fn count_sleep(&self, kind: usize, ticks: u64) {
@@ -913,7 +889,7 @@ impl Pager {
         if count > 0 {
             if let Some(apf) = &crate::vm::get().apf {
                 // Posting page_ready costs the same in every run: charged (`close_window`,
-                // `end_hold_span`).
+                // `leave_held`).
                 let started = (self.hide || self.hold_hiding).then(clock::now);
                 for &waiter in &apf_done[..count] {
                     apf.completed(crate::vm::get(), self, waiter);
@@ -961,7 +937,7 @@ impl Pager {
         disk.report_due(now, completions);
         for completion in completions.drain(..) {
             // What one completion costs is the same in every run: it is charged to model time
-            // (see `close_window` and `end_hold_span`), unlike the rest of the poll.
+            // (see `close_window` and `leave_held`), unlike the rest of the poll.
             let started = (self.hide || self.hold_hiding).then(clock::now);
             'one: {
                 requests.record(now.saturating_sub(completion.submitted).as_nanos());
@@ -1039,7 +1015,7 @@ impl Pager {
                     // Hold model time here until the device has finished: every CPU sleeps
                     // with no timer armed, the disk's interrupt ends it.
                     if self.hold_hiding {
-                        self.hold.lock().late = true;
+                        self.hold.lock().set_late(true, clock::now().0, || 0);
                     }
                     self.late.store(true, Ordering::Release);
                     self.late_freezes.fetch_add(1, Ordering::Relaxed);
@@ -1051,9 +1027,9 @@ impl Pager {
                     gic::set_spi_enabled(self.gicd_base, self.disk_intid, false);
                     if self.hold_hiding {
                         // Hidden first, so that model time resumes where the span began.
-                        let mut hold = self.hold.lock();
-                        hold.late = false;
-                        self.end_hold_span(&mut hold);
+                        let hide =
+                            self.hold.lock().set_late(false, clock::now().0, || self.charge.swap(0, Ordering::Relaxed));
+                        self.hidden.fetch_add(hide, Ordering::AcqRel);
                     }
                     if !self.hide {
                         self.pinned.store(u64::MAX, Ordering::Release);
