@@ -57,6 +57,16 @@ pub fn virtual_count() -> u64 {
     value
 }
 
+/// The spin-wait hint, once per try of a spin loop: `yield`. Under QEMU's TCG round robin (as
+/// with `-icount`) it ends this vCPU's turn, so that a lock holder descheduled inside its
+/// critical section runs instead of this CPU spinning for the rest of its time slice
+/// (`core::hint::spin_loop` is `isb` on arm64, which QEMU does not treat as a yield).
+#[inline(always)]
+pub fn spin_hint() {
+    // SAFETY: `yield` is a hint with no architectural effect.
+    unsafe { asm!("yield", options(nomem, nostack, preserves_flags)) };
+}
+
 /// The logical index of the running CPU, kept in TPIDR_EL1 since boot.
 #[inline(always)]
 pub fn cpu_index() -> usize {

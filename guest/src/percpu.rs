@@ -20,6 +20,10 @@ pub struct Counters {
     pub preemptions: AtomicU64,
     /// Virtual timer interrupts handled.
     pub timer_ticks: AtomicU64,
+    /// Counter ticks the idle loop spent in `wfi` (nothing to run here).
+    pub idle_ticks: AtomicU64,
+    /// Failed tries of spin locks taken on this CPU (time spent waiting for another CPU).
+    pub lock_spins: AtomicU64,
 }
 
 /// CPU hotplug statistics of one CPU (the `hotplug` scenario reports them).
@@ -88,6 +92,8 @@ impl PerCpu {
                 context_switches: AtomicU64::new(0),
                 preemptions: AtomicU64::new(0),
                 timer_ticks: AtomicU64::new(0),
+                idle_ticks: AtomicU64::new(0),
+                lock_spins: AtomicU64::new(0),
             },
             hotplug: HotplugCounters {
                 bring_ups: AtomicU64::new(0),
@@ -164,4 +170,12 @@ pub fn get(index: usize) -> &'static PerCpu {
 /// Every configured CPU's state, with its index.
 pub fn all() -> impl Iterator<Item = (usize, &'static PerCpu)> {
     CPUS.iter().take(count()).enumerate()
+}
+
+/// Adds `spins` failed spin-lock tries to this CPU's count (ignored before the CPU has its
+/// index: TPIDR_EL1 out of range).
+pub fn count_lock_spins(spins: u64) {
+    if let Some(cpu) = CPUS.get(arch::cpu_index()) {
+        cpu.counters.lock_spins.fetch_add(spins, Ordering::Relaxed);
+    }
 }

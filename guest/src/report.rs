@@ -38,6 +38,8 @@ fn per_vcpu(j: &mut Json<'_, RawConsole>) -> fmt::Result {
         j.u64(Some("context_switches"), c.context_switches.load(Ordering::Relaxed))?;
         j.u64(Some("preemptions"), c.preemptions.load(Ordering::Relaxed))?;
         j.u64(Some("timer_ticks"), c.timer_ticks.load(Ordering::Relaxed))?;
+        j.u64(Some("idle_us"), crate::timer::ticks_to_ns(c.idle_ticks.load(Ordering::Relaxed)) / 1000)?;
+        j.u64(Some("lock_spins"), c.lock_spins.load(Ordering::Relaxed))?;
         j.end_object()?;
     }
     j.end_array()

@@ -128,7 +128,10 @@ pub fn idle_loop() -> ! {
             arch::irq_enable();
             continue;
         }
+        let before = arch::virtual_count();
         arch::wait_for_interrupt();
+        let slept = arch::virtual_count().wrapping_sub(before);
+        percpu::this().counters.idle_ticks.fetch_add(slept, Ordering::Relaxed);
         arch::irq_enable();
     }
 }

@@ -25,8 +25,13 @@ impl<T> SpinLock<T> {
     /// Masks IRQs and spins until the lock is ours.
     pub fn lock(&self) -> SpinGuard<'_, T> {
         let irq = arch::irq_save_disable();
+        let mut spins = 0u64;
         while self.locked.compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
-            core::hint::spin_loop();
+            spins += 1;
+            arch::spin_hint();
+        }
+        if spins != 0 {
+            crate::percpu::count_lock_spins(spins);
         }
         SpinGuard { lock: self, irq }
     }

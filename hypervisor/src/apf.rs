@@ -11,6 +11,7 @@ use alloc::collections::BTreeSet;
 use alloc::vec::Vec;
 use core::ops::Range;
 
+use crate::sync::Mutex;
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
 use asyncpf_core::apf::cost::ParkOrWait;
@@ -18,7 +19,6 @@ use asyncpf_core::apf::{
     validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
 use crate::backing::clock::Ticks;

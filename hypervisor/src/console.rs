@@ -3,10 +3,10 @@
 //! writes it: the guest's console is the emulated PL011 (`vuart`), whose lines arrive here framed
 //! with the `[guest] ` prefix.
 
+use crate::sync::Mutex;
 use core::fmt::{self, Write};
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicUsize, Ordering};
-use spin::Mutex;
 
 /// PL011 data register offset.
 const UART_DR: usize = 0x00;

@@ -26,6 +26,7 @@ mod pmu;
 mod sdei;
 mod shutdown;
 mod stats;
+mod sync;
 mod vcpu;
 mod vgic;
 mod vm;

@@ -59,17 +59,18 @@ use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
 use asyncpf_core::apf::cost::Ewma;
 use asyncpf_core::histogram::Histogram;
-use asyncpf_core::latency::{self, TimeBase};
+use asyncpf_core::latency::{self, HoldSpan, TimeBase};
 use asyncpf_core::overcommit::{
     Config, Done, FaultAction, FrameNo, Overcommit, PageNo, Request, RequestId, RequestKind, Waiter, Wake,
     PAGES_PER_MIB,
 };
 use asyncpf_core::trap::{FaultStatus, Stage2Abort};
-use spin::{Mutex, MutexGuard, Once};
+use spin::Once;
 
 use crate::backing::{self, clock, BackingStore, Busy, Completion, DeviceRegisters, Op, Ticks};
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
+use crate::sync::{Mutex, MutexGuard};
 use crate::{arch, gic, guest_diag, vgic};
 
 /// How a blocked vCPU's fault ended.
@@ -167,6 +168,12 @@ pub struct Pager {
     access_flag_faults: AtomicU64,
     device_irqs: AtomicU64,
     timer_irqs: AtomicU64,
+    /// Polls that found the lock taken and left the poll to its holder (`mem.poll_contended`).
+    poll_contended: AtomicU64,
+    /// Times a waiting CPU found the earliest deadline passed while the lock's holder still
+    /// owed the poll, and slept without a timer instead of re-arming it at once
+    /// (`mem.wait_timer_deferred`; see `asyncpf_core::latency::wait_timer`).
+    wait_timer_deferred: AtomicU64,
     /// What the counter measures: in virtual time (`icount=1`) the pager holds time still
     /// while the device is late (see "Virtual time" in the module documentation).
     time_base: TimeBase,
@@ -185,6 +192,15 @@ pub struct Pager {
     /// Hide the windows from model time: virtual time with one vCPU. With more, the others
     /// run while one CPU polls, and their guest time must not go backwards.
     hide: bool,
+    /// Virtual time with more than one vCPU: hide what the CPUs do while every one of them is
+    /// held for a late request ([`HoldSpan`]). No guest instruction runs then, so no guest
+    /// clock goes backwards; what they do (polls that find the device still late, woken by
+    /// its interrupt as the host finishes other requests) depends on the host.
+    hold_hiding: bool,
+    /// With `hold_hiding`: which CPUs are held (in [`Pager::hold_while_late`], a synchronous
+    /// wait or [`Pager::idle_wfi`] while a request is late), and since when all that run vCPUs
+    /// are: that span is hidden from model time and every guest's counter (CNTVOFF_EL2).
+    hold: Mutex<HoldSpan>,
     /// With `hide`, counter ticks spent while model time is pinned on work that is the same in
     /// every run (completing a request in the engine, mapping its page, waking its waiter,
     /// posting page_ready): `close_window` lets model time advance by them, so the guest pays
@@ -199,6 +215,10 @@ pub struct Pager {
     /// when QEMU had no timer to advance virtual time to.
     held_sleep_ticks: AtomicU64,
     held_sleeps: AtomicU64,
+    /// Per CPU: counter ticks asleep in `wfi` waiting for a page (synchronous fault), held
+    /// for a late request, and waiting for the lock (`mem.sleep_us_by_cpu`): time that vCPU
+    /// ran nothing, though its guest was not idle.
+    sleep_ticks: [[AtomicU64; SLEEP_KINDS]; MAX_CPUS],
     gicd_base: u64,
     waits: Vec<VcpuWait>,
     pages: GuestPages,
@@ -230,6 +250,14 @@ fn waiter_count(vcpus: usize) -> u32 {
 pub fn apf_waiter(vcpus: usize, vcpu: usize, slot: usize) -> u32 {
     (vcpus + vcpu * APF_WAITERS_PER_VCPU + slot) as u32
 }
+
+/// The kinds of [`Pager::sleep_ticks`]: waiting for a page, held, waiting for the lock.
+const SLEEP_KINDS: usize = 3;
+const SLEEP_WAIT: usize = 0;
+const SLEEP_HELD: usize = 1;
+const SLEEP_LOCK: usize = 2;
+/// CPUs counted in [`Pager::sleep_ticks`] (the hypervisor's limit).
+const MAX_CPUS: usize = 8;
 
 /// CNTV_CTL_EL0.ENABLE.
 const CNTV_CTL_ENABLE: u64 = 1;
@@ -332,16 +360,21 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         access_flag_faults: AtomicU64::new(0),
         device_irqs: AtomicU64::new(0),
         timer_irqs: AtomicU64::new(0),
+        poll_contended: AtomicU64::new(0),
+        wait_timer_deferred: AtomicU64::new(0),
         time_base: setup.time_base,
         late: AtomicBool::new(false),
         pinned: AtomicU64::new(u64::MAX),
         hidden: AtomicU64::new(0),
         hide: setup.time_base == TimeBase::Virtual && setup.vcpus == 1,
+        hold_hiding: setup.time_base == TimeBase::Virtual && setup.vcpus > 1,
+        hold: Mutex::new(HoldSpan::new(setup.vcpus as u32)),
         saved_cntv: AtomicU64::new(0),
         charge: AtomicU64::new(0),
         late_freezes: AtomicU64::new(0),
         held_sleep_ticks: AtomicU64::new(0),
         held_sleeps: AtomicU64::new(0),
+        sleep_ticks: [const { [const { AtomicU64::new(0) }; SLEEP_KINDS] }; MAX_CPUS],
         gicd_base: platform.gicd_base,
         waits: (0..setup.vcpus)
             .map(|_| VcpuWait {
@@ -549,13 +582,21 @@ impl Pager {
 
     fn wait_parked(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
         let wait = &self.waits[vcpu];
+        // Held for a late request (the drain's polls included: see `HoldSpan`).
+        let mut held = false;
         loop {
             gic::drain(|intid| {
                 if !self.handle_interrupt(intid) {
                     on_interrupt(intid)
                 }
             });
-            match wait.state.load(Ordering::Acquire) {
+            let state = wait.state.load(Ordering::Acquire);
+            let late = self.is_late();
+            if held && (!late || state != WaitState::Waiting as u8) {
+                self.leave_held();
+                held = false;
+            }
+            match state {
                 s if s == WaitState::Resume as u8 => {
                     wait.state.store(WaitState::Running as u8, Ordering::Relaxed);
                     return Resolution::Retry;
@@ -565,13 +606,21 @@ impl Pager {
                     return Resolution::Abort;
                 }
                 // A kick (a completion processed elsewhere), the disk or the timer wakes us.
-                _ if self.is_late() => self.frozen_wfi(),
+                _ if late => {
+                    if !held {
+                        self.enter_held();
+                        held = true;
+                    }
+                    self.frozen_wfi()
+                }
                 _ => {
                     // Model time runs on while the CPU sleeps, and the vCPU's virtual timer
                     // counts it.
                     self.close_window();
                     self.arm_wait_timer();
-                    arch::wait_for_interrupt()
+                    let before = clock::now();
+                    arch::wait_for_interrupt();
+                    self.count_sleep(SLEEP_WAIT, clock::now().saturating_sub(before).0);
                 }
             }
         }
@@ -589,7 +638,12 @@ impl Pager {
         let poll = Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US));
         let due = self.earliest_due.load(Ordering::Acquire);
         let due = (due != u64::MAX).then_some(due);
-        let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), self.time_base);
+        // (The flag is read after this CPU's own poll attempt, in `wait_parked`'s drain.)
+        let owed = self.poll_wanted.load(Ordering::Relaxed);
+        let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), owed, self.time_base);
+        if at.is_none() && !self.is_late() {
+            self.wait_timer_deferred.fetch_add(1, Ordering::Relaxed);
+        }
         self.set_timer(at.map(Ticks));
     }
 
@@ -626,6 +680,15 @@ impl Pager {
     /// what the device had finished, cost the guest no time, and a late device none either.
     /// The guest sees every completion at the model time its poll started.
     pub fn close_window(&self) {
+        if self.hold_hiding {
+            // Several vCPUs: the guest's counter leaves out the spans hidden meanwhile.
+            let hidden = self.hidden.load(Ordering::Acquire);
+            if CNTVOFF_EL2.get() != hidden {
+                CNTVOFF_EL2.set(hidden);
+                arch::isb();
+            }
+            return;
+        }
         if !self.hide || self.is_late() {
             return;
         }
@@ -654,6 +717,37 @@ impl Pager {
         self.set_timer((due != u64::MAX).then_some(Ticks(due)));
     }
 
+    /// With several vCPUs in virtual time: this CPU is held for a late request (it runs no
+    /// guest instruction until [`Self::leave_held`]). When every CPU that runs a vCPU is, a
+    /// span of hidden time starts ([`HoldSpan`]).
+    fn enter_held(&self) {
+        if !self.hold_hiding {
+            return;
+        }
+        if self.hold.lock().enter(clock::now().0) {
+            // Completions charged from here on are the span's: they cost the same in every
+            // run, so they are not hidden (see `leave_held`).
+            self.charge.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// This CPU is no longer held ([`Self::enter_held`]): a span of hidden time ends; model
+    /// time and the guests' counters leave out its ticks, less what the completions processed
+    /// in it cost.
+    fn leave_held(&self) {
+        if !self.hold_hiding {
+            return;
+        }
+        let hide = self.hold.lock().leave(clock::now().0, || self.charge.swap(0, Ordering::Relaxed));
+        self.hidden.fetch_add(hide, Ordering::AcqRel);
+    }
+
+    fn count_sleep(&self, kind: usize, ticks: u64) {
+        if let Some(cpu) = self.sleep_ticks.get(arch::cpu_index()) {
+            cpu[kind].fetch_add(ticks, Ordering::Relaxed);
+        }
+    }
+
     /// Virtual time only: whether a request is late and time is held.
     pub fn is_late(&self) -> bool {
         self.late.load(Ordering::Acquire)
@@ -669,7 +763,9 @@ impl Pager {
         clock::set_el2_timer(None);
         let before = clock::now();
         arch::wait_for_interrupt();
-        self.held_sleep_ticks.fetch_add(clock::now().saturating_sub(before).0, Ordering::Relaxed);
+        let slept = clock::now().saturating_sub(before).0;
+        self.held_sleep_ticks.fetch_add(slept, Ordering::Relaxed);
+        self.count_sleep(SLEEP_HELD, slept);
         self.held_sleeps.fetch_add(1, Ordering::Relaxed);
         CNTV_CTL_EL0.set(cntv);
         arch::isb();
@@ -684,6 +780,7 @@ impl Pager {
             return;
         }
         let saved = vgic::park();
+        self.enter_held();
         while self.is_late() {
             self.frozen_wfi();
             gic::drain(|intid| {
@@ -692,13 +789,16 @@ impl Pager {
                 }
             });
         }
+        self.leave_held();
         vgic::unpark(saved);
     }
 
     /// An idle CPU (its vCPU off) sleeps: with no timer armed while a request is late.
     pub fn idle_wfi(&self) {
         if self.is_late() {
+            self.enter_held();
             self.frozen_wfi();
+            self.leave_held();
         } else {
             self.close_window();
             arch::wait_for_interrupt();
@@ -741,7 +841,7 @@ impl Pager {
                 if let Some(locked) = self.locked.try_lock() {
                     return PagerGuard { pager: self, locked: Some(locked) };
                 }
-                core::hint::spin_loop();
+                arch::spin_hint();
             }
             // Announce the sleep, then look once more: with the releaser's fence between its
             // unlock and its read of the sleepers, it sees this bit or this `try_lock` sees the
@@ -753,7 +853,9 @@ impl Pager {
             }
             // A listed virtual interrupt would end `wfi` at once (see `vgic::park`).
             let saved = vgic::park();
+            let before = clock::now();
             self.idle_wfi();
+            self.count_sleep(SLEEP_LOCK, clock::now().saturating_sub(before).0);
             vgic::unpark(saved);
             self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
             gic::drain(|intid| {
@@ -777,6 +879,7 @@ impl Pager {
                 return;
             }
             let Some(mut locked) = self.locked.try_lock() else {
+                self.poll_contended.fetch_add(1, Ordering::Relaxed);
                 return;
             };
             self.poll_wanted.store(false, Ordering::Relaxed);
@@ -826,8 +929,9 @@ impl Pager {
         }
         if count > 0 {
             if let Some(apf) = &crate::vm::get().apf {
-                // Posting page_ready costs the same in every run: charged (`close_window`).
-                let started = self.hide.then(clock::now);
+                // Posting page_ready costs the same in every run: charged (`close_window`,
+                // `leave_held`).
+                let started = (self.hide || self.hold_hiding).then(clock::now);
                 for &waiter in &apf_done[..count] {
                     apf.completed(crate::vm::get(), self, waiter);
                 }
@@ -874,8 +978,8 @@ impl Pager {
         disk.report_due(now, completions);
         for completion in completions.drain(..) {
             // What one completion costs is the same in every run: it is charged to model time
-            // (see `close_window`), unlike the rest of the poll.
-            let started = self.hide.then(clock::now);
+            // (see `close_window` and `leave_held`), unlike the rest of the poll.
+            let started = (self.hide || self.hold_hiding).then(clock::now);
             'one: {
                 let took = now.saturating_sub(completion.submitted);
                 requests.record(took.as_nanos());
@@ -956,6 +1060,9 @@ impl Pager {
                 if late && !was_late {
                     // Hold model time here until the device has finished: every CPU sleeps
                     // with no timer armed, the disk's interrupt ends it.
+                    if self.hold_hiding {
+                        self.hold.lock().set_late(true, clock::now().0, || 0);
+                    }
                     self.late.store(true, Ordering::Release);
                     self.late_freezes.fetch_add(1, Ordering::Relaxed);
                     gic::set_spi_enabled(self.gicd_base, self.disk_intid, true);
@@ -964,6 +1071,12 @@ impl Pager {
                     // The device caught up: the disk's interrupt is no longer wanted, and time
                     // runs on (with `hide`, from where it was held, at `close_window`).
                     gic::set_spi_enabled(self.gicd_base, self.disk_intid, false);
+                    if self.hold_hiding {
+                        // Hidden first, so that model time resumes where the span began.
+                        let hide =
+                            self.hold.lock().set_late(false, clock::now().0, || self.charge.swap(0, Ordering::Relaxed));
+                        self.hidden.fetch_add(hide, Ordering::AcqRel);
+                    }
                     if !self.hide {
                         self.pinned.store(u64::MAX, Ordering::Release);
                     }
@@ -1024,7 +1137,7 @@ impl Pager {
              \"zero_fills\":{},\"clean_drops\":{},\"dirty_writebacks\":{},\"io_errors\":{},\"retries\":{},\
              \"shared_fetches\":{},\"failed_reads\":{},\"failed_writes\":{},\"aborts\":{},\"upgrades\":{},\"writeback_waits\":{},\
              \"frame_waits\":{},\"blocking_faults\":{},\"access_flag_faults\":{},\"scans\":{},\"device_irqs\":{},\
-             \"timer_irqs\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
+             \"timer_irqs\":{},\"poll_contended\":{},\"wait_timer_deferred\":{},\"time_base\":\"{}\",\"device_late_freezes\":{},\"hidden_us\":{},\"held_sleeps\":{},\"held_sleep_us\":{},\"engine_refusals\":{},\"other_faults\":{},\"fault_stall_us_mean\":{:.1},\"fault_stall_us_p99\":{:.1},\
              \"fault_stall_us_max\":{:.1},\"request_us_mean\":{:.1},\"request_us_p99\":{:.1},\"read_latency_ewma_us\":{},\"unreadable_pages\":{},\
              \"unreadable\":[",
             self.guest_mib,
@@ -1049,6 +1162,8 @@ impl Pager {
             locked.scans,
             self.device_irqs.load(Ordering::Relaxed),
             self.timer_irqs.load(Ordering::Relaxed),
+            self.poll_contended.load(Ordering::Relaxed),
+            self.wait_timer_deferred.load(Ordering::Relaxed),
             match self.time_base {
                 TimeBase::Host => "host",
                 TimeBase::Virtual => "virtual",
@@ -1070,6 +1185,18 @@ impl Pager {
         // The first few unreadable pages (guest page n is disk slot n).
         for (i, page) in locked.engine.unreadable().take(UNREADABLE_LISTED).enumerate() {
             write!(out, "{}{}", if i == 0 { "" } else { "," }, page.0)?;
+        }
+        out.write_str("],\"sleep_us_by_cpu\":[")?;
+        for (i, cpu) in self.sleep_ticks.iter().take(self.waits.len()).enumerate() {
+            let us = |kind: usize| Ticks(cpu[kind].load(Ordering::Relaxed)).as_micros();
+            write!(
+                out,
+                "{}{{\"wait\":{},\"held\":{},\"lock\":{}}}",
+                if i == 0 { "" } else { "," },
+                us(SLEEP_WAIT),
+                us(SLEEP_HELD),
+                us(SLEEP_LOCK)
+            )?;
         }
         out.write_str("]}")
     }

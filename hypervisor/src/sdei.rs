@@ -9,11 +9,11 @@
 //! stays pending in [`Dispatcher::signalled`]; one nobody registered for is dropped, as in
 //! Arm's reference dispatcher.
 
+use crate::sync::Mutex;
 use aarch64_cpu::registers::{Writeable, ELR_EL1, SPSR_EL1};
 use asyncpf_contract::sdei as abi;
 use asyncpf_core::hypercall::Verdict;
 use asyncpf_core::sdei::{Context, Entry, GuestState, PendingSignals, Refusal, Sdei, SdeiAnswer, SAVED_REGS};
-use spin::Mutex;
 
 use crate::arch::entry::GuestRegs;
 use crate::vm::Vm;

@@ -4,6 +4,7 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU8, Ordering};
 
+use crate::sync::Mutex;
 use asyncpf_core::fdt::GuestPlatform;
 use asyncpf_core::hypercall::Machine;
 pub use asyncpf_core::hypercall::PowerState;
@@ -11,7 +12,7 @@ use asyncpf_core::image::{self, ImageHeader};
 use asyncpf_core::latency::TimeBase;
 use asyncpf_core::options::HypOptions;
 use asyncpf_core::vgic::{Distributor, Redistributor};
-use spin::{Mutex, Once};
+use spin::Once;
 
 use crate::mm::{Ipa, PhysAddr, Stage2, PAGE_SIZE};
 use crate::platform::Platform;

@@ -173,8 +173,16 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
     if let Some(shift) = plan.icount {
         push(&["-icount", &format!("shift={shift},sleep=off")]);
     }
+    // Diagnostics only (e.g. a TCG plugin: tools/insnprof): words appended to every QEMU
+    // command line. Shown in the report's command line like the rest.
+    if let Ok(extra) = std::env::var(EXTRA_ARGS_ENV) {
+        argv.extend(extra.split_whitespace().map(String::from));
+    }
     argv
 }
+
+/// The environment variable whose words are appended to QEMU's command line (diagnostics).
+pub const EXTRA_ARGS_ENV: &str = "ASYNCPF_QEMU_ARGS";
 
 /// One string a shell would split back into `argv` (for logs and the JSON report).
 pub fn shell_join(argv: &[String]) -> String {

@@ -170,7 +170,7 @@ impl Bank {
     }
 
     /// Interrupts that may be forwarded: pending, enabled, Group 1, not active.
-    fn deliverable(&self) -> u32 {
+    pub(super) fn deliverable(&self) -> u32 {
         self.pending & self.enabled & self.group1 & !self.active
     }
 

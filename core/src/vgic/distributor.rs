@@ -224,11 +224,17 @@ impl Distributor {
         let mut best: Option<Pending> = None;
         let blocks = self.spis.iter().zip(self.routes.chunks(BANK as usize));
         for (i, (bank, routes)) in blocks.enumerate() {
-            let routed_here = routes
-                .iter()
-                .enumerate()
-                .filter(|(_, &route)| route == affinity)
-                .fold(0u32, |mask, (bit, _)| mask | 1 << bit);
+            // Every vCPU looks here at every guest entry: skip the routes of banks with
+            // nothing deliverable (almost always all of them).
+            let mut deliverable = bank.deliverable();
+            let mut routed_here = 0u32;
+            while deliverable != 0 {
+                let bit = deliverable.trailing_zeros();
+                deliverable &= deliverable - 1;
+                if routes.get(bit as usize) == Some(&affinity) {
+                    routed_here |= 1 << bit;
+                }
+            }
             let base = FIRST_SPI + BANK * i as u32;
             if let Some(candidate) = bank.best(routed_here, base) {
                 if best.is_none_or(|b| candidate.priority < b.priority) {

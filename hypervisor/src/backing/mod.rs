@@ -70,6 +70,9 @@ pub use clock::Ticks;
 use doorbell::DeferredNotify;
 pub use doorbell::DeviceRegisters;
 
+/// Descriptor tokens [`BackingStore::token_slots`] remembers (the virtqueue has 16).
+const TOKEN_SLOTS: usize = 64;
+
 /// Most requests outstanding (submitted and not yet reported) at once: the device's queue
 /// depth plus as many held until their latency deadline.
 pub const MAX_IN_FLIGHT: usize = 32;
@@ -266,6 +269,14 @@ pub struct BackingStore {
     requests: Box<[Request; MAX_IN_FLIGHT]>,
     in_flight: usize,
     at_device: usize,
+    /// Requests in `State::Queued` (accepted, not yet on the virtqueue): with none,
+    /// [`Self::start_queued`] does not scan the slots, which every lock release asks for.
+    queued: usize,
+    /// The slot of the request on the virtqueue under each descriptor token (a hint, checked
+    /// against the slot's state): completions find their slot without a search.
+    token_slots: [u8; TOKEN_SLOTS],
+    /// [`Self::earliest_due`], while known (`None`: a request was reported since; scan again).
+    earliest: Option<Option<Ticks>>,
     queue_depth: usize,
     latency: Ticks,
     capacity_pages: u64,
@@ -352,6 +363,9 @@ impl BackingStore {
             requests: Box::new(core::array::from_fn(|_| Request::free())),
             in_flight: 0,
             at_device: 0,
+            queued: 0,
+            token_slots: [u8::MAX; TOKEN_SLOTS],
+            earliest: Some(None),
             latency: Ticks::from_micros(latency_us),
             capacity_pages,
             base,
@@ -456,6 +470,7 @@ impl BackingStore {
         request.submitted = now;
         request.deadline = now.saturating_add(self.latency);
         request.state = State::Queued;
+        self.queued += 1;
         // In virtual time the request goes to the device at the next `take_finished`: what
         // that costs depends on the device's progress, and its caller can keep it out of
         // virtual time.
@@ -463,10 +478,15 @@ impl BackingStore {
             // SAFETY: the caller's contract.
             if let Err(error) = unsafe { self.start(index) } {
                 self.requests[index].state = State::Free;
+                self.queued -= 1;
                 return Err(error);
             }
         }
         self.in_flight += 1;
+        if let Some(earliest) = &mut self.earliest {
+            let deadline = self.requests[index].deadline;
+            *earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
+        }
         Ok(())
     }
 
@@ -498,6 +518,10 @@ impl BackingStore {
         };
         request.state = State::AtDevice { token };
         self.at_device += 1;
+        self.queued -= 1;
+        if let Some(hint) = self.token_slots.get_mut(usize::from(token)) {
+            *hint = index as u8;
+        }
         Ok(())
     }
 
@@ -505,11 +529,15 @@ impl BackingStore {
     /// deadline).
     fn take_used(&mut self) {
         while let Some(token) = self.blk.peek_used() {
-            let index = self
-                .requests
-                .iter()
-                .position(|r| r.state == State::AtDevice { token })
-                .unwrap_or_else(|| panic!("virtio-blk returned descriptor {token}, which holds no request"));
+            let hinted = self.token_slots.get(usize::from(token)).map(|&slot| usize::from(slot));
+            let index = match hinted {
+                Some(slot) if self.requests.get(slot).is_some_and(|r| r.state == State::AtDevice { token }) => slot,
+                _ => self
+                    .requests
+                    .iter()
+                    .position(|r| r.state == State::AtDevice { token })
+                    .unwrap_or_else(|| panic!("virtio-blk returned descriptor {token}, which holds no request")),
+            };
             let request = &mut self.requests[index];
             // SAFETY: the same header, frame and status as were queued under this token (the
             // slot records them), and the device has returned the chain (it is in the used ring).
@@ -527,7 +555,7 @@ impl BackingStore {
 
     /// Move queued requests to the device while it has room, earliest deadline first.
     fn start_queued(&mut self) {
-        while self.at_device < self.queue_depth {
+        while self.queued > 0 && self.at_device < self.queue_depth {
             let next = self
                 .requests
                 .iter()
@@ -573,16 +601,25 @@ impl BackingStore {
     /// reported never depends on the host.
     pub fn report_due(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
         let in_order = self.time_base == TimeBase::Virtual;
-        loop {
-            let due = self
-                .requests
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.deadline <= now)
-                .filter(|(_, r)| if in_order { r.state != State::Free } else { matches!(r.state, State::Held { .. }) })
-                .min_by_key(|(_, r)| r.deadline)
-                .map(|(i, _)| i);
-            let Some(index) = due else { break };
+        if self.in_flight == 0 {
+            return;
+        }
+        // One pass over the slots (this runs at every poll): the candidates, earliest deadline
+        // first, ties by slot.
+        let mut due = [0u8; MAX_IN_FLIGHT];
+        let mut count = 0;
+        for (index, r) in self.requests.iter().enumerate() {
+            let candidate = r.deadline <= now
+                && if in_order { r.state != State::Free } else { matches!(r.state, State::Held { .. }) };
+            if candidate {
+                due[count] = index as u8;
+                count += 1;
+            }
+        }
+        let due = &mut due[..count];
+        due.sort_unstable_by_key(|&index| (self.requests[usize::from(index)].deadline, index));
+        for &index in due.iter() {
+            let index = usize::from(index);
             if !matches!(self.requests[index].state, State::Held { .. }) {
                 break;
             }
@@ -590,6 +627,7 @@ impl BackingStore {
             let State::Held { result } = request.state else { unreachable!("filtered on Held") };
             request.state = State::Free;
             self.in_flight -= 1;
+            self.earliest = None;
             out.extend(core::iter::once(Completion {
                 tag: request.tag,
                 op: request.op,
@@ -608,8 +646,13 @@ impl BackingStore {
 
     /// The earliest latency deadline of any outstanding request, finished or still at the
     /// device: the earliest time a completion can be reported.
-    pub fn earliest_due(&self) -> Option<Ticks> {
-        self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min()
+    pub fn earliest_due(&mut self) -> Option<Ticks> {
+        if let Some(earliest) = self.earliest {
+            return earliest;
+        }
+        let earliest = self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min();
+        self.earliest = Some(earliest);
+        earliest
     }
 
     /// After [`Self::poll_completions`] at `now`: when to fire the EL2 timer, and whether a
