@@ -1,5 +1,5 @@
 //! MPIDR_EL1 affinity fields (Arm ARM D23.2 "MPIDR_EL1"), the processor identity that device
-//! tree `cpu` nodes, GICD_IROUTER<n> and GICR_TYPER all express in their own layout.
+//! tree `cpu` nodes, `GICD_IROUTER<n>` and GICR_TYPER all express in their own layout.
 //!
 //! An *affinity* in this crate is an MPIDR_EL1 value reduced to its four affinity fields, in
 //! MPIDR's own layout: Aff3 in bits 39:32, Aff2 in 23:16, Aff1 in 15:8, Aff0 in 7:0. GICD_IROUTER

@@ -5,7 +5,7 @@
 //! itself, as it is given the timers: nothing traps (MDCR_EL2.TPM and TPMCR clear), every event
 //! counter is the guest's (MDCR_EL2.HPMN = PMCR_EL0.N, so the guest reads the hardware's N),
 //! and nothing counts while the CPU is at EL2, whatever the guest writes to the filters
-//! (PMEVTYPER<n>_EL0.NSH and PMCCFILTR_EL0.NSH ask for EL2 to be counted):
+//! (`PMEVTYPER<n>_EL0.NSH` and PMCCFILTR_EL0.NSH ask for EL2 to be counted):
 //! * MDCR_EL2.HPMD (FEAT_PMUv3p1) prohibits the event counters below HPMN from counting at EL2,
 //!   and the cycle counter too while PMCR_EL0.DP is set;
 //! * MDCR_EL2.HCCD (FEAT_PMUv3p5) prohibits the cycle counter at EL2 whatever PMCR_EL0.DP says.

@@ -28,7 +28,7 @@ const SDEI_FIRST: u32 = 0x20;
 const SDEI_LAST: u32 = 0x3F;
 
 /// True if the call may be made with arbitrary arguments. Only `w0` selects the function
-/// (SMCCC ignores x0[63:32]); reserved bits 23:16 are ignored here on purpose, so a lax
+/// (SMCCC ignores `x0[63:32]`); reserved bits 23:16 are ignored here on purpose, so a lax
 /// implementation that masks them cannot turn a "harmless" ID into a power-off.
 pub fn is_allowed(function_id: u32) -> bool {
     if smccc::owner(function_id) != smccc::OWNER_STANDARD {

@@ -162,7 +162,7 @@ pub struct RunArgs {
     /// Scenario the asyncpf guest runs (guest command line `scenario=NAME`), e.g. smp, ipi,
     /// overcommit. Without --scenario (and without --guest-kernel), `run` compares asynchronous
     /// with synchronous page faults on the overcommit workload (three runs, defaults in
-    /// [brackets] below; it refuses --pcpus, --guest-cmdline, --bare, --backing-selftest,
+    /// \[brackets\] below; it refuses --pcpus, --guest-cmdline, --bare, --backing-selftest,
     /// --inject-*).
     // `smp` is what `validate` plans when --scenario is absent; `main` sends that case to the
     // comparison instead (unless --guest-kernel is given), telling it apart with `Given`.

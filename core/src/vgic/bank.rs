@@ -1,5 +1,5 @@
 //! The state of 32 consecutive INTIDs and the banked interrupt registers over it: the layout
-//! that GICD_IGROUPR<n>..GICD_ICFGR<n> (IHI 0069 12.9) and GICR_IGROUPR0..GICR_ICFGR1
+//! that `GICD_IGROUPR<n>`..`GICD_ICFGR<n>` (IHI 0069 12.9) and GICR_IGROUPR0..GICR_ICFGR1
 //! (IHI 0069 12.11) share. A register block n covers INTIDs 32n..32n+31.
 
 use super::regs::{gicd, icfgr};
@@ -28,7 +28,7 @@ pub(super) enum BankReg {
     Bitmap(Bitmap, u64),
     /// IPRIORITYR byte for `intid` (the access may cover more bytes).
     Priority { intid: u64 },
-    /// ICFGR<n>: 16 interrupts, INTIDs 16n..16n+15.
+    /// `ICFGR<n>`: 16 interrupts, INTIDs 16n..16n+15.
     Config(u64),
 }
 

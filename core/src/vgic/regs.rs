@@ -19,23 +19,23 @@ pub mod gicd {
     pub const IPRIORITYR: u64 = 0x0400;
     /// End (exclusive) of the IPRIORITYR block.
     pub const IPRIORITYR_END: u64 = 0x0800;
-    /// GICD_ITARGETSR<n>: RAZ/WI when affinity routing is enabled.
+    /// `GICD_ITARGETSR<n>`: RAZ/WI when affinity routing is enabled.
     pub const ITARGETSR: u64 = 0x0800;
     pub const ITARGETSR_END: u64 = 0x0c00;
     pub const ICFGR: u64 = 0x0c00;
     pub const ICFGR_END: u64 = 0x0d00;
-    /// GICD_IGRPMODR<n>: RAZ/WI with a single Security state (GICD_CTLR.DS == 1).
+    /// `GICD_IGRPMODR<n>`: RAZ/WI with a single Security state (GICD_CTLR.DS == 1).
     pub const IGRPMODR: u64 = 0x0d00;
     pub const IGRPMODR_END: u64 = 0x0d80;
-    /// GICD_NSACR<n>: RAZ/WI with a single Security state.
+    /// `GICD_NSACR<n>`: RAZ/WI with a single Security state.
     pub const NSACR: u64 = 0x0e00;
     pub const NSACR_END: u64 = 0x0f00;
     /// GICD_SGIR: WI when affinity routing is enabled.
     pub const SGIR: u64 = 0x0f00;
-    /// GICD_CPENDSGIR<n> and GICD_SPENDSGIR<n>: RAZ/WI when affinity routing is enabled.
+    /// `GICD_CPENDSGIR<n>` and `GICD_SPENDSGIR<n>`: RAZ/WI when affinity routing is enabled.
     pub const CPENDSGIR: u64 = 0x0f10;
     pub const SPENDSGIR_END: u64 = 0x0f30;
-    /// GICD_IROUTER<n>, 64 bits per INTID, n = 32..=1019 (offsets below 0x6100 are reserved).
+    /// `GICD_IROUTER<n>`, 64 bits per INTID, n = 32..=1019 (offsets below 0x6100 are reserved).
     pub const IROUTER: u64 = 0x6000;
     pub const IROUTER_END: u64 = 0x8000;
     /// Peripheral ID register 2: ArchRev in bits 7:4.
@@ -105,7 +105,7 @@ pub mod pidr2 {
     pub const ARCH_REV_GICV3: u32 = 3;
 }
 
-/// GICD_IROUTER<n> fields (IHI 0069 12.9.22).
+/// `GICD_IROUTER<n>` fields (IHI 0069 12.9.22).
 pub mod irouter {
     /// Interrupt_Routing_Mode (bit 31): RAZ/WI here because GICD_TYPER.No1N is 1.
     pub const IRM: u64 = 1 << 31;
@@ -130,8 +130,8 @@ pub mod waker {
     pub const CHILDREN_ASLEEP: u32 = 1 << 2;
 }
 
-/// GICD_ICFGR<n> / GICR_ICFGR<n>: two bits per interrupt, Int_config[1] (the odd bit) is
-/// 1 for edge-triggered; Int_config[0] is RES0.
+/// `GICD_ICFGR<n>` / `GICR_ICFGR<n>`: two bits per interrupt, `Int_config[1]` (the odd bit) is
+/// 1 for edge-triggered; `Int_config[0]` is RES0.
 pub mod icfgr {
     /// The edge bit of every interrupt in one register.
     pub const EDGE_BITS: u32 = 0xaaaa_aaaa;
