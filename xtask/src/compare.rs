@@ -869,7 +869,7 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
     }
     println!(
         "compare: the sweep over L, T and vCPUs (this comparison at every point) is plotted in {}/{}.svg (README, \
-         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (16 min on 2 host cores)",
+         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (about 8 min on 2 host cores)",
         sweep::COMMITTED_DIR,
         sweep::NAME,
         sweep::COMMITTED_DIR
