@@ -115,24 +115,13 @@ pub struct CompareRun {
 /// A validated comparison: its settings and the plans of its three runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComparePlan {
-    pub vcpus: u32,
-    pub cpu: String,
-    pub guest_mib: u32,
-    /// R of the synchronous and asynchronous runs (the reference has G).
-    pub resident_mib: u32,
-    pub latency_us: u64,
-    pub icount: u32,
-    pub seed: u64,
-    pub timeout_secs: u64,
+    /// What the three runs share.
+    pub params: Params,
     /// `--json FILE`: a copy of the document, besides the one under target/xtask/compare/.
     pub json: Option<PathBuf>,
     /// No progress lines.
     pub quiet: bool,
     pub no_build: bool,
-    /// `--host-load`: busy processes beside QEMU during each run.
-    pub host_load: u32,
-    /// `--tasks`: the workload's tasks per vCPU.
-    pub tasks: u32,
     /// In [`Mode::ALL`] order.
     pub runs: Vec<CompareRun>,
 }
@@ -190,23 +179,7 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
         host_load: args.host_load,
     };
     let runs = plan_runs(&params)?;
-    let Params { vcpus, guest_mib, resident_mib, latency_us, icount, tasks, .. } = params;
-    Ok(ComparePlan {
-        tasks,
-        vcpus,
-        cpu: args.cpu.clone(),
-        guest_mib,
-        resident_mib,
-        latency_us,
-        icount,
-        seed: args.seed,
-        timeout_secs: args.timeout,
-        json: args.json.clone(),
-        quiet: args.quiet,
-        no_build: args.no_build,
-        host_load: args.host_load,
-        runs,
-    })
+    Ok(ComparePlan { params, json: args.json.clone(), quiet: args.quiet, no_build: args.no_build, runs })
 }
 
 /// What one comparison runs with: its three runs differ only in R and `apf`.
@@ -588,26 +561,26 @@ impl Settings {
         Settings {
             scenario: SCENARIO,
             qemu_version: qemu_version.to_string(),
-            icount_shift: plan.icount,
-            ns_per_instruction: 1 << plan.icount,
-            cpu: plan.cpu.clone(),
-            vcpus: plan.vcpus,
-            pcpus: plan.vcpus,
-            guest_mib: plan.guest_mib,
-            resident_mib: plan.resident_mib,
-            reference_resident_mib: plan.guest_mib,
-            backing_latency_us: plan.latency_us,
+            icount_shift: plan.params.icount,
+            ns_per_instruction: 1 << plan.params.icount,
+            cpu: plan.params.cpu.clone(),
+            vcpus: plan.params.vcpus,
+            pcpus: plan.params.vcpus,
+            guest_mib: plan.params.guest_mib,
+            resident_mib: plan.params.resident_mib,
+            reference_resident_mib: plan.params.guest_mib,
+            backing_latency_us: plan.params.latency_us,
             latency_model: LATENCY_MODEL,
-            seed: plan.seed,
-            timeout_secs: plan.timeout_secs,
-            host_load: plan.host_load,
-            tasks_per_vcpu: plan.tasks,
+            seed: plan.params.seed,
+            timeout_secs: plan.params.timeout_secs,
+            host_load: plan.params.host_load,
+            tasks_per_vcpu: plan.params.tasks,
             runs: plan
                 .runs
                 .iter()
                 .map(|r| RunSettings {
                     run: r.mode,
-                    resident_mib: r.plan.resident_mib.unwrap_or(plan.guest_mib),
+                    resident_mib: r.plan.resident_mib.unwrap_or(plan.params.guest_mib),
                     guest_cmdline: r.plan.guest_cmdline.clone().unwrap_or_default(),
                 })
                 .collect(),
@@ -759,13 +732,13 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
     let report_dir = compare_dir(root).join("runs");
     let mut reports = Vec::new();
     for (i, r) in plan.runs.iter().enumerate() {
-        let resident_mib = r.plan.resident_mib.unwrap_or(plan.guest_mib);
+        let resident_mib = r.plan.resident_mib.unwrap_or(plan.params.guest_mib);
         let what = format!(
             "[{}/{}] {}: {SCENARIO}, G = {} MiB, R = {resident_mib} MiB, {}",
             i + 1,
             plan.runs.len(),
             r.mode.name(),
-            plan.guest_mib,
+            plan.params.guest_mib,
             r.plan.guest_cmdline.as_deref().unwrap_or("")
         );
         if !plan.quiet {
@@ -784,11 +757,17 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
     let rows: Vec<Row> = reports
         .iter()
         .map(|(r, report)| {
-            Row::from_report(r.mode, plan.latency_us, r.plan.resident_mib.unwrap_or(plan.guest_mib), report)
+            Row::from_report(
+                r.mode,
+                plan.params.latency_us,
+                r.plan.resident_mib.unwrap_or(plan.params.guest_mib),
+                report,
+            )
         })
         .collect();
-    let comparison = Comparison::of(&rows, plan.tasks);
-    let failures: Vec<String> = reports.iter().flat_map(|(r, report)| check_run(r.mode, plan.vcpus, report)).collect();
+    let comparison = Comparison::of(&rows, plan.params.tasks);
+    let failures: Vec<String> =
+        reports.iter().flat_map(|(r, report)| check_run(r.mode, plan.params.vcpus, report)).collect();
     let ok = failures.is_empty();
     let wall_seconds = round_to(start.elapsed().as_secs_f64(), 1);
     let report_of = |mode: Mode| reports.iter().find(|(r, _)| r.mode == mode).map_or(&Value::Null, |(_, v)| v);
@@ -835,7 +814,7 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         show(rows.iter().find(|r| r.run == Mode::Asynchronous).and_then(|r| r.async_faults)),
         comparison.exits_per_async_fault.map_or("- (most faults waited: see sync_reasons)".into(), |v| format!("{v:.2}")),
     );
-    let ns_per_instruction = 1u64 << plan.icount;
+    let ns_per_instruction = 1u64 << plan.params.icount;
     match (comparison.hyp_us_per_async_fault, comparison.hyp_us_per_async_fault_parts) {
         (Some(total), Some([fault, answer, interrupt])) => println!(
             "compare:   hypervisor's own time per async fault = {total:.2} us (about {:.0} of its instructions at {} ns \
@@ -916,8 +895,14 @@ mod tests {
     #[test]
     fn default_plan() {
         let p = plan_of(&[]).unwrap();
-        assert_eq!((p.vcpus, p.guest_mib, p.resident_mib, p.latency_us, p.icount), (1, 64, 12, 1000, 3));
-        assert_eq!((p.seed, p.cpu.as_str(), p.timeout_secs, p.json.as_ref()), (1, "max", 120, None));
+        assert_eq!(
+            (p.params.vcpus, p.params.guest_mib, p.params.resident_mib, p.params.latency_us, p.params.icount),
+            (1, 64, 12, 1000, 3)
+        );
+        assert_eq!(
+            (p.params.seed, p.params.cpu.as_str(), p.params.timeout_secs, p.json.as_ref()),
+            (1, "max", 120, None)
+        );
         assert!(!p.quiet && !p.no_build);
         let modes: Vec<Mode> = p.runs.iter().map(|r| r.mode).collect();
         assert_eq!(modes, Mode::ALL);
@@ -941,14 +926,14 @@ mod tests {
         );
         assert!(r.quiet && !r.bare && r.json.is_none() && r.guest_kernel.is_none());
         assert_eq!(p.runs[0].plan.resident_mib, Some(64), "the reference run has R = G");
-        assert_eq!(p.host_load, 0);
+        assert_eq!(p.params.host_load, 0);
         assert!(p.runs.iter().all(|r| r.plan.host_load == 0));
     }
 
     #[test]
     fn host_load_goes_to_every_run_and_the_settings() {
         let p = plan_of(&["--host-load", "2"]).unwrap();
-        assert_eq!(p.host_load, 2);
+        assert_eq!(p.params.host_load, 2);
         assert!(p.runs.iter().all(|r| r.plan.host_load == 2));
         let settings = Settings::new(&p, "QEMU 10");
         assert_eq!(settings.host_load, 2);
@@ -981,8 +966,11 @@ mod tests {
             "--no-build",
         ])
         .unwrap();
-        assert_eq!((p.vcpus, p.guest_mib, p.resident_mib, p.latency_us, p.icount), (2, 128, 32, 200, 4));
-        assert_eq!((p.seed, p.cpu.as_str(), p.timeout_secs), (9, "a64fx", 60));
+        assert_eq!(
+            (p.params.vcpus, p.params.guest_mib, p.params.resident_mib, p.params.latency_us, p.params.icount),
+            (2, 128, 32, 200, 4)
+        );
+        assert_eq!((p.params.seed, p.params.cpu.as_str(), p.params.timeout_secs), (9, "a64fx", 60));
         assert_eq!(p.json.as_deref(), Some(Path::new("c.json")));
         assert!(p.quiet && p.no_build);
         let extra = ["--seed", "9", "--cpu", "a64fx", "--timeout", "60"];
@@ -1002,9 +990,9 @@ mod tests {
         // `run`'s own defaults are G = 128 and L = 50; given explicitly, they are not replaced
         // by the comparison's.
         let p = plan_of(&["--guest-mib", "128", "--backing-latency-us", "50"]).unwrap();
-        assert_eq!((p.guest_mib, p.latency_us), (128, 50));
+        assert_eq!((p.params.guest_mib, p.params.latency_us), (128, 50));
         let p = plan_of(&["--backing-latency-us", "0"]).unwrap();
-        assert_eq!((p.guest_mib, p.latency_us), (64, 0));
+        assert_eq!((p.params.guest_mib, p.params.latency_us), (64, 0));
     }
 
     #[test]

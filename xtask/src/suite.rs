@@ -1484,10 +1484,21 @@ fn lint(root: &Path) -> Result<String> {
     let clippy_runs = commands.len();
     // The host crates' documentation builds without a warning (broken links, stray HTML).
     let mut doc = Command::new(&cargo);
-    doc.args(["doc", "--no-deps", "-p", "asyncpf-contract", "-p", "asyncpf-core", "-p", "asyncpf-guest", "-p", "xtask"])
-        .env("RUSTDOCFLAGS", "-D warnings")
-        .current_dir(root)
-        .stdin(Stdio::null());
+    doc.args([
+        "doc",
+        "--no-deps",
+        "-p",
+        "asyncpf-contract",
+        "-p",
+        "asyncpf-core",
+        "-p",
+        "asyncpf-guest",
+        "-p",
+        "xtask",
+    ])
+    .env("RUSTDOCFLAGS", "-D warnings")
+    .current_dir(root)
+    .stdin(Stdio::null());
     commands.push(("cargo doc (RUSTDOCFLAGS=-D warnings)".into(), doc));
     for (what, mut cmd) in commands {
         let out = cmd
