@@ -16,6 +16,8 @@
 //! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
 //! * [`console`]: how a guest's console output is shown on the host console.
 //! * [`latency`]: the backing store's latency model in time (timers; holding virtual time).
+//! * [`disk`]: the backing disk's request table (slots, descriptor tokens, which requests are
+//!   due and in what order).
 //!
 //! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
 //! `aarch64-unknown-none` as well as for the host.
@@ -28,6 +30,7 @@ extern crate std;
 
 pub mod apf;
 pub mod console;
+pub mod disk;
 pub mod fdt;
 pub mod features;
 pub mod histogram;

@@ -15,8 +15,9 @@ use crate::sync::Mutex;
 use asyncpf_contract::apf as abi;
 use asyncpf_contract::smccc;
 use asyncpf_core::apf::cost::ParkOrWait;
+use asyncpf_core::apf::slots::{Completion, TokenSlots, WaiterIds, WaiterOf};
 use asyncpf_core::apf::{
-    validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status, Token,
+    validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status,
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -27,8 +28,9 @@ use crate::pager::{Pager, Stamp};
 use crate::vm::{PowerState, Vm};
 use crate::{arch, guest_diag};
 
-/// Tokens one vCPU may have in flight: one per engine waiter id the pager sets aside.
-const TOKENS_PER_VCPU: usize = crate::pager::APF_WAITERS_PER_VCPU;
+/// Tokens one vCPU may have in flight: one per token slot (engine waiter id the pager sets
+/// aside).
+const TOKENS_PER_VCPU: usize = asyncpf_core::apf::slots::SLOTS_PER_VCPU;
 /// Most 4 KiB pages a record spans: `record_bytes(2048)` = 6656 bytes, granule-aligned.
 const MAX_RECORD_PAGES: usize = 3;
 
@@ -40,8 +42,8 @@ struct VcpuApf {
     pinned: Vec<(usize, PhysAddr)>,
     /// Where the record starts in its first page.
     offset: u64,
-    /// Per engine waiter slot ([`crate::pager::apf_waiter`]).
-    slots: [Slot; TOKENS_PER_VCPU],
+    /// The engine waiter slots of its asynchronous faults ([`WaiterIds::slot`]).
+    slots: TokenSlots,
     /// The guest declined the last page_not_present: resolve the next fault synchronously
     /// (its retry of the same access would be declined again).
     sync_next: bool,
@@ -58,21 +60,6 @@ impl VcpuApf {
     }
 }
 
-/// An engine waiter slot of a vCPU's asynchronous faults.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Slot {
-    Free,
-    /// Reserved by [`Apf::prepare`]; the pager decides whether the fault blocks.
-    Reserved,
-    /// Reserved, and the page came back before [`Apf::deliver`] ran: the fault just retries.
-    Ready,
-    /// page_not_present delivered with this token: its completion posts page_ready.
-    InFlight(Token),
-    /// The fault blocked but could not be delivered (resolved synchronously): its completion
-    /// only frees the slot.
-    Orphan,
-}
-
 /// What [`Apf::deliver`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Delivery {
@@ -87,6 +74,8 @@ pub enum Delivery {
 /// The VM's asynchronous page faults.
 pub struct Apf {
     vcpus: Vec<Mutex<VcpuApf>>,
+    /// The engine waiter ids of the token slots.
+    ids: WaiterIds,
     layout: Layout,
     ram: Range<u64>,
     /// Why faults on vCPUs with APF enabled were not eligible for asynchronous delivery (see
@@ -159,6 +148,7 @@ impl Apf {
     /// `resident_pages` of host memory back it (for the APF_PIN quota).
     pub fn new(vcpus: usize, granule: u64, ram: Range<u64>, resident_pages: u64) -> Self {
         let layout = Layout::new(granule).expect("writeback_granule_bytes gives a valid granule");
+        let ids = WaiterIds::new(vcpus);
         let vcpus = (0..vcpus)
             .map(|v| {
                 let state = ApfVcpu::new(v as u16, TOKENS_PER_VCPU).expect("a limit in range");
@@ -166,7 +156,7 @@ impl Apf {
                     state,
                     pinned: Vec::with_capacity(MAX_RECORD_PAGES),
                     offset: 0,
-                    slots: [Slot::Free; TOKENS_PER_VCPU],
+                    slots: TokenSlots::new(),
                     sync_next: false,
                     park_or_wait: ParkOrWait::new(),
                     delivery_started: None,
@@ -175,6 +165,7 @@ impl Apf {
             .collect();
         Apf {
             vcpus,
+            ids,
             layout,
             ram,
             sync_reasons: [const { AtomicU64::new(0) }; SyncReason::COUNT],
@@ -373,12 +364,11 @@ impl Apf {
             }
             return None;
         }
-        let Some(slot) = apf.slots.iter().position(|&s| s == Slot::Free) else {
+        let Some(slot) = apf.slots.reserve() else {
             self.count_sync(SyncReason::AtLimit);
             return None;
         };
-        apf.slots[slot] = Slot::Reserved;
-        Some(crate::pager::apf_waiter(self.vcpus.len(), vcpu, slot))
+        Some(self.ids.slot(vcpu, slot))
     }
 
     /// The fault prepared with `waiter` blocked: start its token (the record's page_not_present
@@ -398,22 +388,21 @@ impl Apf {
     ) -> Delivery {
         let slot = self.slot_of(vcpu, waiter);
         let mut apf = self.vcpus[vcpu].lock();
-        if apf.slots[slot] == Slot::Ready {
+        if apf.slots.take_ready(slot) {
             // Another CPU completed the page between the fault and now: just retry.
-            apf.slots[slot] = Slot::Free;
             return Delivery::PageBack;
         }
         // `prepare` applied the park or wait rule; the averages may have moved since.
         let inputs = dispatch_inputs(vm, vcpu, regs.pstate, page_unreadable, false);
         let (state, mut mem) = apf.parts();
         let Ok(token) = state.start(inputs, address, &mut mem) else {
-            apf.slots[slot] = Slot::Orphan;
+            apf.slots.orphan(slot);
             apf.sync_next = true;
             return Delivery::Refused;
         };
         match vm.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
             Ok(()) => {
-                apf.slots[slot] = Slot::InFlight(token);
+                apf.slots.deliver(slot, token);
                 apf.delivery_started = Some(fault_at);
                 Delivery::Delivered
             }
@@ -424,7 +413,7 @@ impl Apf {
                     "vCPU {vcpu}: page_not_present refused by SDEI ({refusal:?}); resolving synchronously"
                 );
                 let _ = apf.state.decline(token);
-                apf.slots[slot] = Slot::Orphan;
+                apf.slots.orphan(slot);
                 apf.sync_next = true;
                 Delivery::Refused
             }
@@ -434,7 +423,7 @@ impl Apf {
     /// The fault prepared with `waiter` did not block (or was aborted): free its slot.
     pub fn release(&self, vcpu: usize, waiter: u32) {
         let slot = self.slot_of(vcpu, waiter);
-        self.vcpus[vcpu].lock().slots[slot] = Slot::Free;
+        self.vcpus[vcpu].lock().slots.release(slot);
     }
 
     /// The guest's page_not_present handler finished: with COMPLETE_AND_RESUME (`accepted`: its
@@ -463,25 +452,17 @@ impl Apf {
     /// The page of the asynchronous fault with engine waiter id `waiter` is back: post its
     /// page_ready (or hold it, or drop it if the guest declined) and free the slot.
     pub fn completed(&self, vm: &Vm, pager: &Pager, waiter: u32) {
-        let Some(vcpu) = (waiter as usize).checked_sub(self.vcpus.len()).map(|i| i / TOKENS_PER_VCPU) else {
+        let Some(WaiterOf::Slot { vcpu, slot }) = self.ids.decode(waiter) else {
             return;
         };
-        if vcpu >= self.vcpus.len() {
-            return;
-        }
-        let slot = self.slot_of(vcpu, waiter);
         let unpin = {
             let mut apf = self.vcpus[vcpu].lock();
-            let token = match apf.slots[slot] {
-                Slot::InFlight(token) => Some(token),
-                // Completed before `deliver` ran (on this vCPU's CPU): it will see this.
-                Slot::Reserved => {
-                    apf.slots[slot] = Slot::Ready;
-                    return;
-                }
-                Slot::Orphan | Slot::Ready | Slot::Free => None,
+            let token = match apf.slots.complete(slot) {
+                Completion::Token(token) => Some(token),
+                // Completed before `deliver` ran (on this vCPU's CPU): it will see the slot ready.
+                Completion::Early => return,
+                Completion::Nothing => None,
             };
-            apf.slots[slot] = Slot::Free;
             let (state, mut mem) = apf.parts();
             let posted = token.map_or(0, |token| state.complete(token, &mut mem).map_or(0, |d| d.posted));
             self.settle(vm, vcpu, &mut apf, posted)
@@ -515,8 +496,12 @@ impl Apf {
         self.sync_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The token slot that [`Self::prepare`] named `waiter` for `vcpu`.
     fn slot_of(&self, vcpu: usize, waiter: u32) -> usize {
-        waiter as usize - self.vcpus.len() - vcpu * TOKENS_PER_VCPU
+        match self.ids.decode(waiter) {
+            Some(WaiterOf::Slot { vcpu: owner, slot }) if owner == vcpu => slot,
+            other => panic!("apf: waiter {waiter} is not a token slot of vCPU {vcpu} ({other:?})"),
+        }
     }
 
     /// The `apf` result object: the counters summed over vCPUs.

@@ -58,6 +58,7 @@ use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
 use asyncpf_core::apf::cost::Ewma;
+use asyncpf_core::apf::slots::WaiterIds;
 use asyncpf_core::histogram::Histogram;
 use asyncpf_core::latency::{self, HoldSpan, TimeBase};
 use asyncpf_core::overcommit::{
@@ -236,19 +237,10 @@ pub struct Pager {
 
 static PAGER: Once<Pager> = Once::new();
 
-/// Engine waiter ids for asynchronous faults per vCPU (after the vCPUs' own ids): the tokens a
-/// vCPU may have in flight.
-pub const APF_WAITERS_PER_VCPU: usize = 16;
-
-/// Engine waiter ids: one per vCPU for its synchronous faults, then [`APF_WAITERS_PER_VCPU`]
-/// per vCPU for asynchronous ones ([`apf_waiter`]).
+/// Engine waiter ids: one per vCPU for its synchronous faults, then one per token slot of each
+/// vCPU's asynchronous ones ([`WaiterIds`]).
 fn waiter_count(vcpus: usize) -> u32 {
-    (vcpus * (1 + APF_WAITERS_PER_VCPU)) as u32
-}
-
-/// The engine waiter id of asynchronous-fault slot `slot` of vCPU `vcpu` among `vcpus`.
-pub fn apf_waiter(vcpus: usize, vcpu: usize, slot: usize) -> u32 {
-    (vcpus + vcpu * APF_WAITERS_PER_VCPU + slot) as u32
+    WaiterIds::new(vcpus).count()
 }
 
 /// The kinds of [`Pager::sleep_ticks`]: waiting for a page, held, waiting for the lock.
@@ -420,7 +412,7 @@ impl Pager {
     /// A stage-2 abort of `vcpu` (the caller's own) on guest RAM page `page`. If the CPU sleeps
     /// while it waits for the lock, `on_interrupt` gets the interrupts that are not the pager's.
     ///
-    /// `apf_waiter`: the fault is to be resolved asynchronously ([`apf_waiter`] names the
+    /// `apf_waiter`: the fault is to be resolved asynchronously ([`WaiterIds::slot`] names the
     /// token slot): if it blocks, the vCPU does not wait ([`Pager::wait`] is not called), and
     /// its completion goes to `vm.apf` instead of waking the vCPU.
     pub fn fault(

@@ -183,6 +183,7 @@
 pub mod cost;
 mod layout;
 mod ring;
+pub mod slots;
 mod vcpu;
 
 #[cfg(test)]

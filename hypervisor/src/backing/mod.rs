@@ -40,7 +40,10 @@
 //! far the device got: a request is accepted (its deadline runs) and waits in the store if the
 //! virtqueue is full, it reaches the device at the next [`BackingStore::take_finished`], and
 //! completions are reported strictly in deadline order; [`BackingStore::schedule`] says when
-//! the timer must fire and whether a request is late (`asyncpf_core::latency`).
+//! the timer must fire and whether a request is late (`asyncpf_core::latency`). Which request
+//! slot a submission takes, which queued request goes to the device next, which requests are
+//! due and in what order, and the earliest deadline are decided by `asyncpf_core::disk`'s
+//! `RequestTable`, model-tested on the host; this module applies them to the virtqueue.
 //!
 //! # Errors
 //! A request the device completes with a status other than OK (e.g. an I/O error injected with
@@ -59,6 +62,7 @@ use core::ptr::{read_volatile, NonNull};
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use aarch64_cpu::registers::{Readable, MPIDR_EL1};
+use asyncpf_core::disk::{RequestTable, State};
 use asyncpf_core::latency::{self, Outstanding, Schedule, TimeBase};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::transport::mmio::{MmioError, MmioTransport, VirtIOHeader};
@@ -69,9 +73,6 @@ use crate::platform::{Platform, VirtioMmioNode};
 pub use clock::Ticks;
 use doorbell::DeferredNotify;
 pub use doorbell::DeviceRegisters;
-
-/// Descriptor tokens [`BackingStore::token_slots`] remembers (the virtqueue has 16).
-const TOKEN_SLOTS: usize = 64;
 
 /// Most requests outstanding (submitted and not yet reported) at once: the device's queue
 /// depth plus as many held until their latency deadline.
@@ -214,35 +215,16 @@ pub struct Completion {
     pub submitted: Ticks,
 }
 
-/// Where a request is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    Free,
-    /// Accepted (its deadline runs) while the device's queue was full: it goes to the device as
-    /// soon as a slot frees ([`TimeBase::Virtual`] only; in host time such a request is refused
-    /// with [`Busy`]).
-    Queued,
-    /// Queued at the device under this virtqueue token.
-    AtDevice {
-        token: u16,
-    },
-    /// Completed by the device, waiting for its deadline.
-    Held {
-        result: Result<(), DeviceError>,
-    },
-}
-
-/// One request slot. `header` and `status` are read and written by the device while the request
+/// The device's side of one request slot (its state and deadline are in the
+/// [`RequestTable`]). `header` and `status` are read and written by the device while the request
 /// is at the device, so slots live in one boxed array that never moves.
 struct Request {
-    state: State,
     op: Op,
     /// Disk slot.
     slot: u64,
     tag: u64,
     frame: PhysAddr,
     submitted: Ticks,
-    deadline: Ticks,
     header: BlkReq,
     status: BlkResp,
 }
@@ -250,13 +232,11 @@ struct Request {
 impl Request {
     fn free() -> Self {
         Request {
-            state: State::Free,
             op: Op::Read,
             slot: 0,
             tag: 0,
             frame: PhysAddr(0),
             submitted: Ticks(0),
-            deadline: Ticks(0),
             header: BlkReq::default(),
             status: BlkResp::default(),
         }
@@ -267,16 +247,10 @@ impl Request {
 pub struct BackingStore {
     blk: Blk,
     requests: Box<[Request; MAX_IN_FLIGHT]>,
-    in_flight: usize,
-    at_device: usize,
-    /// Requests in `State::Queued` (accepted, not yet on the virtqueue): with none,
-    /// [`Self::start_queued`] does not scan the slots, which every lock release asks for.
-    queued: usize,
-    /// The slot of the request on the virtqueue under each descriptor token (a hint, checked
-    /// against the slot's state): completions find their slot without a search.
-    token_slots: [u8; TOKEN_SLOTS],
-    /// [`Self::earliest_due`], while known (`None`: a request was reported since; scan again).
-    earliest: Option<Option<Ticks>>,
+    /// Which request slots are free, queued (accepted, not yet on the virtqueue: in virtual
+    /// time while the device's queue is full), at the device under which descriptor token, or
+    /// finished and held until their deadline; their deadlines (`asyncpf_core::disk`).
+    table: RequestTable<Result<(), DeviceError>, MAX_IN_FLIGHT>,
     queue_depth: usize,
     latency: Ticks,
     capacity_pages: u64,
@@ -361,11 +335,7 @@ impl BackingStore {
             queue_depth: usize::from(blk.virt_queue_size()),
             blk,
             requests: Box::new(core::array::from_fn(|_| Request::free())),
-            in_flight: 0,
-            at_device: 0,
-            queued: 0,
-            token_slots: [u8::MAX; TOKEN_SLOTS],
-            earliest: Some(None),
+            table: RequestTable::new(),
             latency: Ticks::from_micros(latency_us),
             capacity_pages,
             base,
@@ -426,7 +396,7 @@ impl BackingStore {
 
     /// Requests submitted and not yet reported.
     pub fn in_flight(&self) -> usize {
-        self.in_flight
+        self.table.in_flight()
     }
 
     /// Queue a read of disk slot `slot` into the page at `frame`; `tag` comes back in its
@@ -458,34 +428,25 @@ impl BackingStore {
         assert!(frame.0.is_multiple_of(PAGE_SIZE), "frame {:#x} is not page-aligned", frame.0);
         let virtual_time = self.time_base == TimeBase::Virtual;
         // (In virtual time the device's state is not even looked at: it depends on the host.)
-        if !virtual_time && self.at_device == self.queue_depth {
+        if !virtual_time && self.table.at_device() == self.queue_depth {
             return Err(Busy);
         }
-        let index = self.requests.iter().position(|r| r.state == State::Free).ok_or(Busy)?;
+        let index = self.table.allocate(now.saturating_add(self.latency).0).ok_or(Busy)?;
         let request = &mut self.requests[index];
         request.op = op;
         request.slot = slot;
         request.tag = tag;
         request.frame = frame;
         request.submitted = now;
-        request.deadline = now.saturating_add(self.latency);
-        request.state = State::Queued;
-        self.queued += 1;
         // In virtual time the request goes to the device at the next `take_finished`: what
         // that costs depends on the device's progress, and its caller can keep it out of
         // virtual time.
         if !virtual_time {
             // SAFETY: the caller's contract.
             if let Err(error) = unsafe { self.start(index) } {
-                self.requests[index].state = State::Free;
-                self.queued -= 1;
+                self.table.unqueue(index);
                 return Err(error);
             }
-        }
-        self.in_flight += 1;
-        if let Some(earliest) = &mut self.earliest {
-            let deadline = self.requests[index].deadline;
-            *earliest = Some(earliest.map_or(deadline, |e| e.min(deadline)));
         }
         Ok(())
     }
@@ -496,8 +457,8 @@ impl BackingStore {
     /// The request's frame must be owned by it (the contract of `submit_*`) until its completion
     /// is reported.
     unsafe fn start(&mut self, index: usize) -> Result<(), Busy> {
+        debug_assert!(matches!(self.table.state(index), State::Queued));
         let request = &mut self.requests[index];
-        debug_assert_eq!(request.state, State::Queued);
         let (op, slot) = (request.op, request.slot);
         let sector = (slot * SECTORS_PER_PAGE) as usize;
         // SAFETY: the caller's contract keeps the frame to the device until the completion is
@@ -516,12 +477,7 @@ impl BackingStore {
             Err(virtio_drivers::Error::QueueFull) => return Err(Busy),
             Err(error) => panic!("virtio-blk: cannot queue a {op:?} of slot {slot}: {error}"),
         };
-        request.state = State::AtDevice { token };
-        self.at_device += 1;
-        self.queued -= 1;
-        if let Some(hint) = self.token_slots.get_mut(usize::from(token)) {
-            *hint = index as u8;
-        }
+        self.table.started(index, token);
         Ok(())
     }
 
@@ -529,15 +485,10 @@ impl BackingStore {
     /// deadline).
     fn take_used(&mut self) {
         while let Some(token) = self.blk.peek_used() {
-            let hinted = self.token_slots.get(usize::from(token)).map(|&slot| usize::from(slot));
-            let index = match hinted {
-                Some(slot) if self.requests.get(slot).is_some_and(|r| r.state == State::AtDevice { token }) => slot,
-                _ => self
-                    .requests
-                    .iter()
-                    .position(|r| r.state == State::AtDevice { token })
-                    .unwrap_or_else(|| panic!("virtio-blk returned descriptor {token}, which holds no request")),
-            };
+            let index = self
+                .table
+                .slot_of_token(token)
+                .unwrap_or_else(|| panic!("virtio-blk returned descriptor {token}, which holds no request"));
             let request = &mut self.requests[index];
             // SAFETY: the same header, frame and status as were queued under this token (the
             // slot records them), and the device has returned the chain (it is in the used ring).
@@ -548,22 +499,14 @@ impl BackingStore {
                     Op::Write => self.blk.complete_write_blocks(token, &request.header, data, &mut request.status),
                 }
             };
-            request.state = State::Held { result: result.map_err(DeviceError::from) };
-            self.at_device -= 1;
+            self.table.finished(index, result.map_err(DeviceError::from));
         }
     }
 
     /// Move queued requests to the device while it has room, earliest deadline first.
     fn start_queued(&mut self) {
-        while self.queued > 0 && self.at_device < self.queue_depth {
-            let next = self
-                .requests
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.state == State::Queued)
-                .min_by_key(|(_, r)| r.deadline)
-                .map(|(i, _)| i);
-            let Some(index) = next else { break };
+        while self.table.at_device() < self.queue_depth {
+            let Some(index) = self.table.next_queued() else { break };
             // SAFETY: a queued request was accepted by `submit`, under its caller's contract.
             if unsafe { self.start(index) }.is_err() {
                 break;
@@ -601,69 +544,36 @@ impl BackingStore {
     /// reported never depends on the host.
     pub fn report_due(&mut self, now: Ticks, out: &mut impl Extend<Completion>) {
         let in_order = self.time_base == TimeBase::Virtual;
-        if self.in_flight == 0 {
-            return;
-        }
-        // One pass over the slots (this runs at every poll): the candidates, earliest deadline
-        // first, ties by slot.
-        let mut due = [0u8; MAX_IN_FLIGHT];
-        let mut count = 0;
-        for (index, r) in self.requests.iter().enumerate() {
-            let candidate = r.deadline <= now
-                && if in_order { r.state != State::Free } else { matches!(r.state, State::Held { .. }) };
-            if candidate {
-                due[count] = index as u8;
-                count += 1;
-            }
-        }
-        let due = &mut due[..count];
-        due.sort_unstable_by_key(|&index| (self.requests[usize::from(index)].deadline, index));
-        for &index in due.iter() {
-            let index = usize::from(index);
-            if !matches!(self.requests[index].state, State::Held { .. }) {
-                break;
-            }
-            let request = &mut self.requests[index];
-            let State::Held { result } = request.state else { unreachable!("filtered on Held") };
-            request.state = State::Free;
-            self.in_flight -= 1;
-            self.earliest = None;
+        let requests = &self.requests;
+        self.table.report_due(now.0, in_order, |index, result| {
+            let request = &requests[index];
             out.extend(core::iter::once(Completion {
                 tag: request.tag,
                 op: request.op,
                 result,
                 submitted: request.submitted,
             }));
-        }
+        });
     }
 
     /// The earliest deadline of a request the device has finished but `poll_completions` has
     /// not reported yet: when to fire the EL2 timer. Requests still at the device are not
     /// counted; their interrupt comes first.
     pub fn next_deadline(&self) -> Option<Ticks> {
-        self.requests.iter().filter(|r| matches!(r.state, State::Held { .. })).map(|r| r.deadline).min()
+        self.table.next_deadline().map(Ticks)
     }
 
     /// The earliest latency deadline of any outstanding request, finished or still at the
     /// device: the earliest time a completion can be reported.
     pub fn earliest_due(&mut self) -> Option<Ticks> {
-        if let Some(earliest) = self.earliest {
-            return earliest;
-        }
-        let earliest = self.requests.iter().filter(|r| r.state != State::Free).map(|r| r.deadline).min();
-        self.earliest = Some(earliest);
-        earliest
+        self.table.earliest_due().map(Ticks)
     }
 
     /// After [`Self::poll_completions`] at `now`: when to fire the EL2 timer, and whether a
     /// request is late (virtual time: its deadline passed before the device finished it); see
     /// `asyncpf_core::latency::schedule`.
     pub fn schedule(&self, now: Ticks) -> Schedule {
-        let outstanding = self
-            .requests
-            .iter()
-            .filter(|r| r.state != State::Free)
-            .map(|r| Outstanding { deadline: r.deadline.0, device_done: matches!(r.state, State::Held { .. }) });
+        let outstanding = self.table.outstanding().map(|(deadline, device_done)| Outstanding { deadline, device_done });
         latency::schedule(now.0, outstanding, self.time_base)
     }
 }
