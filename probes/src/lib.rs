@@ -241,6 +241,29 @@ pub fn mmio_write(address: usize, value: u32) {
     unsafe { asm!("str {v:w}, [{a}]", a = in(reg) address, v = in(reg) value, options(nostack)) };
 }
 
+/// Turn this CPU's GICv3 CPU interface to the system registers (ICC_SRE_EL1.SRE) and set its
+/// priority mask and Group 1 enable: `priority_mask` 0xf0 lets the probes' interrupts through,
+/// 0 masks every one. PSTATE's masks are left as they are.
+pub fn gic_cpu_interface(priority_mask: u8, group1: bool) {
+    // SAFETY: writes only this (v)CPU's GIC CPU interface registers, which the probe owns; an
+    // interrupt it lets through is still masked by PSTATE unless the probe unmasks it.
+    unsafe {
+        asm!(
+            "mrs {t}, icc_sre_el1",
+            "orr {t}, {t}, #1",
+            "msr icc_sre_el1, {t}",
+            "isb",
+            "msr icc_pmr_el1, {pmr}",
+            "msr icc_igrpen1_el1, {group1}",
+            "isb",
+            t = out(reg) _,
+            pmr = in(reg) u64::from(priority_mask),
+            group1 = in(reg) u64::from(group1),
+            options(nostack),
+        )
+    };
+}
+
 /// An SMCCC call through `hvc #0`; returns x0.
 pub fn hvc(function: u64, args: [u64; 3]) -> u64 {
     hvc4(function, args)[0]

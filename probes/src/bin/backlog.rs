@@ -27,7 +27,7 @@ use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use asyncpf_contract::{apf, sdei, smccc};
-use asyncpf_probes::{hvc, hvc4, probe, Env};
+use asyncpf_probes::{gic_cpu_interface, hvc, hvc4, probe, Env};
 
 /// The record: 16 MiB into guest RAM (well above the probe), aligned for any granule.
 const RECORD_IPA: u64 = 0x4100_0000;
@@ -188,24 +188,12 @@ fn backlog(env: &Env) -> ! {
     let tail = RECORD_IPA + apf::offset_ring_tail(granule);
     let ring = RECORD_IPA + apf::offset_ring(granule);
     let start = read(tail);
-    // Page faults at EL1 are delivered only with PSTATE.I clear (§8.3).
-    // SAFETY: the GIC's system register interface, with every priority masked (PMR 0) and
-    // Group 1 disabled, so that no virtual interrupt is ever signalled; then IRQs unmasked in
-    // PSTATE.
-    unsafe {
-        asm!(
-            "mrs {t}, icc_sre_el1",
-            "orr {t}, {t}, #1",
-            "msr icc_sre_el1, {t}",
-            "isb",
-            "msr icc_pmr_el1, xzr",
-            "msr icc_igrpen1_el1, xzr",
-            "isb",
-            "msr daifclr, #2",
-            t = out(reg) _,
-            options(nomem, nostack),
-        )
-    };
+    // Page faults at EL1 are delivered only with PSTATE.I clear (§8.3): every priority masked
+    // and Group 1 disabled at the CPU interface, so that no virtual interrupt is ever
+    // signalled, then IRQs unmasked in PSTATE.
+    gic_cpu_interface(0, false);
+    // SAFETY: unmasks IRQs in PSTATE only; none can be signalled (above).
+    unsafe { asm!("msr daifclr, #2", options(nomem, nostack)) };
     let mut page = REGION;
     let mut filled = 0;
     for round in 0..ROUNDS {

@@ -7,7 +7,7 @@
 
 use core::arch::asm;
 
-use asyncpf_probes::{mmio_read, mmio_write, probe, Env};
+use asyncpf_probes::{gic_cpu_interface, mmio_read, mmio_write, probe, Env};
 
 const GICD_CTLR: usize = 0x0000;
 const GICD_CTLR_RWP: u32 = 1 << 31;
@@ -42,26 +42,6 @@ fn take_interrupt(tries: u32) -> Option<u64> {
     None
 }
 
-fn cpu_interface_on() {
-    // SAFETY: enables the system register interface, opens the priority mask and enables
-    // Group 1 at this CPU's (virtual) interface; interrupts stay masked in PSTATE.
-    unsafe {
-        asm!(
-            "mrs {t}, icc_sre_el1",
-            "orr {t}, {t}, #1",
-            "msr icc_sre_el1, {t}",
-            "isb",
-            "msr icc_pmr_el1, {pmr}",
-            "msr icc_igrpen1_el1, {one}",
-            "isb",
-            t = out(reg) _,
-            pmr = in(reg) 0xf0u64,
-            one = in(reg) 1u64,
-            options(nostack),
-        )
-    };
-}
-
 fn send_sgi_to_self(intid: u64) {
     // SAFETY: an SGI to this CPU (Aff3..1 = 0, target list bit 0: MPIDR 0, the probe's only CPU).
     unsafe { asm!("msr icc_sgi1r_el1, {}", "isb", in(reg) (intid << 24) | 1, options(nostack)) };
@@ -77,7 +57,7 @@ fn gic(env: &Env) -> ! {
     // Every SGI in Group 1 and enabled; GICR_WAKER is never written.
     mmio_write(gicr + GICR_SGI_BASE + GICR_IGROUPR0, u32::MAX);
     mmio_write(gicr + GICR_SGI_BASE + GICR_ISENABLER0, 0xffff);
-    cpu_interface_on();
+    gic_cpu_interface(0xf0, true);
 
     let mut sgis = 0;
     for intid in 0..16 {

@@ -24,7 +24,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::AtomicU64;
 
-use asyncpf_probes::{exceptions, hvc, mmio_read, mmio_write, probe, Env};
+use asyncpf_probes::{exceptions, gic_cpu_interface, hvc, mmio_read, mmio_write, probe, Env};
 
 /// PMCR_EL0: E, P (reset event counters), C (reset the cycle counter), DP, LC.
 const PMCR_E: u64 = 1;
@@ -252,10 +252,7 @@ fn pmu(env: &Env) -> ! {
         mmio_write(gicr + GICR_SGI_BASE + GICR_IGROUPR0, u32::MAX);
         mmio_write(gicr + GICR_SGI_BASE + GICR_ISENABLER0, (1 << PMU_INTID) | (1 << VIRT_TIMER_INTID));
         let _ = mmio_read(gicr + GICR_SGI_BASE + GICR_ISENABLER0);
-        let sre = sysreg!(read "icc_sre_el1");
-        sysreg!(write "icc_sre_el1", sre | 1);
-        sysreg!(write "icc_pmr_el1", 0xf0u64);
-        sysreg!(write "icc_igrpen1_el1", 1u64);
+        gic_cpu_interface(0xf0, true);
     }
     let exceptions_before = exceptions();
     let mut checks: [(&str, bool); 11] = [("", false); 11];

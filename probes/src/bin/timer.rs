@@ -8,7 +8,7 @@
 
 use core::arch::asm;
 
-use asyncpf_probes::{hvc, mmio_read, mmio_write, probe, Env};
+use asyncpf_probes::{gic_cpu_interface, hvc, mmio_read, mmio_write, probe, Env};
 
 const ENABLE: u64 = 1;
 const IMASK: u64 = 2;
@@ -122,10 +122,7 @@ fn timer(env: &Env) -> ! {
     mmio_write(gicr + GICR_SGI_BASE + GICR_IGROUPR0, u32::MAX);
     mmio_write(gicr + GICR_SGI_BASE + GICR_ISENABLER0, (1 << VIRT_TIMER) | (1 << PHYS_TIMER));
     let _ = mmio_read(gicr + GICR_SGI_BASE + GICR_ISENABLER0);
-    let sre = sysreg!(read "icc_sre_el1");
-    sysreg!(write "icc_sre_el1", sre | 1);
-    sysreg!(write "icc_pmr_el1", 0xf0u64);
-    sysreg!(write "icc_igrpen1_el1", 1u64);
+    gic_cpu_interface(0xf0, true);
 
     let v = Timer::Virt;
     let mut checks: [(&str, bool); 8] = [("", false); 8];
