@@ -428,13 +428,14 @@ impl Apf {
 
     /// The guest's page_not_present handler finished: with COMPLETE_AND_RESUME (`accepted`: its
     /// task is parked on the token) or COMPLETE (declined: the fault is retried and resolved
-    /// synchronously). `now`: the vCPU's stamp, which ends an accepted delivery's measured cost.
-    pub fn handler_done(&self, vm: &Vm, vcpu: usize, accepted: bool, now: Stamp) {
+    /// synchronously). `now`: the vCPU's stamp (there is always a pager when APF exists), which
+    /// ends an accepted delivery's measured cost.
+    pub fn handler_done(&self, vm: &Vm, vcpu: usize, accepted: bool, now: Option<Stamp>) {
         let mut apf = self.vcpus[vcpu].lock();
         let Some(token) = apf.state.delivering() else {
             return;
         };
-        if let (Some(started), true) = (apf.delivery_started.take(), accepted) {
+        if let (Some(started), Some(now), true) = (apf.delivery_started.take(), now, accepted) {
             apf.park_or_wait.delivered(now.at.saturating_sub(started.at), now.waited.saturating_sub(started.waited));
         }
         let posted = if accepted {

@@ -294,9 +294,7 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         }
         if let (Some((asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, resumed)), Some(apf)) = (completed, &vm.apf) {
             mark_exit(index, ExitCause::HandlerAnswer);
-            if let Some(pager) = pager::get() {
-                apf.handler_done(vm, index, resumed, pager.stamp(index));
-            }
+            apf.handler_done(vm, index, resumed, pager::get().map(|pager| pager.stamp(index)));
         }
         return true;
     }
