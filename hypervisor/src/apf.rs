@@ -560,10 +560,8 @@ impl Apf {
         out.write_str("},\"delivery_cost_us\":[")?;
         for (i, v) in self.vcpus.iter().enumerate() {
             let separator = if i == 0 { "" } else { "," };
-            match v.lock().park_or_wait.delivery_cost() {
-                Some(ticks) => write!(out, "{separator}{:.1}", Ticks(ticks).as_nanos() as f64 / 1000.0)?,
-                None => write!(out, "{separator}null")?,
-            }
+            let cost = v.lock().park_or_wait.delivery_cost().map(Ticks);
+            write!(out, "{separator}{}", Ticks::json_micros(cost))?;
         }
         out.write_str("]}")
     }

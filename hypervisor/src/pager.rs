@@ -1171,7 +1171,7 @@ impl Pager {
             stall_us(locked.stalls.max()),
             stall_us(locked.requests.mean()),
             stall_us(locked.requests.percentile(990)),
-            locked.read_latency.get().map_or("null".into(), |t| alloc::format!("{:.1}", Ticks(t).as_nanos() as f64 / 1000.0)),
+            Ticks::json_micros(locked.read_latency.get().map(Ticks)),
             locked.engine.unreadable_pages(),
         )?;
         // The first few unreadable pages (guest page n is disk slot n).

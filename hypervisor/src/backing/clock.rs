@@ -43,6 +43,11 @@ impl Ticks {
         (self.0 as u128 * NANOS_PER_SECOND / frequency().max(1) as u128) as u64
     }
 
+    /// This duration as a JSON number of microseconds with one decimal; `None` as `null`.
+    pub fn json_micros(ticks: Option<Ticks>) -> JsonMicros {
+        JsonMicros(ticks)
+    }
+
     pub fn saturating_sub(self, earlier: Ticks) -> Ticks {
         Ticks(self.0.saturating_sub(earlier.0))
     }
@@ -66,4 +71,16 @@ pub fn set_el2_timer(deadline: Option<Ticks>) {
         None => CNTHP_CTL_EL2.set(0),
     }
     arch::isb();
+}
+
+/// [`Ticks::json_micros`]: formats without allocating.
+pub struct JsonMicros(Option<Ticks>);
+
+impl core::fmt::Display for JsonMicros {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(ticks) => write!(f, "{:.1}", ticks.as_nanos() as f64 / 1000.0),
+            None => f.write_str("null"),
+        }
+    }
 }
