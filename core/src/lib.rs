@@ -19,30 +19,43 @@
 //! * [`disk`]: the backing disk's request table (slots, descriptor tokens, which requests are
 //!   due and in what order).
 //!
-//! The crate is `no_std` (with `alloc`) and has no `unsafe`; it builds for
-//! `aarch64-unknown-none` as well as for the host.
+//! The crate is `no_std` and has no `unsafe`; it builds for `aarch64-unknown-none` as well as
+//! for the host. The modules that keep tables on the heap (the overcommit engine, the vGIC model,
+//! SDEI, the disk's requests, the device tree, options, histograms, APF's per-vCPU state) need
+//! `alloc`, behind the default feature of that name; the guest kernel, which has no heap, uses the
+//! crate without it (for the APF record's layout and ring consumer).
 #![no_std]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "alloc")]
 extern crate alloc;
 #[cfg(test)]
 extern crate std;
 
 pub mod apf;
+#[cfg(feature = "alloc")]
 pub mod console;
+#[cfg(feature = "alloc")]
 pub mod disk;
+#[cfg(feature = "alloc")]
 pub mod fdt;
 pub mod features;
+#[cfg(feature = "alloc")]
 pub mod histogram;
 pub mod hypercall;
 pub mod image;
 pub mod latency;
+pub mod lockorder;
 pub mod mpidr;
+#[cfg(feature = "alloc")]
 pub mod options;
+#[cfg(feature = "alloc")]
 pub mod overcommit;
 pub mod pmu;
 pub mod ratelimit;
+#[cfg(feature = "alloc")]
 pub mod sdei;
 pub mod sgi;
 pub mod trap;
+#[cfg(feature = "alloc")]
 pub mod vgic;

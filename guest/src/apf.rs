@@ -7,6 +7,7 @@ use crate::psci::{self, Conduit};
 use crate::sched::{self, Namespace};
 use crate::sync::SpinLock;
 use asyncpf_contract::{apf as abi, sdei};
+use asyncpf_core::apf::{self as ring, Layout, RecordMemory};
 use asyncpf_guest::apfsession::{Accepted, Entry};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -68,9 +69,35 @@ pub fn disable() -> i64 {
     call(abi::DISABLE, [0; 5])[0] as i64
 }
 
-/// Reads the u64 at byte `offset` of this CPU's record.
+/// Reads the u64 at byte `offset` of this CPU's record (the `apfabi` scenario checks the ABI's
+/// offsets with it, independently of `asyncpf_core::apf::Layout`).
 pub fn read_record(offset: u64) -> u64 {
     read_record_of(arch::cpu_index(), offset)
+}
+
+/// The record layout APF_FEATURES reported (`None` before).
+fn layout() -> Option<Layout> {
+    Layout::new(GRANULE.load(Ordering::Relaxed)).ok()
+}
+
+/// CPU `cpu`'s record as the shared consumer code reads and writes it.
+struct RecordOf(usize);
+
+impl RecordMemory for RecordOf {
+    fn read_u64(&mut self, offset: u64) -> u64 {
+        read_record_of(self.0, offset)
+    }
+    fn write_u64(&mut self, offset: u64, value: u64) {
+        write_record_of(self.0, offset, value)
+    }
+    fn publish(&mut self) {
+        // SAFETY: a barrier only orders memory accesses.
+        unsafe { core::arch::asm!("dmb ishst", options(nostack, preserves_flags)) };
+    }
+    fn acquire(&mut self) {
+        // SAFETY: a barrier only orders memory accesses.
+        unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
+    }
 }
 
 /// Reads the u64 at byte `offset` of CPU `cpu`'s record (its own CPU, or any CPU once `cpu`
@@ -159,8 +186,12 @@ fn page_not_present(pstate: u64) -> u64 {
         DECLINED.fetch_add(1, Ordering::Relaxed);
         return 0;
     }
-    let token = read_record(abi_offsets::PNP_TOKEN);
     let cpu = arch::cpu_index();
+    let Some(layout) = layout() else {
+        DECLINED.fetch_add(1, Ordering::Relaxed);
+        return 0;
+    };
+    let token = ring::read_not_present(layout, &mut RecordOf(cpu)).token;
     if SESSIONS[cpu].lock().accept(token).is_err() {
         DECLINED.fetch_add(1, Ordering::Relaxed);
         return 0;
@@ -207,11 +238,6 @@ pub fn cancel_off_at_next_park(cpu: usize) -> bool {
     OFF_AT_PARK[cpu].swap(false, Ordering::Relaxed)
 }
 
-mod abi_offsets {
-    /// `pnp_token` is at offset 0 at every granule (docs/abi.md §8.2).
-    pub const PNP_TOKEN: u64 = 0;
-}
-
 /// Enable asynchronous page faults on this CPU: register, enable and unmask the SDEI event,
 /// then APF_ENABLE with this CPU's record. `Err` with the first failing call's result.
 pub fn enable_this_cpu() -> Result<Features, i64> {
@@ -255,25 +281,15 @@ pub fn on_page_ready() {
     drain(arch::cpu_index());
 }
 
-/// Drains CPU `cpu`'s ring (its own, or another CPU's once that one is off); returns the
-/// entries taken and whether a WAKE_ALL was among them.
+/// Drains CPU `cpu`'s ring (its own, or another CPU's once that one is off) with the consumer
+/// the host tests (`asyncpf_core::apf::ring::drain`); returns the entries taken and whether a
+/// WAKE_ALL was among them.
 fn drain(cpu: usize) -> (u64, bool) {
-    let g = GRANULE.load(Ordering::Relaxed);
-    if g == 0 {
+    let Some(layout) = layout() else {
         return (0, false);
-    }
-    let head = read_record_of(cpu, g);
-    // SAFETY: barriers only order memory accesses.
-    unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
-    let tail = read_record_of(cpu, 2 * g);
-    let used = head.wrapping_sub(tail);
-    if used > abi::RING_ENTRIES {
-        RING_ERRORS.fetch_add(1, Ordering::Relaxed);
-        return (0, false);
-    }
+    };
     let mut wake_all = false;
-    for position in tail..head {
-        let token = read_record_of(cpu, 3 * g + (position % abi::RING_ENTRIES) * abi::RING_ENTRY_BYTES);
+    let taken = ring::drain(layout, &mut RecordOf(cpu), |token| {
         TOKENS_SEEN.fetch_add(1, Ordering::Relaxed);
         let entry = SESSIONS[cpu].lock().page_ready(token);
         let woken = match entry {
@@ -290,11 +306,14 @@ fn drain(cpu: usize) -> (u64, bool) {
             }
         };
         WOKEN.fetch_add(woken as u64, Ordering::Relaxed);
+    });
+    match taken {
+        Ok(taken) => (taken as u64, wake_all),
+        Err(_) => {
+            RING_ERRORS.fetch_add(1, Ordering::Relaxed);
+            (0, false)
+        }
     }
-    // SAFETY: as above: every entry read completes before the slot is handed back.
-    unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
-    write_record_of(cpu, 2 * g, head);
-    (used, wake_all)
 }
 
 /// Offline CPUs whose records were drained ([`drain_offline`]), the entries and wake-alls

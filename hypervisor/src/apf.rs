@@ -19,13 +19,16 @@ use asyncpf_core::apf::slots::{Completion, TokenSlots, WaiterIds, WaiterOf};
 use asyncpf_core::apf::{
     validate_enable, validate_pin, ApfVcpu, DispatchInputs, Layout, Record, RecordMemory, Refusal, Status,
 };
+use asyncpf_core::lockorder::Level;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::arch::entry::GuestRegs;
 use crate::backing::clock::Ticks;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::pager::{Pager, Stamp};
-use crate::vm::{PowerState, Vm};
+use crate::sdei::Dispatcher;
+use crate::vcpus::{PowerState, Vcpus};
+use crate::vgic::VirtualGic;
 use crate::{arch, guest_diag};
 
 /// Tokens one vCPU may have in flight: one per token slot (engine waiter id the pager sets
@@ -33,6 +36,15 @@ use crate::{arch, guest_diag};
 const TOKENS_PER_VCPU: usize = asyncpf_core::apf::slots::SLOTS_PER_VCPU;
 /// Most 4 KiB pages a record spans: `record_bytes(2048)` = 6656 bytes, granule-aligned.
 const MAX_RECORD_PAGES: usize = 3;
+
+/// What asynchronous page faults signal through: the vCPUs (power state, kicks), their
+/// interrupt controller (page_ready) and the SDEI dispatcher (page_not_present).
+#[derive(Clone, Copy)]
+pub struct Signals<'a> {
+    pub vcpus: &'a Vcpus,
+    pub vgic: &'a VirtualGic,
+    pub sdei: &'a Dispatcher,
+}
 
 /// The APF state of one vCPU: the core's state and the pinned pages of its record.
 struct VcpuApf {
@@ -152,15 +164,18 @@ impl Apf {
         let vcpus = (0..vcpus)
             .map(|v| {
                 let state = ApfVcpu::new(v as u16, TOKENS_PER_VCPU).expect("a limit in range");
-                Mutex::new(VcpuApf {
-                    state,
-                    pinned: Vec::with_capacity(MAX_RECORD_PAGES),
-                    offset: 0,
-                    slots: TokenSlots::new(),
-                    sync_next: false,
-                    park_or_wait: ParkOrWait::new(),
-                    delivery_started: None,
-                })
+                Mutex::new(
+                    Level::ApfVcpu,
+                    VcpuApf {
+                        state,
+                        pinned: Vec::with_capacity(MAX_RECORD_PAGES),
+                        offset: 0,
+                        slots: TokenSlots::new(),
+                        sync_next: false,
+                        park_or_wait: ParkOrWait::new(),
+                        delivery_started: None,
+                    },
+                )
             })
             .collect();
         Apf {
@@ -171,7 +186,7 @@ impl Apf {
             sync_reasons: [const { AtomicU64::new(0) }; SyncReason::COUNT],
             posted_offline: AtomicU64::new(0),
             power_off_tokens: AtomicU64::new(0),
-            guest_pins: Mutex::new(BTreeSet::new()),
+            guest_pins: Mutex::new(Level::ApfPins, BTreeSet::new()),
             pin_quota: asyncpf_core::apf::pin_quota(resident_pages),
         }
     }
@@ -181,7 +196,7 @@ impl Apf {
     /// pinning waits for the disk.
     pub fn call(
         &self,
-        vm: &Vm,
+        signals: Signals<'_>,
         pager: &Pager,
         vcpu: usize,
         regs: &mut GuestRegs,
@@ -201,7 +216,7 @@ impl Apf {
                     let mut apf = self.vcpus[vcpu].lock();
                     let (state, mut mem) = apf.parts();
                     let posted = state.disable(&mut mem);
-                    self.settle(vm, vcpu, &mut apf, posted)
+                    self.settle(signals, vcpu, &mut apf, posted)
                 };
                 unpin_all(pager, unpin);
                 smccc::SUCCESS
@@ -279,8 +294,8 @@ impl Apf {
     /// the PPI, log a ring error once, and hand back the record's pages once the core lets it
     /// go (the caller unpins them after releasing the vCPU's lock: the pager's lock is taken
     /// before a vCPU's APF lock, never after).
-    fn settle(&self, vm: &Vm, vcpu: usize, apf: &mut VcpuApf, posted: usize) -> Vec<(usize, PhysAddr)> {
-        self.raise_page_ready(vm, vcpu, posted, apf.state.backlog().len() != 0);
+    fn settle(&self, signals: Signals<'_>, vcpu: usize, apf: &mut VcpuApf, posted: usize) -> Vec<(usize, PhysAddr)> {
+        self.raise_page_ready(signals, vcpu, posted, apf.state.backlog().len() != 0);
         if let Some(error) = apf.state.take_ring_error() {
             guest_diag!(ApfRingError, "vCPU {vcpu}: {error}");
         }
@@ -317,7 +332,7 @@ impl Apf {
     /// `wfi` without an exit (the caller traps WFI), since making room takes no call and a
     /// guest that emptied its ring and waits for an interrupt would otherwise never get them.
     /// A busy lock answers true: a WFI trapped for nothing is only an exit.
-    pub fn on_entry(&self, vm: &Vm, pager: &Pager, vcpu: usize) -> bool {
+    pub fn on_entry(&self, signals: Signals<'_>, pager: &Pager, vcpu: usize) -> bool {
         let Some(mut apf) = self.vcpus[vcpu].try_lock() else {
             return true;
         };
@@ -326,7 +341,7 @@ impl Apf {
         }
         let (state, mut mem) = apf.parts();
         let posted = state.flush_backlog(&mut mem);
-        let unpin = self.settle(vm, vcpu, &mut apf, posted);
+        let unpin = self.settle(signals, vcpu, &mut apf, posted);
         let waiting = apf.state.backlog().len() != 0;
         drop(apf);
         unpin_all(pager, unpin);
@@ -341,7 +356,7 @@ impl Apf {
     /// latency ([`Pager::expected_read_ticks`]), for the park or wait rule.
     pub fn prepare(
         &self,
-        vm: &Vm,
+        signals: Signals<'_>,
         vcpu: usize,
         pstate: u64,
         page_unreadable: bool,
@@ -357,7 +372,7 @@ impl Apf {
         }
         let cheaper_to_wait = !apf.park_or_wait.decide(expected_read);
         if let Err(refusal) =
-            apf.state.may_dispatch(dispatch_inputs(vm, vcpu, pstate, page_unreadable, cheaper_to_wait))
+            apf.state.may_dispatch(dispatch_inputs(signals, vcpu, pstate, page_unreadable, cheaper_to_wait))
         {
             if let Some(reason) = SyncReason::of(refusal) {
                 self.count_sync(reason);
@@ -378,7 +393,7 @@ impl Apf {
     #[allow(clippy::too_many_arguments)]
     pub fn deliver(
         &self,
-        vm: &Vm,
+        signals: Signals<'_>,
         vcpu: usize,
         waiter: u32,
         address: u64,
@@ -393,14 +408,14 @@ impl Apf {
             return Delivery::PageBack;
         }
         // `prepare` applied the park or wait rule; the averages may have moved since.
-        let inputs = dispatch_inputs(vm, vcpu, regs.pstate, page_unreadable, false);
+        let inputs = dispatch_inputs(signals, vcpu, regs.pstate, page_unreadable, false);
         let (state, mut mem) = apf.parts();
         let Ok(token) = state.start(inputs, address, &mut mem) else {
             apf.slots.orphan(slot);
             apf.sync_next = true;
             return Delivery::Refused;
         };
-        match vm.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
+        match signals.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
             Ok(()) => {
                 apf.slots.deliver(slot, token);
                 apf.delivery_started = Some(fault_at);
@@ -430,7 +445,7 @@ impl Apf {
     /// task is parked on the token) or COMPLETE (declined: the fault is retried and resolved
     /// synchronously). `now`: the vCPU's stamp (there is always a pager when APF exists), which
     /// ends an accepted delivery's measured cost.
-    pub fn handler_done(&self, vm: &Vm, vcpu: usize, accepted: bool, now: Option<Stamp>) {
+    pub fn handler_done(&self, signals: Signals<'_>, vcpu: usize, accepted: bool, now: Option<Stamp>) {
         let mut apf = self.vcpus[vcpu].lock();
         let Some(token) = apf.state.delivering() else {
             return;
@@ -447,12 +462,12 @@ impl Apf {
             0
         };
         let backlog = apf.state.backlog().len() != 0;
-        self.raise_page_ready(vm, vcpu, posted, backlog);
+        self.raise_page_ready(signals, vcpu, posted, backlog);
     }
 
     /// The page of the asynchronous fault with engine waiter id `waiter` is back: post its
     /// page_ready (or hold it, or drop it if the guest declined) and free the slot.
-    pub fn completed(&self, vm: &Vm, pager: &Pager, waiter: u32) {
+    pub fn completed(&self, signals: Signals<'_>, pager: &Pager, waiter: u32) {
         let Some(WaiterOf::Slot { vcpu, slot }) = self.ids.decode(waiter) else {
             return;
         };
@@ -466,7 +481,7 @@ impl Apf {
             };
             let (state, mut mem) = apf.parts();
             let posted = token.map_or(0, |token| state.complete(token, &mut mem).map_or(0, |d| d.posted));
-            self.settle(vm, vcpu, &mut apf, posted)
+            self.settle(signals, vcpu, &mut apf, posted)
         };
         unpin_all(pager, unpin);
     }
@@ -476,20 +491,19 @@ impl Apf {
     /// CPU_OFF's end of the session keeps at 0) and raise nothing. `backlog`: completions wait
     /// for ring space; a vCPU running elsewhere is kicked then too, so that it enters again
     /// with WFI trapped ([`Self::on_entry`]).
-    fn raise_page_ready(&self, vm: &Vm, vcpu: usize, posted: usize, backlog: bool) {
+    fn raise_page_ready(&self, signals: Signals<'_>, vcpu: usize, posted: usize, backlog: bool) {
         if posted == 0 && !backlog {
             return;
         }
-        if vm.vcpus[vcpu].power() == PowerState::Off {
+        if signals.vcpus[vcpu].power() == PowerState::Off {
             self.posted_offline.fetch_add(posted as u64, Ordering::Relaxed);
             return;
         }
         if posted != 0 {
-            // PAGE_READY_INTID is a PPI, always in range.
-            let _ = vm.vcpus[vcpu].redist.lock().set_pending(abi::PAGE_READY_INTID);
+            signals.vgic.raise_private(vcpu, abi::PAGE_READY_INTID);
         }
         if vcpu != arch::cpu_index() {
-            vm.kick(vcpu);
+            signals.vcpus.kick(vcpu);
         }
     }
 
@@ -568,11 +582,17 @@ impl Apf {
 }
 
 /// What the decision table needs from the SDEI dispatcher and the faulting context.
-fn dispatch_inputs(vm: &Vm, vcpu: usize, pstate: u64, page_unreadable: bool, cheaper_to_wait: bool) -> DispatchInputs {
+fn dispatch_inputs(
+    signals: Signals<'_>,
+    vcpu: usize,
+    pstate: u64,
+    page_unreadable: bool,
+    cheaper_to_wait: bool,
+) -> DispatchInputs {
     const PSTATE_I: u64 = 1 << 7;
     const PSTATE_MODE: u64 = 0xf;
     DispatchInputs {
-        sdei_ready: vm.sdei.can_dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT).is_ok(),
+        sdei_ready: signals.sdei.can_dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT).is_ok(),
         from_el0: pstate & PSTATE_MODE == 0,
         irqs_masked: pstate & PSTATE_I != 0,
         page_unreadable,

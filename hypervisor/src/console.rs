@@ -4,6 +4,7 @@
 //! with the `[guest] ` prefix.
 
 use crate::sync::Mutex;
+use asyncpf_core::lockorder::Level;
 use core::fmt::{self, Write};
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicUsize, Ordering};
@@ -50,7 +51,7 @@ impl Write for Pl011 {
 /// to read it is itself reported here).
 const VIRT_UART_BASE: usize = 0x0900_0000;
 
-static CONSOLE: Mutex<Pl011> = Mutex::new(Pl011 { base: VIRT_UART_BASE });
+static CONSOLE: Mutex<Pl011> = Mutex::new(Level::Console, Pl011 { base: VIRT_UART_BASE });
 /// The UART's base for the emergency path, which cannot rely on the lock.
 static BASE: AtomicUsize = AtomicUsize::new(VIRT_UART_BASE);
 
@@ -76,7 +77,7 @@ pub fn print_line(prefix: &str, args: fmt::Arguments) {
 /// without the lock (it may then interleave with another CPU's line).
 pub fn print_line_emergency(prefix: &str, args: fmt::Arguments) {
     for _ in 0..1_000_000 {
-        if let Some(mut uart) = CONSOLE.try_lock() {
+        if let Some(mut uart) = CONSOLE.try_lock_unordered() {
             write_line(&mut uart, prefix, args);
             return;
         }

@@ -28,6 +28,7 @@ mod shutdown;
 mod stats;
 mod sync;
 mod vcpu;
+mod vcpus;
 mod vgic;
 mod vm;
 mod vuart;
@@ -140,7 +141,7 @@ fn primary_cpu() -> ! {
     );
     // The other CPUs wait for the VM in `wfe`.
     arch::send_event();
-    vm.power_on(0, vm.kernel_entry, vm.dtb_address).expect("vCPU 0 starts off");
+    vm.vcpus.power_on(0, vm.kernel_entry, vm.dtb_address).expect("vCPU 0 starts off");
     vcpu::run(vm, 0)
 }
 
@@ -168,7 +169,9 @@ fn secondary_cpu(cpu: usize) -> ! {
             None => arch::wait_for_event(),
         }
     };
+    // vCPU n runs on CPU n (`vcpus::pcpu_of`).
     if cpu < vm.vcpus.len() {
+        debug_assert_eq!(vcpus::pcpu_of(cpu), cpu);
         vcpu::run(vm, cpu)
     }
     // No vCPU for this CPU: stay idle.

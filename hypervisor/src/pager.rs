@@ -7,6 +7,10 @@
 //! faulting vCPU until its page is back (synchronous page-in: its physical CPU sleeps in `wfi`
 //! until the disk's interrupt or the latency timer), and resumes or aborts it.
 //!
+//! The pager sits below the VM and the APF service: it wakes CPUs itself (`gic::kick`; vCPU `n`
+//! runs on physical CPU [`vcpus::pcpu_of`]`(n)`) and hands the asynchronous faults whose page is
+//! back to the function the VM installs ([`Pager::on_async_completion`]).
+//!
 //! # Locking and interrupts
 //! One spin lock serializes the engine, the disk and stage-2 edits, as the engine requires.
 //! Every CPU that runs a vCPU may take the lock: on a stage-2 fault of its vCPU, on the disk's
@@ -72,7 +76,8 @@ use crate::backing::{self, clock, BackingStore, Busy, Completion, DeviceRegister
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
 use crate::sync::{Mutex, MutexGuard};
-use crate::{arch, gic, guest_diag, vgic};
+use crate::{arch, gic, guest_diag, vcpus, vgic};
+use asyncpf_core::lockorder::Level;
 
 /// How a blocked vCPU's fault ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +132,7 @@ struct Locked {
     /// order, as soon as completions free a slot.
     backlog: VecDeque<Request>,
     completions: Vec<Completion>,
-    /// Asynchronous faults (their engine waiter ids) whose page is back, handed to `vm.apf`
+    /// Asynchronous faults (their engine waiter ids) whose page is back, handed to the APF service
     /// after the lock is released.
     apf_done: Vec<u32>,
     /// How long blocked faults waited, in nanoseconds.
@@ -152,10 +157,16 @@ pub struct Pager {
     /// A CPU's pager interrupt found the lock taken: the holder polls the disk after releasing
     /// it (see the module documentation).
     poll_wanted: AtomicBool,
-    /// vCPUs woken under the lock, to be kicked once it is released: bit `n` is vCPU `n`.
+    /// vCPUs woken under the lock, to be kicked once it is released: bit `n` is vCPU `n`, on
+    /// physical CPU `vcpus::pcpu_of(n)`.
     kicks: AtomicU64,
-    /// CPUs sleeping until the lock is released (bit `n`: CPU `n`), kicked by the releaser.
+    /// Physical CPUs sleeping until the lock is released (bit `n`: CPU `n`), kicked by the
+    /// releaser before its deferred work.
     lock_sleepers: AtomicU64,
+    /// Each physical CPU's MPIDR, by CPU index: where kicks go.
+    cpu_mpidrs: Vec<u64>,
+    /// Where asynchronous completions go ([`Pager::on_async_completion`]).
+    async_completion: Once<AsyncCompletion>,
     /// The earliest latency deadline of an outstanding request (counter ticks; `u64::MAX`:
     /// none), published under the lock for waiting CPUs' timers.
     earliest_due: AtomicU64,
@@ -237,6 +248,10 @@ pub struct Pager {
 
 static PAGER: Once<Pager> = Once::new();
 
+/// Receives the engine waiter id of an asynchronous fault whose page is back (after the pager
+/// lock is released).
+pub type AsyncCompletion = fn(&Pager, u32);
+
 /// Engine waiter ids: one per vCPU for its synchronous faults, then one per token slot of each
 /// vCPU's asynchronous ones ([`WaiterIds`]).
 fn waiter_count(vcpus: usize) -> u32 {
@@ -254,7 +269,7 @@ const MAX_CPUS: usize = 8;
 /// CNTV_CTL_EL0.ENABLE.
 const CNTV_CTL_ENABLE: u64 = 1;
 
-/// Asynchronous completions handed to `vm.apf` per lock release (the rest at the next).
+/// Asynchronous completions handed to the APF service per lock release (the rest at the next).
 const APF_DONE_BATCH: usize = 32;
 
 /// Tries a CPU spins for the lock before it sleeps until the lock is released: under QEMU's
@@ -328,24 +343,29 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
     let disk_intid = disk.intid();
     let disk_registers = disk.registers();
     Ok(PAGER.call_once(|| Pager {
-        locked: Mutex::new(Locked {
-            engine,
-            disk,
-            backlog: VecDeque::with_capacity(usize::from(asyncpf_core::overcommit::DEFAULT_QUEUE_DEPTH)),
-            completions: Vec::with_capacity(backing::MAX_IN_FLIGHT),
-            apf_done: Vec::with_capacity(waiter_count(setup.vcpus) as usize),
-            stalls: Histogram::new(),
-            requests: Histogram::new(),
-            read_latency: Ewma::new(),
-            since_scan: 0,
-            scans: 0,
-            blocking_faults: 0,
-            engine_refusals: 0,
-            other_faults: 0,
-        }),
+        locked: Mutex::new(
+            Level::Pager,
+            Locked {
+                engine,
+                disk,
+                backlog: VecDeque::with_capacity(usize::from(asyncpf_core::overcommit::DEFAULT_QUEUE_DEPTH)),
+                completions: Vec::with_capacity(backing::MAX_IN_FLIGHT),
+                apf_done: Vec::with_capacity(waiter_count(setup.vcpus) as usize),
+                stalls: Histogram::new(),
+                requests: Histogram::new(),
+                read_latency: Ewma::new(),
+                since_scan: 0,
+                scans: 0,
+                blocking_faults: 0,
+                engine_refusals: 0,
+                other_faults: 0,
+            },
+        ),
         poll_wanted: AtomicBool::new(false),
         kicks: AtomicU64::new(0),
         lock_sleepers: AtomicU64::new(0),
+        cpu_mpidrs: platform.cpu_mpidrs.clone(),
+        async_completion: Once::new(),
         earliest_due: AtomicU64::new(u64::MAX),
         unreadable_pages: AtomicU64::new(0),
         read_latency_avg: AtomicU64::new(u64::MAX),
@@ -360,7 +380,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         hidden: AtomicU64::new(0),
         hide: setup.time_base == TimeBase::Virtual && setup.vcpus == 1,
         hold_hiding: setup.time_base == TimeBase::Virtual && setup.vcpus > 1,
-        hold: Mutex::new(HoldSpan::new(setup.vcpus as u32)),
+        hold: Mutex::new(Level::PagerHold, HoldSpan::new(setup.vcpus as u32)),
         saved_cntv: AtomicU64::new(0),
         charge: AtomicU64::new(0),
         late_freezes: AtomicU64::new(0),
@@ -414,7 +434,7 @@ impl Pager {
     ///
     /// `apf_waiter`: the fault is to be resolved asynchronously ([`WaiterIds::slot`] names the
     /// token slot): if it blocks, the vCPU does not wait ([`Pager::wait`] is not called), and
-    /// its completion goes to `vm.apf` instead of waking the vCPU.
+    /// its completion goes to the APF service instead of waking the vCPU.
     pub fn fault(
         &self,
         vcpu: usize,
@@ -434,6 +454,8 @@ impl Pager {
         let mut locked = self.lock_or_sleep(&mut on_interrupt);
         if let FaultStatus::Other(code) = abort.status {
             locked.other_faults += 1;
+            // Diagnostics are printed after the lock is released (docs/architecture.md "Locks").
+            drop(locked);
             guest_diag!(
                 Stage2Other,
                 "vCPU {vcpu}: stage-2 fault status {code:#x} on guest page {page:#x}; injecting an abort"
@@ -446,6 +468,7 @@ impl Pager {
             Ok(fault) => fault,
             Err(e) => {
                 *engine_refusals += 1;
+                drop(locked);
                 guest_diag!(
                     PagerRefusal,
                     "vCPU {vcpu}: the pager refused a fault on guest page {page:#x}: {e}; injecting an abort"
@@ -531,6 +554,7 @@ impl Pager {
                     }
                     Err(asyncpf_core::overcommit::Error::NotResident(_)) => {}
                     Err(e) => {
+                        drop(locked);
                         guest_diag!(PinFailure, "vCPU {vcpu}: cannot pin guest page {page:#x}: {e}");
                         return None;
                     }
@@ -549,7 +573,9 @@ impl Pager {
 
     /// Drop one pin of `page` ([`Self::pin`]).
     pub fn unpin(&self, page: usize) {
-        if let Err(e) = self.lock().engine.unpin(PageNo(page as u32)) {
+        // (The guard is dropped at the end of this statement: the diagnostic goes out unlocked.)
+        let unpinned = self.lock().engine.unpin(PageNo(page as u32));
+        if let Err(e) = unpinned {
             guest_diag!(Internal, "pager: unpin of guest page {page:#x}: {e}");
         }
     }
@@ -919,13 +945,18 @@ impl Pager {
             // The rest goes out with the next release: ask for one.
             self.poll_wanted.store(true, Ordering::Relaxed);
         }
+        // Sleepers for the lock first: they wait for the lock, not for what follows. Pairs with
+        // `lock_or_sleep`'s announcement (see there).
+        fence(Ordering::SeqCst);
+        let me = arch::cpu_index();
+        self.wake_cpus(self.lock_sleepers.swap(0, Ordering::AcqRel), me);
         if count > 0 {
-            if let Some(apf) = &crate::vm::get().apf {
+            if let Some(complete) = self.async_completion.get() {
                 // Posting page_ready costs the same in every run: charged (`close_window`,
                 // `leave_held`).
                 let started = (self.hide || self.hold_hiding).then(clock::now);
                 for &waiter in &apf_done[..count] {
-                    apf.completed(crate::vm::get(), self, waiter);
+                    complete(self, waiter);
                 }
                 if let Some(started) = started {
                     self.charge.fetch_add(clock::now().saturating_sub(started).0, Ordering::Relaxed);
@@ -944,17 +975,31 @@ impl Pager {
             // (While pinned, the window hides it anyway.)
             self.hidden.fetch_add(device_ticks, Ordering::AcqRel);
         }
-        // Pairs with `lock_or_sleep`'s announcement (see there).
-        fence(Ordering::SeqCst);
-        let mut kicks = self.kicks.swap(0, Ordering::AcqRel) | self.lock_sleepers.swap(0, Ordering::AcqRel);
-        let me = arch::cpu_index();
-        while kicks != 0 {
-            let vcpu = kicks.trailing_zeros() as usize;
-            kicks &= kicks - 1;
-            if vcpu != me {
-                crate::vm::get().kick(vcpu);
+        let mut vcpus = self.kicks.swap(0, Ordering::AcqRel);
+        let mut cpus = 0;
+        while vcpus != 0 {
+            let vcpu = vcpus.trailing_zeros() as usize;
+            vcpus &= vcpus - 1;
+            cpus |= 1 << vcpus::pcpu_of(vcpu);
+        }
+        self.wake_cpus(cpus, me);
+    }
+
+    /// Kick the physical CPUs in `cpus` (bit `n`: CPU `n`) other than `me`.
+    fn wake_cpus(&self, mut cpus: u64, me: usize) {
+        while cpus != 0 {
+            let cpu = cpus.trailing_zeros() as usize;
+            cpus &= cpus - 1;
+            if cpu != me {
+                gic::kick(self.cpu_mpidrs[cpu]);
             }
         }
+    }
+
+    /// Hand asynchronous completions to `complete` from now on (the APF service, which sits
+    /// above the pager: see the module documentation). Set once, before the vCPUs run.
+    pub fn on_async_completion(&self, complete: AsyncCompletion) {
+        self.async_completion.call_once(|| complete);
     }
 
     /// Take what the disk finished, tell the engine, apply its answers, wake the waiters, and

@@ -13,22 +13,17 @@ use crate::sync::Mutex;
 use aarch64_cpu::registers::{Writeable, ELR_EL1, SPSR_EL1};
 use asyncpf_contract::sdei as abi;
 use asyncpf_core::hypercall::Verdict;
-use asyncpf_core::sdei::{Context, Entry, GuestState, PendingSignals, Refusal, Sdei, SdeiAnswer, SAVED_REGS};
+use asyncpf_core::lockorder::Level;
+use asyncpf_core::sdei::{Context, Entry, PendingSignals, Refusal, Sdei, SdeiAnswer, SAVED_REGS};
 
 use crate::arch::entry::GuestRegs;
-use crate::vm::Vm;
+use crate::vcpus::Vcpus;
 
 /// The SDEI state of the VM.
 pub struct Dispatcher {
     model: Mutex<Sdei>,
     /// vCPUs with a signalled event 0 not yet delivered (bit `n`: vCPU `n`).
     signalled: PendingSignals,
-}
-
-impl GuestState for Vm {
-    fn vcpu_by_mpidr(&self, affinity: u64) -> Option<usize> {
-        Vm::vcpu_by_mpidr(self, affinity)
-    }
 }
 
 /// Whether `function` (W0 of an `hvc`/`smc`, see `hypercall::function_id`) is in the SDEI range.
@@ -40,18 +35,18 @@ impl Dispatcher {
     /// Every vCPU masked, nothing registered.
     pub fn new(vcpus: usize) -> Self {
         assert!(vcpus <= 64, "the signal mask holds 64 vCPUs");
-        Dispatcher { model: Mutex::new(Sdei::new(vcpus)), signalled: PendingSignals::new() }
+        Dispatcher { model: Mutex::new(Level::Sdei, Sdei::new(vcpus)), signalled: PendingSignals::new() }
     }
 
     /// An SDEI call by `vcpu` (x0 = its function ID, x1..x5 its arguments), answered in `regs`.
     /// Also says which handler the call ended, if it was a completion: `(event, resumed)`,
     /// `resumed` for SDEI_EVENT_COMPLETE_AND_RESUME.
-    pub fn call(&self, vm: &Vm, vcpu: usize, regs: &mut GuestRegs) -> (Verdict, Option<(u32, bool)>) {
+    pub fn call(&self, vcpus: &Vcpus, vcpu: usize, regs: &mut GuestRegs) -> (Verdict, Option<(u32, bool)>) {
         let args = [regs.x[1], regs.x[2], regs.x[3], regs.x[4], regs.x[5]];
         let (answer, verdict) = {
             let mut model = self.model.lock();
             let before = *model.counters();
-            let answer = model.call(vcpu, asyncpf_core::hypercall::function_id(regs.x[0]), args, vm);
+            let answer = model.call(vcpu, asyncpf_core::hypercall::function_id(regs.x[0]), args, vcpus);
             let after = model.counters();
             let verdict = if after.not_supported > before.not_supported {
                 Verdict::Unknown
@@ -86,7 +81,7 @@ impl Dispatcher {
                 regs.x[0] = abi::SUCCESS as u64;
                 self.signalled.signal(target);
                 if target != vcpu {
-                    vm.kick(target);
+                    vcpus.kick(target);
                 }
             }
         }

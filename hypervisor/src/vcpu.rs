@@ -15,7 +15,8 @@ use crate::backing::clock::Ticks;
 use crate::mm::PAGE_SIZE;
 use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
-use crate::vm::{Device, PowerState, Vm};
+use crate::vcpus::PowerState;
+use crate::vm::{Device, Vm};
 use crate::{apf, arch, gic, guest_diag, hyp_println, sdei, vgic};
 use asyncpf_core::hypercall::{self, Outcome, Verdict};
 use asyncpf_core::trap::{
@@ -179,9 +180,9 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
     }
     vm.sdei.deliver_signalled(index, regs);
     if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
-        trap_wfi(apf.on_entry(vm, pager, index));
+        trap_wfi(apf.on_entry(vm.signals(), pager, index));
     }
-    vgic::flush(vm, index);
+    vm.vgic.flush(index);
     if let Some(pager) = pager::get() {
         pager.close_window();
     }
@@ -232,7 +233,7 @@ fn handle_physical_interrupts(vm: &Vm, index: usize) {
 /// A physical interrupt that concerns the vCPU of this CPU.
 fn vcpu_interrupt(vm: &Vm, index: usize, intid: u32) {
     match intid {
-        gic::PPI_VIRTUAL_TIMER | gic::PPI_PHYS_TIMER | gic::PPI_PMU => vgic::forward_level_ppi(vm, index, intid),
+        gic::PPI_VIRTUAL_TIMER | gic::PPI_PHYS_TIMER | gic::PPI_PMU => vm.vgic.forward_level_ppi(index, intid),
         // A kick or an underflow: the flush before re-entry does the work.
         gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
         other => guest_diag!(Internal, "vCPU {index}: unexpected physical interrupt {other} ignored"),
@@ -286,7 +287,7 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
     if immediate == 0 && sdei::is_sdei_call(function) {
         STATS.hvc_calls.inc();
         STATS.sdei_calls.inc();
-        let (verdict, completed) = vm.sdei.call(vm, index, regs);
+        let (verdict, completed) = vm.sdei.call(&vm.vcpus, index, regs);
         match verdict {
             Verdict::Served => {}
             Verdict::Unknown => STATS.unknown_calls.inc(),
@@ -294,13 +295,13 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         }
         if let (Some((asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, resumed)), Some(apf)) = (completed, &vm.apf) {
             mark_exit(index, ExitCause::HandlerAnswer);
-            apf.handler_done(vm, index, resumed, pager::get().map(|pager| pager.stamp(index)));
+            apf.handler_done(vm.signals(), index, resumed, pager::get().map(|pager| pager.stamp(index)));
         }
         return true;
     }
     if let (0, true, Some(apf), Some(pager)) = (immediate, apf::is_apf_call(function), &vm.apf, pager::get()) {
         STATS.hvc_calls.inc();
-        match apf.call(vm, pager, index, regs, |intid| vcpu_interrupt(vm, index, intid)) {
+        match apf.call(vm.signals(), pager, index, regs, |intid| vcpu_interrupt(vm, index, intid)) {
             asyncpf_contract::smccc::SUCCESS => {}
             asyncpf_contract::smccc::NOT_SUPPORTED => STATS.unknown_calls.inc(),
             _ => STATS.invalid_arguments.inc(),
@@ -329,7 +330,7 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         }
         Outcome::Suspend => {
             regs.x[0] = asyncpf_contract::psci::SUCCESS as u64;
-            if !vgic::has_pending(vm, index) {
+            if !vm.vgic.has_pending(index) {
                 arch::wait_for_interrupt();
             }
             true
@@ -387,7 +388,7 @@ fn sysreg_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, iss: u64) {
     let access = SysregAccess::decode(iss);
     if access.id == trap::ICC_SGI1R_EL1 && !access.is_read {
         let value = if access.register == XZR { 0 } else { regs.x[access.register] };
-        vgic::send_sgi(vm, index, value);
+        vm.vgic.send_sgi(&vm.vcpus, index, value);
         regs.pc += 4;
     } else if trap::is_id_register(access.id) && access.is_read {
         let hardware = arch::read_id_register(access.id.crm, access.id.op2).unwrap_or(0);
@@ -444,7 +445,8 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
     let unreadable =
         may_block && vm.apf.is_some() && pager.is_unreadable(page, |intid| vcpu_interrupt(vm, index, intid));
     let apf = vm.apf.as_ref().filter(|_| may_block).and_then(|apf| {
-        apf.prepare(vm, index, regs.pstate, unreadable, pager.expected_read_ticks()).map(|waiter| (apf, waiter))
+        apf.prepare(vm.signals(), index, regs.pstate, unreadable, pager.expected_read_ticks())
+            .map(|waiter| (apf, waiter))
     });
     let reply =
         pager.fault(index, page, abort, apf.map(|(_, waiter)| waiter), |intid| vcpu_interrupt(vm, index, intid));
@@ -452,7 +454,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
         (FaultReply::Blocked, Some((apf, waiter))) => {
             // The delivery's cost starts now: the pager's work so far is the same for a fault
             // that waits (asyncpf_core::apf::cost).
-            match apf.deliver(vm, index, waiter, far, unreadable, pager.stamp(index), regs) {
+            match apf.deliver(vm.signals(), index, waiter, far, unreadable, pager.stamp(index), regs) {
                 apf::Delivery::Delivered => {
                     STATS.async_faults.inc();
                     mark_exit(index, ExitCause::AsyncFault);
@@ -517,26 +519,26 @@ fn guest_big_endian(pstate: u64) -> bool {
 fn emulate(vm: &Vm, index: usize, device: Device, size: u8, write: Option<u64>) -> Result<u64, ()> {
     match device {
         Device::Distributor { offset } => {
-            let mut dist = vm.dist.lock();
+            let mut dist = vm.vgic.dist.lock();
             match write {
                 Some(value) => {
                     dist.write(offset, size, value).map_err(|_| ())?;
                     drop(dist);
                     // Enables and routing may have changed for other vCPUs' SPIs.
-                    (0..vm.vcpus.len()).filter(|&v| v != index).for_each(|v| vm.kick(v));
+                    (0..vm.vcpus.len()).filter(|&v| v != index).for_each(|v| vm.vcpus.kick(v));
                     Ok(0)
                 }
                 None => dist.read(offset, size).map_err(|_| ()),
             }
         }
         Device::Redistributor { vcpu, offset } => {
-            let mut redist = vm.vcpus[vcpu].redist.lock();
+            let mut redist = vm.vgic.redist(vcpu).lock();
             match write {
                 Some(value) => {
                     redist.write(offset, size, value).map_err(|_| ())?;
                     drop(redist);
                     if vcpu != index {
-                        vm.kick(vcpu);
+                        vm.vcpus.kick(vcpu);
                     }
                     Ok(0)
                 }

@@ -25,11 +25,15 @@ use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTP_CTL_EL0, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
 };
 
+use alloc::vec::Vec;
 use asyncpf_core::sgi::SgiRequest;
+use asyncpf_core::vgic::{Distributor, Pending, Redistributor};
 
 use crate::arch::gicv3_sysregs::{read_lr, write_lr};
 use crate::stats::STATS;
-use crate::vm::Vm;
+use crate::sync::Mutex;
+use crate::vcpus::Vcpus;
+use asyncpf_core::lockorder::Level;
 
 /// List register fields (Arm IHI 0069, ICH_LR<n>_EL2).
 const LR_STATE_SHIFT: u32 = 62;
@@ -41,6 +45,13 @@ const LR_PINTID_SHIFT: u32 = 32;
 const LR_GROUP1: u64 = 1 << 60;
 const LR_PRIORITY_SHIFT: u32 = 48;
 const LR_VINTID_MASK: u64 = 0xffff_ffff;
+
+/// The guest's interrupt controller state: the emulated distributor and one redistributor per
+/// vCPU (`asyncpf_core::vgic`), each behind its own lock.
+pub struct VirtualGic {
+    pub dist: Mutex<Distributor>,
+    redists: Vec<Mutex<Redistributor>>,
+}
 
 /// Number of list registers this CPU implements.
 pub fn list_registers() -> usize {
@@ -79,66 +90,138 @@ pub fn unpark(saved: u64) {
     crate::arch::isb();
 }
 
-/// Move deliverable interrupts of vCPU `vcpu` into free list registers; ask for an underflow
-/// maintenance interrupt when more are waiting than fit.
-pub fn flush(vm: &Vm, vcpu: usize) {
-    let count = list_registers();
-    let mut lrs = [0u64; 16];
-    for (n, lr) in lrs.iter_mut().enumerate().take(count) {
-        *lr = read_lr(n);
-    }
-    withdraw_lowered_levels(vm, vcpu, &mut lrs[..count]);
-    let mut more_waiting = false;
-    loop {
-        let Some(free) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK == 0) else {
-            more_waiting = has_deliverable(vm, vcpu);
-            break;
-        };
-        let Some(pending) = take_deliverable(vm, vcpu) else { break };
-        let intid = pending.intid as u64;
-        // An interrupt already in a list register must not be listed twice: mark it pending
-        // again there (pending and active, if the guest is still handling it).
-        if let Some(n) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK != 0 && lr & LR_VINTID_MASK == intid) {
-            lrs[n] |= LR_STATE_PENDING;
-            write_lr(n, lrs[n]);
-            continue;
+impl VirtualGic {
+    /// A distributor with `spis` SPIs and a redistributor per vCPU, nothing pending.
+    pub fn new(spis: u32, vcpus: usize) -> Self {
+        VirtualGic {
+            dist: Mutex::new(Level::Distributor, Distributor::new(spis, vcpus)),
+            redists: (0..vcpus)
+                .map(|i| {
+                    Mutex::new(
+                        Level::Redistributor,
+                        Redistributor::new(crate::vcpus::vcpu_mpidr(i), i as u16, i + 1 == vcpus),
+                    )
+                })
+                .collect(),
         }
-        let hw =
-            if crate::gic::GUEST_LEVEL_PPIS.contains(&pending.intid) { LR_HW | intid << LR_PINTID_SHIFT } else { 0 };
-        lrs[free] = LR_STATE_PENDING | LR_GROUP1 | hw | (pending.priority as u64) << LR_PRIORITY_SHIFT | intid;
-        write_lr(free, lrs[free]);
-        STATS.lr_injections.inc();
     }
-    ICH_HCR_EL2.modify(if more_waiting { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
-}
 
-/// The highest-priority interrupt deliverable to `vcpu` (an SGI/PPI of its own or an SPI
-/// routed to it), taken out of the model: from now on a list register holds its state.
-fn take_deliverable(vm: &Vm, vcpu: usize) -> Option<asyncpf_core::vgic::Pending> {
-    let mut dist = vm.dist.lock();
-    asyncpf_core::vgic::take_next(&mut dist, &mut vm.vcpus[vcpu].redist.lock())
-}
+    /// vCPU `vcpu`'s redistributor.
+    pub fn redist(&self, vcpu: usize) -> &Mutex<Redistributor> {
+        &self.redists[vcpu]
+    }
 
-fn has_deliverable(vm: &Vm, vcpu: usize) -> bool {
-    let dist = vm.dist.lock();
-    asyncpf_core::vgic::has_next(&dist, &vm.vcpus[vcpu].redist.lock())
-}
+    /// Make private interrupt `intid` (an SGI or PPI) pending on `vcpu`.
+    pub fn raise_private(&self, vcpu: usize, intid: u32) {
+        // Callers pass SGI/PPI numbers, always in range.
+        let _ = self.redists[vcpu].lock().set_pending(intid);
+    }
 
-/// Whether any virtual interrupt is pending for the vCPU on this CPU (in a list register or
-/// waiting in the model): a suspended vCPU must not sleep then.
-pub fn has_pending(vm: &Vm, vcpu: usize) -> bool {
-    (0..list_registers()).any(|n| read_lr(n) & LR_STATE_PENDING != 0) || has_deliverable(vm, vcpu)
-}
+    /// Move deliverable interrupts of vCPU `vcpu` into free list registers; ask for an underflow
+    /// maintenance interrupt when more are waiting than fit.
+    pub fn flush(&self, vcpu: usize) {
+        let count = list_registers();
+        let mut lrs = [0u64; 16];
+        for (n, lr) in lrs.iter_mut().enumerate().take(count) {
+            *lr = read_lr(n);
+        }
+        self.withdraw_lowered_levels(vcpu, &mut lrs[..count]);
+        let mut more_waiting = false;
+        loop {
+            let Some(free) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK == 0) else {
+                more_waiting = self.has_deliverable(vcpu);
+                break;
+            };
+            let Some(pending) = self.take_deliverable(vcpu) else { break };
+            let intid = pending.intid as u64;
+            // An interrupt already in a list register must not be listed twice: mark it pending
+            // again there (pending and active, if the guest is still handling it).
+            if let Some(n) = lrs[..count].iter().position(|lr| lr & LR_STATE_MASK != 0 && lr & LR_VINTID_MASK == intid)
+            {
+                lrs[n] |= LR_STATE_PENDING;
+                write_lr(n, lrs[n]);
+                continue;
+            }
+            let hw = if crate::gic::GUEST_LEVEL_PPIS.contains(&pending.intid) {
+                LR_HW | intid << LR_PINTID_SHIFT
+            } else {
+                0
+            };
+            lrs[free] = LR_STATE_PENDING | LR_GROUP1 | hw | (pending.priority as u64) << LR_PRIORITY_SHIFT | intid;
+            write_lr(free, lrs[free]);
+            STATS.lr_injections.inc();
+        }
+        ICH_HCR_EL2.modify(if more_waiting { ICH_HCR_EL2::UIE::SET } else { ICH_HCR_EL2::UIE::CLEAR });
+    }
 
-/// One of the guest's level interrupts (a timer's, the PMU's) is asserted (physical PPI `intid`
-/// at EL2, left active by `gic::drain`): make its virtual twin pending.
-pub fn forward_level_ppi(vm: &Vm, vcpu: usize, intid: u32) {
-    // These PPIs are always in range.
-    let _ = vm.vcpus[vcpu].redist.lock().set_pending(intid);
-    if intid == crate::gic::PPI_PMU {
-        STATS.pmu_irqs.inc();
-    } else {
-        STATS.timer_irqs.inc();
+    /// The highest-priority interrupt deliverable to `vcpu` (an SGI/PPI of its own or an SPI
+    /// routed to it), taken out of the model: from now on a list register holds its state.
+    fn take_deliverable(&self, vcpu: usize) -> Option<Pending> {
+        let mut dist = self.dist.lock();
+        asyncpf_core::vgic::take_next(&mut dist, &mut self.redists[vcpu].lock())
+    }
+
+    fn has_deliverable(&self, vcpu: usize) -> bool {
+        let dist = self.dist.lock();
+        asyncpf_core::vgic::has_next(&dist, &self.redists[vcpu].lock())
+    }
+
+    /// Whether any virtual interrupt is pending for the vCPU on this CPU (in a list register or
+    /// waiting in the model): a suspended vCPU must not sleep then.
+    pub fn has_pending(&self, vcpu: usize) -> bool {
+        (0..list_registers()).any(|n| read_lr(n) & LR_STATE_PENDING != 0) || self.has_deliverable(vcpu)
+    }
+
+    /// One of the guest's level interrupts (a timer's, the PMU's) is asserted (physical PPI `intid`
+    /// at EL2, left active by `gic::drain`): make its virtual twin pending.
+    pub fn forward_level_ppi(&self, vcpu: usize, intid: u32) {
+        self.raise_private(vcpu, intid);
+        if intid == crate::gic::PPI_PMU {
+            STATS.pmu_irqs.inc();
+        } else {
+            STATS.timer_irqs.inc();
+        }
+    }
+
+    /// Level semantics of the guest's timers and PMU (see the module's documentation): one of
+    /// their interrupts that is pending, in the model or only pending in a list register, while
+    /// its output is low is withdrawn, and its physical interrupt deactivated. One the guest has
+    /// acknowledged (active in a list register) is left for the guest to deactivate.
+    fn withdraw_lowered_levels(&self, vcpu: usize, lrs: &mut [u64]) {
+        for intid in crate::gic::GUEST_LEVEL_PPIS {
+            let in_model = self.redists[vcpu].lock().is_pending(intid);
+            let listed = lrs
+                .iter()
+                .position(|lr| lr & LR_STATE_MASK == LR_STATE_PENDING && lr & LR_VINTID_MASK == u64::from(intid));
+            if (!in_model && listed.is_none()) || level_output(intid) {
+                continue;
+            }
+            if in_model {
+                let _ = self.redists[vcpu].lock().clear_pending(intid);
+            }
+            if let Some(n) = listed {
+                lrs[n] = 0;
+                write_lr(n, 0);
+            }
+            crate::gic::deactivate_private(intid);
+        }
+    }
+
+    /// The guest wrote `value` to ICC_SGI1R_EL1 on vCPU `sender`: make the SGI pending on every
+    /// target vCPU and kick the ones on other CPUs.
+    pub fn send_sgi(&self, vcpus: &Vcpus, sender: usize, value: u64) {
+        let request = SgiRequest::decode(value);
+        let sender_mpidr = vcpus[sender].mpidr;
+        for (target, vcpu) in vcpus.iter().enumerate() {
+            if request.targets(vcpu.mpidr, sender_mpidr) {
+                // `intid` has 4 bits: always an SGI.
+                let _ = self.redists[target].lock().set_pending(request.intid);
+                STATS.sgis.inc();
+                if target != sender {
+                    vcpus.kick(target);
+                }
+            }
+        }
     }
 }
 
@@ -149,45 +232,5 @@ fn level_output(intid: u32) -> bool {
         crate::gic::PPI_VIRTUAL_TIMER => asyncpf_core::vgic::timer_output(CNTV_CTL_EL0.get()),
         crate::gic::PPI_PHYS_TIMER => asyncpf_core::vgic::timer_output(CNTP_CTL_EL0.get()),
         _ => crate::pmu::overflow_output(),
-    }
-}
-
-/// Level semantics of the guest's timers and PMU (see the module's documentation): one of
-/// their interrupts that is pending, in the model or only pending in a list register, while
-/// its output is low is withdrawn, and its physical interrupt deactivated. One the guest has
-/// acknowledged (active in a list register) is left for the guest to deactivate.
-fn withdraw_lowered_levels(vm: &Vm, vcpu: usize, lrs: &mut [u64]) {
-    for intid in crate::gic::GUEST_LEVEL_PPIS {
-        let in_model = vm.vcpus[vcpu].redist.lock().is_pending(intid);
-        let listed =
-            lrs.iter().position(|lr| lr & LR_STATE_MASK == LR_STATE_PENDING && lr & LR_VINTID_MASK == u64::from(intid));
-        if (!in_model && listed.is_none()) || level_output(intid) {
-            continue;
-        }
-        if in_model {
-            let _ = vm.vcpus[vcpu].redist.lock().clear_pending(intid);
-        }
-        if let Some(n) = listed {
-            lrs[n] = 0;
-            write_lr(n, 0);
-        }
-        crate::gic::deactivate_private(intid);
-    }
-}
-
-/// The guest wrote `value` to ICC_SGI1R_EL1 on vCPU `sender`: make the SGI pending on every
-/// target vCPU and kick the ones on other CPUs.
-pub fn send_sgi(vm: &Vm, sender: usize, value: u64) {
-    let request = SgiRequest::decode(value);
-    let sender_mpidr = vm.vcpus[sender].mpidr;
-    for (target, vcpu) in vm.vcpus.iter().enumerate() {
-        if request.targets(vcpu.mpidr, sender_mpidr) {
-            // `intid` has 4 bits: always an SGI.
-            let _ = vcpu.redist.lock().set_pending(request.intid);
-            STATS.sgis.inc();
-            if target != sender {
-                vm.kick(target);
-            }
-        }
     }
 }

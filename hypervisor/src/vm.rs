@@ -2,22 +2,22 @@
 //! emulated devices, and how the VM is built from the hypervisor's options.
 
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::sync::Mutex;
 use asyncpf_core::fdt::GuestPlatform;
 use asyncpf_core::hypercall::Machine;
-pub use asyncpf_core::hypercall::PowerState;
 use asyncpf_core::image::{self, ImageHeader};
 use asyncpf_core::latency::TimeBase;
+use asyncpf_core::lockorder::Level;
 use asyncpf_core::options::HypOptions;
-use asyncpf_core::vgic::{Distributor, Redistributor};
 use spin::Once;
 
 use crate::mm::{Ipa, PhysAddr, Stage2, PAGE_SIZE};
 use crate::platform::Platform;
+use crate::vcpus::{PowerState, Vcpus};
+use crate::vgic::VirtualGic;
 use crate::vuart::{VirtualUart, UART_PAGE_BYTES};
-use crate::{arch, gic, pager};
+use crate::{arch, pager};
 
 /// Where guest RAM starts in the guest's physical address space (as on QEMU's `virt`).
 pub const GUEST_RAM_IPA: u64 = 0x4000_0000;
@@ -35,41 +35,9 @@ pub const GUEST_SPIS: u32 = 64;
 
 const MIB: u64 = 1 << 20;
 
-/// The part of a vCPU that other CPUs touch.
-pub struct VcpuShared {
-    /// The MPIDR the guest sees on this vCPU (VMPIDR_EL2), affinity bits only.
-    pub mpidr: u64,
-    /// The physical CPU this vCPU is pinned to.
-    pub pcpu_mpidr: u64,
-    power: AtomicU8,
-    /// Entry point and context id of a pending CPU_ON.
-    boot: Mutex<(u64, u64)>,
-    /// The vCPU's emulated redistributor (SGI/PPI state).
-    pub redist: Mutex<Redistributor>,
-}
-
-impl VcpuShared {
-    pub fn power(&self) -> PowerState {
-        match self.power.load(Ordering::Acquire) {
-            0 => PowerState::Off,
-            1 => PowerState::OnPending,
-            _ => PowerState::On,
-        }
-    }
-
-    pub fn set_power(&self, state: PowerState) {
-        self.power.store(state as u8, Ordering::Release);
-    }
-
-    /// The entry point and context id stored by CPU_ON.
-    pub fn boot_request(&self) -> (u64, u64) {
-        *self.boot.lock()
-    }
-}
-
 /// The VM.
 pub struct Vm {
-    pub vcpus: Vec<VcpuShared>,
+    pub vcpus: Vcpus,
     pub ram_base: Ipa,
     pub ram_bytes: u64,
     /// Host frames backing guest RAM (contiguous): one per guest page, or the pager's
@@ -77,7 +45,8 @@ pub struct Vm {
     pub ram_host: PhysAddr,
     pub ram_host_bytes: u64,
     pub stage2: Stage2,
-    pub dist: Mutex<Distributor>,
+    /// The guest's interrupt controller.
+    pub vgic: VirtualGic,
     pub uart: Mutex<VirtualUart>,
     pub kernel_entry: u64,
     pub dtb_address: u64,
@@ -99,52 +68,22 @@ pub fn try_get() -> Option<&'static Vm> {
     VM.get()
 }
 
-/// The vCPU MPIDR for vCPU `index`: Aff0 in 0..16 (GICv3 SGI target lists cover 16 CPUs per
-/// Aff1 value), Aff1 above.
-fn vcpu_mpidr(index: usize) -> u64 {
-    ((index as u64 / 16) << 8) | (index as u64 % 16)
-}
-
-/// Bits of MPIDR that hold affinity (Aff3 and Aff2..Aff0).
-const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
-
 impl Vm {
-    /// The vCPU whose MPIDR affinity is `mpidr`.
-    pub fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
-        self.vcpus.iter().position(|v| v.mpidr == mpidr & MPIDR_AFFINITY_MASK)
+    /// What asynchronous page faults signal through.
+    pub fn signals(&self) -> crate::apf::Signals<'_> {
+        crate::apf::Signals { vcpus: &self.vcpus, vgic: &self.vgic, sdei: &self.sdei }
     }
 
     /// Whether `[ipa, ipa + len)` lies inside guest RAM.
     pub fn is_guest_ram(&self, ipa: u64, len: u64) -> bool {
         ipa >= self.ram_base.0 && ipa.checked_add(len).is_some_and(|end| end <= self.ram_base.0 + self.ram_bytes)
     }
-
-    /// PSCI CPU_ON: record the entry point and wake the target's physical CPU.
-    pub fn power_on(&self, target: usize, entry: u64, context: u64) -> Result<(), PowerState> {
-        let vcpu = &self.vcpus[target];
-        let mut boot = vcpu.boot.lock();
-        match vcpu.power() {
-            PowerState::Off => {
-                *boot = (entry, context);
-                vcpu.set_power(PowerState::OnPending);
-                drop(boot);
-                gic::kick(vcpu.pcpu_mpidr);
-                Ok(())
-            }
-            other => Err(other),
-        }
-    }
-
-    /// Wake the physical CPU of vCPU `target` so that it looks at its pending interrupts.
-    pub fn kick(&self, target: usize) {
-        gic::kick(self.vcpus[target].pcpu_mpidr);
-    }
 }
 
 /// The VM as the hypercall decision table (`asyncpf_core::hypercall`) sees it.
 impl Machine for Vm {
     fn vcpu_by_mpidr(&self, mpidr: u64) -> Option<usize> {
-        Vm::vcpu_by_mpidr(self, mpidr)
+        self.vcpus.by_mpidr(mpidr)
     }
     fn power_state(&self, vcpu: usize) -> PowerState {
         self.vcpus[vcpu].power()
@@ -153,7 +92,7 @@ impl Machine for Vm {
         Vm::is_guest_ram(self, address, len)
     }
     fn request_power_on(&self, vcpu: usize, entry: u64, context: u64) -> Result<(), PowerState> {
-        self.power_on(vcpu, entry, context)
+        self.vcpus.power_on(vcpu, entry, context)
     }
 }
 
@@ -312,15 +251,7 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         stage2.map_normal(Ipa(GUEST_RAM_IPA), PhysAddr(ram_host), guest_bytes);
     }
 
-    let vcpus: Vec<VcpuShared> = (0..vcpu_count)
-        .map(|i| VcpuShared {
-            mpidr: vcpu_mpidr(i),
-            pcpu_mpidr: platform.cpu_mpidrs[i],
-            power: AtomicU8::new(PowerState::Off as u8),
-            boot: Mutex::new((0, 0)),
-            redist: Mutex::new(Redistributor::new(vcpu_mpidr(i), i as u16, i + 1 == vcpu_count)),
-        })
-        .collect();
+    let vcpus = Vcpus::new(&platform.cpu_mpidrs[..vcpu_count]);
     let mpidrs: Vec<u64> = vcpus.iter().map(|v| v.mpidr).collect();
 
     let vm = VM.call_once(|| Vm {
@@ -330,8 +261,8 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
         ram_host: PhysAddr(ram_host),
         ram_host_bytes: host_bytes,
         stage2,
-        dist: Mutex::new(Distributor::new(GUEST_SPIS, vcpu_count)),
-        uart: Mutex::new(VirtualUart::new()),
+        vgic: VirtualGic::new(GUEST_SPIS, vcpu_count),
+        uart: Mutex::new(Level::Uart, VirtualUart::new()),
         kernel_entry: entry,
         dtb_address,
         sdei: crate::sdei::Dispatcher::new(vcpu_count),
@@ -341,6 +272,15 @@ pub fn build(platform: &Platform, options: &HypOptions, free_start: u64) -> Resu
             crate::apf::Apf::new(vcpu_count, granule, GUEST_RAM_IPA..GUEST_RAM_IPA + guest_bytes, resident_pages)
         }),
     });
+
+    if let (Some(pager), Some(_)) = (pager::get(), &vm.apf) {
+        pager.on_async_completion(|pager, waiter| {
+            let vm = get();
+            if let Some(apf) = &vm.apf {
+                apf.completed(vm.signals(), pager, waiter);
+            }
+        });
+    }
 
     // Load the kernel (zeroing the rest of its footprint) and the device tree.
     vm.load(load, image_bytes, footprint)?;

@@ -180,10 +180,13 @@
 //! assert_eq!(vcpu.status(), Status::Disabled);
 //! ```
 
+#[cfg(feature = "alloc")]
 pub mod cost;
 mod layout;
 mod ring;
+#[cfg(feature = "alloc")]
 pub mod slots;
+#[cfg(feature = "alloc")]
 mod vcpu;
 
 #[cfg(test)]
@@ -196,6 +199,7 @@ pub use layout::{
     Record,
 };
 pub use ring::{drain, read_not_present, ring_used, NotPresent, RecordMemory, RingError};
+#[cfg(feature = "alloc")]
 pub use vcpu::{
     ApfVcpu, Counters, Delivery, DispatchInputs, Fate, LimitError, PowerOff, Refusal, Status, Token, TokenError,
     MAX_LIMIT, MAX_SEQUENCE,
