@@ -1343,6 +1343,12 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let suite_start = Instant::now();
     let selected = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
     let cases: Vec<Case> = all_cases().into_iter().filter(|c| selected(&c.name())).collect();
+    if args.list {
+        for name in test_names(args.filter.as_deref()) {
+            println!("{name}");
+        }
+        return Ok(true);
+    }
     println!("test: {} ({} QEMU cases, {} jobs)", tc.qemu_version, cases.len(), args.jobs.max(1));
     let mut rows = Vec::new();
 
@@ -1400,6 +1406,24 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let failed = rows.iter().filter(|r| !r.passed).count();
     println!("{} passed, {failed} failed, {:.0} s in all", rows.len() - failed, suite_start.elapsed().as_secs_f64());
     Ok(failed == 0)
+}
+
+/// The names of the tests [`run_suite`] runs with this `--filter`, in the order of its table.
+fn test_names(filter: Option<&str>) -> Vec<String> {
+    let selected = |name: &str| filter.is_none_or(|f| name.contains(f));
+    let cases: Vec<String> = all_cases().iter().map(Case::name).filter(|n| selected(n)).collect();
+    let probes: Vec<String> =
+        crate::probes::TESTS.iter().map(|(name, _)| name.to_string()).filter(|n| selected(n)).collect();
+    let mut names: Vec<String> = [HOST_TESTS, LINT].into_iter().filter(|n| selected(n)).map(String::from).collect();
+    if !cases.is_empty() || selected(BUILD) || !probes.is_empty() || selected(LINUX) {
+        names.push(BUILD.into());
+    }
+    names.extend(cases);
+    names.extend([NEGATIVE].into_iter().filter(|n| selected(n)).map(String::from));
+    names.extend(probes);
+    let late = [REPEATABLE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD];
+    names.extend(late.into_iter().filter(|n| selected(n)).map(String::from));
+    names
 }
 
 /// Runs `f`, printing a progress line; an error becomes a failed row with its message.
@@ -1827,6 +1851,19 @@ mod tests {
         assert_eq!(c.backing().write_errors, [BLKDEBUG_WRITE_SLOT]);
         assert_eq!(first_line("a\nb"), "a");
         assert_eq!(first_line(&"x".repeat(200)).len(), 102);
+    }
+
+    #[test]
+    fn test_names_are_unique_and_filtered() {
+        let all = test_names(None);
+        let mut unique = all.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), all.len());
+        assert_eq!(all[..3], [HOST_TESTS, LINT, BUILD]);
+        assert_eq!(test_names(Some("lint")), [LINT]);
+        assert_eq!(test_names(Some("qemu/ipi/v4")), [BUILD, "qemu/ipi/v4/max", "qemu/ipi/v4/a64fx"]);
+        assert!(test_names(Some("no such test")).is_empty());
     }
 
     fn vcpus_text(vcpus: u32) -> &'static str {
