@@ -1,9 +1,18 @@
 //! THE ASSERTIONS of the QEMU integration tests, one table, and the function that applies them.
 
-use super::*;
-use Check::*;
-use Op::*;
-use Operand::*;
+use serde_json::Value;
+
+use super::cases::{
+    APF_PAGED, APF_UNPAGED, BLKDEBUG_READ_SLOT, BLKDEBUG_VERIFIABLE, BLKDEBUG_WRITE_SLOT, CPU_A64FX, CPU_MAX,
+    DEVICE_QUEUE_DEPTH, EXPECT_OK, HOSTILE_PAGED, HOSTILE_UNPAGED, HOTPLUG_APF, HOTPLUG_APF_ROUNDS, HOTPLUG_ROUNDS,
+    OC_4X, OC_8X, OC_APF, OC_BLKDEBUG, OC_BLKDEBUG_READ_SLOTS, OC_FITS, OC_UNREADABLE, OC_UNREADABLE_APF,
+    OC_UNREADABLE_SLOTS, OVERCOMMITTED, PAGED, PAGED_CLEAN, SELFTEST, SELFTEST_CLEAN, SELFTEST_ERRORS,
+    SELFTEST_LATENCY,
+};
+use super::checks::Assertion;
+use super::checks::Check::*;
+use super::checks::Op::*;
+use super::checks::Operand::*;
 
 pub(super) const ALL: &[&str] = &[];
 

@@ -1,14 +1,16 @@
 //! The QEMU integration cases: the scenario matrix, the backing-store self-tests, the paging
 //! cases and the other paged runs, their names, labels and run plans.
 
-use super::*;
+use std::path::PathBuf;
+
+use crate::cli::{BackingPlan, RunPlan};
 
 /// The scenarios, vCPU counts and CPU models of the integration matrix.
 pub(super) const SCENARIOS: &[&str] = &["smp", "ipi", "hostile", "overcommit", "hotplug", "apfabi"];
 /// Rounds of the guest's `hotplug` scenario: each turns every secondary vCPU off and on again.
 pub(super) const HOTPLUG_ROUNDS: i64 = 3;
-pub(super) const VCPU_COUNTS: &[u32] = &[1, 4];
-pub(super) const CPU_MODELS: &[&str] = &["max", "a64fx"];
+const VCPU_COUNTS: &[u32] = &[1, 4];
+const CPU_MODELS: &[&str] = &["max", "a64fx"];
 
 /// A backing-store case: the `smp` scenario on 2 vCPUs after the hypervisor's self-test.
 #[derive(Debug, Clone, Copy)]
@@ -26,9 +28,9 @@ pub(super) const SELFTEST: &str = "selftest";
 pub(super) const SELFTEST_CLEAN: &str = "selftest-clean";
 pub(super) const SELFTEST_LATENCY: &str = "selftest-l200";
 pub(super) const SELFTEST_ERRORS: &str = "selftest-blkdebug";
-pub(super) const SELFTEST_VCPUS: u32 = 2;
+const SELFTEST_VCPUS: u32 = 2;
 /// The blkdebug case: 64 pages, the read of slot 5 and the write of slot 9 fail.
-pub(super) const BLKDEBUG_PAGES: u64 = 64;
+const BLKDEBUG_PAGES: u64 = 64;
 pub(super) const BLKDEBUG_READ_SLOT: u64 = 5;
 pub(super) const BLKDEBUG_WRITE_SLOT: u64 = 9;
 /// Pages the blkdebug case can verify: all but the one whose read failed and the one whose
@@ -122,9 +124,9 @@ pub(super) const OC_UNREADABLE_SLOTS: &[u64] = &[2400, 3500, 4600, 5700, 6800];
 
 /// The guest's working-set key (`asyncpf_guest::cmdline::OPT_WS_MIB`; the runner does not
 /// depend on the guest crate).
-pub(super) const GUEST_OPT_WS_MIB: &str = "ws_mib";
+const GUEST_OPT_WS_MIB: &str = "ws_mib";
 /// The guest's hotplug rounds key (`asyncpf_guest::cmdline::OPT_ROUNDS`).
-pub(super) const GUEST_OPT_ROUNDS: &str = "rounds";
+const GUEST_OPT_ROUNDS: &str = "rounds";
 /// The guest's asynchronous-page-fault key (`asyncpf_guest::cmdline::OPT_APF`).
 pub(super) const GUEST_OPT_APF: &str = "apf";
 /// The overcommit workload with asynchronous page faults on.
@@ -247,7 +249,7 @@ pub(super) struct HotplugApf {
 }
 
 pub(super) const HOTPLUG_APF: &str = "hotplug-apf";
-pub(super) const HOTPLUG_APF_CASES: &[HotplugApf] = &[HotplugApf { vcpus: 2 }, HotplugApf { vcpus: 4 }];
+const HOTPLUG_APF_CASES: &[HotplugApf] = &[HotplugApf { vcpus: 2 }, HotplugApf { vcpus: 4 }];
 /// Rounds (`rounds=N`): each CPU goes off this many times. About a third of the offs find a token
 /// still outstanding, so 12 rounds give at least 12 tries even on 2 vCPUs.
 pub(super) const HOTPLUG_APF_ROUNDS: i64 = 12;
@@ -265,7 +267,7 @@ pub(super) const CPU_A64FX: &str = "cpu-a64fx";
 pub(super) const EXPECT_OK: &str = "expect-ok";
 
 /// The guest RAM of the matrix and self-test cases.
-pub(super) const MATRIX_GUEST_MIB: u32 = 128;
+const MATRIX_GUEST_MIB: u32 = 128;
 
 /// A QEMU integration case.
 #[derive(Debug, Clone)]
@@ -428,7 +430,7 @@ impl Case {
 /// Guest option of the cases that test the asynchronous protocol's paths (paging with
 /// `apf=on`, `hotplug` with APF): every fault is delivered whatever the hypervisor's host-timed
 /// measurements say (ALWAYS_DELIVER, docs/abi.md §8.1), so the paths run on a loaded host too.
-pub(super) const APF_ALWAYS: &str = "apf_always=on";
+const APF_ALWAYS: &str = "apf_always=on";
 
 /// Every QEMU case: the matrix, the self-tests, the paging cases.
 pub(super) fn all_cases() -> Vec<Case> {
@@ -462,9 +464,9 @@ pub(super) fn all_cases() -> Vec<Case> {
 
 /// The paged `hostile` case: 4 vCPUs, G = 64 MiB overcommitted onto R = 12 MiB, APF on, a
 /// 24 MiB working set (2x R) rewritten and verified during 8,000 hostile calls.
-pub(super) const HOSTILE_PAGED_VCPUS: u32 = 4;
-pub(super) const HOSTILE_PAGED_GUEST_MIB: u32 = 64;
-pub(super) const HOSTILE_PAGED_RESIDENT_MIB: u32 = 12;
+const HOSTILE_PAGED_VCPUS: u32 = 4;
+const HOSTILE_PAGED_GUEST_MIB: u32 = 64;
+const HOSTILE_PAGED_RESIDENT_MIB: u32 = 12;
 pub(super) const HOSTILE_PAGED_CMDLINE: &str = "calls=8000 apf=on apf_always=on ws_mib=24";
 /// `hostile` labels: with and without paged RAM.
 pub(super) const HOSTILE_PAGED: &str = "hostile-paged";
@@ -472,9 +474,9 @@ pub(super) const HOSTILE_UNPAGED: &str = "hostile-unpaged";
 
 /// The `apfabi` cases with paged RAM (where the APF calls are answered): 2 vCPUs, on each CPU
 /// model (`a64fx` has a 256-byte writeback granule, so its records are laid out by 256).
-pub(super) const APF_ABI_VCPUS: u32 = 2;
-pub(super) const APF_ABI_GUEST_MIB: u32 = 64;
-pub(super) const APF_ABI_RESIDENT_MIB: u32 = 16;
+const APF_ABI_VCPUS: u32 = 2;
+const APF_ABI_GUEST_MIB: u32 = 64;
+const APF_ABI_RESIDENT_MIB: u32 = 16;
 /// `apfabi` labels: with and without paged RAM.
 pub(super) const APF_PAGED: &str = "apf-paged";
 pub(super) const APF_UNPAGED: &str = "apf-unpaged";

@@ -1,7 +1,11 @@
 //! The check language of the assertions: numbers in a report ([`Operand`]), comparisons
 //! ([`Op`]), checks ([`Check`]) and their evaluation on a run's JSON report.
 
-use super::*;
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::cli::SLOT_BYTES;
 use Check::*;
 use Op::*;
 use Operand::*;
@@ -64,7 +68,7 @@ pub enum Check {
 }
 
 /// A check and the labels of the cases it applies to (empty: every case). A case's labels are
-/// its scenario's name, [`EXPECT_OK`] unless the guest is meant to fail, and for self-test and
+/// its scenario's name, [`EXPECT_OK`](super::cases::EXPECT_OK) unless the guest is meant to fail, and for self-test and
 /// paging cases their names and group labels (see `Case::labels`).
 #[derive(Debug, Clone, Copy)]
 pub struct Assertion {
@@ -114,12 +118,12 @@ impl fmt::Display for Check {
     }
 }
 
-pub(super) fn as_int(v: &Value) -> Option<i128> {
+fn as_int(v: &Value) -> Option<i128> {
     v.as_i64().map(i128::from).or_else(|| v.as_u64().map(i128::from))
 }
 
 /// The integer at `p`.
-pub(super) fn int_field(report: &Value, p: &str) -> Result<i128, String> {
+fn int_field(report: &Value, p: &str) -> Result<i128, String> {
     match report.pointer(p) {
         None => Err(format!("{p} is missing")),
         Some(v) => as_int(v).ok_or_else(|| format!("{p} is {v}, not an integer")),
@@ -127,7 +131,7 @@ pub(super) fn int_field(report: &Value, p: &str) -> Result<i128, String> {
 }
 
 /// An address at `p`: an integer, or a string as the guest prints them (`0x...`).
-pub(super) fn address_field(report: &Value, p: &str) -> Result<u64, String> {
+fn address_field(report: &Value, p: &str) -> Result<u64, String> {
     let v = report.pointer(p).ok_or_else(|| format!("{p} is missing"))?;
     let parsed = match v {
         Value::String(s) => s.strip_prefix("0x").and_then(|hex| u64::from_str_radix(hex, 16).ok()),
@@ -163,7 +167,7 @@ impl Op {
 }
 
 /// The disk slot of the address at `p`, if it is one of `slots`.
-pub(super) fn in_slots(report: &Value, p: &str, slots: &[u64]) -> Result<u64, String> {
+fn in_slots(report: &Value, p: &str, slots: &[u64]) -> Result<u64, String> {
     let addr = address_field(report, p)?;
     let slot = addr.checked_sub(GUEST_RAM_IPA).map(|offset| offset / SLOT_BYTES);
     match slot {

@@ -1,10 +1,17 @@
 //! The steps that run no QEMU case of their own: the host tests and the negative test.
 
-use super::*;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::run;
 
 /// The host test runs: `cargo test` on the default members (contract, core, xtask), and the
 /// guest kernel's pure library (`guest/src/lib.rs`; its binary only builds for aarch64).
-pub(super) const HOST_TEST_RUNS: [&[&str]; 2] = [&["test"], &["test", "-p", "asyncpf-guest", "--lib"]];
+const HOST_TEST_RUNS: [&[&str]; 2] = [&["test"], &["test", "-p", "asyncpf-guest", "--lib"]];
 
 /// Every host test run with the outer cargo.
 pub(super) fn host_tests(root: &Path) -> Result<String> {

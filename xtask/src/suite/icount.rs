@@ -1,22 +1,33 @@
 //! The cases of two runs each under `-icount`: `qemu/repeatable` (the same virtual times with
 //! and without host load) and `qemu/never-slower` (APF at latency 0 costs no time).
 
-use super::*;
+use std::path::Path;
 
+use anyhow::Result;
+use serde_json::Value;
+
+use crate::cli::{BackingPlan, RunPlan};
+use crate::run;
+use crate::toolchain::Toolchain;
+
+use super::assertions::failed_assertions;
+use super::cases::{EXPECT_OK, GUEST_OPT_APF, OVERCOMMITTED};
+
+pub(super) const REPEATABLE: &str = "qemu/repeatable";
 /// The repeatability case: a small overcommitted `overcommit` workload with asynchronous page
 /// faults (so both page_ready deliveries and synchronous waits), 1 vCPU, under `-icount`, run
 /// once on a quiet host and once beside [`REPEATABLE_HOST_LOAD`] busy processes.
-pub(super) const REPEATABLE_GUEST_MIB: u32 = 32;
-pub(super) const REPEATABLE_RESIDENT_MIB: u32 = 8;
-pub(super) const REPEATABLE_LATENCY_US: u64 = 1000;
-pub(super) const REPEATABLE_ICOUNT: u32 = 3;
-pub(super) const REPEATABLE_HOST_LOAD: u32 = 2;
+const REPEATABLE_GUEST_MIB: u32 = 32;
+const REPEATABLE_RESIDENT_MIB: u32 = 8;
+const REPEATABLE_LATENCY_US: u64 = 1000;
+const REPEATABLE_ICOUNT: u32 = 3;
+const REPEATABLE_HOST_LOAD: u32 = 2;
 /// Virtual times of the two runs may differ by this fraction of the larger (issue 9: 1 %).
-pub(super) const REPEATABLE_TOLERANCE: f64 = 0.01;
+const REPEATABLE_TOLERANCE: f64 = 0.01;
 
 /// A small overcommitted `overcommit` run on 1 vCPU under `-icount` (the repeatability and
 /// never-slower cases): G = 32 MiB on R = 8 MiB, latency `latency_us`, APF on or off.
-pub(super) fn small_overcommit_plan(
+fn small_overcommit_plan(
     root: &Path,
     name: &str,
     apf: bool,
@@ -53,7 +64,7 @@ pub(super) fn small_overcommit_plan(
 /// [`NEVER_SLOWER_TOLERANCE`] times the synchronous run's. Without the rule the main job's
 /// configuration at L = 0 took 0.88x (6,845 vs 6,052 ms).
 pub(super) const NEVER_SLOWER: &str = "qemu/never-slower";
-pub(super) const NEVER_SLOWER_TOLERANCE: f64 = 1.02;
+const NEVER_SLOWER_TOLERANCE: f64 = 1.02;
 
 pub(super) fn never_slower(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Result<String> {
     let mut reports = Vec::new();
@@ -143,7 +154,7 @@ pub(super) fn repeatable(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Resu
 
 /// Where the guest's virtual times of two runs (`guest.elapsed_ms` and every phase of
 /// `guest.phases_ms`) differ by more than `tolerance` of the larger, or are missing.
-pub(super) fn repeatability_failures(a: &Value, b: &Value, tolerance: f64) -> Vec<String> {
+fn repeatability_failures(a: &Value, b: &Value, tolerance: f64) -> Vec<String> {
     let mut fields = vec![("elapsed_ms".to_string(), "/guest/elapsed_ms".to_string())];
     match a.pointer("/guest/phases_ms").and_then(Value::as_object) {
         Some(phases) if !phases.is_empty() => {

@@ -1,6 +1,11 @@
 //! The lint step: clippy on every crate and `cargo doc` without warnings.
 
-use super::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result};
+
+use crate::build;
 
 /// Clippy with `-D warnings` on every crate and target: the host crates (contract, core, xtask,
 /// the guest's library) with rustup's clippy, the bare-metal crates with Debian's, for the

@@ -1,25 +1,35 @@
 //! `test`: host tests, the cross build, QEMU integration tests and a negative test.
 //!
 //! The QEMU tests run scenarios through the same code as `cargo xtask run` and then check the
-//! JSON report against [`ASSERTIONS`], one table so that field names and bounds are easy to
-//! adjust in one place.
+//! JSON report against [`ASSERTIONS`](assertions::ASSERTIONS), one table so that field names and
+//! bounds are easy to adjust in one place.
+//!
+//! This module runs the suite and prints its table; the rest is by concern:
+//! - [`cases`]: the QEMU cases (the scenario matrix, the backing-store self-tests, the paging
+//!   cases and the other paged runs), their names, labels and run plans;
+//! - [`checks`]: the check language (operands, comparisons, checks) and its evaluation;
+//! - [`assertions`]: THE ASSERTIONS table, and which rows apply to a case's labels;
+//! - [`icount`]: `qemu/repeatable` and `qemu/never-slower`, two runs each under `-icount`;
+//! - [`host`]: `host-tests` and `negative/not-an-image`; [`lint`](mod@lint): the `lint` step.
 
 use std::collections::VecDeque;
-use std::fmt;
-use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::Mutex;
 use std::thread;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::Value;
 
-use crate::build;
-use crate::cli::{BackingPlan, RunPlan, TestArgs, SLOT_BYTES};
-use crate::run;
+use crate::cli::TestArgs;
 use crate::toolchain::Toolchain;
+use crate::{build, run};
+
+use assertions::failed_assertions;
+use cases::{all_cases, Case};
+use host::{host_tests, negative_not_an_image};
+use icount::{never_slower, repeatable, NEVER_SLOWER, REPEATABLE};
+use lint::lint;
 
 mod assertions;
 mod cases;
@@ -29,13 +39,6 @@ mod icount;
 mod lint;
 #[cfg(test)]
 mod tests;
-
-use assertions::*;
-use cases::*;
-use checks::*;
-use host::*;
-use icount::*;
-use lint::*;
 
 /// One line of the final table.
 struct Row {
@@ -52,7 +55,6 @@ const NEGATIVE: &str = "negative/not-an-image";
 const LINUX: &str = "linux/boot";
 /// Linux with a BusyBox userspace on 4 vCPUs at 4x and 8x overcommit (`cargo xtask linux`).
 const LINUX_WORKLOAD: &str = "linux/workload";
-const REPEATABLE: &str = "qemu/repeatable";
 const BENCH_SMOKE: &str = "bench/smoke";
 
 /// Runs the suite; true when everything selected passed.

@@ -1,7 +1,19 @@
 //! Host tests of the case table and the assertions.
 
-use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
+
+use crate::cli::BackingPlan;
+
+use super::assertions::failed_assertions;
+use super::cases::{
+    all_cases, Case, Paged, APF_PAGED, APF_UNPAGED, BLKDEBUG_WRITE_SLOT, CPU_A64FX, CPU_MAX, EXPECT_OK, HOSTILE_PAGED,
+    HOSTILE_PAGED_CMDLINE, HOSTILE_UNPAGED, HOTPLUG_APF, HOTPLUG_APF_GUEST_MIB, HOTPLUG_APF_ICOUNT,
+    HOTPLUG_APF_LATENCY_US, HOTPLUG_APF_RESIDENT_MIB, HOTPLUG_APF_ROUNDS, HOTPLUG_APF_WS_MIB, OC_4X, OC_8X, OC_APF,
+    OC_BLKDEBUG, OC_BLKDEBUG_READ_SLOTS, OC_BLKDEBUG_WRITE_SLOTS, OC_FITS, OC_UNREADABLE, OC_UNREADABLE_APF,
+    OC_UNREADABLE_SLOTS, OVERCOMMITTED, PAGED, PAGED_CASES, PAGED_CLEAN, SCENARIOS, SELFTEST, SELFTESTS,
+    SELFTEST_CLEAN, SELFTEST_ERRORS, SELFTEST_LATENCY,
+};
+use super::checks::GUEST_RAM_IPA;
 
 fn hostile_report() -> Value {
     let mut r = json!({
