@@ -71,6 +71,11 @@ pub(super) struct Paged {
 }
 
 impl Paged {
+    /// A case with the default working set, no injected errors and APF off.
+    const fn clean(name: &'static str, vcpus: u32, guest_mib: u32, resident_mib: u32) -> Paged {
+        Paged { name, vcpus, guest_mib, resident_mib, ws_mib: None, read_errors: &[], write_errors: &[], apf: false }
+    }
+
     /// Less host memory than guest RAM.
     pub(super) fn overcommits(&self) -> bool {
         self.resident_mib < self.guest_mib
@@ -137,106 +142,24 @@ pub(super) const OC_APF: &str = "overcommit-apf";
 /// memory-overcommit issue's "done when" (G = 256, R = 32, all free RAM: ≈ 250 MiB, 7.8x;
 /// about 23 s) and a working set of exactly 8x R = 4 (about 3 s).
 pub(super) const PAGED_CASES: &[Paged] = &[
+    Paged::clean(OC_4X, 1, 64, 12),
+    Paged::clean(OC_4X, 4, 256, 32),
+    Paged::clean(OC_8X, 1, 64, 6),
+    Paged { ws_mib: Some(32), ..Paged::clean(OC_8X, 4, 48, 4) },
+    Paged::clean(OC_FITS, 2, 32, 32),
     Paged {
-        name: OC_4X,
-        vcpus: 1,
-        guest_mib: 64,
-        resident_mib: 12,
-        ws_mib: None,
-        read_errors: &[],
-        write_errors: &[],
-        apf: false,
-    },
-    Paged {
-        name: OC_4X,
-        vcpus: 4,
-        guest_mib: 256,
-        resident_mib: 32,
-        ws_mib: None,
-        read_errors: &[],
-        write_errors: &[],
-        apf: false,
-    },
-    Paged {
-        name: OC_8X,
-        vcpus: 1,
-        guest_mib: 64,
-        resident_mib: 6,
-        ws_mib: None,
-        read_errors: &[],
-        write_errors: &[],
-        apf: false,
-    },
-    Paged {
-        name: OC_8X,
-        vcpus: 4,
-        guest_mib: 48,
-        resident_mib: 4,
-        ws_mib: Some(32),
-        read_errors: &[],
-        write_errors: &[],
-        apf: false,
-    },
-    Paged {
-        name: OC_FITS,
-        vcpus: 2,
-        guest_mib: 32,
-        resident_mib: 32,
-        ws_mib: None,
-        read_errors: &[],
-        write_errors: &[],
-        apf: false,
-    },
-    Paged {
-        name: OC_BLKDEBUG,
-        vcpus: 2,
-        guest_mib: OC_BLKDEBUG_GUEST_MIB,
-        resident_mib: 8,
-        ws_mib: None,
         read_errors: OC_BLKDEBUG_READ_SLOTS,
         write_errors: OC_BLKDEBUG_WRITE_SLOTS,
-        apf: false,
+        ..Paged::clean(OC_BLKDEBUG, 2, OC_BLKDEBUG_GUEST_MIB, 8)
     },
+    Paged { read_errors: OC_UNREADABLE_SLOTS, ..Paged::clean(OC_UNREADABLE, 2, OC_BLKDEBUG_GUEST_MIB, 8) },
     Paged {
-        name: OC_UNREADABLE,
-        vcpus: 2,
-        guest_mib: OC_BLKDEBUG_GUEST_MIB,
-        resident_mib: 8,
-        ws_mib: None,
         read_errors: OC_UNREADABLE_SLOTS,
-        write_errors: &[],
-        apf: false,
-    },
-    Paged {
-        name: OC_UNREADABLE_APF,
-        vcpus: 2,
-        guest_mib: OC_BLKDEBUG_GUEST_MIB,
-        resident_mib: 8,
-        ws_mib: None,
-        read_errors: OC_UNREADABLE_SLOTS,
-        write_errors: &[],
         apf: true,
+        ..Paged::clean(OC_UNREADABLE_APF, 2, OC_BLKDEBUG_GUEST_MIB, 8)
     },
-    Paged {
-        name: OC_APF,
-        vcpus: 1,
-        guest_mib: 64,
-        resident_mib: 12,
-        ws_mib: None,
-        read_errors: &[],
-        write_errors: &[],
-        apf: true,
-    },
-    Paged {
-        name: OC_APF,
-        vcpus: 4,
-        guest_mib: 64,
-        resident_mib: 12,
-        ws_mib: None,
-        read_errors: &[],
-        write_errors: &[],
-        apf: true,
-    },
+    Paged { apf: true, ..Paged::clean(OC_APF, 1, 64, 12) },
+    Paged { apf: true, ..Paged::clean(OC_APF, 4, 64, 12) },
 ];
 
 /// The `hotplug` scenario with a paging load and asynchronous page faults (issue 11 item 6): CPUs
