@@ -29,6 +29,11 @@
 //! a decline; about 1 ms each at L = 1000 µs) add up to about that phase's excess over the
 //! reference. Which pages those are (the kernel's own, evicted by the streaming writes, is the
 //! likely answer) is not measured yet.
+//!
+//! This module runs the three runs; the rest is by concern: [`plan`](mod@plan) (the options
+//! the comparison takes and refuses, its defaults, the plans of its runs), [`figures`] (a row
+//! per run, the ratios, the per-fault figures, [`check_run`]) and [`report`] (the settings, the
+//! table, the JSON document and what is printed).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,11 +45,11 @@ use serde_json::{json, Value};
 use crate::bench::{Kind, SCENARIO};
 use crate::cli::RunPlan;
 use crate::toolchain::Toolchain;
-use crate::{bench, build, run, sweep};
+use crate::{bench, build, run};
 
 use figures::round_to;
 use plan::ComparePlan;
-use report::{compare_dir, default_json, table, CompareJson, Reports, Settings, COMPARISON};
+use report::{compare_dir, default_json, print_result, CompareJson, Reports, Settings, COMPARISON};
 
 pub use figures::{check_run, Comparison, Row};
 pub use plan::{plan, plan_runs, selected, CompareRun, Params};
@@ -183,73 +188,6 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
         bench::write_json(extra, &doc)?;
     }
 
-    print!("\n{}\n{}", settings.header(), table(&rows));
-    println!(
-        "compare: phase times in ms; async_faults: faults resolved asynchronously (hyp.async_faults); \
-         blocking_faults: faults that waited synchronously (mem.blocking_faults); stall_mean_us: their mean \
-         fault-to-resume time"
-    );
-    let per_run = |f: &dyn Fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>().join(" / ");
-    println!(
-        "compare: host time kept out: virtual time was held {} time(s) for a disk request QEMU had not completed by \
-         its deadline (mem.device_late_freezes); host wall time {} s",
-        per_run(&|r| r.device_late_freezes.map_or("-".into(), |n| n.to_string())),
-        per_run(&|r| r.figures.wall_seconds.map_or("-".into(), |s| format!("{s:.1}"))),
-    );
-    print!("compare: whole workload (elapsed_ms):\n{}", comparison.elapsed.lines());
-    let exits = |mode: Mode| rows.iter().find(|r| r.run == mode).and_then(|r| r.guest_exits);
-    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
-    println!(
-        "compare:   exits per async fault  1 + (async - sync guest-caused exits) / async faults = 1 + ({} - {}) / {} = {}",
-        show(exits(Mode::Asynchronous)),
-        show(exits(Mode::Synchronous)),
-        show(rows.iter().find(|r| r.run == Mode::Asynchronous).and_then(|r| r.async_faults)),
-        comparison.exits_per_async_fault.map_or("- (most faults waited: see sync_reasons)".into(), |v| format!("{v:.2}")),
-    );
-    let ns_per_instruction = 1u64 << plan.params.icount;
-    match (comparison.hyp_us_per_async_fault, comparison.hyp_us_per_async_fault_parts) {
-        (Some(total), Some([fault, answer, interrupt])) => println!(
-            "compare:   hypervisor's own time per async fault = {total:.2} us (about {:.0} of its instructions at {} ns \
-             each): fault exit {fault:.2} + handler's answer {answer:.2} + interrupt exits {interrupt:.2} us",
-            total * 1000.0 / ns_per_instruction as f64,
-            ns_per_instruction,
-        ),
-        _ => println!("compare:   hypervisor's own time per async fault = - (most faults waited: see sync_reasons)"),
-    }
-    print!(
-        "compare: fault-bound phases only (verify + mix + final_verify):\n{}",
-        comparison.fault_bound_phases.lines()
-    );
-    println!(
-        "compare: the write phase is left out of the second set: its working-set faults are first touches, \
-         zero-filled without a disk read, so it has little page-in latency of its own to hide; in the asynchronous \
-         run, blocking_faults counts the faults that were not delivered asynchronously (taken with IRQs masked, \
-         by the idle task or inside a handler, or right after a decline) and waited"
-    );
-    if ok {
-        let async_row = rows.iter().find(|r| r.run == Mode::Asynchronous);
-        println!(
-            "compare: correct: 3 runs ok, 0 mismatches, {} asynchronous faults in the asynchronous run and every \
-             page_ready delivered (hyp.apf.posted = accepted + wake_alls), none in the apf=off runs",
-            async_row.and_then(|r| r.async_faults).unwrap_or(0)
-        );
-    } else {
-        for f in &failures {
-            println!("compare: FAILED: {f}");
-        }
-    }
-    println!(
-        "compare: the sweep over L, T and vCPUs (this comparison at every point) is plotted in {}/{}.svg (README, \
-         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (about 8 min on 2 host cores)",
-        sweep::COMMITTED_DIR,
-        sweep::NAME,
-        sweep::COMMITTED_DIR
-    );
-    let extra = plan.json.as_ref().map(|p| format!(" and {}", p.display())).unwrap_or_default();
-    println!(
-        "compare: {} in {wall_seconds:.1} s; settings, rows, ratios and reports in {}{extra}",
-        if ok { "ok" } else { "FAILED" },
-        json_path.display()
-    );
+    print_result(&doc, &json_path, plan.json.as_deref());
     Ok(ok)
 }

@@ -1,5 +1,5 @@
-//! What the comparison prints and writes: the settings and their header lines, the table, and
-//! the JSON document.
+//! What the comparison prints and writes: the settings and their header lines, the table, the
+//! JSON document, and the result printed after the runs.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::bench::SCENARIO;
+use crate::sweep;
 
 use super::figures::{Comparison, Row};
 use super::plan::ComparePlan;
@@ -211,4 +212,78 @@ pub(super) fn compare_dir(root: &Path) -> PathBuf {
 /// Where the JSON document always goes.
 pub fn default_json(root: &Path) -> PathBuf {
     compare_dir(root).join(format!("{COMPARISON}.json"))
+}
+
+/// Prints the comparison in `doc`, written to `json_path` (and to `extra`, `--json`): the
+/// settings, the table, the ratios and the verdict.
+pub(super) fn print_result(doc: &CompareJson, json_path: &Path, extra: Option<&Path>) {
+    let CompareJson { settings, rows, ratios: comparison, failures, ok, wall_seconds, .. } = *doc;
+    print!("\n{}\n{}", settings.header(), table(rows));
+    println!(
+        "compare: phase times in ms; async_faults: faults resolved asynchronously (hyp.async_faults); \
+         blocking_faults: faults that waited synchronously (mem.blocking_faults); stall_mean_us: their mean \
+         fault-to-resume time"
+    );
+    let per_run = |f: &dyn Fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>().join(" / ");
+    println!(
+        "compare: host time kept out: virtual time was held {} time(s) for a disk request QEMU had not completed by \
+         its deadline (mem.device_late_freezes); host wall time {} s",
+        per_run(&|r| r.device_late_freezes.map_or("-".into(), |n| n.to_string())),
+        per_run(&|r| r.figures.wall_seconds.map_or("-".into(), |s| format!("{s:.1}"))),
+    );
+    print!("compare: whole workload (elapsed_ms):\n{}", comparison.elapsed.lines());
+    let exits = |mode: Mode| rows.iter().find(|r| r.run == mode).and_then(|r| r.guest_exits);
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    println!(
+        "compare:   exits per async fault  1 + (async - sync guest-caused exits) / async faults = 1 + ({} - {}) / {} = {}",
+        show(exits(Mode::Asynchronous)),
+        show(exits(Mode::Synchronous)),
+        show(rows.iter().find(|r| r.run == Mode::Asynchronous).and_then(|r| r.async_faults)),
+        comparison.exits_per_async_fault.map_or("- (most faults waited: see sync_reasons)".into(), |v| format!("{v:.2}")),
+    );
+    let ns_per_instruction = settings.ns_per_instruction;
+    match (comparison.hyp_us_per_async_fault, comparison.hyp_us_per_async_fault_parts) {
+        (Some(total), Some([fault, answer, interrupt])) => println!(
+            "compare:   hypervisor's own time per async fault = {total:.2} us (about {:.0} of its instructions at {} ns \
+             each): fault exit {fault:.2} + handler's answer {answer:.2} + interrupt exits {interrupt:.2} us",
+            total * 1000.0 / ns_per_instruction as f64,
+            ns_per_instruction,
+        ),
+        _ => println!("compare:   hypervisor's own time per async fault = - (most faults waited: see sync_reasons)"),
+    }
+    print!(
+        "compare: fault-bound phases only (verify + mix + final_verify):\n{}",
+        comparison.fault_bound_phases.lines()
+    );
+    println!(
+        "compare: the write phase is left out of the second set: its working-set faults are first touches, \
+         zero-filled without a disk read, so it has little page-in latency of its own to hide; in the asynchronous \
+         run, blocking_faults counts the faults that were not delivered asynchronously (taken with IRQs masked, \
+         by the idle task or inside a handler, or right after a decline) and waited"
+    );
+    if ok {
+        let async_row = rows.iter().find(|r| r.run == Mode::Asynchronous);
+        println!(
+            "compare: correct: 3 runs ok, 0 mismatches, {} asynchronous faults in the asynchronous run and every \
+             page_ready delivered (hyp.apf.posted = accepted + wake_alls), none in the apf=off runs",
+            async_row.and_then(|r| r.async_faults).unwrap_or(0)
+        );
+    } else {
+        for f in failures {
+            println!("compare: FAILED: {f}");
+        }
+    }
+    println!(
+        "compare: the sweep over L, T and vCPUs (this comparison at every point) is plotted in {}/{}.svg (README, \
+         \"The APF sweep\"); regenerate it with `cargo xtask bench --out {}` (about 8 min on 2 host cores)",
+        sweep::COMMITTED_DIR,
+        sweep::NAME,
+        sweep::COMMITTED_DIR
+    );
+    let extra = extra.map(|p| format!(" and {}", p.display())).unwrap_or_default();
+    println!(
+        "compare: {} in {wall_seconds:.1} s; settings, rows, ratios and reports in {}{extra}",
+        if ok { "ok" } else { "FAILED" },
+        json_path.display()
+    );
 }
