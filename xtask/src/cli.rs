@@ -268,6 +268,9 @@ pub struct TestArgs {
     /// Timeout of each QEMU test in seconds.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
+    /// Print the names of the tests that would run (after `--filter`), one a line, and run nothing.
+    #[arg(long)]
+    pub list: bool,
 }
 
 #[derive(Args, Debug, Clone)]
