@@ -54,6 +54,7 @@ impl Level {
         Level::Console,
     ];
 
+    #[inline]
     const fn bit(self) -> u16 {
         1 << self as u8
     }
@@ -80,16 +81,19 @@ pub struct Held(u16);
 impl Held {
     pub const NONE: Held = Held(0);
 
+    #[inline]
     pub const fn from_bits(bits: u16) -> Held {
         Held(bits)
     }
 
+    #[inline]
     pub const fn bits(self) -> u16 {
         self.0
     }
 
     /// The held set once `level` is taken, or the inversion if a held lock is not lower (the
     /// highest such, which names the lock that should have been released first).
+    #[inline]
     pub fn acquire(self, level: Level) -> Result<Held, Inversion> {
         let not_lower = self.0 & !(level.bit() - 1);
         if not_lower != 0 {
@@ -100,10 +104,12 @@ impl Held {
     }
 
     /// The held set once `level` is released.
+    #[inline]
     pub fn release(self, level: Level) -> Held {
         Held(self.0 & !level.bit())
     }
 
+    #[inline]
     pub fn holds(self, level: Level) -> bool {
         self.0 & level.bit() != 0
     }

@@ -63,6 +63,8 @@ pub struct HypOptions<'a> {
     /// QEMU counts time in instructions (`-icount`): hold virtual time at a late backing
     /// request's deadline until the device has completed it (`icount=1`; default off).
     pub icount: bool,
+    /// Check the lock hierarchy at every acquisition (`lockcheck=1`, the default).
+    pub lock_check: bool,
 }
 
 /// What is wrong with a command line. Borrowed strings are the offending words.
@@ -90,7 +92,7 @@ pub enum OptionsError<'a> {
     BackingSelftestTooLarge(u64),
     /// `resident_mib` outside [`RESIDENT_MIB_RANGE`].
     ResidentMibOutOfRange(u64),
-    /// `icount` other than 0 or 1.
+    /// A flag (`icount`, `lockcheck`) other than 0 or 1.
     BadFlag { key: &'a str, value: &'a str },
 }
 
@@ -204,6 +206,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut backing_selftest = None;
     let mut resident_mib = None;
     let mut icount = None;
+    let mut lock_check = None;
     let mut guest_cmdline = "";
 
     let mut rest = cmdline;
@@ -266,14 +269,8 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
                 }
                 set_once(&mut resident_mib, key, mib)?;
             }
-            runner::OPT_ICOUNT => {
-                let flag = match value {
-                    "0" => false,
-                    "1" => true,
-                    _ => return Err(OptionsError::BadFlag { key, value }),
-                };
-                set_once(&mut icount, key, flag)?;
-            }
+            runner::OPT_ICOUNT => set_once(&mut icount, key, parse_flag(key, value)?)?,
+            runner::OPT_LOCK_CHECK => set_once(&mut lock_check, key, parse_flag(key, value)?)?,
             _ => return Err(OptionsError::UnknownKey(key)),
         }
     }
@@ -288,7 +285,17 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         backing_selftest: backing_selftest.unwrap_or(0),
         resident_mib,
         icount: icount.unwrap_or(false),
+        lock_check: lock_check.unwrap_or(true),
     })
+}
+
+/// A `0`/`1` flag.
+fn parse_flag<'a>(key: &'a str, value: &'a str) -> Result<bool, OptionsError<'a>> {
+    match value {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(OptionsError::BadFlag { key, value }),
+    }
 }
 
 impl HypOptions<'_> {
@@ -339,6 +346,7 @@ mod tests {
                     backing_selftest: 0,
                     resident_mib: None,
                     icount: false,
+                    lock_check: true,
                 }
             );
         }
@@ -399,6 +407,18 @@ mod tests {
         for bad in ["2", "yes", "0x1", "01"] {
             let line = alloc::format!("icount={bad}");
             assert_eq!(parse(&line), Err(OptionsError::BadFlag { key: "icount", value: bad }));
+        }
+    }
+
+    #[test]
+    fn lock_check() {
+        assert!(parse("").unwrap().lock_check, "checked by default");
+        assert!(parse("lockcheck=1").unwrap().lock_check);
+        assert!(!parse("lockcheck=0").unwrap().lock_check);
+        assert!(matches!(parse("lockcheck=0 lockcheck=1"), Err(OptionsError::Duplicate(_))));
+        for bad in ["2", "off", "true"] {
+            let line = alloc::format!("lockcheck={bad}");
+            assert_eq!(parse(&line), Err(OptionsError::BadFlag { key: "lockcheck", value: bad }));
         }
         assert_eq!(parse("icount=1 icount=1"), Err(OptionsError::Duplicate("icount")));
         assert!(parse("icount=3").unwrap_err().to_string().contains("neither 0 nor 1"));

@@ -92,6 +92,8 @@ fn primary_cpu() -> ! {
         Ok(options) => options,
         Err(e) => fail(format_args!("bad hypervisor command line '{}': {e}", platform.bootargs)),
     };
+    // Before the other CPUs start and before any lock is held.
+    sync::set_lock_check(options.lock_check);
     note_writeback_granule(0);
     hyp_println!(
         "asyncpf hypervisor: {} physical CPUs, RAM {:#x}+{:#x}, GICD {:#x}, GICR {:#x}, CWG {} bytes",

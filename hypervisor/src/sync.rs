@@ -5,9 +5,9 @@
 //! at every acquisition.
 
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU16, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 
-use asyncpf_core::lockorder::{Held, Level};
+use asyncpf_core::lockorder::{Held, Inversion, Level};
 
 use crate::arch;
 use crate::arch::boot::MAX_CPUS;
@@ -26,6 +26,17 @@ impl spin::RelaxStrategy for YieldHint {
 /// hypervisor runs with interrupts masked, so nothing interleaves on one CPU.
 static HELD: [AtomicU16; MAX_CPUS] = [const { AtomicU16::new(0) }; MAX_CPUS];
 
+/// Whether acquisitions are checked (hypervisor option `lockcheck`, default on): set by CPU 0
+/// before the other CPUs start, then never changed.
+static CHECK: AtomicBool = AtomicBool::new(true);
+
+/// Check the lock hierarchy from now on, or not (`lockcheck=0`: the measured runs, where the
+/// check's cost, about 550 instructions per asynchronous fault, would count in the figures).
+/// Called once, on CPU 0, while no lock is held.
+pub fn set_lock_check(on: bool) {
+    CHECK.store(on, Ordering::Relaxed);
+}
+
 /// This CPU's entry of [`HELD`].
 #[inline(always)]
 fn held_here() -> &'static AtomicU16 {
@@ -35,15 +46,24 @@ fn held_here() -> &'static AtomicU16 {
 /// Record that this CPU takes a lock of `level`; stop the machine on an inversion.
 #[inline(always)]
 fn note_acquire(level: Level) {
+    if !CHECK.load(Ordering::Relaxed) {
+        return;
+    }
     let here = held_here();
     match Held::from_bits(here.load(Ordering::Relaxed)).acquire(level) {
         Ok(held) => here.store(held.bits(), Ordering::Relaxed),
-        Err(inversion) => {
-            // The panic handler prints with the console's `try_lock`, so this cannot recurse.
-            here.store(0, Ordering::Relaxed);
-            panic!("{inversion}")
-        }
+        Err(inversion) => inverted(here, inversion),
     }
+}
+
+/// Stop the machine on a lock-order inversion (kept out of line: it never happens in a correct
+/// hypervisor, and the formatting would bloat every lock site).
+#[cold]
+#[inline(never)]
+fn inverted(here: &AtomicU16, inversion: Inversion) -> ! {
+    // The panic handler prints with the console's unordered `try_lock`, so this cannot recurse.
+    here.store(0, Ordering::Relaxed);
+    panic!("{inversion}")
 }
 
 /// A spin lock whose waiters yield ([`YieldHint`]), at `level` in the lock hierarchy.
@@ -78,6 +98,7 @@ impl<T> Mutex<T> {
         note_acquire(self.level);
         match self.inner.try_lock() {
             Some(inner) => Some(MutexGuard { level: self.level, inner }),
+            None if !CHECK.load(Ordering::Relaxed) => None,
             None => {
                 let here = held_here();
                 here.store(Held::from_bits(here.load(Ordering::Relaxed)).release(self.level).bits(), Ordering::Relaxed);
@@ -96,6 +117,9 @@ impl<T> Mutex<T> {
 impl<T> Drop for MutexGuard<'_, T> {
     #[inline]
     fn drop(&mut self) {
+        if !CHECK.load(Ordering::Relaxed) {
+            return;
+        }
         let here = held_here();
         here.store(Held::from_bits(here.load(Ordering::Relaxed)).release(self.level).bits(), Ordering::Relaxed);
     }

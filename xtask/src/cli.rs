@@ -403,6 +403,9 @@ pub struct RunPlan {
     pub kernel_kind: crate::image::KernelKindArg,
     /// Busy processes beside QEMU during the run (`--host-load`).
     pub host_load: u32,
+    /// Check the hypervisor's lock hierarchy at every acquisition (hypervisor option `lockcheck`):
+    /// on, except in the measured runs (the main job, the sweep, `qemu/never-slower`).
+    pub lock_check: bool,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -593,6 +596,7 @@ impl RunArgs {
             initrd: self.initrd.clone(),
             kernel_kind: self.kernel_kind,
             host_load: self.host_load,
+            lock_check: true,
         })
     }
 }

@@ -107,6 +107,7 @@ fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan
         initrd: None,
         kernel_kind: Default::default(),
         host_load: 0,
+        lock_check: true,
     }
 }
 

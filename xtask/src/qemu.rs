@@ -121,6 +121,9 @@ pub fn hypervisor_cmdline(
         // Virtual time: the hypervisor keeps host time out of it (a late disk holds it).
         line.push_str(&format!(" {}=1", runner::OPT_ICOUNT));
     }
+    if !plan.lock_check {
+        line.push_str(&format!(" {}=0", runner::OPT_LOCK_CHECK));
+    }
     if !guest.is_empty() {
         line.push_str(&format!(" {} {guest}", runner::GUEST_CMDLINE_SEPARATOR));
     }

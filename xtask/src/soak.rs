@@ -192,6 +192,7 @@ pub fn plans(args: &SoakArgs, dir: &Path) -> Vec<(u32, u64, RunPlan)> {
                 initrd: None,
                 kernel_kind: Default::default(),
                 host_load: 0,
+                lock_check: true,
             };
             plans.push((vcpus, seed, plan));
         }

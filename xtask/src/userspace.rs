@@ -190,6 +190,7 @@ pub fn run_workload(
         initrd: Some(initrd.to_path_buf()),
         kernel_kind: Default::default(),
         host_load: 0,
+        lock_check: true,
     };
     let report = run::run(root, tc, &plan, true)?;
     let result = report

@@ -326,6 +326,7 @@ impl Case {
             initrd: None,
             kernel_kind: Default::default(),
             host_load: 0,
+            lock_check: true,
         }
     }
 

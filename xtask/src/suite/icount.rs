@@ -55,6 +55,8 @@ fn small_overcommit_plan(
         initrd: None,
         kernel_kind: Default::default(),
         host_load,
+        // Measurements: the lock-order check's cost stays out of them, as in the main job.
+        lock_check: false,
     }
 }
 
