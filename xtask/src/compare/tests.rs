@@ -27,13 +27,16 @@ fn plan_of(args: &[&str]) -> Result<ComparePlan> {
     plan(&args, &given)
 }
 
-/// What `cargo xtask run --scenario overcommit ... --guest-cmdline apf=...` plans.
+/// What `cargo xtask run --scenario overcommit ... --guest-cmdline apf=...` plans, with the
+/// hypervisor's lock-order check off (`lockcheck=0`), as in every measured run.
 fn scenario_plan(vcpus: &str, g: &str, r: &str, l: &str, icount: &str, apf: &str, extra: &[&str]) -> RunPlan {
     let mut args = vec!["--scenario", SCENARIO, "--vcpus", vcpus, "--pcpus", vcpus, "--guest-mib", g];
     args.extend(["--resident-mib", r, "--backing-latency-us", l, "--icount", icount, "--guest-cmdline", apf]);
     args.extend(["--quiet", "--no-build", "--tasks", "8"]);
     args.extend_from_slice(extra);
-    parse_run(&args).validate().unwrap()
+    let plan = parse_run(&args).validate().unwrap();
+    assert!(plan.lock_check, "checked by default");
+    RunPlan { lock_check: false, ..plan }
 }
 
 #[test]
