@@ -14,7 +14,7 @@
 //! tables, distributor, per-CPU table, platform) is the boot CPU's and is not repeated.
 
 use crate::dt::MAX_CPUS;
-use crate::{arch, dt, exceptions, gic, mm, percpu, psci, scenarios, sched, timer};
+use crate::{apf, arch, dt, exceptions, gic, mm, percpu, psci, scenarios, sched, timer};
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
 use core::fmt::Write;
@@ -215,6 +215,11 @@ extern "C" fn primary_main(dtb: usize) -> ! {
         platform.gicr.size as usize,
         platform.vtimer_intid,
     );
+    // Each private interrupt's handler, registered here, where the modules meet.
+    gic::register(platform.vtimer_intid, timer::tick);
+    gic::register(gic::SGI_RESCHEDULE, sched::request_reschedule);
+    gic::register(gic::SGI_TEST, scenarios::ipi::received);
+    gic::register(asyncpf_contract::apf::PAGE_READY_INTID, apf::on_page_ready);
     timer::init_global();
     scenarios::set_platform(platform);
     init_this_cpu();

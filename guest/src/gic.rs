@@ -4,7 +4,7 @@
 //! All MMIO is single 32-bit accesses (64-bit for GICR_TYPER) via `mmio`.
 
 use crate::sync::BootOnce;
-use crate::{mmio, percpu, scenarios, sched, timer};
+use crate::{mmio, percpu};
 use core::arch::asm;
 
 // Distributor registers.
@@ -39,6 +39,23 @@ const GICR_IPRIORITYR: usize = 0x0400;
 const PRIORITY: u32 = 0xA0;
 /// INTIDs 1020..1023 are special (spurious).
 const SPURIOUS_FIRST: u32 = 1020;
+
+/// What runs when an interrupt arrives (with IRQs masked, before the interrupt is ended).
+pub type Handler = fn();
+
+/// INTIDs 0..32: the SGIs and PPIs, the only interrupts the guest enables.
+const PRIVATE_INTIDS: usize = 32;
+
+/// The handler of each private interrupt, registered at boot ([`register`]) by the code that
+/// owns the interrupt, so that this driver calls no timer, scheduler or scenario code by name.
+static HANDLERS: [BootOnce<Handler>; PRIVATE_INTIDS] = [const { BootOnce::new() }; PRIVATE_INTIDS];
+
+/// Run `handler` for private interrupt `intid` (an SGI or PPI) from now on. Boot CPU only,
+/// before the other CPUs start; an INTID is registered once.
+pub fn register(intid: u32, handler: Handler) {
+    assert!((intid as usize) < PRIVATE_INTIDS, "INTID {intid} is not an SGI or PPI");
+    HANDLERS[intid as usize].set(handler);
+}
 
 /// SGI that asks a CPU to reschedule (new work was queued for it).
 pub const SGI_RESCHEDULE: u32 = 0;
@@ -174,14 +191,9 @@ pub fn handle_interrupts() {
         if intid >= SPURIOUS_FIRST {
             return;
         }
-        if intid == layout().vtimer_intid {
-            timer::tick();
-        } else if intid == SGI_RESCHEDULE {
-            sched::request_reschedule();
-        } else if intid == SGI_TEST {
-            scenarios::ipi::received();
-        } else if intid == asyncpf_contract::apf::PAGE_READY_INTID {
-            crate::apf::on_page_ready();
+        // An interrupt nobody registered for (none is enabled) is only ended.
+        if let Some(handler) = HANDLERS.get(intid as usize).and_then(BootOnce::get) {
+            handler();
         }
         end_of_interrupt(intid);
     }
