@@ -15,6 +15,8 @@
 //! * [`sdei`]: the SDEI dispatcher (DEN0054) the hypervisor offers its guest.
 //! * [`apf`]: asynchronous page faults: the shared record, tokens, the completion ring.
 //! * [`console`]: how a guest's console output is shown on the host console.
+//! * [`handoff`]: how the pager hands a resolved fault, a kick or its lock between CPUs
+//!   without losing a wake-up (with loom models).
 //! * [`latency`]: the backing store's latency model in time (timers; holding virtual time).
 //! * [`disk`]: the backing disk's request table (slots, descriptor tokens, which requests are
 //!   due and in what order).
@@ -40,6 +42,7 @@ pub mod disk;
 #[cfg(feature = "alloc")]
 pub mod fdt;
 pub mod features;
+pub mod handoff;
 #[cfg(feature = "alloc")]
 pub mod histogram;
 pub mod hypercall;

@@ -34,9 +34,10 @@
 //! * a waiting CPU reads the earliest latency deadline from [`Pager::earliest_due`].
 //!
 //! # Waiting
-//! A blocked vCPU's [`WaitState`] is set to `Waiting` under the lock, before the lock is
-//! released; whoever processes the completion that wakes it (under the lock) sets `Resume` or
-//! `Abort` and kicks its CPU with an SGI, which stays pending until `wfi`, so no wake-up is lost.
+//! A blocked vCPU's wait cell (`asyncpf_core::handoff::WaitCell`) is set to `Waiting` under the
+//! lock, before the lock is released; whoever processes the completion that wakes it (under the
+//! lock) resolves it and kicks its CPU with an SGI, which stays pending until `wfi`, so no
+//! wake-up is lost (`asyncpf_core::handoff` has the rules and their loom models).
 //!
 //! # Virtual time
 //! Under QEMU's `-icount` (option `icount=1`) time is counted in instructions and QEMU jumps it
@@ -58,11 +59,12 @@ use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt::Write;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
 use asyncpf_core::apf::cost::Ewma;
 use asyncpf_core::apf::slots::WaiterIds;
+use asyncpf_core::handoff::{CpuSet, LockSleepers, WaitCell};
 use asyncpf_core::histogram::Histogram;
 use asyncpf_core::latency::{self, HoldSpan, TimeBase};
 use asyncpf_core::overcommit::{
@@ -79,14 +81,7 @@ use crate::sync::{Mutex, MutexGuard};
 use crate::{arch, gic, guest_diag, vcpus, vgic};
 use asyncpf_core::lockorder::Level;
 
-/// How a blocked vCPU's fault ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resolution {
-    /// Retry the access: the page is mapped (or the fault is taken again).
-    Retry,
-    /// The page could not be read back: inject a synchronous external abort for the access.
-    Abort,
-}
+pub use asyncpf_core::handoff::Resolution;
 
 /// What the vCPU does after [`Pager::fault`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,18 +94,9 @@ pub enum FaultReply {
     Abort,
 }
 
-/// Per-vCPU wait state (an `AtomicU8`).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum WaitState {
-    Running = 0,
-    Waiting = 1,
-    Resume = 2,
-    Abort = 3,
-}
-
 struct VcpuWait {
-    state: AtomicU8,
+    /// The blocked fault's hand-over between this vCPU and the CPU that completes its page.
+    cell: WaitCell,
     /// When the blocked fault was taken (counter ticks).
     since: AtomicU64,
     /// Model ticks this vCPU spent in [`Pager::wait`], in all.
@@ -159,10 +145,10 @@ pub struct Pager {
     poll_wanted: AtomicBool,
     /// vCPUs woken under the lock, to be kicked once it is released: bit `n` is vCPU `n`, on
     /// physical CPU `vcpus::pcpu_of(n)`.
-    kicks: AtomicU64,
+    kicks: CpuSet,
     /// Physical CPUs sleeping until the lock is released (bit `n`: CPU `n`), kicked by the
     /// releaser before its deferred work.
-    lock_sleepers: AtomicU64,
+    lock_sleepers: LockSleepers,
     /// Each physical CPU's MPIDR, by CPU index: where kicks go.
     cpu_mpidrs: Vec<u64>,
     /// Where asynchronous completions go ([`Pager::on_async_completion`]).
@@ -362,8 +348,8 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
             },
         ),
         poll_wanted: AtomicBool::new(false),
-        kicks: AtomicU64::new(0),
-        lock_sleepers: AtomicU64::new(0),
+        kicks: CpuSet::new(),
+        lock_sleepers: LockSleepers::new(),
         cpu_mpidrs: platform.cpu_mpidrs.clone(),
         async_completion: Once::new(),
         earliest_due: AtomicU64::new(u64::MAX),
@@ -389,11 +375,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         sleep_ticks: [const { [const { AtomicU64::new(0) }; SLEEP_KINDS] }; MAX_CPUS],
         gicd_base: platform.gicd_base,
         waits: (0..setup.vcpus)
-            .map(|_| VcpuWait {
-                state: AtomicU8::new(WaitState::Running as u8),
-                since: AtomicU64::new(0),
-                waited: AtomicU64::new(0),
-            })
+            .map(|_| VcpuWait { cell: WaitCell::new(), since: AtomicU64::new(0), waited: AtomicU64::new(0) })
             .collect(),
         pages: setup.pages,
         frames: setup.frames,
@@ -518,7 +500,7 @@ impl Pager {
             *blocking_faults += 1;
             let wait = &self.waits[vcpu];
             wait.since.store(self.model_now().0, Ordering::Relaxed);
-            wait.state.store(WaitState::Waiting as u8, Ordering::Release);
+            wait.cell.block();
         }
         if locked.since_scan >= self.scan_interval {
             self.scan(&mut locked);
@@ -608,30 +590,25 @@ impl Pager {
                     on_interrupt(intid)
                 }
             });
-            let state = wait.state.load(Ordering::Acquire);
+            // Interrupts first, then the cell (`asyncpf_core::handoff`): a resolution that
+            // comes later brings a kick, which ends the `wfi` below.
+            let taken = wait.cell.take();
             let late = self.is_late();
-            if held && (!late || state != WaitState::Waiting as u8) {
+            if held && (!late || taken.is_some()) {
                 self.leave_held();
                 held = false;
             }
-            match state {
-                s if s == WaitState::Resume as u8 => {
-                    wait.state.store(WaitState::Running as u8, Ordering::Relaxed);
-                    return Resolution::Retry;
-                }
-                s if s == WaitState::Abort as u8 => {
-                    wait.state.store(WaitState::Running as u8, Ordering::Relaxed);
-                    return Resolution::Abort;
-                }
+            match taken {
+                Some(resolution) => return resolution,
                 // A kick (a completion processed elsewhere), the disk or the timer wakes us.
-                _ if late => {
+                None if late => {
                     if !held {
                         self.enter_held();
                         held = true;
                     }
                     self.frozen_wfi()
                 }
-                _ => {
+                None => {
                     // Model time runs on while the CPU sleeps, and the vCPU's virtual timer
                     // counts it.
                     self.close_window();
@@ -853,7 +830,7 @@ impl Pager {
     /// holder kicks this CPU on release ([`Self::lock_sleepers`]), handling the interrupts that
     /// arrive meanwhile (the pager's here, the others with `on_interrupt`).
     fn lock_or_sleep(&self, on_interrupt: &mut impl FnMut(u32)) -> PagerGuard<'_> {
-        let me = 1u64 << arch::cpu_index();
+        let me = arch::cpu_index();
         loop {
             for _ in 0..LOCK_SPINS {
                 if let Some(locked) = self.locked.try_lock() {
@@ -864,9 +841,9 @@ impl Pager {
             // Announce the sleep, then look once more: with the releaser's fence between its
             // unlock and its read of the sleepers, it sees this bit or this `try_lock` sees the
             // lock released.
-            self.lock_sleepers.fetch_or(me, Ordering::SeqCst);
+            self.lock_sleepers.announce(me);
             if let Some(locked) = self.locked.try_lock() {
-                self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
+                self.lock_sleepers.withdraw(me);
                 return PagerGuard { pager: self, locked: Some(locked) };
             }
             // A listed virtual interrupt would end `wfi` at once (see `vgic::park`).
@@ -875,7 +852,7 @@ impl Pager {
             self.idle_wfi();
             self.count_sleep(SLEEP_LOCK, clock::now().saturating_sub(before).0);
             vgic::unpark(saved);
-            self.lock_sleepers.fetch_and(!me, Ordering::Relaxed);
+            self.lock_sleepers.withdraw(me);
             gic::drain(|intid| {
                 if !self.handle_interrupt(intid) {
                     on_interrupt(intid)
@@ -945,11 +922,10 @@ impl Pager {
             // The rest goes out with the next release: ask for one.
             self.poll_wanted.store(true, Ordering::Relaxed);
         }
-        // Sleepers for the lock first: they wait for the lock, not for what follows. Pairs with
-        // `lock_or_sleep`'s announcement (see there).
-        fence(Ordering::SeqCst);
+        // Sleepers for the lock first: they wait for the lock, not for what follows. The fence
+        // in `after_release` pairs with `lock_or_sleep`'s announcement (`asyncpf_core::handoff`).
         let me = arch::cpu_index();
-        self.wake_cpus(self.lock_sleepers.swap(0, Ordering::AcqRel), me);
+        self.wake_cpus(self.lock_sleepers.after_release(), me);
         if count > 0 {
             if let Some(complete) = self.async_completion.get() {
                 // Posting page_ready costs the same in every run: charged (`close_window`,
@@ -975,7 +951,7 @@ impl Pager {
             // (While pinned, the window hides it anyway.)
             self.hidden.fetch_add(device_ticks, Ordering::AcqRel);
         }
-        let mut vcpus = self.kicks.swap(0, Ordering::AcqRel);
+        let mut vcpus = self.kicks.take();
         let mut cpus = 0;
         while vcpus != 0 {
             let vcpu = vcpus.trailing_zeros() as usize;
@@ -1051,9 +1027,9 @@ impl Pager {
                     Done::Evicted { .. } | Done::ReadFailed { .. } => {}
                 }
                 for &wake in answer.woken {
-                    let (waiter, state) = match wake {
-                        Wake::Resume(w) => (w, WaitState::Resume),
-                        Wake::Abort(w) => (w, WaitState::Abort),
+                    let (waiter, resolution) = match wake {
+                        Wake::Resume(w) => (w, Resolution::Retry),
+                        Wake::Abort(w) => (w, Resolution::Abort),
                     };
                     if waiter.index() >= self.waits.len() {
                         // An asynchronous fault's page is back (or failed for good: its task's
@@ -1065,8 +1041,8 @@ impl Pager {
                     let since = Ticks(wait.since.load(Ordering::Relaxed));
                     let resumed = if virtual_time { now } else { self.model_now() };
                     stalls.record(resumed.saturating_sub(since).as_nanos());
-                    wait.state.store(state as u8, Ordering::Release);
-                    self.kicks.fetch_or(1 << waiter.index(), Ordering::Relaxed);
+                    wait.cell.resolve(resolution);
+                    self.kicks.add(1 << waiter.index());
                 }
             }
             if let Some(started) = started {
@@ -1127,7 +1103,7 @@ impl Pager {
     /// Kick every other vCPU when the lock is released (to hold or to resume).
     fn kick_all(&self) {
         let all = if self.waits.len() >= 64 { u64::MAX } else { (1u64 << self.waits.len()) - 1 };
-        self.kicks.fetch_or(all, Ordering::Relaxed);
+        self.kicks.add(all);
     }
 
     /// Submit `request`, or queue it behind earlier ones if the disk is full.

@@ -9,17 +9,27 @@ use serde_json::Value;
 
 use crate::run;
 
-/// The host test runs: `cargo test` on the default members (contract, core, xtask), and the
-/// guest kernel's pure library (`guest/src/lib.rs`; its binary only builds for aarch64).
-const HOST_TEST_RUNS: [&[&str]; 2] = [&["test"], &["test", "-p", "asyncpf-guest", "--lib"]];
+/// The host test runs: `cargo test` on the default members (contract, core, xtask), the guest
+/// kernel's pure library (`guest/src/lib.rs`; its binary only builds for aarch64), and the
+/// pager's hand-over protocols under loom (`asyncpf_core::handoff`; `--cfg loom` builds every
+/// crate differently, hence a target directory of its own), each with its extra environment.
+const HOST_TEST_RUNS: [(&[&str], &[(&str, &str)]); 3] = [
+    (&["test"], &[]),
+    (&["test", "-p", "asyncpf-guest", "--lib"], &[]),
+    (
+        &["test", "-p", "asyncpf-core", "--lib", "--release", "--target-dir", "target/loom", "handoff::models"],
+        &[("RUSTFLAGS", "--cfg loom")],
+    ),
+];
 
 /// Every host test run with the outer cargo.
 pub(super) fn host_tests(root: &Path) -> Result<String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let (mut passed, mut binaries) = (0, 0);
-    for args in HOST_TEST_RUNS {
+    for (args, env) in HOST_TEST_RUNS {
         let out = Command::new(&cargo)
             .args(args)
+            .envs(env.iter().copied())
             .current_dir(root)
             .stdin(Stdio::null())
             .output()
