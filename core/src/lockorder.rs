@@ -20,6 +20,7 @@
 //! | [`Level::Distributor`] | the emulated GIC distributor | a redistributor (delivery order) |
 //! | [`Level::Redistributor`] | one vCPU's emulated redistributor | — |
 //! | [`Level::Uart`] | the guest's emulated UART | the console (guest output) |
+//! | [`Level::PhysicalGic`] | the physical GIC's distributor | — |
 //! | [`Level::Console`] | the hypervisor's console | — |
 
 /// A lock's place in the hierarchy: a lock may be taken only while every held lock's level is
@@ -36,12 +37,13 @@ pub enum Level {
     Distributor = 6,
     Redistributor = 7,
     Uart = 8,
-    Console = 9,
+    PhysicalGic = 9,
+    Console = 10,
 }
 
 impl Level {
     /// Every level, outermost first.
-    pub const ALL: [Level; 10] = [
+    pub const ALL: [Level; 11] = [
         Level::ApfPins,
         Level::ApfVcpu,
         Level::Pager,
@@ -51,6 +53,7 @@ impl Level {
         Level::Distributor,
         Level::Redistributor,
         Level::Uart,
+        Level::PhysicalGic,
         Level::Console,
     ];
 

@@ -1,27 +1,32 @@
 //! Decoding what a guest exit reports, and encoding what the hypervisor injects back
 //! (Arm ARM D17.2.37 ESR_EL2, D1.10 exception entry). Pure bit manipulation, host-tested.
 
-/// Exception classes (ESR_ELx.EC, bits 31:26) the hypervisor uses.
+use aarch64_cpu::registers::ESR_EL2;
+
+/// Exception classes (ESR_ELx.EC, bits 31:26) the hypervisor uses, as `aarch64-cpu` names them.
 pub mod ec {
-    pub const UNKNOWN: u64 = 0x00;
-    pub const WFX: u64 = 0x01;
-    pub const HVC64: u64 = 0x16;
-    pub const SMC64: u64 = 0x17;
-    pub const SYSREG: u64 = 0x18;
-    pub const IABT_LOWER: u64 = 0x20;
-    pub const IABT_SAME: u64 = 0x21;
-    pub const DABT_LOWER: u64 = 0x24;
-    pub const DABT_SAME: u64 = 0x25;
+    use aarch64_cpu::registers::ESR_EL2::EC::Value;
+
+    pub const UNKNOWN: u64 = Value::Unknown as u64;
+    pub const WFX: u64 = Value::TrappedWFIorWFE as u64;
+    pub const HVC64: u64 = Value::HVC64 as u64;
+    pub const SMC64: u64 = Value::SMC64 as u64;
+    pub const SYSREG: u64 = Value::TrappedMsrMrs as u64;
+    pub const IABT_LOWER: u64 = Value::InstrAbortLowerEL as u64;
+    pub const IABT_SAME: u64 = Value::InstrAbortCurrentEL as u64;
+    pub const DABT_LOWER: u64 = Value::DataAbortLowerEL as u64;
+    pub const DABT_SAME: u64 = Value::DataAbortCurrentEL as u64;
 }
 
-const EC_SHIFT: u32 = 26;
+const EC_SHIFT: usize = ESR_EL2::EC.shift;
+const EC_MASK: u64 = ESR_EL2::EC.mask;
 /// ESR.IL: the trapped instruction was 32 bits long.
-pub const ESR_IL: u64 = 1 << 25;
-const ISS_MASK: u64 = 0x1ff_ffff;
+pub const ESR_IL: u64 = ESR_EL2::IL::SET.value;
+const ISS_MASK: u64 = ESR_EL2::ISS.mask;
 
 /// The exception class of an ESR value.
 pub const fn exception_class(esr: u64) -> u64 {
-    (esr >> EC_SHIFT) & 0x3f
+    (esr >> EC_SHIFT) & EC_MASK
 }
 
 /// The length of the trapped instruction in bytes: 2 for a 16-bit T32 instruction (ESR.IL = 0,
@@ -39,7 +44,7 @@ pub const fn iss(esr: u64) -> u64 {
     esr & ISS_MASK
 }
 
-/// Data abort ISS fields (ESR_EL2.ISS for EC 0x24).
+/// Data abort ISS fields (ESR_EL2.ISS for EC 0x24; `aarch64-cpu` does not define them).
 mod dabt {
     pub const ISV: u64 = 1 << 24;
     pub const SAS_SHIFT: u32 = 22;
@@ -314,6 +319,28 @@ pub const fn undefined_esr() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// aarch64-cpu's ESR_EL2 definitions are the architected ones (Arm ARM D17.2.37).
+    #[test]
+    fn esr_fields_are_architected() {
+        let classes = [
+            (ec::UNKNOWN, 0x00),
+            (ec::WFX, 0x01),
+            (ec::HVC64, 0x16),
+            (ec::SMC64, 0x17),
+            (ec::SYSREG, 0x18),
+            (ec::IABT_LOWER, 0x20),
+            (ec::IABT_SAME, 0x21),
+            (ec::DABT_LOWER, 0x24),
+            (ec::DABT_SAME, 0x25),
+        ];
+        for (class, architected) in classes {
+            assert_eq!(class, architected);
+        }
+        assert_eq!(exception_class(0x9600_0010 | 1 << 32), 0x25);
+        assert_eq!(ESR_IL, 1 << 25);
+        assert_eq!(iss(u64::MAX), 0x1ff_ffff);
+    }
 
     #[test]
     fn data_abort_decoding() {

@@ -209,12 +209,16 @@ extern "C" fn primary_main(dtb: usize) -> ! {
     }
     percpu::init(core::iter::once(me).chain(platform.cpus().iter().copied().filter(|&c| c != me)));
 
-    gic::init_distributor(
-        platform.gicd.base as usize,
-        platform.gicr.base as usize,
-        platform.gicr.size as usize,
-        platform.vtimer_intid,
-    );
+    // SAFETY: the GIC's distributor and redistributor region from the device tree, mapped as
+    // device memory (`mm`); only `gic` accesses them.
+    unsafe {
+        gic::init_distributor(
+            platform.gicd.base as usize,
+            platform.gicr.base as usize,
+            platform.gicr.size as usize,
+            platform.vtimer_intid,
+        )
+    };
     // Each private interrupt's handler, registered here, where the modules meet.
     gic::register(platform.vtimer_intid, timer::tick);
     gic::register(gic::SGI_RESCHEDULE, sched::request_reschedule);

@@ -1,42 +1,26 @@
 //! GICv3: distributor enable, this CPU's redistributor, the CPU interface through ICC_*
 //! system registers, interrupt dispatch and SGIs.
 //!
-//! All MMIO is single 32-bit accesses (64-bit for GICR_TYPER) via `mmio`.
+//! The distributor and redistributor registers are arm-gic's `#[repr(C)]` blocks (`Gicd`,
+//! `Gicr`, `GicrSgi`) accessed through safe-mmio's `UniqueMmioPointer`, whose every access is
+//! one aligned load or store of the register's width without writeback (`ldr`/`str` on a
+//! register), which the hypervisor's trap decoding needs. The hypervisor's emulation decodes
+//! offsets taken from the same blocks.
 
+use crate::percpu;
 use crate::sync::BootOnce;
-use crate::{mmio, percpu};
+use arm_gic::gicv3::registers::{Gicd, GicdCtlr, Gicr, GicrCtlr, GicrSgi, GicrTyper, Waker};
 use core::arch::asm;
+use core::mem::{offset_of, size_of};
+use core::ptr::NonNull;
+use safe_mmio::{field, UniqueMmioPointer};
 
-// Distributor registers.
-const GICD_CTLR: usize = 0x0000;
-const GICD_CTLR_RWP: u32 = 1 << 31;
-/// ARE_NS (bit 4) and EnableGrp1NS (bit 1); the same bits are ARE and EnableGrp1 when the
-/// GIC has a single security state.
-const GICD_CTLR_ARE_NS: u32 = 1 << 4;
-const GICD_CTLR_ENABLE_GRP1NS: u32 = 1 << 1;
-
-// Redistributor, RD_base frame.
-const GICR_CTLR: usize = 0x0000;
-const GICR_CTLR_RWP: u32 = 1 << 3;
-const GICR_WAKER: usize = 0x0014;
-const WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
-const WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
-const GICR_TYPER: usize = 0x0008;
-const TYPER_VLPIS: u64 = 1 << 1;
-const TYPER_LAST: u64 = 1 << 4;
 /// RD_base + SGI_base frames; twice as much with the VLPI frames of GICv4.
-const FRAME_STRIDE: usize = 0x2_0000;
-const FRAME_STRIDE_VLPI: usize = 0x4_0000;
-
-// Redistributor, SGI_base frame (RD_base + 64 KiB).
-const SGI_FRAME: usize = 0x1_0000;
-const GICR_IGROUPR0: usize = 0x0080;
-const GICR_ISENABLER0: usize = 0x0100;
-const GICR_ICENABLER0: usize = 0x0180;
-const GICR_IPRIORITYR: usize = 0x0400;
+const FRAME_STRIDE: usize = size_of::<GicrSgi>();
+const FRAME_STRIDE_VLPI: usize = 2 * FRAME_STRIDE;
 
 /// Priority given to every SGI/PPI (all equal: no nesting is wanted).
-const PRIORITY: u32 = 0xA0;
+const PRIORITY: u8 = 0xA0;
 /// INTIDs 1020..1023 are special (spurious).
 const SPURIOUS_FIRST: u32 = 1020;
 
@@ -81,33 +65,43 @@ pub enum GicError {
 }
 
 /// Records the GIC's addresses and enables the distributor (boot CPU only).
-pub fn init_distributor(gicd: usize, gicr_base: usize, gicr_size: usize, vtimer_intid: u32) {
+///
+/// # Safety
+/// `gicd` must be the distributor's 64 KiB register page and `gicr_base..gicr_base +
+/// gicr_size` the redistributor region (from the device tree), both mapped as device memory for
+/// the kernel's life and accessed by nothing but this module.
+pub unsafe fn init_distributor(gicd: usize, gicr_base: usize, gicr_size: usize, vtimer_intid: u32) {
     LAYOUT.set(Layout { gicr_base, gicr_size, vtimer_intid });
-    // SAFETY: GICD_CTLR of the distributor from the device tree, mapped as device memory.
-    unsafe {
-        mmio::write32(gicd + GICD_CTLR, GICD_CTLR_ARE_NS | GICD_CTLR_ENABLE_GRP1NS);
-        while mmio::read32(gicd + GICD_CTLR) & GICD_CTLR_RWP != 0 {
-            core::hint::spin_loop();
-        }
+    let gicd = NonNull::new(gicd as *mut Gicd).expect("the distributor is not at address 0");
+    // SAFETY: the caller's contract: the distributor's page, mapped as device memory; this is
+    // the only pointer to it, and it lives only for this function.
+    let mut gicd = unsafe { UniqueMmioPointer::new(gicd) };
+    // ARE_NS (bit 4) and EnableGrp1NS (bit 1) in the Non-secure view of a GIC with two Security
+    // states, ARE and EnableGrp1 with one; arm-gic names bit 4 after the Secure view (ARE_S).
+    let mut ctlr = field!(gicd, ctlr);
+    ctlr.write(GicdCtlr::ARE_S | GicdCtlr::EnableGrp1NS);
+    while ctlr.read().contains(GicdCtlr::RWP) {
+        core::hint::spin_loop();
     }
 }
 
 /// Finds the redistributor whose GICR_TYPER affinity equals `affinity` (MPIDR Aff3..Aff0).
 fn find_redistributor(affinity: u64) -> Option<usize> {
     let l = layout();
-    let packed = ((affinity >> 8) & 0xFF00_0000) | (affinity & 0xFF_FFFF);
     let mut frame = l.gicr_base;
     while frame + FRAME_STRIDE <= l.gicr_base + l.gicr_size {
-        // SAFETY: `frame` is inside the redistributor region from the device tree; GICR_TYPER
-        // is an aligned 64-bit register.
-        let typer = unsafe { mmio::read64(frame + GICR_TYPER) };
-        if typer >> 32 == packed {
+        // SAFETY: `frame` is inside the redistributor region from the device tree
+        // (`init_distributor`'s contract); GICR_TYPER is an aligned, read-only 64-bit register.
+        // A plain read rather than a `UniqueMmioPointer`: the frame may be another CPU's, which
+        // that CPU may be programming meanwhile.
+        let typer = unsafe { core::ptr::read_volatile((frame + offset_of!(Gicr, typer)) as *const GicrTyper) };
+        if typer.core_mpidr() == affinity {
             return Some(frame);
         }
-        if typer & TYPER_LAST != 0 {
+        if typer.last_redistributor() {
             return None;
         }
-        frame += if typer & TYPER_VLPIS != 0 { FRAME_STRIDE_VLPI } else { FRAME_STRIDE };
+        frame += if typer.virtual_lpis_supported() { FRAME_STRIDE_VLPI } else { FRAME_STRIDE };
     }
     None
 }
@@ -117,32 +111,42 @@ fn find_redistributor(affinity: u64) -> Option<usize> {
 pub fn init_this_cpu() -> Result<(), GicError> {
     let l = layout();
     let rd = find_redistributor(crate::arch::mpidr_affinity()).ok_or(GicError::RedistributorNotFound)?;
-    let sgi = rd + SGI_FRAME;
     // page_ready (asyncpf_contract::apf::PAGE_READY_INTID) is enabled too: it only ever
     // arrives after this CPU enabled asynchronous page faults.
     let enabled = (1 << SGI_RESCHEDULE)
         | (1 << SGI_TEST)
         | (1 << l.vtimer_intid)
         | (1 << asyncpf_contract::apf::PAGE_READY_INTID);
-    // SAFETY: `rd` is this CPU's redistributor (matched by affinity); all offsets are aligned
-    // 32-bit registers of its RD and SGI frames.
-    unsafe {
-        let waker = mmio::read32(rd + GICR_WAKER);
-        mmio::write32(rd + GICR_WAKER, waker & !WAKER_PROCESSOR_SLEEP);
-        while mmio::read32(rd + GICR_WAKER) & WAKER_CHILDREN_ASLEEP != 0 {
+    let rd = NonNull::new(rd as *mut GicrSgi).expect("a redistributor is not at address 0");
+    // SAFETY: `rd` is this CPU's redistributor (matched by affinity) in the region from the
+    // device tree (`init_distributor`'s contract), which only this CPU programs, and only here;
+    // the pointer lives only for this function.
+    let mut rd = unsafe { UniqueMmioPointer::new(rd) };
+    {
+        let mut gicr = field!(rd, gicr);
+        let mut waker = field!(gicr, waker);
+        let mut awake = waker.read();
+        awake.remove(Waker::PROCESSOR_SLEEP);
+        waker.write(awake);
+        while waker.read().contains(Waker::CHILDREN_ASLEEP) {
             core::hint::spin_loop();
         }
-        mmio::write32(sgi + GICR_ICENABLER0, u32::MAX);
-        while mmio::read32(rd + GICR_CTLR) & GICR_CTLR_RWP != 0 {
-            core::hint::spin_loop();
-        }
-        mmio::write32(sgi + GICR_IGROUPR0, u32::MAX);
-        let four = PRIORITY * 0x0101_0101;
-        for word in 0..8 {
-            mmio::write32(sgi + GICR_IPRIORITYR + 4 * word, four);
-        }
-        mmio::write32(sgi + GICR_ISENABLER0, enabled);
     }
+    {
+        let mut sgi = field!(rd, sgi);
+        field!(sgi, icenabler).get(0).expect("GICR_ICENABLER0").write(u32::MAX);
+    }
+    let mut gicr = field!(rd, gicr);
+    while field!(gicr, ctlr).read().contains(GicrCtlr::RWP) {
+        core::hint::spin_loop();
+    }
+    let mut sgi = field!(rd, sgi);
+    field!(sgi, igroupr).get(0).expect("GICR_IGROUPR0").write(u32::MAX);
+    let mut priorities = field!(sgi, ipriorityr);
+    for intid in 0..32 {
+        priorities.get(intid).expect("an SGI or PPI").write(PRIORITY);
+    }
+    field!(sgi, isenabler).get(0).expect("GICR_ISENABLER0").write(enabled);
     // SAFETY: programming this CPU's own interface: system-register access on (SRE), all
     // priorities unmasked (PMR), no preemption grouping (BPR1), Group 1 on (IGRPEN1).
     unsafe {

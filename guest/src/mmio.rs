@@ -1,4 +1,4 @@
-//! Device register access: every access is exactly one aligned 32- or 64-bit load or store,
+//! Device register access: every access is exactly one aligned 32-bit load or store,
 //! because the hypervisor emulates these registers by trapping and decoding the instruction.
 
 /// Reads a 32-bit device register.
@@ -19,14 +19,4 @@ pub unsafe fn read32(addr: usize) -> u32 {
 pub unsafe fn write32(addr: usize, value: u32) {
     // SAFETY: the caller guarantees a mapped, aligned device register.
     unsafe { core::ptr::write_volatile(addr as *mut u32, value) }
-}
-
-/// Reads a 64-bit device register.
-///
-/// # Safety
-/// `addr` must be an 8-byte aligned 64-bit device register mapped as device memory.
-#[inline(always)]
-pub unsafe fn read64(addr: usize) -> u64 {
-    // SAFETY: the caller guarantees a mapped, aligned device register.
-    unsafe { core::ptr::read_volatile(addr as *const u64) }
 }

@@ -2,13 +2,23 @@
 //! the CPU interface at EL2. The guest never touches it; it sees the emulated one in `vgic`.
 //! Besides its private interrupts the hypervisor owns one SPI: the backing-store disk's
 //! (`enable_spi`), routed to one CPU.
+//!
+//! The registers are arm-gic's `#[repr(C)]` blocks (`Gicd`, `GicrSgi`) behind safe-mmio's
+//! `UniqueMmioPointer`: the distributor's is created once ([`init_distributor`]) and shared
+//! under a lock, each redistributor's only ever by its own CPU ([`init_this_cpu`]). The emulated GIC
+//! decodes offsets taken from the same blocks (`asyncpf_core::vgic::regs`).
 
-use core::ptr::{read_volatile, write_volatile};
+use core::mem::{offset_of, size_of};
+use core::ptr::{read_volatile, NonNull};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use aarch64_cpu::registers::{ReadWriteable, Readable, ICC_SRE_EL2, MPIDR_EL1};
+use arm_gic::gicv3::registers::{Gicd, GicdCtlr, Gicr, GicrSgi, GicrTyper, Waker};
+use safe_mmio::{field, UniqueMmioPointer};
 
 use crate::arch::{self, gicv3_sysregs as icc};
+use crate::sync::{Mutex, MutexGuard};
+use asyncpf_core::lockorder::Level;
 
 /// Physical SGI the hypervisor uses to kick another CPU (re-evaluate its vCPU's interrupts,
 /// or start its vCPU).
@@ -28,17 +38,6 @@ pub const GUEST_LEVEL_PPIS: [u32; 3] = [PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_P
 /// EL2 physical timer interrupt (PPI 10, CNTHP_*): the backing store's latency deadlines.
 pub const PPI_HYP_TIMER: u32 = 26;
 
-const GICD_CTLR: usize = 0x0000;
-const GICD_CTLR_RWP: u32 = 1 << 31;
-const GICD_CTLR_ARE: u32 = 1 << 4;
-const GICD_CTLR_ENABLE_G1: u32 = 1 << 1;
-const GICD_IGROUPR: u64 = 0x0080;
-const GICD_ISENABLER: u64 = 0x0100;
-const GICD_ICENABLER: u64 = 0x0180;
-const GICD_ICPENDR: u64 = 0x0280;
-const GICD_IPRIORITYR: u64 = 0x0400;
-const GICD_ICFGR: u64 = 0x0c00;
-const GICD_IROUTER: u64 = 0x6000;
 /// GICD_ICFGR: two bits per interrupt, the upper one set for edge-triggered.
 const ICFGR_EDGE: u32 = 0b10;
 /// The affinity fields of MPIDR_EL1 (Aff3 at 39:32, Aff2..Aff0 at 23:0), which GICD_IROUTER
@@ -47,85 +46,146 @@ const MPIDR_AFFINITY_MASK: u64 = 0xff_00ff_ffff;
 /// SPIs are INTIDs 32..1020.
 const SPI_INTIDS: core::ops::Range<u32> = 32..1020;
 
-const GICR_FRAME_BYTES: u64 = 0x2_0000;
-const GICR_TYPER: usize = 0x0008;
-const GICR_TYPER_LAST: u64 = 1 << 4;
-const GICR_WAKER: usize = 0x0014;
-const GICR_WAKER_PROCESSOR_SLEEP: u32 = 1 << 1;
-const GICR_WAKER_CHILDREN_ASLEEP: u32 = 1 << 2;
-const GICR_SGI_BASE: usize = 0x1_0000;
-const GICR_IGROUPR0: usize = GICR_SGI_BASE + 0x0080;
-const GICR_ISENABLER0: usize = GICR_SGI_BASE + 0x0100;
-const GICR_ICACTIVER0: usize = GICR_SGI_BASE + 0x0380;
-const GICR_IPRIORITYR: usize = GICR_SGI_BASE + 0x0400;
-
 /// Priority of every interrupt the hypervisor takes (they are all equal; none preempts another
 /// because the hypervisor never unmasks interrupts at EL2).
 const HYP_IRQ_PRIORITY: u8 = 0x80;
 
-fn read32(addr: u64) -> u32 {
-    // SAFETY: only called with addresses inside the GIC's register frames from the device
-    // tree, identity-mapped as device memory at EL2.
-    unsafe { read_volatile(addr as *const u32) }
+/// The distributor's registers (arm-gic's `Gicd` block), shared by every CPU through
+/// [`DISTRIBUTOR`].
+struct Distributor(UniqueMmioPointer<'static, Gicd>);
+
+/// The distributor, set up by CPU 0 ([`init_distributor`]). Only SPI configuration goes through
+/// it, rarely (the disk's SPI), so one lock serializes it (a leaf of the lock hierarchy: the
+/// pager enables and disables the SPI under its own lock).
+static DISTRIBUTOR: spin::Once<Mutex<Distributor>> = spin::Once::new();
+
+impl Distributor {
+    /// # Safety
+    /// `base` must be the address of the physical distributor's 64 KiB register page,
+    /// identity-mapped as device memory for the rest of the hypervisor's life, and nothing else
+    /// may access that page while the returned value exists.
+    unsafe fn new(base: u64) -> Self {
+        let regs = NonNull::new(base as *mut Gicd).expect("the distributor is not at address 0");
+        // SAFETY: the caller's contract is `UniqueMmioPointer::new`'s: a valid, aligned, mapped
+        // device page of this layout, accessed through nothing else.
+        Distributor(unsafe { UniqueMmioPointer::new(regs) })
+    }
+
+    /// Wait until the distributor has applied earlier writes (GICD_CTLR.RWP).
+    fn wait_for_writes(&mut self) {
+        while field!(self.0, ctlr).read().contains(GicdCtlr::RWP) {}
+    }
 }
 
-fn write32(addr: u64, value: u32) {
-    // SAFETY: as for `read32`.
-    unsafe { write_volatile(addr as *mut u32, value) }
-}
-
-fn read64(addr: u64) -> u64 {
-    // SAFETY: as for `read32`; GICR_TYPER is a 64-bit register.
-    unsafe { read_volatile(addr as *const u64) }
-}
-
-fn write64(addr: u64, value: u64) {
-    // SAFETY: as for `read32`; GICD_IROUTER<n> are 64-bit registers.
-    unsafe { write_volatile(addr as *mut u64, value) }
+/// The distributor, once [`init_distributor`] has run.
+fn distributor() -> MutexGuard<'static, Distributor> {
+    DISTRIBUTOR.get().expect("the distributor is initialised before any SPI is configured").lock()
 }
 
 /// Enable the distributor with affinity routing (CPU 0, once).
-pub fn init_distributor(gicd_base: u64) {
-    write32(gicd_base + GICD_CTLR as u64, GICD_CTLR_ARE | GICD_CTLR_ENABLE_G1);
-    while read32(gicd_base + GICD_CTLR as u64) & GICD_CTLR_RWP != 0 {}
+///
+/// # Safety
+/// `gicd_base` must be the physical distributor's register page (from the device tree),
+/// identity-mapped as device memory for the hypervisor's life; no other code may access it
+/// (the hypervisor does so only through this module from then on).
+pub unsafe fn init_distributor(gicd_base: u64) {
+    // SAFETY: the caller's contract is `Distributor::new`'s, and `call_once` makes this the
+    // only `Distributor`.
+    let gicd = DISTRIBUTOR.call_once(|| Mutex::new(Level::PhysicalGic, unsafe { Distributor::new(gicd_base) }));
+    let mut gicd = gicd.lock();
+    // With one Security state (as QEMU's GIC for a hypervisor at EL2) bit 4 is ARE, which
+    // arm-gic names after the Secure view, and bit 1 EnableGrp1.
+    field!(gicd.0, ctlr).write(GicdCtlr::ARE_S | GicdCtlr::EnableGrp1NS);
+    gicd.wait_for_writes();
+}
+
+/// One CPU's redistributor: its RD_base and SGI_base frames (arm-gic's `GicrSgi` block).
+struct Redistributor(UniqueMmioPointer<'static, GicrSgi>);
+
+impl Redistributor {
+    /// # Safety
+    /// `rd_base` must be the RD_base frame of a redistributor (128 KiB: RD_base and SGI_base),
+    /// identity-mapped as device memory for the hypervisor's life, and nothing else may access
+    /// those frames while the returned value exists.
+    unsafe fn new(rd_base: u64) -> Self {
+        let regs = NonNull::new(rd_base as *mut GicrSgi).expect("a redistributor is not at address 0");
+        // SAFETY: the caller's contract is `UniqueMmioPointer::new`'s.
+        Redistributor(unsafe { UniqueMmioPointer::new(regs) })
+    }
+}
+
+/// Each CPU's redistributor frame (RD_base), found by [`init_this_cpu`]; only that CPU uses it.
+static THIS_REDISTRIBUTOR: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+
+/// This CPU's redistributor, for the caller's accesses (the value is dropped before the caller
+/// returns, so there is never more than one).
+fn this_redistributor() -> Redistributor {
+    let rd = THIS_REDISTRIBUTOR[arch::cpu_index()].load(Ordering::Relaxed);
+    assert!(rd != 0, "this CPU's redistributor is initialised");
+    // SAFETY: the frame `init_this_cpu` found for this CPU in the region its caller vouched for;
+    // only this CPU uses it, and only through values made here, which every function of this
+    // module drops before it returns (the hypervisor takes no interrupts at EL2, so no other
+    // such value exists meanwhile).
+    unsafe { Redistributor::new(rd) }
+}
+
+/// The redistributor frame (RD_base) in the region `gicr_base..gicr_base + gicr_size` whose
+/// GICR_TYPER affinity is `affinity` (MPIDR layout, affinity fields only).
+///
+/// # Safety
+/// The region must be the redistributors' (from the device tree), identity-mapped as device
+/// memory.
+unsafe fn find_redistributor(gicr_base: u64, gicr_size: u64, affinity: u64) -> Option<u64> {
+    const FRAME_BYTES: u64 = size_of::<GicrSgi>() as u64;
+    let mut frame = gicr_base;
+    while frame < gicr_base + gicr_size {
+        let typer = (frame as usize + offset_of!(Gicr, typer)) as *const GicrTyper;
+        // SAFETY: GICR_TYPER of a frame inside the region (the caller's contract): aligned,
+        // mapped, read-only and without side effects, so reading it cannot disturb the CPU that
+        // owns that frame (which may be initialising it meanwhile; hence a plain volatile read
+        // rather than a `Redistributor`, which claims the frame for itself).
+        let typer = unsafe { read_volatile(typer) };
+        if typer.core_mpidr() == affinity {
+            return Some(frame);
+        }
+        if typer.last_redistributor() {
+            return None;
+        }
+        frame += FRAME_BYTES;
+    }
+    None
 }
 
 /// Find this CPU's redistributor, wake it, enable the hypervisor's private interrupts, and
-/// enable the CPU interface at EL2 (every CPU).
-pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
+/// enable the CPU interface at EL2 (every CPU, once).
+///
+/// # Safety
+/// `gicr_base` and `gicr_size` must describe the redistributor region from the device tree,
+/// identity-mapped as device memory for the hypervisor's life; each CPU's redistributor is
+/// accessed only by that CPU, through this module.
+pub unsafe fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     let mpidr = MPIDR_EL1.get();
-    let affinity = (mpidr & 0xff_ffff) | ((mpidr >> 32) & 0xff) << 24;
-    let mut frame = gicr_base;
-    let rd = loop {
-        assert!(frame < gicr_base + gicr_size, "no redistributor for MPIDR {mpidr:#x}");
-        let typer = read64(frame + GICR_TYPER as u64);
-        if typer >> 32 == affinity {
-            break frame;
-        }
-        assert!(typer & GICR_TYPER_LAST == 0, "no redistributor for MPIDR {mpidr:#x}");
-        frame += GICR_FRAME_BYTES;
-    };
-    let waker = read32(rd + GICR_WAKER as u64);
-    write32(rd + GICR_WAKER as u64, waker & !GICR_WAKER_PROCESSOR_SLEEP);
-    while read32(rd + GICR_WAKER as u64) & GICR_WAKER_CHILDREN_ASLEEP != 0 {}
-
+    // SAFETY: the caller's contract.
+    let rd = unsafe { find_redistributor(gicr_base, gicr_size, mpidr & MPIDR_AFFINITY_MASK) };
+    let rd = rd.unwrap_or_else(|| panic!("no redistributor for MPIDR {mpidr:#x}"));
     THIS_REDISTRIBUTOR[arch::cpu_index()].store(rd, Ordering::Relaxed);
-    write32(rd + GICR_IGROUPR0 as u64, u32::MAX);
-    for intid in [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_PMU, PPI_HYP_TIMER] {
-        let reg = rd + (GICR_IPRIORITYR as u64) + (intid as u64 & !3);
-        let shift = (intid % 4) * 8;
-        let value = read32(reg) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift;
-        write32(reg, value);
+    let mut redistributor = this_redistributor();
+
+    let mut gicr = field!(redistributor.0, gicr);
+    let mut waker = field!(gicr, waker);
+    let mut awake = waker.read();
+    awake.remove(Waker::PROCESSOR_SLEEP);
+    waker.write(awake);
+    while waker.read().contains(Waker::CHILDREN_ASLEEP) {}
+
+    let mut sgi = field!(redistributor.0, sgi);
+    field!(sgi, igroupr).get(0).expect("GICR_IGROUPR0").write(u32::MAX);
+    let mut priorities = field!(sgi, ipriorityr);
+    for intid in HYP_PRIVATE_INTIDS {
+        priorities.get(intid as usize).expect("an SGI or PPI").write(HYP_IRQ_PRIORITY);
     }
-    write32(
-        rd + GICR_ISENABLER0 as u64,
-        1 << SGI_KICK
-            | 1 << PPI_MAINTENANCE
-            | 1 << PPI_VIRTUAL_TIMER
-            | 1 << PPI_PHYS_TIMER
-            | 1 << PPI_PMU
-            | 1 << PPI_HYP_TIMER,
-    );
+    let enable = HYP_PRIVATE_INTIDS.iter().fold(0u32, |bits, intid| bits | 1 << intid);
+    field!(sgi, isenabler).get(0).expect("GICR_ISENABLER0").write(enable);
 
     // System-register access to the CPU interface, at EL2 and (for the guest's virtual
     // interface) at EL1.
@@ -138,16 +198,18 @@ pub fn init_this_cpu(gicr_base: u64, gicr_size: u64) {
     icc::set_group1_enabled(true);
 }
 
-/// Each CPU's redistributor frame (RD_base), found by [`init_this_cpu`].
-static THIS_REDISTRIBUTOR: [AtomicU64; arch::boot::MAX_CPUS] = [const { AtomicU64::new(0) }; arch::boot::MAX_CPUS];
+/// The private interrupts the hypervisor takes, enabled on every CPU.
+const HYP_PRIVATE_INTIDS: [u32; 6] =
+    [SGI_KICK, PPI_MAINTENANCE, PPI_VIRTUAL_TIMER, PPI_PHYS_TIMER, PPI_PMU, PPI_HYP_TIMER];
 
 /// Deactivate private interrupt `intid` (< 32) of this CPU through its redistributor
 /// (GICR_ICACTIVER0): for a guest level interrupt (timer, PMU) the hypervisor took and left active when the
 /// guest will not deactivate it (its virtual twin was withdrawn, or the vCPU was reset).
 /// Defined also when the interrupt is not active.
 pub fn deactivate_private(intid: u32) {
-    let rd = THIS_REDISTRIBUTOR[arch::cpu_index()].load(Ordering::Relaxed);
-    write32(rd + GICR_ICACTIVER0 as u64, 1 << intid);
+    let mut redistributor = this_redistributor();
+    let mut sgi = field!(redistributor.0, sgi);
+    field!(sgi, icactiver).get(0).expect("GICR_ICACTIVER0").write(1 << intid);
 }
 
 /// How an SPI's line signals.
@@ -159,45 +221,51 @@ pub enum Trigger {
 
 /// Configure SPI `intid` as a group-1 interrupt with the hypervisor's priority and the given
 /// trigger, route it to the CPU with affinity `target_mpidr`, and enable it.
-pub fn enable_spi(gicd_base: u64, intid: u32, trigger: Trigger, target_mpidr: u64) {
+pub fn enable_spi(intid: u32, trigger: Trigger, target_mpidr: u64) {
     assert!(SPI_INTIDS.contains(&intid), "INTID {intid} is not an SPI");
-    let (word, bit) = (gicd_base + 4 * (intid / 32) as u64, 1u32 << (intid % 32));
+    let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+    let mut gicd = distributor();
     // The trigger may only change while the interrupt is disabled.
-    write32(word + GICD_ICENABLER, bit);
-    wait_for_distributor(gicd_base);
-    write32(word + GICD_IGROUPR, read32(word + GICD_IGROUPR) | bit);
-    let priority = gicd_base + GICD_IPRIORITYR + (intid as u64 & !3);
-    let shift = (intid % 4) * 8;
-    write32(priority, read32(priority) & !(0xff << shift) | (HYP_IRQ_PRIORITY as u32) << shift);
-    let config = gicd_base + GICD_ICFGR + 4 * (intid / 16) as u64;
+    field!(gicd.0, icenabler).get(word).expect("an SPI's GICD_ICENABLER").write(bit);
+    gicd.wait_for_writes();
+    let mut group = field!(gicd.0, igroupr);
+    let mut group = group.get(word).expect("an SPI's GICD_IGROUPR");
+    group.write(group.read() | bit);
+    field!(gicd.0, ipriorityr).get(intid as usize).expect("an SPI's priority").write(HYP_IRQ_PRIORITY);
+    let mut config = field!(gicd.0, icfgr);
+    let mut config = config.get((intid / 16) as usize).expect("an SPI's GICD_ICFGR");
     let shift = (intid % 16) * 2;
     let edge = if trigger == Trigger::Edge { ICFGR_EDGE } else { 0 };
-    write32(config, read32(config) & !(ICFGR_EDGE << shift) | edge << shift);
-    write64(gicd_base + GICD_IROUTER + 8 * intid as u64, target_mpidr & MPIDR_AFFINITY_MASK);
-    write32(word + GICD_ICPENDR, bit);
-    write32(word + GICD_ISENABLER, bit);
+    config.write(config.read() & !(ICFGR_EDGE << shift) | edge << shift);
+    // arm-gic's `irouter` starts at GICD_IROUTER<32>, the first SPI's.
+    let route = (intid - SPI_INTIDS.start) as usize;
+    field!(gicd.0, irouter).get(route).expect("an SPI's GICD_IROUTER").write(target_mpidr & MPIDR_AFFINITY_MASK);
+    field!(gicd.0, icpendr).get(word).expect("an SPI's GICD_ICPENDR").write(bit);
+    field!(gicd.0, isenabler).get(word).expect("an SPI's GICD_ISENABLER").write(bit);
 }
 
 /// Disable SPI `intid` and drop a pending edge.
-pub fn disable_spi(gicd_base: u64, intid: u32) {
+pub fn disable_spi(intid: u32) {
     assert!(SPI_INTIDS.contains(&intid), "INTID {intid} is not an SPI");
-    let (word, bit) = (gicd_base + 4 * (intid / 32) as u64, 1u32 << (intid % 32));
-    write32(word + GICD_ICENABLER, bit);
-    wait_for_distributor(gicd_base);
-    write32(word + GICD_ICPENDR, bit);
+    let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+    let mut gicd = distributor();
+    field!(gicd.0, icenabler).get(word).expect("an SPI's GICD_ICENABLER").write(bit);
+    gicd.wait_for_writes();
+    field!(gicd.0, icpendr).get(word).expect("an SPI's GICD_ICPENDR").write(bit);
 }
 
 /// Enable or disable SPI `intid` at the distributor, keeping its configuration and pending
 /// state (a level that is high, or an edge latched meanwhile, is signalled once enabled).
-pub fn set_spi_enabled(gicd_base: u64, intid: u32, enabled: bool) {
+pub fn set_spi_enabled(intid: u32, enabled: bool) {
     assert!(SPI_INTIDS.contains(&intid), "INTID {intid} is not an SPI");
-    let (word, bit) = (gicd_base + 4 * (intid / 32) as u64, 1u32 << (intid % 32));
-    write32(word + if enabled { GICD_ISENABLER } else { GICD_ICENABLER }, bit);
-    wait_for_distributor(gicd_base);
-}
-
-fn wait_for_distributor(gicd_base: u64) {
-    while read32(gicd_base + GICD_CTLR as u64) & GICD_CTLR_RWP != 0 {}
+    let (word, bit) = ((intid / 32) as usize, 1u32 << (intid % 32));
+    let mut gicd = distributor();
+    if enabled {
+        field!(gicd.0, isenabler).get(word).expect("an SPI's GICD_ISENABLER").write(bit);
+    } else {
+        field!(gicd.0, icenabler).get(word).expect("an SPI's GICD_ICENABLER").write(bit);
+    }
+    gicd.wait_for_writes();
 }
 
 /// Send the kick SGI to the physical CPU with affinity `mpidr`.

@@ -111,8 +111,14 @@ fn primary_cpu() -> ! {
             arch::boot::MAX_CPUS
         ));
     }
-    gic::init_distributor(platform.gicd_base);
-    gic::init_this_cpu(platform.gicr_base, platform.gicr_size);
+    // SAFETY: the GIC's distributor page and redistributor region from the device tree, in the
+    // first GiB, which `mm` identity-maps as device memory at EL2 for good (QEMU's virt machine
+    // has its devices there, as every MMIO access of the hypervisor assumes); nothing but `gic`
+    // touches them.
+    unsafe {
+        gic::init_distributor(platform.gicd_base);
+        gic::init_this_cpu(platform.gicr_base, platform.gicr_size);
+    }
     if options.backing_selftest > 0 {
         backing::selftest::run(platform, &options);
     }
@@ -164,7 +170,9 @@ fn secondary_cpu(cpu: usize) -> ! {
     mm::enable_el2_mmu();
     note_writeback_granule(cpu);
     let platform = PLATFORM.get().expect("CPU 0 read the platform before starting this CPU");
-    gic::init_this_cpu(platform.gicr_base, platform.gicr_size);
+    // SAFETY: as on CPU 0 (`main`): the redistributor region from the device tree, mapped by
+    // `mm` as device memory; only `gic` touches it.
+    unsafe { gic::init_this_cpu(platform.gicr_base, platform.gicr_size) };
     let vm = loop {
         match vm::try_get() {
             Some(vm) => break vm,

@@ -217,7 +217,6 @@ pub struct Pager {
     /// for a late request, and waiting for the lock (`mem.sleep_us_by_cpu`): time that vCPU
     /// ran nothing, though its guest was not idle.
     sleep_ticks: [[AtomicU64; SLEEP_KINDS]; MAX_CPUS],
-    gicd_base: u64,
     waits: Vec<VcpuWait>,
     pages: GuestPages,
     /// Host address of frame 0; frames are contiguous.
@@ -319,7 +318,7 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
     if setup.time_base == TimeBase::Virtual {
         // In virtual time the disk's interrupt is wanted only while the device is late: at any
         // other time it would interrupt the guest at an instant chosen by the host.
-        gic::set_spi_enabled(platform.gicd_base, disk.intid(), false);
+        gic::set_spi_enabled(disk.intid(), false);
     }
     if disk.capacity_pages() < pages {
         return Err(PagerError::DiskTooSmall { slots: disk.capacity_pages(), pages });
@@ -373,7 +372,6 @@ pub fn start(platform: &Platform, setup: PagerSetup) -> Result<&'static Pager, P
         held_sleep_ticks: AtomicU64::new(0),
         held_sleeps: AtomicU64::new(0),
         sleep_ticks: [const { [const { AtomicU64::new(0) }; SLEEP_KINDS] }; MAX_CPUS],
-        gicd_base: platform.gicd_base,
         waits: (0..setup.vcpus)
             .map(|_| VcpuWait { cell: WaitCell::new(), since: AtomicU64::new(0), waited: AtomicU64::new(0) })
             .collect(),
@@ -1078,12 +1076,12 @@ impl Pager {
                     }
                     self.late.store(true, Ordering::Release);
                     self.late_freezes.fetch_add(1, Ordering::Relaxed);
-                    gic::set_spi_enabled(self.gicd_base, self.disk_intid, true);
+                    gic::set_spi_enabled(self.disk_intid, true);
                     self.kick_all();
                 } else if !late && was_late {
                     // The device caught up: the disk's interrupt is no longer wanted, and time
                     // runs on (with `hide`, from where it was held, at `close_window`).
-                    gic::set_spi_enabled(self.gicd_base, self.disk_intid, false);
+                    gic::set_spi_enabled(self.disk_intid, false);
                     if self.hold_hiding {
                         // Hidden first, so that model time resumes where the span began.
                         let hide =

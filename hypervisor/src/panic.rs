@@ -9,15 +9,15 @@ use crate::console::print_line_emergency;
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     let cpu = crate::arch::cpu_index();
-    let esr = ESR_EL2.get();
+    let esr = ESR_EL2.extract();
     // ESR/FAR/ELR_EL2 still describe the vCPU's last exit when the panic happened while
     // handling it, which is where a guest-triggered bug would show.
     print_line_emergency(
         HYP_LINE_PREFIX,
         format_args!(
             "PANIC on CPU {cpu} (vCPU {cpu}): {info}; last exit: EC {:#04x} ESR {:#x} FAR {:#x} ELR {:#x}",
-            (esr >> 26) & 0x3f,
-            esr,
+            esr.read(ESR_EL2::EC),
+            esr.get(),
             FAR_EL2.get(),
             ELR_EL2.get()
         ),
@@ -48,15 +48,15 @@ const VECTOR_NAMES: [&str; 16] = [
 /// An exception taken by the hypervisor from EL2 itself (or from AArch32, which cannot run):
 /// always a bug. Called from the vector table with the vector index in x0.
 pub extern "C" fn hyp_exception(vector: u64) -> ! {
-    let esr = ESR_EL2.get();
+    let esr = ESR_EL2.extract();
     let cpu = crate::arch::cpu_index();
     print_line_emergency(
         HYP_LINE_PREFIX,
         format_args!(
             "PANIC: unexpected exception '{}' in the hypervisor on CPU {cpu}: EC {:#04x} ESR {:#x} FAR {:#x} ELR {:#x} SPSR {:#x}",
             VECTOR_NAMES.get(vector as usize).copied().unwrap_or("?"),
-            (esr >> 26) & 0x3f,
-            esr,
+            esr.read(ESR_EL2::EC),
+            esr.get(),
             FAR_EL2.get(),
             ELR_EL2.get(),
             SPSR_EL2.get(),

@@ -22,7 +22,8 @@
 //! it has taken it.
 
 use aarch64_cpu::registers::{
-    ReadWriteable, Readable, Writeable, CNTP_CTL_EL0, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_VMCR_EL2, ICH_VTR_EL2,
+    ReadWriteable, Readable, Writeable, CNTP_CTL_EL0, CNTV_CTL_EL0, ICH_HCR_EL2, ICH_LR0_EL2 as LR, ICH_VMCR_EL2,
+    ICH_VTR_EL2,
 };
 
 use alloc::vec::Vec;
@@ -35,16 +36,26 @@ use crate::sync::Mutex;
 use crate::vcpus::Vcpus;
 use asyncpf_core::lockorder::Level;
 
-/// List register fields (Arm IHI 0069, ICH_LR<n>_EL2).
-const LR_STATE_SHIFT: u32 = 62;
-const LR_STATE_MASK: u64 = 0b11 << LR_STATE_SHIFT;
-const LR_STATE_PENDING: u64 = 0b01 << LR_STATE_SHIFT;
+/// List register fields (Arm IHI 0069, ICH_LR<n>_EL2), as `aarch64-cpu` defines them for
+/// ICH_LR0_EL2 (every list register has that layout).
+const LR_STATE_MASK: u64 = LR::State.mask << LR::State.shift;
+const LR_STATE_PENDING: u64 = LR::State::Pending.value;
 /// The virtual interrupt is a physical one's twin: deactivating it deactivates pINTID.
-const LR_HW: u64 = 1 << 61;
-const LR_PINTID_SHIFT: u32 = 32;
-const LR_GROUP1: u64 = 1 << 60;
-const LR_PRIORITY_SHIFT: u32 = 48;
-const LR_VINTID_MASK: u64 = 0xffff_ffff;
+const LR_HW: u64 = LR::HW::SET.value;
+const LR_PINTID_SHIFT: usize = LR::pINTID.shift;
+const LR_GROUP1: u64 = LR::Group::SET.value;
+const LR_PRIORITY_SHIFT: usize = LR::Priority.shift;
+const LR_VINTID_MASK: u64 = LR::vINTID.mask << LR::vINTID.shift;
+// The layout these name (IHI 0069 12.4.6), pinned at compile time.
+const _: () = assert!(
+    LR_STATE_MASK == 0b11 << 62
+        && LR_STATE_PENDING == 0b01 << 62
+        && LR_HW == 1 << 61
+        && LR_GROUP1 == 1 << 60
+        && LR_PRIORITY_SHIFT == 48
+        && LR_PINTID_SHIFT == 32
+        && LR_VINTID_MASK == 0xffff_ffff
+);
 
 /// The guest's interrupt controller state: the emulated distributor and one redistributor per
 /// vCPU (`asyncpf_core::vgic`), each behind its own lock.

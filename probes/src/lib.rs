@@ -223,6 +223,30 @@ impl Env {
     }
 }
 
+/// The GICv3 registers the probes program, as offsets into arm-gic's register blocks (`Gicd`,
+/// `GicrSgi`): the map the hypervisor's emulation decodes and the guest kernel drives. The
+/// probes still write them with raw 32-bit accesses ([`mmio_write`]), as a foreign kernel
+/// would.
+pub mod gic {
+    use arm_gic::gicv3::registers::{Gicd, GicdCtlr, GicrSgi, Sgi};
+    use core::mem::offset_of;
+
+    pub const GICD_CTLR: usize = offset_of!(Gicd, ctlr);
+    pub const GICD_CTLR_RWP: u32 = GicdCtlr::RWP.bits();
+    /// GICD_CTLR.ARE_NS (bit 4) and EnableGrp1A (bit 1) in the Non-secure view, ARE and
+    /// EnableGrp1 with one Security state (arm-gic names bit 4 after the Secure view: ARE_S).
+    pub const GICD_CTLR_ARE_GRP1: u32 = GicdCtlr::ARE_S.bits() | GicdCtlr::EnableGrp1NS.bits();
+    pub const GICD_IGROUPR: usize = offset_of!(Gicd, igroupr);
+    pub const GICD_ISENABLER: usize = offset_of!(Gicd, isenabler);
+    pub const GICD_ISPENDR: usize = offset_of!(Gicd, ispendr);
+    /// `GICD_IROUTER<n>` for the first SPI, n = 32 (8 bytes each).
+    pub const GICD_IROUTER_SPI0: usize = offset_of!(Gicd, irouter);
+    /// The redistributor's SGI_base frame, and its registers (offsets in that frame).
+    pub const GICR_SGI_BASE: usize = offset_of!(GicrSgi, sgi);
+    pub const GICR_IGROUPR0: usize = offset_of!(Sgi, igroupr);
+    pub const GICR_ISENABLER0: usize = offset_of!(Sgi, isenabler);
+}
+
 /// A 32-bit MMIO read, as one `ldr w, [x]`: an emulated device needs the access's syndrome,
 /// which forms with address writeback (which the compiler may pick for a plain volatile
 /// access) do not report.

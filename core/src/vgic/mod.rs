@@ -41,11 +41,11 @@ pub use redistributor::Redistributor;
 
 use core::fmt;
 
-/// Size of the distributor's register page (GICD, IHI 0069 12.8).
-pub const GICD_SIZE: u64 = 0x1_0000;
+/// Size of the distributor's register page (GICD, IHI 0069 12.8): 64 KiB.
+pub const GICD_SIZE: u64 = core::mem::size_of::<arm_gic::gicv3::registers::Gicd>() as u64;
 /// Size of one redistributor: the RD_base frame and the SGI_base frame, 64 KiB each
 /// (IHI 0069 12.10).
-pub const GICR_FRAME_SIZE: u64 = 0x2_0000;
+pub const GICR_FRAME_SIZE: u64 = core::mem::size_of::<arm_gic::gicv3::registers::GicrSgi>() as u64;
 
 /// INTIDs 0..16 are SGIs.
 pub const SGI_COUNT: u32 = 16;

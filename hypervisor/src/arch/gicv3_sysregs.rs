@@ -1,8 +1,15 @@
 //! The GICv3 CPU interface registers that `aarch64-cpu` does not provide, as used at EL2 for
 //! the *physical* interface (with HCR_EL2.IMO set, the same encodings at EL1 reach the guest's
-//! virtual interface instead; at EL2 they reach the physical one).
+//! virtual interface instead; at EL2 they reach the physical one), and numbered access to the
+//! list registers, which it does provide (ICH_LR<n>_EL2, one type each).
 
 use core::arch::asm;
+
+use aarch64_cpu::registers::{
+    Readable, Writeable, ICH_LR0_EL2, ICH_LR10_EL2, ICH_LR11_EL2, ICH_LR12_EL2, ICH_LR13_EL2, ICH_LR14_EL2,
+    ICH_LR15_EL2, ICH_LR1_EL2, ICH_LR2_EL2, ICH_LR3_EL2, ICH_LR4_EL2, ICH_LR5_EL2, ICH_LR6_EL2, ICH_LR7_EL2,
+    ICH_LR8_EL2, ICH_LR9_EL2,
+};
 
 /// Spurious interrupt ID: nothing pending.
 pub const INTID_SPURIOUS: u32 = 1023;
@@ -67,67 +74,49 @@ pub fn send_sgi1(value: u64) {
     super::isb();
 }
 
-/// Read list register `n` (ICH_LR<n>_EL2).
-///
-/// Inline: read for every list register at every guest entry (`vgic::flush`,
-/// `vgic::has_pending`), where an outlined call costs about 33 instructions per exit, which
-/// LLVM's inlining heuristics otherwise decide differently from build to build.
-pub fn read_lr(n: usize) -> u64 {
-    let value: u64;
-    macro_rules! rd {
-        ($reg:literal) => {
-            // SAFETY: reading a list register has no side effects.
-            unsafe { asm!(concat!("mrs {}, ", $reg), out(reg) value, options(nomem, nostack, preserves_flags)) }
-        };
-    }
-    match n {
-        0 => rd!("ich_lr0_el2"),
-        1 => rd!("ich_lr1_el2"),
-        2 => rd!("ich_lr2_el2"),
-        3 => rd!("ich_lr3_el2"),
-        4 => rd!("ich_lr4_el2"),
-        5 => rd!("ich_lr5_el2"),
-        6 => rd!("ich_lr6_el2"),
-        7 => rd!("ich_lr7_el2"),
-        8 => rd!("ich_lr8_el2"),
-        9 => rd!("ich_lr9_el2"),
-        10 => rd!("ich_lr10_el2"),
-        11 => rd!("ich_lr11_el2"),
-        12 => rd!("ich_lr12_el2"),
-        13 => rd!("ich_lr13_el2"),
-        14 => rd!("ich_lr14_el2"),
-        15 => rd!("ich_lr15_el2"),
-        _ => panic!("list register {n} does not exist"),
-    }
-    value
+/// The list registers ICH_LR0_EL2..ICH_LR15_EL2, as `aarch64-cpu` defines them: one register
+/// type each, so [`read_lr`] and [`write_lr`] pick one by number.
+macro_rules! list_register_accessors {
+    ($($n:literal => $register:ident),+ $(,)?) => {
+        /// Read list register `n` (ICH_LR<n>_EL2).
+        ///
+        /// Inline: read for every list register at every guest entry (`vgic::flush`,
+        /// `vgic::has_pending`), where an outlined call costs about 33 instructions per exit,
+        /// which LLVM's inlining heuristics otherwise decide differently from build to build.
+        #[inline(always)]
+        pub fn read_lr(n: usize) -> u64 {
+            match n {
+                $($n => $register.get(),)+
+                _ => panic!("list register {n} does not exist"),
+            }
+        }
+
+        /// Write list register `n` (ICH_LR<n>_EL2). List registers hold virtual interrupt
+        /// state for the guest on this CPU; writing them cannot affect the hypervisor's memory.
+        pub fn write_lr(n: usize, value: u64) {
+            match n {
+                $($n => $register.set(value),)+
+                _ => panic!("list register {n} does not exist"),
+            }
+        }
+    };
 }
 
-/// Write list register `n` (ICH_LR<n>_EL2).
-pub fn write_lr(n: usize, value: u64) {
-    macro_rules! wr {
-        ($reg:literal) => {
-            // SAFETY: list registers hold virtual interrupt state for the guest on this CPU;
-            // writing them cannot affect the hypervisor's memory.
-            unsafe { asm!(concat!("msr ", $reg, ", {}"), in(reg) value, options(nomem, nostack, preserves_flags)) }
-        };
-    }
-    match n {
-        0 => wr!("ich_lr0_el2"),
-        1 => wr!("ich_lr1_el2"),
-        2 => wr!("ich_lr2_el2"),
-        3 => wr!("ich_lr3_el2"),
-        4 => wr!("ich_lr4_el2"),
-        5 => wr!("ich_lr5_el2"),
-        6 => wr!("ich_lr6_el2"),
-        7 => wr!("ich_lr7_el2"),
-        8 => wr!("ich_lr8_el2"),
-        9 => wr!("ich_lr9_el2"),
-        10 => wr!("ich_lr10_el2"),
-        11 => wr!("ich_lr11_el2"),
-        12 => wr!("ich_lr12_el2"),
-        13 => wr!("ich_lr13_el2"),
-        14 => wr!("ich_lr14_el2"),
-        15 => wr!("ich_lr15_el2"),
-        _ => panic!("list register {n} does not exist"),
-    }
-}
+list_register_accessors!(
+    0 => ICH_LR0_EL2,
+    1 => ICH_LR1_EL2,
+    2 => ICH_LR2_EL2,
+    3 => ICH_LR3_EL2,
+    4 => ICH_LR4_EL2,
+    5 => ICH_LR5_EL2,
+    6 => ICH_LR6_EL2,
+    7 => ICH_LR7_EL2,
+    8 => ICH_LR8_EL2,
+    9 => ICH_LR9_EL2,
+    10 => ICH_LR10_EL2,
+    11 => ICH_LR11_EL2,
+    12 => ICH_LR12_EL2,
+    13 => ICH_LR13_EL2,
+    14 => ICH_LR14_EL2,
+    15 => ICH_LR15_EL2,
+);

@@ -21,6 +21,16 @@ pub fn dsb_sy() {
     unsafe { asm!("dsb sy", options(nostack, preserves_flags)) };
 }
 
+/// Data memory barrier over the outer-shareable domain, for stores: a device (an observer
+/// outside the inner-shareable domain that `dmb ish` and acquire/release cover) sees the
+/// CPU's earlier stores, e.g. a virtqueue's rings, before a later one, e.g. its doorbell.
+/// Linux's `writel` puts the same barrier before its store (`__iowmb`).
+#[inline(always)]
+pub fn dmb_oshst() {
+    // SAFETY: a barrier has no effect on memory safety.
+    unsafe { asm!("dmb oshst", options(nostack, preserves_flags)) };
+}
+
 /// Instruction synchronization barrier: later instructions see earlier system register writes.
 #[inline(always)]
 pub fn isb() {

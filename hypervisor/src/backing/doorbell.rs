@@ -42,7 +42,14 @@ impl DeviceRegisters {
     }
 
     /// Tell the device that queue `queue` has new available buffers.
+    ///
+    /// `virtio-drivers` publishes the available ring with a `fence` and a release store of its
+    /// index (`dmb ish`-class ordering, which a device outside the inner-shareable domain is
+    /// not promised to observe) and puts no barrier before the notify itself; so this one does,
+    /// as Linux's `writel` does: the device sees the ring before the doorbell, whichever CPU
+    /// queued the requests (this CPU saw them through the doorbell flag's acquire).
     pub fn notify_queue(&self, queue: u16) {
+        crate::arch::dmb_oshst();
         // SAFETY: a register of the window `new`'s contract guarantees; a write of a queue
         // index only makes the device look at that queue's available ring.
         unsafe { write_volatile((self.base + QUEUE_NOTIFY) as *mut u32, u32::from(queue)) };

@@ -16,8 +16,8 @@
 //!   the crate publishes the ring with a fence and reads the used ring with acquire loads, so
 //!   data the device wrote is read only after its completion is seen. (Between its release
 //!   store of the available index and the QueueNotify register write the crate puts no
-//!   barrier, where Linux's `writel` has a `dmb oshst`; TCG performs them in order, real
-//!   hardware would want that barrier inside the crate.) A non-coherent device would
+//!   barrier, where Linux's `writel` has a `dmb oshst`; the doorbell,
+//!   `DeviceRegisters::notify_queue`, issues that barrier before its write.) A non-coherent device would
 //!   need the rings mapped non-cacheable, buffers cleaned to the point of coherency in `share`
 //!   and invalidated in `unshare`; this hypervisor does not support one.
 

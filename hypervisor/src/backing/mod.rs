@@ -256,7 +256,6 @@ pub struct BackingStore {
     capacity_pages: u64,
     base: u64,
     intid: u32,
-    gicd_base: u64,
     registers: DeviceRegisters,
     /// Set by the transport when the driver wants the device notified ([`Self::take_doorbell`]).
     doorbell: Arc<AtomicBool>,
@@ -330,7 +329,7 @@ impl BackingStore {
         }
         blk.enable_interrupts();
         let trigger = if node.edge_triggered { gic::Trigger::Edge } else { gic::Trigger::Level };
-        gic::enable_spi(platform.gicd_base, intid, trigger, route_to.unwrap_or_else(|| MPIDR_EL1.get()));
+        gic::enable_spi(intid, trigger, route_to.unwrap_or_else(|| MPIDR_EL1.get()));
         Ok(BackingStore {
             queue_depth: usize::from(blk.virt_queue_size()),
             blk,
@@ -340,7 +339,6 @@ impl BackingStore {
             capacity_pages,
             base,
             intid,
-            gicd_base: platform.gicd_base,
             registers,
             doorbell,
             time_base: TimeBase::Host,
@@ -582,6 +580,6 @@ impl Drop for BackingStore {
     /// Stop the interrupt; dropping the driver then resets the device (the transport writes
     /// status 0) before the queue memory goes back to the heap.
     fn drop(&mut self) {
-        gic::disable_spi(self.gicd_base, self.intid);
+        gic::disable_spi(self.intid);
     }
 }

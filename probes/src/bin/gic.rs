@@ -7,20 +7,11 @@
 
 use core::arch::asm;
 
+use asyncpf_probes::gic::{
+    GICD_CTLR, GICD_CTLR_ARE_GRP1, GICD_CTLR_RWP, GICD_IGROUPR, GICD_IROUTER_SPI0, GICD_ISENABLER, GICD_ISPENDR,
+    GICR_IGROUPR0, GICR_ISENABLER0, GICR_SGI_BASE,
+};
 use asyncpf_probes::{gic_cpu_interface, mmio_read, mmio_write, probe, Env};
-
-const GICD_CTLR: usize = 0x0000;
-const GICD_CTLR_RWP: u32 = 1 << 31;
-/// GICD_CTLR.ARE_NS and EnableGrp1A (the single-security-state view).
-const GICD_CTLR_ARE_GRP1: u32 = (1 << 4) | (1 << 1);
-const GICD_IGROUPR: usize = 0x0080;
-const GICD_ISENABLER: usize = 0x0100;
-const GICD_ISPENDR: usize = 0x0200;
-const GICD_IROUTER: usize = 0x6000;
-/// The redistributor's SGI_base frame, and its registers.
-const GICR_SGI_BASE: usize = 0x1_0000;
-const GICR_IGROUPR0: usize = 0x0080;
-const GICR_ISENABLER0: usize = 0x0100;
 /// INTID 1023: nothing pending.
 const SPURIOUS: u64 = 1023;
 const SPI: u32 = 40;
@@ -69,7 +60,7 @@ fn gic(env: &Env) -> ! {
     // SPI 40: Group 1, routed to this CPU (affinity 0), enabled, then made pending.
     let (word, bit) = ((SPI / 32) as usize * 4, 1u32 << (SPI % 32));
     mmio_write(gicd + GICD_IGROUPR + word, bit);
-    mmio_write(gicd + GICD_IROUTER + SPI as usize * 8, 0);
+    mmio_write(gicd + GICD_IROUTER_SPI0 + (SPI as usize - 32) * 8, 0);
     mmio_write(gicd + GICD_ISENABLER + word, bit);
     mmio_write(gicd + GICD_ISPENDR + word, bit);
     let spis = u32::from(take_interrupt(1000) == Some(u64::from(SPI)));

@@ -24,6 +24,7 @@
 use core::arch::{asm, global_asm};
 use core::sync::atomic::AtomicU64;
 
+use asyncpf_probes::gic::{GICD_CTLR, GICD_CTLR_ARE_GRP1, GICR_IGROUPR0, GICR_ISENABLER0, GICR_SGI_BASE};
 use asyncpf_probes::{exceptions, gic_cpu_interface, hvc, mmio_read, mmio_write, probe, Env};
 
 /// PMCR_EL0: E, P (reset event counters), C (reset the cycle counter), DP, LC.
@@ -48,10 +49,6 @@ const USERENR_EN: u64 = 1;
 const PMU_INTID: u64 = 23;
 /// The virtual timer's interrupt.
 const VIRT_TIMER_INTID: u64 = 27;
-const GICD_CTLR: usize = 0x0000;
-const GICR_SGI_BASE: usize = 0x1_0000;
-const GICR_IGROUPR0: usize = 0x0080;
-const GICR_ISENABLER0: usize = 0x0100;
 
 macro_rules! sysreg {
     (read $reg:literal) => {{
@@ -248,7 +245,7 @@ fn pmu(env: &Env) -> ! {
     // The PMU's and the virtual timer's interrupts enabled at the GIC (the timer wakes the
     // suspends below); PSTATE keeps every interrupt masked.
     if let Some((gicd, gicr)) = env.gic {
-        mmio_write(gicd + GICD_CTLR, (1 << 4) | (1 << 1));
+        mmio_write(gicd + GICD_CTLR, GICD_CTLR_ARE_GRP1);
         mmio_write(gicr + GICR_SGI_BASE + GICR_IGROUPR0, u32::MAX);
         mmio_write(gicr + GICR_SGI_BASE + GICR_ISENABLER0, (1 << PMU_INTID) | (1 << VIRT_TIMER_INTID));
         let _ = mmio_read(gicr + GICR_SGI_BASE + GICR_ISENABLER0);

@@ -8,6 +8,7 @@
 
 use core::arch::asm;
 
+use asyncpf_probes::gic::{GICD_CTLR, GICD_CTLR_ARE_GRP1, GICR_IGROUPR0, GICR_ISENABLER0, GICR_SGI_BASE};
 use asyncpf_probes::{gic_cpu_interface, hvc, mmio_read, mmio_write, probe, Env};
 
 const ENABLE: u64 = 1;
@@ -16,10 +17,6 @@ const ISTATUS: u64 = 4;
 const VIRT_TIMER: u64 = 27;
 const PHYS_TIMER: u64 = 30;
 const SPURIOUS: u64 = 1023;
-const GICD_CTLR: usize = 0x0000;
-const GICR_SGI_BASE: usize = 0x1_0000;
-const GICR_IGROUPR0: usize = 0x0080;
-const GICR_ISENABLER0: usize = 0x0100;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Timer {
@@ -118,7 +115,7 @@ fn timer(env: &Env) -> ! {
         env.println(format_args!("timer probe: no arm,gic-v3 node in the device tree"));
         env.system_off();
     };
-    mmio_write(gicd + GICD_CTLR, (1 << 4) | (1 << 1));
+    mmio_write(gicd + GICD_CTLR, GICD_CTLR_ARE_GRP1);
     mmio_write(gicr + GICR_SGI_BASE + GICR_IGROUPR0, u32::MAX);
     mmio_write(gicr + GICR_SGI_BASE + GICR_ISENABLER0, (1 << VIRT_TIMER) | (1 << PHYS_TIMER));
     let _ = mmio_read(gicr + GICR_SGI_BASE + GICR_ISENABLER0);
