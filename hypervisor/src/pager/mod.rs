@@ -7,6 +7,10 @@
 //! faulting vCPU until its page is back (synchronous page-in: its physical CPU sleeps in `wfi`
 //! until the disk's interrupt or the latency timer), and resumes or aborts it.
 //!
+//! This file is the engine's glue (faults, pins, completions, the scan, the counters); `lock.rs`
+//! has the lock's protocol (take, release and what follows it, the poll an interrupt leaves to
+//! the holder), `wait.rs` the waits and the model clock they run on.
+//!
 //! The pager sits below the VM and the APF service: it wakes CPUs itself (`gic::kick`; vCPU `n`
 //! runs on physical CPU [`vcpus::pcpu_of`]`(n)`) and hands the asynchronous faults whose page is
 //! back to the function the VM installs ([`Pager::on_async_completion`]).
@@ -58,15 +62,14 @@
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::fmt::Write;
-use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use aarch64_cpu::registers::{Readable, Writeable, CNTVOFF_EL2, CNTV_CTL_EL0};
+use aarch64_cpu::registers::{Readable, Writeable, CNTV_CTL_EL0};
 use asyncpf_core::apf::cost::Ewma;
 use asyncpf_core::apf::slots::WaiterIds;
 use asyncpf_core::handoff::{CpuSet, LockSleepers, WaitCell};
 use asyncpf_core::histogram::Histogram;
-use asyncpf_core::latency::{self, HoldSpan, TimeBase};
+use asyncpf_core::latency::{HoldSpan, TimeBase};
 use asyncpf_core::overcommit::{
     Config, Done, FaultAction, FrameNo, Overcommit, PageNo, Request, RequestId, RequestKind, Waiter, Wake,
     PAGES_PER_MIB,
@@ -77,8 +80,12 @@ use spin::Once;
 use crate::backing::{self, clock, BackingStore, Busy, Completion, DeviceRegisters, Op, Ticks};
 use crate::mm::{Access, GuestPages, PhysAddr, PAGE_SIZE};
 use crate::platform::Platform;
-use crate::sync::{Mutex, MutexGuard};
-use crate::{arch, gic, guest_diag, vcpus, vgic};
+use crate::sync::Mutex;
+use crate::{arch, gic, guest_diag};
+
+mod lock;
+mod wait;
+
 use asyncpf_core::lockorder::Level;
 
 pub use asyncpf_core::handoff::Resolution;
@@ -560,422 +567,6 @@ impl Pager {
         }
     }
 
-    /// Park `vcpu` (the caller's own) until its blocked fault is resolved. Its physical CPU
-    /// sleeps; `on_interrupt` is given every other physical interrupt that arrives meanwhile
-    /// (the pager's own are handled here).
-    pub fn wait(&self, vcpu: usize, on_interrupt: impl FnMut(u32)) -> Resolution {
-        let started = self.now();
-        let saved = vgic::park();
-        let resolution = self.wait_parked(vcpu, on_interrupt);
-        vgic::unpark(saved);
-        self.waits[vcpu].waited.fetch_add(self.now().saturating_sub(started), Ordering::Relaxed);
-        resolution
-    }
-
-    /// Model time now, and the model ticks `vcpu` has spent waiting for pages so far: two
-    /// stamps give the time between them that was not spent waiting.
-    pub fn stamp(&self, vcpu: usize) -> Stamp {
-        Stamp { at: self.now(), waited: self.waits[vcpu].waited.load(Ordering::Relaxed) }
-    }
-
-    fn wait_parked(&self, vcpu: usize, mut on_interrupt: impl FnMut(u32)) -> Resolution {
-        let wait = &self.waits[vcpu];
-        // Held for a late request (the drain's polls included: see `HoldSpan`).
-        let mut held = false;
-        loop {
-            gic::drain(|intid| {
-                if !self.handle_interrupt(intid) {
-                    on_interrupt(intid)
-                }
-            });
-            // Interrupts first, then the cell (`asyncpf_core::handoff`): a resolution that
-            // comes later brings a kick, which ends the `wfi` below.
-            let taken = wait.cell.take();
-            let late = self.is_late();
-            if held && (!late || taken.is_some()) {
-                self.leave_held();
-                held = false;
-            }
-            match taken {
-                Some(resolution) => return resolution,
-                // A kick (a completion processed elsewhere), the disk or the timer wakes us.
-                None if late => {
-                    if !held {
-                        self.enter_held();
-                        held = true;
-                    }
-                    self.frozen_wfi()
-                }
-                None => {
-                    // Model time runs on while the CPU sleeps, and the vCPU's virtual timer
-                    // counts it.
-                    self.close_window();
-                    self.arm_wait_timer();
-                    let before = clock::now();
-                    arch::wait_for_interrupt();
-                    self.count_sleep(SLEEP_WAIT, clock::now().saturating_sub(before).0);
-                }
-            }
-        }
-    }
-
-    /// Before a waiting CPU sleeps: fire this CPU's EL2 timer when the earliest outstanding
-    /// request can complete (its latency deadline). In host time, if that has passed and the
-    /// device is late, one polling interval from now (the latency, at least
-    /// [`MIN_WAIT_POLL_US`]): the poll bounds how long a lost or late device interrupt can
-    /// stall a vCPU. In virtual time exactly at the deadline: a poll there would let QEMU's
-    /// `-icount` jump time forward by the interval whenever the host is slow; a late device
-    /// holds time instead ([`Self::frozen_wfi`]). See `asyncpf_core::latency::wait_timer`.
-    fn arm_wait_timer(&self) {
-        let now = self.model_now();
-        let poll = Ticks::from_micros(self.latency_us.max(MIN_WAIT_POLL_US));
-        let due = self.earliest_due.load(Ordering::Acquire);
-        let due = (due != u64::MAX).then_some(due);
-        // (The flag is read after this CPU's own poll attempt, in `wait_parked`'s drain.)
-        let owed = self.poll_wanted.load(Ordering::Relaxed);
-        let at = latency::wait_timer(now.0, due, poll.0, self.is_late(), owed, self.time_base);
-        if at.is_none() && !self.is_late() {
-            self.wait_timer_deferred.fetch_add(1, Ordering::Relaxed);
-        }
-        self.set_timer(at.map(Ticks));
-    }
-
-    /// The moving average of backing reads' latency in model ticks, once a read completed
-    /// (`asyncpf_core::apf::cost`).
-    pub fn expected_read_ticks(&self) -> Option<u64> {
-        Some(self.read_latency_avg.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
-    }
-
-    /// Model time now, in counter ticks (see [`Self::model_now`]).
-    pub fn now(&self) -> u64 {
-        self.model_now().0
-    }
-
-    /// Model time: the counter in host time; in virtual time the counter minus what was hidden
-    /// (held at the moment a request became late, while it is).
-    fn model_now(&self) -> Ticks {
-        match self.pinned.load(Ordering::Acquire) {
-            u64::MAX => clock::now().saturating_sub(Ticks(self.hidden.load(Ordering::Acquire))),
-            pinned => Ticks(pinned),
-        }
-    }
-
-    /// Fire this CPU's EL2 timer at model time `at` (`None`: stop it).
-    fn set_timer(&self, at: Option<Ticks>) {
-        let hidden = Ticks(self.hidden.load(Ordering::Acquire));
-        clock::set_el2_timer(at.map(|at| at.saturating_add(hidden)));
-    }
-
-    /// Virtual time with one vCPU, right before the guest runs again or the CPU sleeps: let
-    /// model time run on from where a poll (and a hold) pinned it, hiding the counter ticks
-    /// spent meanwhile, and give the guest's virtual counter the same view (CNTVOFF_EL2 = the
-    /// hidden ticks). So the instructions the hypervisor executed for a poll, which depend on
-    /// what the device had finished, cost the guest no time, and a late device none either.
-    /// The guest sees every completion at the model time its poll started.
-    pub fn close_window(&self) {
-        if self.hold_hiding {
-            // Several vCPUs: the guest's counter leaves out the spans hidden meanwhile.
-            let hidden = self.hidden.load(Ordering::Acquire);
-            if CNTVOFF_EL2.get() != hidden {
-                CNTVOFF_EL2.set(hidden);
-                arch::isb();
-            }
-            return;
-        }
-        if !self.hide || self.is_late() {
-            return;
-        }
-        let pinned = self.pinned.load(Ordering::Acquire);
-        let reopen = pinned != u64::MAX;
-        if reopen {
-            // Model time goes on from where it was pinned plus what is charged.
-            let charge = self.charge.swap(0, Ordering::Relaxed);
-            let hidden = clock::now().saturating_sub(Ticks(pinned)).0.saturating_sub(charge);
-            self.hidden.store(hidden, Ordering::Release);
-            self.pinned.store(u64::MAX, Ordering::Release);
-        }
-        // When ticks were hidden (which happens at instants that do not depend on the host):
-        // the guest's counter and this CPU's timer follow (`release` does not arm it with
-        // `hide`).
-        let hidden = self.hidden.load(Ordering::Acquire);
-        if !reopen && CNTVOFF_EL2.get() == hidden {
-            return;
-        }
-        CNTVOFF_EL2.set(hidden);
-        if reopen {
-            CNTV_CTL_EL0.set(self.saved_cntv.load(Ordering::Relaxed));
-        }
-        arch::isb();
-        let due = self.earliest_due.load(Ordering::Acquire);
-        self.set_timer((due != u64::MAX).then_some(Ticks(due)));
-    }
-
-    /// With several vCPUs in virtual time: this CPU is held for a late request (it runs no
-    /// guest instruction until [`Self::leave_held`]). When every CPU that runs a vCPU is, a
-    /// span of hidden time starts ([`HoldSpan`]).
-    fn enter_held(&self) {
-        if !self.hold_hiding {
-            return;
-        }
-        if self.hold.lock().enter(clock::now().0) {
-            // Completions charged from here on are the span's: they cost the same in every
-            // run, so they are not hidden (see `leave_held`).
-            self.charge.store(0, Ordering::Relaxed);
-        }
-    }
-
-    /// This CPU is no longer held ([`Self::enter_held`]): a span of hidden time ends; model
-    /// time and the guests' counters leave out its ticks, less what the completions processed
-    /// in it cost.
-    fn leave_held(&self) {
-        if !self.hold_hiding {
-            return;
-        }
-        let hide = self.hold.lock().leave(clock::now().0, || self.charge.swap(0, Ordering::Relaxed));
-        self.hidden.fetch_add(hide, Ordering::AcqRel);
-    }
-
-    fn count_sleep(&self, kind: usize, ticks: u64) {
-        if let Some(cpu) = self.sleep_ticks.get(arch::cpu_index()) {
-            cpu[kind].fetch_add(ticks, Ordering::Relaxed);
-        }
-    }
-
-    /// Virtual time only: whether a request is late and time is held.
-    pub fn is_late(&self) -> bool {
-        self.late.load(Ordering::Acquire)
-    }
-
-    /// Sleep until an interrupt with no timer armed that QEMU's `-icount` could advance virtual
-    /// time to: this CPU's EL2 timer off, the guest's virtual timer disabled (an enabled one is
-    /// a QEMU timer even when masked or already fired) and restored afterwards. The caller has
-    /// parked the virtual CPU interface or does it around this.
-    fn frozen_wfi(&self) {
-        let cntv = CNTV_CTL_EL0.get();
-        CNTV_CTL_EL0.set(cntv & !CNTV_CTL_ENABLE);
-        clock::set_el2_timer(None);
-        let before = clock::now();
-        arch::wait_for_interrupt();
-        let slept = clock::now().saturating_sub(before).0;
-        self.held_sleep_ticks.fetch_add(slept, Ordering::Relaxed);
-        self.count_sleep(SLEEP_HELD, slept);
-        self.held_sleeps.fetch_add(1, Ordering::Relaxed);
-        CNTV_CTL_EL0.set(cntv);
-        arch::isb();
-    }
-
-    /// Virtual time only: while a backing request is late (its deadline passed, the device not
-    /// done), keep this CPU asleep with no timer armed, so that virtual time stands still until
-    /// the device's interrupt. `on_interrupt` gets the interrupts that are not the pager's.
-    /// Called before entering the guest; the CPU that finds the device late kicks the others.
-    pub fn hold_while_late(&self, mut on_interrupt: impl FnMut(u32)) {
-        if !self.is_late() {
-            return;
-        }
-        let saved = vgic::park();
-        self.enter_held();
-        while self.is_late() {
-            self.frozen_wfi();
-            gic::drain(|intid| {
-                if !self.handle_interrupt(intid) {
-                    on_interrupt(intid)
-                }
-            });
-        }
-        self.leave_held();
-        vgic::unpark(saved);
-    }
-
-    /// An idle CPU (its vCPU off) sleeps: with no timer armed while a request is late.
-    pub fn idle_wfi(&self) {
-        if self.is_late() {
-            self.enter_held();
-            self.frozen_wfi();
-            self.leave_held();
-        } else {
-            self.close_window();
-            arch::wait_for_interrupt();
-        }
-    }
-
-    /// Handle `intid` if it is the pager's (the disk's SPI or the EL2 timer); false otherwise.
-    /// Called from every `gic::drain` loop of a CPU that runs a vCPU.
-    pub fn handle_interrupt(&self, intid: u32) -> bool {
-        if intid == self.disk_intid {
-            // Lower the line first (acknowledged before the used ring is read, so a later
-            // completion raises it again); then poll, or leave that to the lock's holder.
-            self.disk_registers.acknowledge_interrupt();
-            self.device_irqs.fetch_add(1, Ordering::Relaxed);
-        } else if intid == gic::PPI_HYP_TIMER {
-            // Level-sensitive: lower it here. If the lock is taken, its holder polls, and arms
-            // its own timer for the next deadline; a waiting CPU re-arms its own anyway.
-            clock::set_el2_timer(None);
-            self.timer_irqs.fetch_add(1, Ordering::Relaxed);
-        } else {
-            return false;
-        }
-        self.poll_wanted.store(true, Ordering::Relaxed);
-        self.poll();
-        true
-    }
-
-    /// Take the lock, spinning for it (before the VM runs, and at its end).
-    fn lock(&self) -> PagerGuard<'_> {
-        PagerGuard { pager: self, locked: Some(self.locked.lock()) }
-    }
-
-    /// Take the lock; if it stays taken for [`LOCK_SPINS`] tries, sleep in `wfi` until its
-    /// holder kicks this CPU on release ([`Self::lock_sleepers`]), handling the interrupts that
-    /// arrive meanwhile (the pager's here, the others with `on_interrupt`).
-    fn lock_or_sleep(&self, on_interrupt: &mut impl FnMut(u32)) -> PagerGuard<'_> {
-        let me = arch::cpu_index();
-        loop {
-            for _ in 0..LOCK_SPINS {
-                if let Some(locked) = self.locked.try_lock() {
-                    return PagerGuard { pager: self, locked: Some(locked) };
-                }
-                arch::spin_hint();
-            }
-            // Announce the sleep, then look once more: with the releaser's fence between its
-            // unlock and its read of the sleepers, it sees this bit or this `try_lock` sees the
-            // lock released.
-            self.lock_sleepers.announce(me);
-            if let Some(locked) = self.locked.try_lock() {
-                self.lock_sleepers.withdraw(me);
-                return PagerGuard { pager: self, locked: Some(locked) };
-            }
-            // A listed virtual interrupt would end `wfi` at once (see `vgic::park`).
-            let saved = vgic::park();
-            let before = clock::now();
-            self.idle_wfi();
-            self.count_sleep(SLEEP_LOCK, clock::now().saturating_sub(before).0);
-            vgic::unpark(saved);
-            self.lock_sleepers.withdraw(me);
-            gic::drain(|intid| {
-                if !self.handle_interrupt(intid) {
-                    on_interrupt(intid)
-                }
-            });
-        }
-    }
-
-    /// Poll the disk if someone asked for it ([`Self::poll_wanted`]) and the lock is free; if
-    /// it is taken, its holder polls after releasing it.
-    fn poll(&self) {
-        loop {
-            // A requester stores the flag and then gets here; a holder releases the lock and
-            // then gets here. With a fence between each one's store and load, the holder sees
-            // the flag or the requester's `try_lock` sees the lock released (or a later
-            // holder's): no request is lost.
-            fence(Ordering::SeqCst);
-            if !self.poll_wanted.load(Ordering::Relaxed) {
-                return;
-            }
-            let Some(mut locked) = self.locked.try_lock() else {
-                self.poll_contended.fetch_add(1, Ordering::Relaxed);
-                return;
-            };
-            self.poll_wanted.store(false, Ordering::Relaxed);
-            self.process_completions(&mut locked);
-            self.release(locked);
-        }
-    }
-
-    /// Release the lock, then ring the disk's doorbell for requests queued under it and kick
-    /// the vCPUs woken under it.
-    fn release(&self, mut locked: MutexGuard<'_, Locked>) {
-        // Virtual time: requests go to the device here, and what it finished comes off the
-        // virtqueue; what that costs depends on the host, and with `hide` it is hidden (up to
-        // the doorbell, below).
-        let mut device_ticks = 0;
-        let doorbell = if self.time_base == TimeBase::Virtual {
-            let start = clock::now();
-            locked.disk.take_finished();
-            let doorbell = locked.disk.take_doorbell();
-            device_ticks = clock::now().saturating_sub(start).0;
-            doorbell
-        } else {
-            locked.disk.take_doorbell()
-        };
-        let due = locked.disk.earliest_due().map_or(u64::MAX, |t| t.0);
-        self.earliest_due.store(due, Ordering::Release);
-        self.unreadable_pages.store(locked.engine.unreadable_pages() as u64, Ordering::Release);
-        if self.time_base == TimeBase::Virtual && !self.hide {
-            // Every outstanding deadline is covered by a timer (the earliest one, on the CPU
-            // that last released the lock), or by none while time is held.
-            // While model time is pinned the timer waits: `close_window` arms it (a timer armed
-            // now would not know the ticks hidden meanwhile, and could fire at once, again and
-            // again).
-            let pinned = self.pinned.load(Ordering::Acquire) != u64::MAX;
-            let at = (due != u64::MAX && !pinned).then_some(Ticks(due));
-            self.set_timer(at);
-        }
-        let mut apf_done = [0u32; APF_DONE_BATCH];
-        let count = locked.apf_done.len().min(APF_DONE_BATCH);
-        apf_done[..count].copy_from_slice(&locked.apf_done[..count]);
-        locked.apf_done.drain(..count);
-        let more_done = !locked.apf_done.is_empty();
-        drop(locked);
-        if more_done {
-            // The rest goes out with the next release: ask for one.
-            self.poll_wanted.store(true, Ordering::Relaxed);
-        }
-        // Sleepers for the lock first: they wait for the lock, not for what follows. The fence
-        // in `after_release` pairs with `lock_or_sleep`'s announcement (`asyncpf_core::handoff`).
-        let me = arch::cpu_index();
-        self.wake_cpus(self.lock_sleepers.after_release(), me);
-        if count > 0 {
-            if let Some(complete) = self.async_completion.get() {
-                // Posting page_ready costs the same in every run: charged (`close_window`,
-                // `leave_held`).
-                let started = (self.hide || self.hold_hiding).then(clock::now);
-                for &waiter in &apf_done[..count] {
-                    complete(self, waiter);
-                }
-                if let Some(started) = started {
-                    self.charge.fetch_add(clock::now().saturating_sub(started).0, Ordering::Relaxed);
-                }
-            }
-        }
-        // (Timed whether or not there is anything to ring: whether there is depends on the host.)
-        let start = self.hide.then(clock::now);
-        if let Some(queue) = doorbell {
-            self.disk_registers.notify_queue(queue);
-        }
-        if let Some(start) = start {
-            device_ticks += clock::now().saturating_sub(start).0;
-        }
-        if self.hide && self.pinned.load(Ordering::Acquire) == u64::MAX {
-            // (While pinned, the window hides it anyway.)
-            self.hidden.fetch_add(device_ticks, Ordering::AcqRel);
-        }
-        let mut vcpus = self.kicks.take();
-        let mut cpus = 0;
-        while vcpus != 0 {
-            let vcpu = vcpus.trailing_zeros() as usize;
-            vcpus &= vcpus - 1;
-            cpus |= 1 << vcpus::pcpu_of(vcpu);
-        }
-        self.wake_cpus(cpus, me);
-    }
-
-    /// Kick the physical CPUs in `cpus` (bit `n`: CPU `n`) other than `me`.
-    fn wake_cpus(&self, mut cpus: u64, me: usize) {
-        while cpus != 0 {
-            let cpu = cpus.trailing_zeros() as usize;
-            cpus &= cpus - 1;
-            if cpu != me {
-                gic::kick(self.cpu_mpidrs[cpu]);
-            }
-        }
-    }
-
-    /// Hand asynchronous completions to `complete` from now on (the APF service, which sits
-    /// above the pager: see the module documentation). Set once, before the vCPUs run.
-    pub fn on_async_completion(&self, complete: AsyncCompletion) {
-        self.async_completion.call_once(|| complete);
-    }
-
     /// Take what the disk finished, tell the engine, apply its answers, wake the waiters, and
     /// arm this CPU's EL2 timer for the next latency deadline.
     fn process_completions(&self, locked: &mut Locked) {
@@ -1098,12 +689,6 @@ impl Pager {
         }
     }
 
-    /// Kick every other vCPU when the lock is released (to hold or to resume).
-    fn kick_all(&self) {
-        let all = if self.waits.len() >= 64 { u64::MAX } else { (1u64 << self.waits.len()) - 1 };
-        self.kicks.add(all);
-    }
-
     /// Submit `request`, or queue it behind earlier ones if the disk is full.
     fn submit(&self, disk: &mut BackingStore, backlog: &mut VecDeque<Request>, request: Request, now: Ticks) {
         if !backlog.is_empty() || self.try_submit(disk, request, now).is_err() {
@@ -1215,36 +800,6 @@ impl Pager {
 
 /// Unreadable pages listed in the `mem` result (all are counted).
 const UNREADABLE_LISTED: usize = 16;
-
-/// The pager's lock, held. Dropping it releases the lock ([`Pager::release`]: the vCPUs woken
-/// under it are kicked), then polls the disk if a timer interrupt asked for it meanwhile.
-struct PagerGuard<'a> {
-    pager: &'a Pager,
-    /// `Some` until the drop.
-    locked: Option<MutexGuard<'a, Locked>>,
-}
-
-impl Deref for PagerGuard<'_> {
-    type Target = Locked;
-    fn deref(&self) -> &Locked {
-        self.locked.as_ref().expect("held until dropped")
-    }
-}
-
-impl DerefMut for PagerGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Locked {
-        self.locked.as_mut().expect("held until dropped")
-    }
-}
-
-impl Drop for PagerGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(locked) = self.locked.take() {
-            self.pager.release(locked);
-            self.pager.poll();
-        }
-    }
-}
 
 fn access(writable: bool) -> Access {
     if writable {
