@@ -9,11 +9,14 @@ use serde_json::Value;
 
 use crate::run;
 
+/// One `cargo` run of host tests: its arguments, and the environment variables it adds.
+type HostTestRun = (&'static [&'static str], &'static [(&'static str, &'static str)]);
+
 /// The host test runs: `cargo test` on the default members (contract, core, xtask), the guest
 /// kernel's pure library (`guest/src/lib.rs`; its binary only builds for aarch64), and the
 /// pager's hand-over protocols under loom (`asyncpf_core::handoff`; `--cfg loom` builds every
 /// crate differently, hence a target directory of its own), each with its extra environment.
-const HOST_TEST_RUNS: [(&[&str], &[(&str, &str)]); 3] = [
+const HOST_TEST_RUNS: [HostTestRun; 3] = [
     (&["test"], &[]),
     (&["test", "-p", "asyncpf-guest", "--lib"], &[]),
     (
