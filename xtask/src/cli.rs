@@ -98,6 +98,10 @@ pub struct LinuxArgs {
     /// Kill QEMU and fail a run after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
+    /// Debian's kernel: `6.1` (bookworm's linux-image-cloud-arm64) or `6.12` (bookworm-backports'),
+    /// each fetched with apt once and cached under target/linux/.
+    #[arg(long, value_enum, value_name = "SERIES", default_value = "6.1")]
+    pub kernel: crate::linux::KernelSeries,
     /// Where to write the rows as JSON (default: target/xtask/linux/linux.json).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -16,8 +16,51 @@ use serde_json::Value;
 
 use crate::{initramfs, run};
 
-/// The metapackage whose dependency names the current kernel package.
-const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64:arm64";
+/// A Debian arm64 cloud kernel series that the Linux tests and `cargo xtask linux --kernel`
+/// boot: the `linux-image-cloud-arm64` metapackage of a suite names the current kernel package.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KernelSeries {
+    /// bookworm's kernel (apt's candidate of the metapackage, bookworm-security's if newer).
+    #[default]
+    #[value(name = "6.1")]
+    V6_1,
+    /// bookworm-backports' kernel (the suite must be in apt's sources).
+    #[value(name = "6.12")]
+    V6_12,
+}
+
+impl KernelSeries {
+    /// The series as Debian numbers it, e.g. `6.12`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelSeries::V6_1 => "6.1",
+            KernelSeries::V6_12 => "6.12",
+        }
+    }
+
+    /// The metapackage whose dependency names the kernel package (`pkg/suite` picks a suite).
+    fn metapackage(self) -> &'static str {
+        match self {
+            KernelSeries::V6_1 => "linux-image-cloud-arm64:arm64",
+            KernelSeries::V6_12 => "linux-image-cloud-arm64:arm64/bookworm-backports",
+        }
+    }
+
+    /// Where the unpacked package is cached: `target/linux/` for 6.1 (where it always was),
+    /// `target/linux/6.12/` for 6.12.
+    fn dir(self, root: &Path) -> PathBuf {
+        match self {
+            KernelSeries::V6_1 => linux_dir(root),
+            other => linux_dir(root).join(other.name()),
+        }
+    }
+
+    /// Whether a kernel package or `vmlinuz-` file name's version (`6.1.0-57-…`, `6.12.95+…`)
+    /// is of this series.
+    fn matches(self, version: &str) -> bool {
+        version.strip_prefix(self.name()).is_some_and(|rest| rest.starts_with('.'))
+    }
+}
 /// What the console must show, in order of boot. The SDEI line is Linux's SDEI driver taking
 /// the hypervisor as its firmware (`/firmware/sdei`, SDEI_VERSION 1.1).
 const EXPECTED_LINES: [&str; 4] = [
@@ -41,19 +84,23 @@ pub fn run_checked(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// The unpacked kernel Image, fetched once.
-pub fn fetch_kernel(root: &Path) -> Result<PathBuf> {
-    let dir = linux_dir(root);
-    if let Some(found) = find_vmlinuz(&dir) {
+/// The unpacked kernel Image of `series`, fetched once.
+pub fn fetch_kernel(root: &Path, series: KernelSeries) -> Result<PathBuf> {
+    let dir = series.dir(root);
+    if let Some(found) = find_vmlinuz(&dir, series) {
         return Ok(found);
     }
     ensure_arm64_architecture()?;
-    let depends = run_checked(Command::new("apt-cache").args(["depends", KERNEL_METAPACKAGE]))?;
+    let metapackage = series.metapackage();
+    let depends = run_checked(Command::new("apt-cache").args(["depends", metapackage]))?;
     let package = depends
         .lines()
         .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .context("apt-cache does not know the linux-image-cloud-arm64 metapackage's kernel")?
+        .with_context(|| format!("apt-cache does not know {metapackage}'s kernel"))?
         .to_string();
+    if !package.strip_prefix("linux-image-").is_some_and(|v| series.matches(v)) {
+        bail!("{metapackage} depends on {package}, not a {} kernel", series.name());
+    }
     fs::create_dir_all(&dir)?;
     println!("linux: downloading {package}");
     run_checked(Command::new("apt-get").args(["download", "-q", &package]).current_dir(&dir))?;
@@ -63,7 +110,7 @@ pub fn fetch_kernel(root: &Path) -> Result<PathBuf> {
         .context("apt-get download produced no .deb")?;
     run_checked(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(dir.join("root")))?;
     let _ = fs::remove_file(&deb);
-    find_vmlinuz(&dir).context("the kernel package has no /boot/vmlinuz-*")
+    find_vmlinuz(&dir, series).with_context(|| format!("{package} has no /boot/vmlinuz-{}.*", series.name()))
 }
 
 /// dpkg knows the arm64 architecture (added, and apt's lists updated, if not), so that apt can
@@ -79,11 +126,13 @@ pub fn ensure_arm64_architecture() -> Result<()> {
     Ok(())
 }
 
-fn find_vmlinuz(dir: &Path) -> Option<PathBuf> {
-    fs::read_dir(dir.join("root").join("boot"))
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("vmlinuz-")))
+fn find_vmlinuz(dir: &Path, series: KernelSeries) -> Option<PathBuf> {
+    fs::read_dir(dir.join("root").join("boot")).ok()?.filter_map(|e| e.ok().map(|e| e.path())).find(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("vmlinuz-"))
+            .is_some_and(|v| series.matches(v))
+    })
 }
 
 /// CPU models the kernel boots on: `a64fx` has a 256-byte writeback granule, where a device tree
@@ -100,7 +149,7 @@ const INITRD_FAILED: &str = "Initramfs unpacking failed";
 
 /// Boot the kernel through this very binary's `run` on each CPU model and check how far it got.
 pub fn boot_test(root: &Path) -> Result<String> {
-    let kernel = fetch_kernel(root)?;
+    let kernel = fetch_kernel(root, KernelSeries::default())?;
     let mut notes = Vec::new();
     for cpu in CPU_MODELS {
         notes.push(boot_on(root, &kernel, cpu).with_context(|| format!("on -cpu {cpu}"))?);
@@ -170,4 +219,20 @@ fn boot_on(root: &Path, kernel: &Path, cpu: &str) -> Result<String> {
         "{name} on {cpu}: 2 vCPUs, initramfs unpacked, root-mount panic, not tainted, {} exits, {} SDEI calls",
         report["hyp"]["exits"], sdei["calls"]
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_series_match_their_versions_only() {
+        assert!(KernelSeries::V6_1.matches("6.1.0-57-cloud-arm64"));
+        assert!(!KernelSeries::V6_1.matches("6.12.95+deb12-cloud-arm64"));
+        assert!(KernelSeries::V6_12.matches("6.12.95+deb12-cloud-arm64"));
+        assert!(!KernelSeries::V6_12.matches("6.1.0-57-cloud-arm64"));
+        let root = Path::new("/r");
+        assert_eq!(KernelSeries::V6_1.dir(root), Path::new("/r/target/linux"));
+        assert_eq!(KernelSeries::V6_12.dir(root), Path::new("/r/target/linux/6.12"));
+    }
 }

@@ -7,11 +7,14 @@
 //!
 //! ```text
 //! @linux-workload mib=300 write_sum=… read1_sum=… read2_sum=… match=yes write_s=… read1_s=… read2_s=… total_s=…
+//!     kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0
 //! ```
 //!
-//! and powers off. The data does not fit the resident memory, so the hypervisor pages it
+//! (`tainted` is `/proc/sys/kernel/tainted`, `dma_minalign_warnings` the count of Linux's
+//! "ARCH_DMA_MINALIGN smaller than CTR_EL0.CWG" lines in its log) and powers off. The data does not fit the resident memory, so the hypervisor pages it
 //! through its disk: Linux's own page cache and tmpfs are what is overcommitted. A run passes
-//! when it ends with the guest's SYSTEM_OFF, the three sums agree (`match=yes`) and the
+//! when it ends with the guest's SYSTEM_OFF, the three sums agree (`match=yes`), Linux is not
+//! tainted and did not warn about its DMA alignment (`a64fx`'s 256-byte granule), and the
 //! hypervisor paged (page-ins and page-outs > 0 when R < G). Guest times are Linux's own
 //! (`/proc/uptime`), so in host time: figures of the synchronous pager, not a benchmark of APF
 //! (Linux has no APF client yet, issue 14).
@@ -24,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::cli::{BackingPlan, ExpectEnd, ForeignJudge, LinuxArgs, RunPlan};
+use crate::linux::KernelSeries;
 use crate::toolchain::Toolchain;
 use crate::{bench, initramfs, linux, run};
 
@@ -55,7 +59,10 @@ size=$($bb stat -c %s /tmp/data)
 m=no
 [ "$w" = "$r1" ] && [ "$r1" = "$r2" ] && [ "$size" = $((mib * 1048576)) ] && m=yes
 el() { $bb awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
-echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4)"
+k=$($bb uname -r)
+taint=$($bb cat /proc/sys/kernel/tainted)
+dma=$($bb dmesg | $bb grep -c ARCH_DMA_MINALIGN)
+echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4) kernel=$k tainted=$taint dma_minalign_warnings=$dma"
 $bb poweroff -f
 "#;
 
@@ -147,6 +154,13 @@ fn row_problems(row: &WorkloadRow) -> Vec<String> {
             if r.get("mib").and_then(|v| v.as_f64()) != Some(row.mib as f64) {
                 problems.push(format!("the guest wrote {:?} MiB, not {}", r.get("mib"), row.mib));
             }
+            if r.get("tainted").and_then(|v| v.as_f64()) != Some(0.0) {
+                problems.push(format!("Linux is tainted: /proc/sys/kernel/tainted = {:?}", r.get("tainted")));
+            }
+            if r.get("dma_minalign_warnings").and_then(|v| v.as_f64()) != Some(0.0) {
+                problems
+                    .push(format!("Linux warned about ARCH_DMA_MINALIGN {:?} times", r.get("dma_minalign_warnings")));
+            }
         }
     }
     if row.resident_mib.is_some_and(|r| r < row.guest_mib) && (row.page_ins == Some(0) || row.page_outs == Some(0)) {
@@ -217,9 +231,9 @@ pub fn run_workload(
     })
 }
 
-/// The kernel and the workload's initramfs (written under `target/linux/`).
-pub fn prepare(root: &Path) -> Result<(PathBuf, PathBuf)> {
-    let kernel = linux::fetch_kernel(root)?;
+/// The kernel of `series` and the workload's initramfs (written under `target/linux/`).
+pub fn prepare(root: &Path, series: KernelSeries) -> Result<(PathBuf, PathBuf)> {
+    let kernel = linux::fetch_kernel(root, series)?;
     let busybox = fs::read(fetch_busybox(root)?)?;
     let initrd = root.join("target").join("linux").join("workload.cpio.gz");
     fs::write(&initrd, workload_initramfs(&busybox)?)?;
@@ -228,7 +242,7 @@ pub fn prepare(root: &Path) -> Result<(PathBuf, PathBuf)> {
 
 /// `cargo xtask linux`: one run per `--resident-mib` (and latency), a table, JSON.
 pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> {
-    let (kernel, initrd) = prepare(root)?;
+    let (kernel, initrd) = prepare(root, args.kernel)?;
     println!(
         "linux: {} with BusyBox; {} vCPUs, cpu {}, G = {} MiB, {} MiB of random data through tmpfs",
         kernel.display(),
@@ -259,8 +273,18 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
         }
     }
     println!(
-        "\n{:>6} {:>6} {:>8} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8}  result",
-        "R_MiB", "L_us", "page_ins", "match", "write_s", "read1_s", "read2_s", "total_s", "wall_s"
+        "\n{:>6} {:>6} {:>8} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7}  result",
+        "R_MiB",
+        "L_us",
+        "page_ins",
+        "page_outs",
+        "match",
+        "write_s",
+        "read1_s",
+        "read2_s",
+        "total_s",
+        "wall_s",
+        "tainted"
     );
     let mut all_ok = true;
     for row in &rows {
@@ -273,40 +297,62 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
         let problems = row_problems(row);
         all_ok &= problems.is_empty();
         println!(
-            "{:>6} {:>6} {:>8} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8.1}  {}",
+            "{:>6} {:>6} {:>8} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8.1} {:>7}  {}",
             row.resident_mib.map_or("-".into(), |r| r.to_string()),
             row.backing_latency_us,
             row.page_ins.map_or("-".into(), |p| p.to_string()),
+            row.page_outs.map_or("-".into(), |p| p.to_string()),
             field("match"),
             field("write_s"),
             field("read1_s"),
             field("read2_s"),
             field("total_s"),
             row.wall_seconds,
+            field("tainted"),
             if problems.is_empty() { "ok".to_string() } else { format!("FAILED: {}", problems.join("; ")) }
         );
     }
     let json = args.json.clone().unwrap_or_else(|| root.join("target").join("xtask").join("linux").join("linux.json"));
-    bench::write_json(&json, &serde_json::json!({ "kernel": kernel, "rows": rows }))?;
+    let release = rows.iter().find_map(|r| r.result.as_ref()?.get("kernel")?.as_str().map(String::from));
+    if let Some(release) = &release {
+        println!("linux: the guest ran Linux {release}");
+    }
+    bench::write_json(&json, &serde_json::json!({ "kernel": kernel, "release": release, "rows": rows }))?;
     println!("linux: rows in {}", json.display());
     Ok(all_ok)
 }
 
-/// The `linux/workload` test: 4 vCPUs, G = 512 MiB, at 4x and 8x overcommit.
+/// The `linux/workload` test: 4 vCPUs, G = 512 MiB, at 4x and 8x overcommit, on Debian's
+/// default (6.1) kernel.
 pub fn workload_test(root: &Path, tc: &Toolchain) -> Result<String> {
-    let (kernel, initrd) = prepare(root)?;
+    workload_runs(root, tc, KernelSeries::V6_1, &TEST_RUNS)
+}
+
+/// The `linux/workload-6.12` test: bookworm-backports' 6.12, whose userspace (BusyBox's static
+/// glibc) uses the FEAT_MOPS instructions that 6.12 advertises on `max` (HCRX_EL2.MSCEn), one
+/// run at 8x overcommit.
+pub fn workload_6_12_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    workload_runs(root, tc, KernelSeries::V6_12, &TEST_RUNS_6_12)
+}
+
+fn workload_runs(root: &Path, tc: &Toolchain, series: KernelSeries, runs: &[(u32, u64)]) -> Result<String> {
+    let (kernel, initrd) = prepare(root, series)?;
     let mut notes = Vec::new();
-    for (resident, mib) in TEST_RUNS {
+    for &(resident, mib) in runs {
         let row = run_workload(root, tc, &kernel, &initrd, 4, "max", 512, Some(resident), 50, mib, TEST_TIMEOUT_SECS)?;
         let problems = row_problems(&row);
         if !problems.is_empty() {
             bail!("R = {resident} MiB: {}", problems.join("; "));
         }
-        let total = row.result.as_ref().and_then(|r| r.get("total_s")).cloned().unwrap_or_default();
+        let field = |k: &str| row.result.as_ref().and_then(|r| r.get(k)).cloned().unwrap_or_default();
+        if notes.is_empty() {
+            notes.push(format!("Linux {}", field("kernel").as_str().unwrap_or("?")));
+        }
         notes.push(format!(
-            "R = {resident}: {mib} MiB matched, {} page-ins, {} page-outs, {total} s",
+            "R = {resident}: {mib} MiB matched, {} page-ins, {} page-outs, {} s",
             row.page_ins.unwrap_or(0),
-            row.page_outs.unwrap_or(0)
+            row.page_outs.unwrap_or(0),
+            field("total_s")
         ));
     }
     Ok(notes.join("; "))
@@ -314,6 +360,8 @@ pub fn workload_test(root: &Path, tc: &Toolchain) -> Result<String> {
 
 /// The test's runs: (R, MiB of data) at G = 512 MiB, 4x and 8x overcommit.
 const TEST_RUNS: [(u32, u64); 2] = [(128, 256), (64, 128)];
+/// The 6.12 test's run: 8x overcommit, a smaller file (the suite's time).
+const TEST_RUNS_6_12: [(u32, u64); 1] = [(64, 128)];
 const TEST_TIMEOUT_SECS: u64 = 600;
 
 #[cfg(test)]
@@ -330,6 +378,8 @@ mod tests {
         assert_eq!(r["match"], "yes");
         assert_eq!(r["total_s"], 16.75);
         assert!(parse_result("[guest] something else").is_none());
+        let r = parse_result(&format!("{line} kernel=6.12.95+deb12-cloud-arm64 tainted=0")).unwrap();
+        assert_eq!((r["kernel"].as_str(), r["tainted"].as_f64()), (Some("6.12.95+deb12-cloud-arm64"), Some(0.0)));
         assert!(regex::Regex::new(SUCCESS_PATTERN).unwrap().is_match(line));
         assert!(!regex::Regex::new(SUCCESS_PATTERN).unwrap().is_match(&line.replace("match=yes", "match=no")));
     }
@@ -350,11 +400,14 @@ mod tests {
             page_outs: Some(page_ins),
             wall_seconds: 1.0,
         };
-        let good = "@linux-workload mib=300 write_sum=a read1_sum=a read2_sum=a match=yes total_s=1";
+        let good = "@linux-workload mib=300 write_sum=a read1_sum=a read2_sum=a match=yes total_s=1 \
+                    kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0";
         assert!(row_problems(&row(good, 10)).is_empty());
         assert_eq!(row_problems(&row(&good.replace("match=yes", "match=no"), 10)).len(), 1);
         assert_eq!(row_problems(&row(&good.replace("mib=300", "mib=30"), 10)).len(), 1);
         assert_eq!(row_problems(&row(good, 0)).len(), 1, "R < G must page");
+        assert_eq!(row_problems(&row(&good.replace("tainted=0", "tainted=8704"), 10)).len(), 1);
+        assert_eq!(row_problems(&row(&good.replace("warnings=0", "warnings=3"), 10)).len(), 1);
         assert_eq!(row_problems(&row("nothing", 10)).len(), 1);
     }
 

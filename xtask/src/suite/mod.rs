@@ -55,6 +55,11 @@ const NEGATIVE: &str = "negative/not-an-image";
 const LINUX: &str = "linux/boot";
 /// Linux with a BusyBox userspace on 4 vCPUs at 4x and 8x overcommit (`cargo xtask linux`).
 const LINUX_WORKLOAD: &str = "linux/workload";
+/// The same on Debian's 6.12 (bookworm-backports), one run at 8x overcommit: 6.12 advertises
+/// FEAT_MOPS to its userspace, whose static glibc then copies with it.
+const LINUX_WORKLOAD_6_12: &str = "linux/workload-6.12";
+/// The Linux tests, which need the hypervisor built.
+const LINUX_TESTS: [&str; 3] = [LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
 const BENCH_SMOKE: &str = "bench/smoke";
 
 /// Runs the suite; true when everything selected passed.
@@ -80,7 +85,8 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let mut built = true;
     // The probe and Linux tests need the hypervisor (and the probes) built too.
     let probe_tests = crate::probes::TESTS.iter().filter(|(name, _)| selected(name));
-    if !cases.is_empty() || selected(BUILD) || probe_tests.clone().next().is_some() || selected(LINUX) {
+    let linux_tests = LINUX_TESTS.iter().any(|name| selected(name));
+    if !cases.is_empty() || selected(BUILD) || probe_tests.clone().next().is_some() || linux_tests {
         let row = timed(BUILD, || build::build(root, build::Select::ALL).map(|()| String::new()));
         built = row.passed;
         rows.push(row);
@@ -112,8 +118,12 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     if selected(LINUX) && built {
         rows.push(timed(LINUX, || crate::linux::boot_test(root)));
     }
+    // `--filter linux/workload` selects both Linux workload tests.
     if selected(LINUX_WORKLOAD) && built {
         rows.push(timed(LINUX_WORKLOAD, || crate::userspace::workload_test(root, tc)));
+    }
+    if selected(LINUX_WORKLOAD_6_12) && built {
+        rows.push(timed(LINUX_WORKLOAD_6_12, || crate::userspace::workload_6_12_test(root, tc)));
     }
 
     println!("\n{:<28} {:>8}  result", "test", "seconds");
@@ -134,13 +144,13 @@ fn test_names(filter: Option<&str>) -> Vec<String> {
     let probes: Vec<String> =
         crate::probes::TESTS.iter().map(|(name, _)| name.to_string()).filter(|n| selected(n)).collect();
     let mut names: Vec<String> = [HOST_TESTS, LINT].into_iter().filter(|n| selected(n)).map(String::from).collect();
-    if !cases.is_empty() || selected(BUILD) || !probes.is_empty() || selected(LINUX) {
+    if !cases.is_empty() || selected(BUILD) || !probes.is_empty() || LINUX_TESTS.iter().any(|n| selected(n)) {
         names.push(BUILD.into());
     }
     names.extend(cases);
     names.extend([NEGATIVE].into_iter().filter(|n| selected(n)).map(String::from));
     names.extend(probes);
-    let late = [REPEATABLE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD];
+    let late = [REPEATABLE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
     names.extend(late.into_iter().filter(|n| selected(n)).map(String::from));
     names
 }
