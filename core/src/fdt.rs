@@ -82,6 +82,39 @@ pub mod timer_ppi {
     pub const HYP_PHYS: u32 = 10;
 }
 
+/// Every node of the guest's device tree with all the properties it can have, in the order
+/// they are written: the list that docs/abi.md §6 ("The device tree, node by node") mirrors
+/// and the tests check both against. `cpu@N` stands for each vCPU's node (N = its MPIDR
+/// affinity); `/pmu` exists only when the guest has the CPU's PMUv3, `/chosen`'s
+/// `linux,initrd-*` only with an initrd.
+pub const NODES: &[(&str, &[&str])] = &[
+    ("/", &["compatible", "#address-cells", "#size-cells", "interrupt-parent", "dma-coherent"]),
+    ("/chosen", &["bootargs", "stdout-path", "linux,initrd-start", "linux,initrd-end"]),
+    ("/aliases", &["serial0"]),
+    ("/memory@40000000", &["device_type", "reg"]),
+    ("/cpus", &["#address-cells", "#size-cells"]),
+    ("/cpus/cpu@N", &["device_type", "compatible", "reg", "enable-method"]),
+    ("/psci", &["compatible", "method"]),
+    ("/firmware", &[]),
+    ("/firmware/sdei", &["compatible", "method"]),
+    (
+        "/interrupt-controller@8000000",
+        &[
+            "compatible",
+            "#interrupt-cells",
+            "#address-cells",
+            "interrupt-controller",
+            "reg",
+            "#redistributor-regions",
+            "phandle",
+        ],
+    ),
+    ("/timer", &["compatible", "interrupts"]),
+    ("/pmu", &["compatible", "interrupts"]),
+    ("/clock-apb-pclk", &["compatible", "#clock-cells", "clock-frequency", "clock-output-names", "phandle"]),
+    ("/serial@9000000", &["compatible", "reg", "interrupts", "clocks", "clock-names"]),
+];
+
 /// Builds the device tree blob (DTB version 17) describing `platform`.
 pub fn build(platform: &GuestPlatform) -> Result<Vec<u8>, FdtError> {
     platform.build_fdt()
@@ -469,6 +502,73 @@ mod tests {
         assert_eq!(string_list(uart, "clock-names"), ["uartclk", "apb_pclk"]);
         // The UART inherits the root's interrupt-parent.
         assert_eq!(root.interrupt_parent().unwrap().name, gic.name);
+    }
+
+    /// Every node of `fdt` as (path, property names), depth first; `cpu@…` under `/cpus` is
+    /// written `cpu@N`.
+    fn walk(node: FdtNode<'_, '_>, path: &str, out: &mut Vec<(String, Vec<String>)>) {
+        let properties = node.properties().map(|p| p.name.to_string()).collect();
+        out.push((path.to_string(), properties));
+        for child in node.children() {
+            let name = if path == "/cpus" && child.name.starts_with("cpu@") { "cpu@N" } else { child.name };
+            let child_path = if path == "/" { format!("/{name}") } else { format!("{path}/{name}") };
+            walk(child, &child_path, out);
+        }
+    }
+
+    /// The tree with everything optional present (2 vCPUs, the PMU, an initrd) has exactly the
+    /// nodes and properties of [`NODES`], in its order; without the options, the same minus
+    /// `/pmu` and the initrd properties.
+    #[test]
+    fn the_tree_is_exactly_the_node_list() {
+        let expected = |pmu: bool, initrd: bool| -> Vec<(String, Vec<String>)> {
+            let mut out = Vec::new();
+            for &(path, properties) in NODES {
+                if path == "/pmu" && !pmu {
+                    continue;
+                }
+                let properties = properties.iter().filter(|p| initrd || !p.starts_with("linux,initrd"));
+                let entry = (path.to_string(), properties.map(|p| p.to_string()).collect());
+                // One entry per vCPU.
+                let copies = if path == "/cpus/cpu@N" { 2 } else { 1 };
+                out.extend(core::iter::repeat_n(entry, copies));
+            }
+            out
+        };
+        for (pmu, initrd) in [(true, true), (false, false)] {
+            let mut p = platform(&MPIDRS[..2], "x");
+            p.pmu = pmu;
+            p.initrd = initrd.then_some((0x4800_0000, 0x4800_1000));
+            let blob = p.build_fdt().unwrap();
+            let fdt = Fdt::new(&blob).unwrap();
+            let mut found = Vec::new();
+            walk(node(&fdt, "/"), "/", &mut found);
+            // The walk visits /pmu after /timer, as NODES lists it.
+            assert_eq!(found, expected(pmu, initrd), "pmu {pmu}, initrd {initrd}");
+        }
+    }
+
+    /// docs/abi.md §6 lists the same nodes and properties as [`NODES`]: its table `| node |
+    /// properties | … |` has one row per node, `| `path` | `prop`, `prop` … | … |`.
+    #[test]
+    fn abi_md_lists_every_node_and_property() {
+        let abi = include_str!("../../docs/abi.md");
+        let section = abi.split("\n## 6.").nth(1).expect("abi.md has a §6");
+        let section = section.split("\n## ").next().unwrap();
+        let table = section.split("| node | properties |").nth(1).expect("§6 has the device tree's node table");
+        let mut rows = Vec::new();
+        for line in table.lines().map(str::trim).skip(1).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let Some(path) = cells.get(1).and_then(|c| c.strip_prefix('`')).and_then(|c| c.strip_suffix('`')) else {
+                continue; // the header and its rule
+            };
+            // The backquoted names (`none` has no quotes).
+            let properties: Vec<String> = cells[2].split('`').skip(1).step_by(2).map(String::from).collect();
+            rows.push((path.to_string(), properties));
+        }
+        let expected: Vec<(String, Vec<String>)> =
+            NODES.iter().map(|(p, props)| (p.to_string(), props.iter().map(|s| s.to_string()).collect())).collect();
+        assert_eq!(rows, expected, "docs/abi.md §6 and fdt::NODES differ");
     }
 
     /// With the PMU offered, a `pmu` node after the timer names its overflow interrupt, PPI 7

@@ -190,12 +190,14 @@ const PMU_ID_FIELDS: [(u8, u8, u32); 2] = [
     (1, 2, crate::pmu::PERFMON_SHIFT), // ID_DFR0_EL1.PerfMon (AArch32 view)
 ];
 
-/// The value the guest reads from the ID register `id`, given the hardware's `value`.
+/// The value the guest reads from the ID register `id`, given the hardware's `value`: an
+/// IMPLEMENTATION DEFINED PMU reads as none, and the fields of `features::HIDDEN` as zero.
 pub fn guest_id_register(id: SysregId, value: u64) -> u64 {
-    PMU_ID_FIELDS
+    let value = PMU_ID_FIELDS
         .iter()
         .filter(|&&(crm, op2, _)| id.crm == crm && id.op2 == op2)
-        .fold(value, |v, &(_, _, shift)| crate::pmu::guest_pmu_field(v, shift))
+        .fold(value, |v, &(_, _, shift)| crate::pmu::guest_pmu_field(v, shift));
+    crate::features::hide_fields(id.crm, id.op2, value)
 }
 
 /// PSTATE fields used to choose an exception vector.

@@ -5,8 +5,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use aarch64_cpu::registers::{
     ReadWriteable, Readable, Writeable, CNTHCTL_EL2, CNTP_CTL_EL0, CNTVOFF_EL2, CNTV_CTL_EL0, ELR_EL1, ESR_EL1,
-    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, ID_AA64ISAR1_EL1, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1,
-    VMPIDR_EL2,
+    ESR_EL2, FAR_EL1, FAR_EL2, HCR_EL2, HPFAR_EL2, MIDR_EL1, SCTLR_EL1, SPSR_EL1, VBAR_EL1, VMPIDR_EL2,
 };
 use asyncpf_contract::runner::{EXIT_SYSTEM_OFF, EXIT_SYSTEM_RESET, RESULT_PREFIX};
 
@@ -28,7 +27,7 @@ const SCTLR_EL1_RESET: u64 = 0x30d0_0800;
 
 /// Configure the traps for the guest on this physical CPU (once per CPU).
 pub fn configure_traps(vm: &Vm, vcpu: usize) {
-    let pauth = ID_AA64ISAR1_EL1.get() & 0xff00_0ff0 != 0;
+    let pauth = guest_feature_enables().pauth;
     HCR_EL2.write(
         HCR_EL2::VM::Enable
             + HCR_EL2::SWIO::SET
@@ -61,15 +60,23 @@ fn set_vpidr_el2(value: u64) {
     unsafe { core::arch::asm!("msr vpidr_el2, {}", in(reg) value, options(nomem, nostack, preserves_flags)) };
 }
 
-/// CPTR_EL2 (non-VHE): trap nothing the guest may use (FP/SIMD, SVE, SME), keeping RES1 bits.
-fn set_cptr_el2() {
+/// What EL2 enables for the features this CPU's ID registers advertise (`asyncpf_core::features`).
+fn guest_feature_enables() -> asyncpf_core::features::Enables {
     let id = |crm, op2| arch::read_id_register(crm, op2).unwrap_or(0);
-    let enables = asyncpf_core::features::enables(asyncpf_core::features::IdRegisters {
+    asyncpf_core::features::enables(asyncpf_core::features::IdRegisters {
         aa64pfr0: id(4, 0),
         aa64pfr1: id(4, 1),
+        aa64isar1: id(6, 1),
         aa64isar2: id(6, 2),
         aa64mmfr1: id(7, 1),
-    });
+        aa64smfr0: id(4, 5),
+    })
+}
+
+/// CPTR_EL2 (non-VHE): trap nothing the guest may use (FP/SIMD, SVE, SME), keeping RES1 bits;
+/// then the vector lengths and the other feature enables.
+fn set_cptr_el2() {
+    let enables = guest_feature_enables();
     // SAFETY: CPTR_EL2 controls traps to EL2 only; these settings trap only absent features.
     unsafe { core::arch::asm!("msr cptr_el2, {}", in(reg) enables.cptr_el2, options(nomem, nostack, preserves_flags)) };
     arch::isb();
@@ -82,6 +89,12 @@ fn set_cptr_el2() {
         // SAFETY: ZCR_EL2 (FEAT_SVE, present, not trapped after the CPTR_EL2 write above) only
         // caps the vector length EL1 and EL0 may choose; the maximum caps nothing.
         unsafe { core::arch::asm!("msr S3_4_C1_C2_0, {}", in(reg) zcr, options(nomem, nostack, preserves_flags)) };
+    }
+    if let Some(smcr) = enables.smcr_el2 {
+        // SAFETY: SMCR_EL2 (FEAT_SME, present, not trapped after the CPTR_EL2 write above) only
+        // caps the streaming vector length and lets EL1 and EL0 use FA64 and ZT0 when the CPU
+        // has them; nothing at EL2 uses SME.
+        unsafe { core::arch::asm!("msr S3_4_C1_C2_6, {}", in(reg) smcr, options(nomem, nostack, preserves_flags)) };
     }
     arch::isb();
 }
