@@ -203,6 +203,8 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
     let exit = run_guest(regs);
     clock.exited(index);
     STATS.exits.inc();
+    // The guest's level interrupts as the guest left them, before anything looks at them.
+    vm.vgic.sync_levels(index);
     match exit {
         ExitKind::Sync => handle_sync(vm, index, regs),
         ExitKind::Irq | ExitKind::Fiq => {

@@ -9,9 +9,10 @@
 //! timer's output (ENABLE, ISTATUS, not IMASK) is high. When one fires at EL2, `gic::drain`
 //! leaves it active and it goes into a list register with the HW bit and its physical INTID:
 //! the guest's deactivation of the virtual interrupt deactivates the physical one, which fires
-//! again if the output is still high. Before every guest entry the output is sampled: if the
-//! guest disabled, masked or re-armed the timer meanwhile, the interrupt is withdrawn (model
-//! and list register) and the physical one deactivated. The guest's CNTV_CTL/CNTP_CTL are
+//! again if the output is still high. At every exit, before it is handled, and again before
+//! every guest entry the output is sampled: if the guest disabled, masked or re-armed the timer
+//! meanwhile, the interrupt is withdrawn (model and list register) and the physical one
+//! deactivated. The guest's CNTV_CTL/CNTP_CTL are
 //! never written by the hypervisor while the vCPU lives.
 //!
 //! # The guest's PMU
@@ -126,6 +127,21 @@ impl VirtualGic {
     pub fn raise_private(&self, vcpu: usize, intid: u32) {
         // Callers pass SGI/PPI numbers, always in range.
         let _ = self.redists[vcpu].lock().set_pending(intid);
+    }
+
+    /// At an exit, before it is handled: withdraw the guest's level interrupts whose output
+    /// fell while the guest ran (it disabled, masked or re-armed its timer, or cleared a PMU
+    /// overflow), so that the exit's handling already sees KVM's view (KVM samples the timers
+    /// at every exit): a CPU_SUSPEND must not find the withdrawn interrupt pending and return
+    /// at once. [`Self::flush`] samples again before the next entry (the handling may take
+    /// long, and under `-icount` it may move CNTVOFF_EL2).
+    pub fn sync_levels(&self, vcpu: usize) {
+        let count = list_registers();
+        let mut lrs = [0u64; 16];
+        for (n, lr) in lrs.iter_mut().enumerate().take(count) {
+            *lr = read_lr(n);
+        }
+        self.withdraw_lowered_levels(vcpu, &mut lrs[..count]);
     }
 
     /// Move deliverable interrupts of vCPU `vcpu` into free list registers; ask for an underflow

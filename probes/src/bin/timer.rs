@@ -2,7 +2,9 @@
 //! level-sensitive (pending exactly while ENABLE, ISTATUS and not IMASK hold), the hypervisor
 //! never changes the guest's CNTV_CTL_EL0, and the EL1 physical timer (CNTP_*, INTID 30) is
 //! the guest's to use. Pending state is read with ICC_HPPIR1_EL1 after an exit (a PSCI_VERSION
-//! call), as a guest would see it after any trap; interrupts stay masked in PSTATE.
+//! call), as a guest would see it after any trap; interrupts stay masked in PSTATE. The level
+//! must hold during the exit too: a PSCI CPU_SUSPEND right after the guest disabled its pending
+//! timer sleeps until the next interrupt.
 #![no_std]
 #![no_main]
 
@@ -122,7 +124,7 @@ fn timer(env: &Env) -> ! {
     gic_cpu_interface(0xf0, true);
 
     let v = Timer::Virt;
-    let mut checks: [(&str, bool); 8] = [("", false); 8];
+    let mut checks: [(&str, bool); 9] = [("", false); 9];
     let fired = v.arm(1000) && becomes_pending(VIRT_TIMER);
     checks[0] = ("pending while the output is high", fired);
     checks[1] = ("CNTV_CTL_EL0 is as the guest wrote it", v.ctl() & (ENABLE | IMASK) == ENABLE);
@@ -146,6 +148,31 @@ fn timer(env: &Env) -> ! {
     let phys = p.arm(1000) && becomes_pending(PHYS_TIMER) && acknowledge() == PHYS_TIMER;
     p.set_ctl(0);
     checks[7] = ("the EL1 physical timer fires INTID 30", phys && asyncpf_probes::exceptions() == before);
+
+    // The level is sampled at the exit itself, not only before the next entry: a CPU_SUSPEND
+    // right after disabling a pending timer must sleep until the next interrupt (here the
+    // physical timer's, 20 ms later), not return at once because the withdrawn interrupt still
+    // looked pending while the exit was handled.
+    let pending_before = v.arm(1000) && becomes_pending(VIRT_TIMER);
+    v.set_ctl(0);
+    let frequency = sysreg!(read "cntfrq_el0");
+    p.set_cval(p.now() + frequency / 50);
+    p.set_ctl(ENABLE);
+    let start = v.now();
+    hvc(asyncpf_contract::psci::CPU_SUSPEND_64 as u64, [0; 3]);
+    let slept_ms = (v.now() - start) * 1000 / frequency;
+    let woken_by = sysreg!(read "icc_hppir1_el1") & 0xff_ffff;
+    let _ = becomes_pending(PHYS_TIMER) && acknowledge() == PHYS_TIMER;
+    p.set_ctl(0);
+    checks[8] = (
+        "a suspend after disabling a pending timer sleeps until the next interrupt",
+        pending_before && slept_ms >= 15 && woken_by != VIRT_TIMER,
+    );
+    if !checks[8].1 {
+        env.println(format_args!(
+            "timer probe: suspend: pending before {pending_before}, slept {slept_ms} ms, then INTID {woken_by} pending"
+        ));
+    }
 
     let passed = checks.iter().filter(|(_, ok)| *ok).count();
     for (name, ok) in checks {
