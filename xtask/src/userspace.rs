@@ -130,8 +130,11 @@ pub fn parse_result(line: &str) -> Option<serde_json::Map<String, serde_json::Va
     let mut fields = serde_json::Map::new();
     for word in rest.split_whitespace() {
         let (key, value) = word.split_once('=')?;
-        let value = match value.parse::<f64>() {
-            Ok(n) if !key.ends_with("_sum") => serde_json::json!(n),
+        // Counts stay integers (`tainted=0`, not 0.0); times are numbers; sums and names text.
+        let value = match (value.parse::<u64>(), value.parse::<f64>()) {
+            _ if key.ends_with("_sum") => serde_json::json!(value),
+            (Ok(n), _) => serde_json::json!(n),
+            (_, Ok(x)) => serde_json::json!(x),
             _ => serde_json::json!(value),
         };
         fields.insert(key.to_string(), value);
@@ -373,7 +376,7 @@ mod tests {
         let line = "@linux-workload mib=300 bytes=314572800 write_sum=ab12 read1_sum=ab12 read2_sum=ab12 match=yes \
                     write_s=10.50 read1_s=3.25 read2_s=3.00 total_s=16.75";
         let r = parse_result(line).unwrap();
-        assert_eq!(r["mib"], 300.0);
+        assert_eq!(r["mib"], 300);
         assert_eq!(r["write_sum"], "ab12");
         assert_eq!(r["match"], "yes");
         assert_eq!(r["total_s"], 16.75);
