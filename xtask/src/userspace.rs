@@ -7,11 +7,13 @@
 //!
 //! ```text
 //! @linux-workload mib=300 write_sum=… read1_sum=… read2_sum=… match=yes write_s=… read1_s=… read2_s=… total_s=…
-//!     kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0
+//!     kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0 hwcaps=sve,sme,paca
 //! ```
 //!
 //! (`tainted` is `/proc/sys/kernel/tainted`, `dma_minalign_warnings` the count of Linux's
-//! "ARCH_DMA_MINALIGN smaller than CTR_EL0.CWG" lines in its log) and powers off. The data does not fit the resident memory, so the hypervisor pages it
+//! "ARCH_DMA_MINALIGN smaller than CTR_EL0.CWG" lines in its log, `hwcaps` which of `mops`,
+//! `sve`, `sme` and `paca` the kernel tells its userspace about in `/proc/cpuinfo`) and powers
+//! off. The data does not fit the resident memory, so the hypervisor pages it
 //! through its disk: Linux's own page cache and tmpfs are what is overcommitted. A run passes
 //! when it ends with the guest's SYSTEM_OFF, the three sums agree (`match=yes`), Linux is not
 //! tainted and did not warn about its DMA alignment (`a64fx`'s 256-byte granule), and the
@@ -59,10 +61,13 @@ size=$($bb stat -c %s /tmp/data)
 m=no
 [ "$w" = "$r1" ] && [ "$r1" = "$r2" ] && [ "$size" = $((mib * 1048576)) ] && m=yes
 el() { $bb awk "BEGIN { printf \"%.2f\", $2 - $1 }"; }
+feat=$($bb grep -m1 '^Features' /proc/cpuinfo | $bb cut -d: -f2)
+hw=
+for x in mops sve sme paca; do case " $feat " in *" $x "*) hw="$hw${hw:+,}$x";; esac; done
 k=$($bb uname -r)
 taint=$($bb cat /proc/sys/kernel/tainted)
 dma=$($bb dmesg | $bb grep -c ARCH_DMA_MINALIGN)
-echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4) kernel=$k tainted=$taint dma_minalign_warnings=$dma"
+echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4) kernel=$k tainted=$taint dma_minalign_warnings=$dma hwcaps=${hw:-none}"
 $bb poweroff -f
 "#;
 
@@ -328,17 +333,23 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
 /// The `linux/workload` test: 4 vCPUs, G = 512 MiB, at 4x and 8x overcommit, on Debian's
 /// default (6.1) kernel.
 pub fn workload_test(root: &Path, tc: &Toolchain) -> Result<String> {
-    workload_runs(root, tc, KernelSeries::V6_1, &TEST_RUNS)
+    workload_runs(root, tc, KernelSeries::V6_1, &TEST_RUNS, &["sve"])
 }
 
 /// The `linux/workload-6.12` test: bookworm-backports' 6.12, whose userspace (BusyBox's static
 /// glibc) uses the FEAT_MOPS instructions that 6.12 advertises on `max` (HCRX_EL2.MSCEn), one
 /// run at 8x overcommit.
 pub fn workload_6_12_test(root: &Path, tc: &Toolchain) -> Result<String> {
-    workload_runs(root, tc, KernelSeries::V6_12, &TEST_RUNS_6_12)
+    workload_runs(root, tc, KernelSeries::V6_12, &TEST_RUNS_6_12, &["mops", "sve", "sme"])
 }
 
-fn workload_runs(root: &Path, tc: &Toolchain, series: KernelSeries, runs: &[(u32, u64)]) -> Result<String> {
+fn workload_runs(
+    root: &Path,
+    tc: &Toolchain,
+    series: KernelSeries,
+    runs: &[(u32, u64)],
+    hwcaps: &[&str],
+) -> Result<String> {
     let (kernel, initrd) = prepare(root, series)?;
     let mut notes = Vec::new();
     for &(resident, mib) in runs {
@@ -348,8 +359,13 @@ fn workload_runs(root: &Path, tc: &Toolchain, series: KernelSeries, runs: &[(u32
             bail!("R = {resident} MiB: {}", problems.join("; "));
         }
         let field = |k: &str| row.result.as_ref().and_then(|r| r.get(k)).cloned().unwrap_or_default();
+        let found = field("hwcaps");
+        let found: Vec<&str> = found.as_str().unwrap_or("").split(',').collect();
+        if let Some(missing) = hwcaps.iter().find(|h| !found.contains(h)) {
+            bail!("Linux does not offer {missing} to its userspace (hwcaps {found:?})");
+        }
         if notes.is_empty() {
-            notes.push(format!("Linux {}", field("kernel").as_str().unwrap_or("?")));
+            notes.push(format!("Linux {} ({})", field("kernel").as_str().unwrap_or("?"), found.join(",")));
         }
         notes.push(format!(
             "R = {resident}: {mib} MiB matched, {} page-ins, {} page-outs, {} s",
