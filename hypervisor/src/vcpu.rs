@@ -203,8 +203,6 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
     let exit = run_guest(regs);
     clock.exited(index);
     STATS.exits.inc();
-    // The guest's level interrupts as the guest left them, before anything looks at them.
-    vm.vgic.sync_levels(index);
     match exit {
         ExitKind::Sync => handle_sync(vm, index, regs),
         ExitKind::Irq | ExitKind::Fiq => {
@@ -547,6 +545,10 @@ fn emulate(vm: &Vm, index: usize, device: Device, size: u8, write: Option<u64>) 
             }
         }
         Device::Redistributor { vcpu, offset } => {
+            if write.is_none() && vcpu == index {
+                // A read of its own pending/active state sees the timers' levels as they are.
+                vm.vgic.sync_levels(index);
+            }
             let mut redist = vm.vgic.redist(vcpu).lock();
             match write {
                 Some(value) => {

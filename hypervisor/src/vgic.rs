@@ -129,12 +129,14 @@ impl VirtualGic {
         let _ = self.redists[vcpu].lock().set_pending(intid);
     }
 
-    /// At an exit, before it is handled: withdraw the guest's level interrupts whose output
-    /// fell while the guest ran (it disabled, masked or re-armed its timer, or cleared a PMU
-    /// overflow), so that the exit's handling already sees KVM's view (KVM samples the timers
-    /// at every exit): a CPU_SUSPEND must not find the withdrawn interrupt pending and return
-    /// at once. [`Self::flush`] samples again before the next entry (the handling may take
-    /// long, and under `-icount` it may move CNTVOFF_EL2).
+    /// Before the hypervisor looks at what is pending for the vCPU on this CPU (a WFI or
+    /// CPU_SUSPEND deciding whether to sleep, a guest read of its redistributor's pending or
+    /// active state): withdraw the guest's level interrupts whose output fell while the guest
+    /// ran (it disabled, masked or re-armed its timer, or cleared a PMU overflow), so that it
+    /// sees what KVM, which samples the timers at every exit, would: a CPU_SUSPEND must not find
+    /// the withdrawn interrupt pending and return at once. [`Self::flush`] samples again before
+    /// every entry. (Sampling at every exit instead cost about 10 us of hypervisor time per
+    /// asynchronous fault in the main job.)
     pub fn sync_levels(&self, vcpu: usize) {
         let count = list_registers();
         let mut lrs = [0u64; 16];
@@ -196,6 +198,7 @@ impl VirtualGic {
     /// Whether any virtual interrupt is pending for the vCPU on this CPU (in a list register or
     /// waiting in the model): a suspended vCPU must not sleep then.
     pub fn has_pending(&self, vcpu: usize) -> bool {
+        self.sync_levels(vcpu);
         (0..list_registers()).any(|n| read_lr(n) & LR_STATE_PENDING != 0) || self.has_deliverable(vcpu)
     }
 
@@ -215,8 +218,9 @@ impl VirtualGic {
     /// its output is low is withdrawn, and its physical interrupt deactivated. One the guest has
     /// acknowledged (active in a list register) is left for the guest to deactivate.
     fn withdraw_lowered_levels(&self, vcpu: usize, lrs: &mut [u64]) {
+        let mut redist = self.redists[vcpu].lock();
         for intid in crate::gic::GUEST_LEVEL_PPIS {
-            let in_model = self.redists[vcpu].lock().is_pending(intid);
+            let in_model = redist.is_pending(intid);
             let listed = lrs
                 .iter()
                 .position(|lr| lr & LR_STATE_MASK == LR_STATE_PENDING && lr & LR_VINTID_MASK == u64::from(intid));
@@ -224,7 +228,7 @@ impl VirtualGic {
                 continue;
             }
             if in_model {
-                let _ = self.redists[vcpu].lock().clear_pending(intid);
+                let _ = redist.clear_pending(intid);
             }
             if let Some(n) = listed {
                 lrs[n] = 0;
