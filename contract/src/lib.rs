@@ -193,6 +193,12 @@ pub mod apf {
     /// the resident memory over all calls (pinning a page twice counts once). SUCCESS,
     /// INVALID_PARAMETER, [`OUT_OF_QUOTA`], or NOT_SUPPORTED (RAM not paged).
     pub const PIN: u32 = 0xC600_0004;
+    /// TRACE_PUT(ipa, bytes): hand the hypervisor `bytes / 32` trace records (docs/abi.md §9)
+    /// from guest memory at `ipa` (32-byte aligned, at most 4096 bytes, within one page of guest
+    /// RAM). x0 = records kept (records of kinds a guest may not write, and those beyond the
+    /// trace's room, are counted and dropped); INVALID_PARAMETER for a bad range; NOT_SUPPORTED
+    /// when the run is not traced. `bytes` = 0 asks whether the run is traced.
+    pub const TRACE_PUT: u32 = 0xC600_0005;
     /// APF_PIN's answer when the pages would exceed the VM's quota (nothing is pinned then).
     pub const OUT_OF_QUOTA: i64 = -10;
 
@@ -256,6 +262,25 @@ pub mod apf {
     }
 }
 
+/// The guest's records of the per-fault trace (docs/abi.md §9), handed over with
+/// [`apf::TRACE_PUT`]: 32 little-endian bytes each, `time` (u64, CNTVCT_EL0), `kind` (u8),
+/// `cpu` (u8, ignored: the hypervisor puts the calling vCPU), `aux` (u16), `x` (u32), `a`
+/// (u64), `b` (u64).
+pub mod trace {
+    /// Bytes of one record.
+    pub const RECORD_BYTES: usize = 32;
+    /// The vCPU switches to task `x` ([`TASK_IDLE`]: its idle loop); `a`: the task that ran
+    /// before, `aux`: whether that one may still run (0) or blocked or ended (1); `b`: the
+    /// guest's CPU index.
+    pub const KIND_TASK_SWITCH: u8 = 32;
+    /// Task `x` parks on APF token `a`; `b`: the guest's CPU index.
+    pub const KIND_TASK_PARK: u8 = 33;
+    /// page_ready for APF token `a` woke `x` tasks (0: none parked yet; the wake is kept).
+    pub const KIND_TASK_WAKE: u8 = 34;
+    /// The idle loop, as a task id.
+    pub const TASK_IDLE: u32 = u32::MAX;
+}
+
 /// The protocol between the hypervisor, the guest kernel and the host runner.
 ///
 /// The runner passes options to the hypervisor on the hypervisor's command line (QEMU
@@ -302,6 +327,10 @@ pub mod runner {
     /// check costs about 550 of the hypervisor's instructions per asynchronous fault. `1`, the
     /// default: every acquisition is checked and an inversion stops the machine.
     pub const OPT_LOCK_CHECK: &str = "lockcheck";
+    /// `trace_mib=T`: record the per-fault trace into T MiB at the top of host RAM and write
+    /// it to the backing disk after guest RAM's slots when the machine ends (docs/abi.md §9).
+    /// Only a hypervisor built with its `trace` feature accepts it.
+    pub const OPT_TRACE_MIB: &str = "trace_mib";
     /// Separator between hypervisor options and the guest command line.
     pub const GUEST_CMDLINE_SEPARATOR: &str = "--";
 

@@ -20,6 +20,7 @@
 //! * [`latency`]: the backing store's latency model in time (timers; holding virtual time).
 //! * [`disk`]: the backing disk's request table (slots, descriptor tokens, which requests are
 //!   due and in what order).
+//! * [`trace`]: the per-fault trace: records, the bounded per-CPU log, the trace area's layout.
 //!
 //! The crate is `no_std` and has no `unsafe`; it builds for `aarch64-unknown-none` as well as
 //! for the host. The modules that keep tables on the heap (the overcommit engine, the vGIC model,
@@ -59,6 +60,7 @@ pub mod ratelimit;
 #[cfg(feature = "alloc")]
 pub mod sdei;
 pub mod sgi;
+pub mod trace;
 pub mod trap;
 #[cfg(feature = "alloc")]
 pub mod vgic;

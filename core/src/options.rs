@@ -26,6 +26,8 @@ pub const BACKING_LATENCY_US_RANGE: core::ops::RangeInclusive<u64> = 0..=1_000_0
 /// The accepted range of `resident_mib`: enough frames for a small kernel and its device tree,
 /// at most the largest guest.
 pub const RESIDENT_MIB_RANGE: core::ops::RangeInclusive<u64> = 4..=4096;
+/// `trace_mib`: at least 1 MiB, at most 1 GiB.
+pub const TRACE_MIB_RANGE: core::ops::RangeInclusive<u64> = 1..=1024;
 /// Most pages `backing_selftest` accepts (1 GiB of disk; the disk's capacity is checked too):
 /// the self-test keeps one latency sample per request on the hypervisor's heap.
 pub const MAX_BACKING_SELFTEST_PAGES: u64 = 1 << 18;
@@ -65,6 +67,10 @@ pub struct HypOptions<'a> {
     pub icount: bool,
     /// Check the lock hierarchy at every acquisition (`lockcheck=1`, the default).
     pub lock_check: bool,
+    /// MiB of host memory at the top of RAM for the per-fault trace (`trace_mib`, within
+    /// [`TRACE_MIB_RANGE`]); 0, the default: no trace. Only a hypervisor built with its
+    /// `trace` feature accepts it.
+    pub trace_mib: u64,
 }
 
 /// What is wrong with a command line. Borrowed strings are the offending words.
@@ -92,6 +98,8 @@ pub enum OptionsError<'a> {
     BackingSelftestTooLarge(u64),
     /// `resident_mib` outside [`RESIDENT_MIB_RANGE`].
     ResidentMibOutOfRange(u64),
+    /// `trace_mib` outside [`TRACE_MIB_RANGE`].
+    TraceMibOutOfRange(u64),
     /// A flag (`icount`, `lockcheck`) other than 0 or 1.
     BadFlag { key: &'a str, value: &'a str },
 }
@@ -158,6 +166,13 @@ impl fmt::Display for OptionsError<'_> {
                 RESIDENT_MIB_RANGE.start(),
                 RESIDENT_MIB_RANGE.end()
             ),
+            OptionsError::TraceMibOutOfRange(mib) => write!(
+                f,
+                "option `{}`: {mib} MiB is outside the supported range {}..={} MiB",
+                runner::OPT_TRACE_MIB,
+                TRACE_MIB_RANGE.start(),
+                TRACE_MIB_RANGE.end()
+            ),
             OptionsError::BadFlag { key, value } => write!(f, "option `{key}`: `{value}` is neither 0 nor 1"),
         }
     }
@@ -207,6 +222,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
     let mut resident_mib = None;
     let mut icount = None;
     let mut lock_check = None;
+    let mut trace_mib = None;
     let mut guest_cmdline = "";
 
     let mut rest = cmdline;
@@ -271,6 +287,13 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
             }
             runner::OPT_ICOUNT => set_once(&mut icount, key, parse_flag(key, value)?)?,
             runner::OPT_LOCK_CHECK => set_once(&mut lock_check, key, parse_flag(key, value)?)?,
+            runner::OPT_TRACE_MIB => {
+                let mib = parse_number(key, value)?;
+                if !TRACE_MIB_RANGE.contains(&mib) {
+                    return Err(OptionsError::TraceMibOutOfRange(mib));
+                }
+                set_once(&mut trace_mib, key, mib)?;
+            }
             _ => return Err(OptionsError::UnknownKey(key)),
         }
     }
@@ -286,6 +309,7 @@ pub fn parse(cmdline: &str) -> Result<HypOptions<'_>, OptionsError<'_>> {
         resident_mib,
         icount: icount.unwrap_or(false),
         lock_check: lock_check.unwrap_or(true),
+        trace_mib: trace_mib.unwrap_or(0),
     })
 }
 
@@ -347,6 +371,7 @@ mod tests {
                     resident_mib: None,
                     icount: false,
                     lock_check: true,
+                    trace_mib: 0,
                 }
             );
         }
@@ -398,6 +423,14 @@ mod tests {
         assert_eq!(parse("resident_mib=8 resident_mib=8"), Err(OptionsError::Duplicate("resident_mib")));
         let text = parse("resident_mib=1").unwrap_err().to_string();
         assert!(text.contains("resident_mib") && text.contains("4..=4096"), "{text}");
+    }
+
+    #[test]
+    fn trace_mib() {
+        assert_eq!(parse("").unwrap().trace_mib, 0);
+        assert_eq!(parse("trace_mib=64").unwrap().trace_mib, 64);
+        assert_eq!(parse("trace_mib=0"), Err(OptionsError::TraceMibOutOfRange(0)));
+        assert_eq!(parse("trace_mib=1025"), Err(OptionsError::TraceMibOutOfRange(1025)));
     }
 
     #[test]

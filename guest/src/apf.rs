@@ -218,6 +218,7 @@ pub fn park_if_pending() {
             // token is outstanding.
             let _ = sched::request_offline_when(cpu, false);
         }
+        crate::trace::park(sched::current().id, token);
         sched::park(sched::token(Namespace::Apf, token));
     }
 }
@@ -299,7 +300,11 @@ fn drain(cpu: usize) -> (u64, bool) {
                 wake_all_of(cpu)
             }
             // A wake that overtakes its park is remembered (`sched::wake`).
-            Entry::Wake(token) => sched::wake(sched::token(Namespace::Apf, token)),
+            Entry::Wake(token) => {
+                let woken = sched::wake(sched::token(Namespace::Apf, token));
+                crate::trace::wake(token, woken);
+                woken
+            }
             Entry::Stale => {
                 STALE_TOKENS.fetch_add(1, Ordering::Relaxed);
                 0

@@ -26,6 +26,7 @@ mod sync;
 mod syscall;
 mod task;
 mod timer;
+mod trace;
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {

@@ -77,6 +77,7 @@ pub fn finish(
     if ENDING.swap(true, Ordering::AcqRel) {
         halt();
     }
+    crate::trace::flush_all();
     console::with_lock(|out| {
         let _ = write_result(out, ok, error, fields);
     });

@@ -371,6 +371,7 @@ pub fn schedule(reason: Reason) {
     if reason == Reason::Preempt && prev_can_continue {
         this.counters.preemptions.fetch_add(1, Ordering::Relaxed);
     }
+    crate::trace::switch((!prev_is_idle).then_some(prev), (!task::is_idle(next)).then_some(next), !prev_can_continue);
     this.previous.store(usize::from(prev), Ordering::Relaxed);
     this.current.store(usize::from(next), Ordering::Relaxed);
     // SAFETY: `prev` is the task running here (its context may be overwritten), `next` is off

@@ -27,6 +27,7 @@ use crate::backing::clock::Ticks;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::pager::{Pager, Stamp};
 use crate::sdei::Dispatcher;
+use crate::trace::trace_event;
 use crate::vcpus::{PowerState, Vcpus};
 use crate::vgic::VirtualGic;
 use crate::{arch, guest_diag};
@@ -417,6 +418,7 @@ impl Apf {
         };
         match signals.sdei.dispatch(vcpu, asyncpf_contract::sdei::EVENT_PAGE_NOT_PRESENT, regs) {
             Ok(()) => {
+                trace_event!(PageNotPresent, a = token.get(), b = address);
                 apf.slots.deliver(slot, token);
                 apf.delivery_started = Some(fault_at);
                 Delivery::Delivered
@@ -450,6 +452,7 @@ impl Apf {
         let Some(token) = apf.state.delivering() else {
             return;
         };
+        trace_event!(HandlerDone, a = token.get(), aux = u16::from(accepted));
         if let (Some(started), Some(now), true) = (apf.delivery_started.take(), now, accepted) {
             apf.park_or_wait.delivered(now.at.saturating_sub(started.at), now.waited.saturating_sub(started.waited));
         }
@@ -508,6 +511,7 @@ impl Apf {
     }
 
     fn count_sync(&self, reason: SyncReason) {
+        trace_event!(Sync, aux = reason as u16);
         self.sync_reasons[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
@@ -667,5 +671,10 @@ impl RecordMemory for HostRecord<'_> {
     fn acquire(&mut self) {
         // SAFETY: a barrier only orders memory accesses.
         unsafe { core::arch::asm!("dmb ishld", options(nostack, preserves_flags)) };
+    }
+
+    #[cfg(feature = "trace")]
+    fn posted(&mut self, token: u64) {
+        trace_event!(PageReady, a = token);
     }
 }

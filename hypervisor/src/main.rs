@@ -27,6 +27,7 @@ mod sdei;
 mod shutdown;
 mod stats;
 mod sync;
+mod trace;
 mod vcpu;
 mod vcpus;
 mod vgic;
@@ -138,6 +139,9 @@ fn primary_cpu() -> ! {
         Ok(vm) => vm,
         Err(e) => fail(format_args!("cannot build the VM: {e}")),
     };
+    if let Err(e) = trace::init(platform, &options, vm.ram_host.0 + vm.ram_host_bytes) {
+        fail(format_args!("{e}"));
+    }
     hyp_println!(
         "VM: {} vCPUs, {} MiB guest RAM at IPA {:#x} (host {:#x}), kernel entry {:#x}, device tree at {:#x}",
         vm.vcpus.len(),

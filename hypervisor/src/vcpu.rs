@@ -14,6 +14,7 @@ use crate::backing::clock::Ticks;
 use crate::mm::PAGE_SIZE;
 use crate::pager::{self, FaultReply, Resolution};
 use crate::stats::STATS;
+use crate::trace::trace_event;
 use crate::vcpus::PowerState;
 use crate::vm::{Device, Vm};
 use crate::{apf, arch, gic, guest_diag, hyp_println, sdei, vgic};
@@ -149,9 +150,15 @@ impl ExitClock {
             c if c == ExitCause::AsyncFault as u8 => &STATS.el2_ns_async_fault,
             c if c == ExitCause::HandlerAnswer as u8 => &STATS.el2_ns_handler_answer,
             c if c == ExitCause::Interrupt as u8 => &STATS.el2_ns_interrupt,
-            _ => return,
+            _ => {
+                trace_event!(Enter, aux = ExitCause::Other as u16);
+                return;
+            }
         };
-        counter.add(Ticks(pager.now().saturating_sub(at)).as_nanos());
+        let now = pager.now();
+        counter.add(Ticks(now.saturating_sub(at)).as_nanos());
+        // The same instant as the time charged, so that the trace's exits add up to `el2_ns_*`.
+        trace_event!(Enter, time = now, aux = u16::from(EXIT_CAUSE[index].load(Ordering::Relaxed)));
     }
 }
 
@@ -202,6 +209,7 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
     clock.entering(index);
     let exit = run_guest(regs);
     clock.exited(index);
+    crate::trace::exit(clock.exited_at, exit != ExitKind::Sync);
     STATS.exits.inc();
     match exit {
         ExitKind::Sync => handle_sync(vm, index, regs),
@@ -312,6 +320,12 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         }
         return true;
     }
+    #[cfg(feature = "trace")]
+    if immediate == 0 && function == asyncpf_contract::apf::TRACE_PUT {
+        STATS.hvc_calls.inc();
+        regs.x[0] = crate::trace::guest_put(vm, index, regs, |intid| vcpu_interrupt(vm, index, intid)) as u64;
+        return true;
+    }
     if let (0, true, Some(apf), Some(pager)) = (immediate, apf::is_apf_call(function), &vm.apf, pager::get()) {
         STATS.hvc_calls.inc();
         match apf.call(vm.signals(), pager, index, regs, |intid| vcpu_interrupt(vm, index, intid)) {
@@ -381,6 +395,7 @@ fn finish(index: usize, how: &str, status: u32) -> ! {
         write!(json, ",\"list_registers\":{},\"cwg_bytes\":{}", vgic::list_registers(), crate::max_writeback_granule());
     json.push_str(",\"diagnostics\":");
     let _ = crate::diag::write_json(&mut json);
+    crate::trace::finish(&mut json);
     json.push_str(",\"sdei\":");
     let _ = crate::vm::get().sdei.write_json(&mut json);
     if let Some(apf) = &crate::vm::get().apf {
@@ -441,6 +456,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
         return;
     };
     STATS.page_faults.inc();
+    trace_event!(Fault, aux = crate::trace::fault_flags(regs.pstate, &abort, kind), a = ipa, b = FAR_EL2.get());
     if abort.on_table_walk {
         STATS.table_walk_faults.inc();
         if abort.write {
@@ -471,6 +487,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
                 apf::Delivery::Delivered => {
                     STATS.async_faults.inc();
                     mark_exit(index, ExitCause::AsyncFault);
+                    trace_event!(FaultEnd, aux = asyncpf_core::trace::FaultEnd::Delivered as u16);
                     return;
                 }
                 // The page is back, or the retry is resolved synchronously (it faults and waits).
@@ -489,6 +506,7 @@ fn page_fault(vm: &Vm, index: usize, regs: &mut GuestRegs, ipa: u64, abort: Stag
         (FaultReply::Abort, None) => Resolution::Abort,
         (FaultReply::Blocked, None) => pager.wait(index, |intid| vcpu_interrupt(vm, index, intid)),
     };
+    trace_event!(FaultEnd, aux = crate::trace::fault_end(reply, apf.is_some(), resolution) as u16);
     if resolution == Resolution::Abort {
         inject_abort(regs, kind, far);
     }

@@ -79,6 +79,8 @@ impl OvercommitRun {
             inject_write_errors: Vec::new(),
             resident_mib: Some(self.resident_mib),
             host_load: self.host_load,
+            trace: None,
+            trace_mib: crate::trace::DEFAULT_TRACE_MIB,
         }
     }
 }

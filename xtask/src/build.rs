@@ -38,6 +38,35 @@ pub fn guest_elf(root: &Path) -> PathBuf {
 pub fn guest_image(root: &Path) -> PathBuf {
     cross_dir(root).join(format!("{GUEST_PACKAGE}.Image"))
 }
+/// Where the traced build (`--features trace`, `cargo xtask run --trace`) lives: its own
+/// target directory, so that the untraced artefacts stay as they are.
+pub fn traced_dir(root: &Path) -> PathBuf {
+    root.join("target").join("cross-trace")
+}
+pub fn traced_hypervisor_elf(root: &Path) -> PathBuf {
+    traced_dir(root).join(HYP_TARGET).join("release").join(HYP_PACKAGE)
+}
+pub fn traced_guest_image(root: &Path) -> PathBuf {
+    traced_dir(root).join(format!("{GUEST_PACKAGE}.Image"))
+}
+
+/// Builds the hypervisor and the guest with their `trace` feature (into [`traced_dir`]) and
+/// writes the traced guest Image.
+pub fn build_traced(root: &Path) -> Result<()> {
+    for (package, target) in [(HYP_PACKAGE, HYP_TARGET), (GUEST_PACKAGE, GUEST_TARGET)] {
+        let mut cmd = cross_cargo(root, "build", traced_dir(root), package, target);
+        cmd.args(["--features", "trace"]);
+        eprintln!("build: + (traced) {DEBIAN_CARGO} build -p {package} --features trace");
+        let status = cmd.status().with_context(|| format!("cannot start {DEBIAN_CARGO}"))?;
+        if !status.success() {
+            bail!("the traced build of {package} for {target} failed ({status})");
+        }
+    }
+    let elf = traced_dir(root).join(GUEST_TARGET).join("release").join(GUEST_PACKAGE);
+    write_image(&elf, &traced_guest_image(root))?;
+    Ok(())
+}
+
 /// The probe binaries (one per file in `probes/src/bin`).
 pub const PROBES: &[&str] =
     &["escape", "flood", "tablewalk", "gic", "timer", "features", "initrd", "raw", "pin", "backlog", "cpu_on", "pmu"];

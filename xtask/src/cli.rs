@@ -73,6 +73,22 @@ pub enum Command {
     /// data to tmpfs, reads it back twice and compares SHA-256 sums; one run per --resident-mib
     /// and --latencies, on overcommitted guest RAM; prints a table.
     Linux(LinuxArgs),
+    /// The per-phase breakdown of a trace written by `run --trace FILE`: fault to task running,
+    /// the read, completion to page_ready, page_ready to task running, the hypervisor's time per
+    /// asynchronous fault, computed from the Chrome trace-event file alone.
+    TraceSummary(TraceSummaryArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TraceSummaryArgs {
+    /// A trace written by `cargo xtask run --trace FILE`.
+    pub file: PathBuf,
+    /// Also draw a few faults' lives (from the middle of the trace) into this SVG file.
+    #[arg(long, value_name = "OUT")]
+    pub svg: Option<PathBuf>,
+    /// How many faults the picture shows.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub faults: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -259,6 +275,15 @@ pub struct RunArgs {
     /// run(s), killed after: under -icount the figures must not change.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub host_load: u32,
+    /// Record the per-fault trace and write it to FILE as Chrome trace-event JSON (opens in
+    /// ui.perfetto.dev); needs --resident-mib. Without --scenario: one trace per row, FILE with
+    /// the row's name before its extension. Builds the hypervisor and the guest with their
+    /// `trace` feature (in target/cross-trace).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// MiB of host memory for the trace's logs (hypervisor option `trace_mib`).
+    #[arg(long, value_name = "MIB", default_value_t = crate::trace::DEFAULT_TRACE_MIB)]
+    pub trace_mib: u32,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -410,6 +435,8 @@ pub struct RunPlan {
     /// Check the hypervisor's lock hierarchy at every acquisition (hypervisor option `lockcheck`):
     /// on, except in the measured runs (the main job, the sweep, `qemu/never-slower`).
     pub lock_check: bool,
+    /// `--trace FILE`.
+    pub trace: Option<crate::trace::TracePlan>,
 }
 
 /// The hypervisor's backing disk: its latency model, the self-test, injected errors.
@@ -498,6 +525,14 @@ impl RunArgs {
         }
         if self.timeout == 0 {
             bail!("--timeout must be at least 1 second");
+        }
+        if self.trace.is_some() && (self.bare || self.resident_mib.is_none()) {
+            bail!(
+                "--trace needs the hypervisor's pager (--resident-mib R, not --bare): the trace is written to its disk"
+            );
+        }
+        if !(1..=1024).contains(&self.trace_mib) {
+            bail!("--trace-mib {}: 1 to 1024", self.trace_mib);
         }
         if self.host_load > MAX_HOST_LOAD {
             bail!("--host-load {}: at most {MAX_HOST_LOAD} busy processes", self.host_load);
@@ -601,6 +636,7 @@ impl RunArgs {
             kernel_kind: self.kernel_kind,
             host_load: self.host_load,
             lock_check: true,
+            trace: self.trace.as_ref().map(|file| crate::trace::TracePlan { file: file.clone(), mib: self.trace_mib }),
         })
     }
 }

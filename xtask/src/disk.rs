@@ -56,14 +56,21 @@ fn qemu_escape(path: &Path) -> String {
 
 impl Disk {
     /// Creates the sparse image (and the blkdebug configuration) for `plan`.
+    #[cfg(test)]
     pub fn create(root: &Path, plan: &BackingPlan, guest_mib: u32) -> Result<Disk> {
+        Self::create_with_room(root, plan, guest_mib, 0)
+    }
+
+    /// As `create`, with `extra_bytes` after guest RAM's slots (the trace area, `--trace`).
+    pub fn create_with_room(root: &Path, plan: &BackingPlan, guest_mib: u32, extra_bytes: u64) -> Result<Disk> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let dir = disk_dir(root);
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let stem = format!("backing-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         let image = dir.join(format!("{stem}.img"));
         let file = File::create(&image).with_context(|| format!("cannot create {}", image.display()))?;
-        file.set_len(plan.disk_bytes(guest_mib)).with_context(|| format!("cannot size {}", image.display()))?;
+        file.set_len(plan.disk_bytes(guest_mib).max((u64::from(guest_mib) << 20) + extra_bytes))
+            .with_context(|| format!("cannot size {}", image.display()))?;
         let mut disk = Disk { image, blkdebug_config: None };
         if plan.injects_errors() {
             let config = dir.join(format!("{stem}.blkdebug"));

@@ -25,6 +25,7 @@ mod soak;
 mod suite;
 mod sweep;
 mod toolchain;
+mod trace;
 mod userspace;
 
 use std::path::PathBuf;
@@ -91,6 +92,10 @@ fn dispatch(command: Command, given: &Given) -> anyhow::Result<ExitCode> {
             build::build(&workspace_root(), build::Select::ALL)?;
             let all_ok = userspace::run_linux(&workspace_root(), &tc, &args)?;
             Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::TraceSummary(args) => {
+            trace::summary_command(&args.file, args.svg.as_deref(), args.faults)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench(args) => {
             let plan = sweep::plan(&args)?;

@@ -130,6 +130,7 @@ fn plan(root: &Path, probe: &str, cmdline: String, timeout_secs: u64) -> RunPlan
         kernel_kind: Default::default(),
         host_load: 0,
         lock_check: true,
+        trace: None,
     }
 }
 

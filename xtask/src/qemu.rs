@@ -117,6 +117,9 @@ pub fn hypervisor_cmdline(
     if let Some(mib) = plan.resident_mib {
         line.push_str(&format!(" {}={mib}", runner::OPT_RESIDENT_MIB));
     }
+    if let Some(trace) = &plan.trace {
+        line.push_str(&format!(" {}={}", runner::OPT_TRACE_MIB, trace.mib));
+    }
     if plan.icount.is_some() {
         // Virtual time: the hypervisor keeps host time out of it (a late disk holds it).
         line.push_str(&format!(" {}=1", runner::OPT_ICOUNT));
@@ -149,7 +152,9 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
             push(&["-append", &cmdline]);
         }
     } else {
-        let mem = machine_mib(plan.guest_mib, inputs.initrd.map_or(0, |(_, size)| size)).to_string();
+        // `--trace`: its logs take the top of RAM.
+        let trace_mib = plan.trace.as_ref().map_or(0, |t| u64::from(t.mib).div_ceil(16) * 16);
+        let mem = (machine_mib(plan.guest_mib, inputs.initrd.map_or(0, |(_, size)| size)) + trace_mib).to_string();
         push(&["-M", "virt,virtualization=on,gic-version=3", "-cpu", &plan.cpu, "-smp", &smp]);
         push(&["-m", &mem, "-nographic", "-nic", "none"]);
         // No semihosting: QEMU would serve it to the guest's EL1 too (see the hypervisor's

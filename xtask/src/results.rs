@@ -366,6 +366,8 @@ pub struct Report {
     /// The memory-integrity check: a copy of `/guest/check` (`words_checked`, `mismatches`)
     /// from the `overcommit` scenario; null otherwise.
     pub check: Value,
+    /// `--trace`: the trace's file, record counts, its counters beside the run's, its summary.
+    pub trace: Value,
     pub failure: Option<String>,
     pub console_tail: Vec<String>,
 }
@@ -577,6 +579,7 @@ mod tests {
             per_vcpu: Value::Null,
             mem: hyp.get("mem").cloned().unwrap_or(Value::Null),
             check: guest.get("check").cloned().unwrap_or(Value::Null),
+            trace: Value::Null,
             hyp,
             guest,
             backing_latency_us: Some(50),

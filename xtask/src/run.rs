@@ -55,17 +55,22 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     let need_hypervisor = !plan.bare;
     // Build what the run needs: the hypervisor unless bare, the guest unless foreign.
     let select = build::Select { hypervisor: need_hypervisor, guest: foreign.is_none(), probes: false };
+    let traced = plan.trace.is_some();
     if !no_build && (select.hypervisor || select.guest) {
-        build::build(root, select)?;
+        if traced {
+            build::build_traced(root)?;
+        } else {
+            build::build(root, select)?;
+        }
     }
-    let hypervisor = build::hypervisor_elf(root);
+    let hypervisor = if traced { build::traced_hypervisor_elf(root) } else { build::hypervisor_elf(root) };
     if need_hypervisor {
         check_hypervisor_placement(&hypervisor)?;
     }
     let staged: StagedImage = match foreign {
         Some(staged) => staged,
         None => {
-            let own = build::guest_image(root);
+            let own = if traced { build::traced_guest_image(root) } else { build::guest_image(root) };
             if !own.is_file() {
                 anyhow::bail!("{} does not exist; run `cargo xtask build` first", own.display());
             }
@@ -87,7 +92,13 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         None => None,
     };
     check_resident_fits_kernel(plan, &staged, initrd.as_ref().map_or(0, |(_, size)| *size))?;
-    let disk = if need_hypervisor { Some(Disk::create(root, &plan.backing, plan.guest_mib)?) } else { None };
+    // The trace area follows guest RAM's slots (its header page and its logs at most).
+    let trace_room = plan.trace.as_ref().map_or(0, |t| (u64::from(t.mib) + 1) << 20);
+    let disk = if need_hypervisor {
+        Some(Disk::create_with_room(root, &plan.backing, plan.guest_mib, trace_room)?)
+    } else {
+        None
+    };
     let argv = qemu::command_line(
         plan,
         &qemu::Inputs {
@@ -129,8 +140,12 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     })?;
     drop(load);
     drop(staged);
-    drop(disk);
     console.finish();
+    let trace = match (&plan.trace, &disk, &console.hyp) {
+        (Some(trace), Some(disk), Some(hyp)) => Some(crate::trace::finish_run(&disk.image, plan.guest_mib, trace, hyp)),
+        _ => None,
+    };
+    drop(disk);
 
     let end = results::end_of_run(outcome.exit_code, outcome.timed_out, &console);
     let mut failure = match &plan.foreign {
@@ -162,6 +177,27 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
     report.mem = report.hyp.get("mem").cloned().unwrap_or(Value::Null);
     report.check = report.guest.get("check").cloned().unwrap_or(Value::Null);
     report.console_tail = console.tail.iter().cloned().collect();
+    let mut trace_text = String::new();
+    match trace {
+        Some(Ok(outcome)) => {
+            trace_text = outcome.print();
+            if report.ok && !outcome.mismatches.is_empty() {
+                report.ok = false;
+                report.failure = Some(format!("the trace disagrees with the run: {}", outcome.mismatches.join("; ")));
+            }
+            report.trace = serde_json::to_value(&outcome).unwrap_or(Value::Null);
+        }
+        Some(Err(err)) if report.ok => {
+            report.ok = false;
+            report.failure = Some(format!("trace: {err:#}"));
+        }
+        Some(Err(_)) => {}
+        None if plan.trace.is_some() && report.ok => {
+            report.ok = false;
+            report.failure = Some("trace: the hypervisor printed no result".into());
+        }
+        None => {}
+    }
 
     let mut out = String::new();
     // Without --quiet the whole console was echoed already.
@@ -179,6 +215,9 @@ fn prepare_and_run(root: &Path, tc: &Toolchain, plan: &RunPlan, no_build: bool) 
         }
     }
     out += &report.summary();
+    if !plan.quiet {
+        out += &trace_text;
+    }
     print!("{out}");
     let _ = std::io::stdout().flush();
     if let Some(path) = &plan.json {
@@ -261,6 +300,7 @@ fn empty_report(plan: &RunPlan, tc: &Toolchain) -> Report {
         host_load: plan.host_load,
         mem: Value::Null,
         check: Value::Null,
+        trace: Value::Null,
         failure: None,
         console_tail: Vec::new(),
     }

@@ -193,6 +193,7 @@ pub fn plans(args: &SoakArgs, dir: &Path) -> Vec<(u32, u64, RunPlan)> {
                 kernel_kind: Default::default(),
                 host_load: 0,
                 lock_check: true,
+                trace: None,
             };
             plans.push((vcpus, seed, plan));
         }

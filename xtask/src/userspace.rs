@@ -213,6 +213,7 @@ pub fn run_workload(
         kernel_kind: Default::default(),
         host_load: 0,
         lock_check: true,
+        trace: None,
     };
     let report = run::run(root, tc, &plan, true)?;
     let result = report

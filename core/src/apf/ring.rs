@@ -37,6 +37,9 @@ pub trait RecordMemory {
     /// (arm64: `dmb ishld`). After reading the other side's index and before the accesses
     /// that index allows.
     fn acquire(&mut self);
+    /// Told after `token` was written to a ring entry (page_ready posted): the hypervisor's
+    /// per-fault trace. Nothing by default.
+    fn posted(&mut self, _token: u64) {}
 }
 
 /// The ring's indices are inconsistent: more than [`RING_ENTRIES`] entries between `tail` and

@@ -622,6 +622,7 @@ impl ApfVcpu {
                             break;
                         };
                         mem.write_u64(layout.ring_entry(self.head), entry);
+                        mem.posted(entry);
                         self.head = self.head.wrapping_add(1);
                         posted += 1;
                     }

@@ -70,6 +70,7 @@ use virtio_drivers::transport::mmio::{MmioError, MmioTransport, VirtIOHeader};
 use crate::gic;
 use crate::mm::{PhysAddr, PAGE_SIZE};
 use crate::platform::{Platform, VirtioMmioNode};
+use crate::trace;
 pub use clock::Ticks;
 use doorbell::DeferredNotify;
 pub use doorbell::DeviceRegisters;
@@ -436,6 +437,7 @@ impl BackingStore {
         request.tag = tag;
         request.frame = frame;
         request.submitted = now;
+        trace::disk_submit(now.0, slot, tag, index, op as u32);
         // In virtual time the request goes to the device at the next `take_finished`: what
         // that costs depends on the device's progress, and its caller can keep it out of
         // virtual time.
@@ -545,6 +547,7 @@ impl BackingStore {
         let requests = &self.requests;
         self.table.report_due(now.0, in_order, |index, result| {
             let request = &requests[index];
+            trace::disk_done(now.0, request.slot, request.tag, index, request.op as u32, result.is_err());
             out.extend(core::iter::once(Completion {
                 tag: request.tag,
                 op: request.op,

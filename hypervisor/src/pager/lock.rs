@@ -35,6 +35,13 @@ impl Pager {
         true
     }
 
+    /// Run `f` on the backing disk under the pager's lock (the trace's write-out, when the
+    /// machine ends).
+    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
+    pub fn with_disk<R>(&self, f: impl FnOnce(&mut crate::backing::BackingStore) -> R) -> R {
+        f(&mut self.lock().disk)
+    }
+
     /// Take the lock, spinning for it (before the VM runs, and at its end).
     pub(super) fn lock(&self) -> PagerGuard<'_> {
         PagerGuard { pager: self, locked: Some(self.locked.lock()) }

@@ -9,6 +9,7 @@ use asyncpf_core::latency;
 
 use super::{Pager, Resolution, Stamp, CNTV_CTL_ENABLE, MIN_WAIT_POLL_US, SLEEP_HELD, SLEEP_WAIT};
 use crate::backing::{clock, Ticks};
+use crate::trace::trace_event;
 use crate::{arch, gic, vgic};
 
 impl Pager {
@@ -16,11 +17,13 @@ impl Pager {
     /// sleeps; `on_interrupt` is given every other physical interrupt that arrives meanwhile
     /// (the pager's own are handled here).
     pub fn wait(&self, vcpu: usize, on_interrupt: impl FnMut(u32)) -> Resolution {
+        trace_event!(WaitStart);
         let started = self.now();
         let saved = vgic::park();
         let resolution = self.wait_parked(vcpu, on_interrupt);
         vgic::unpark(saved);
         self.waits[vcpu].waited.fetch_add(self.now().saturating_sub(started), Ordering::Relaxed);
+        trace_event!(WaitEnd, aux = u16::from(resolution == Resolution::Abort));
         resolution
     }
 
@@ -96,6 +99,12 @@ impl Pager {
     /// (`asyncpf_core::apf::cost`).
     pub fn expected_read_ticks(&self) -> Option<u64> {
         Some(self.read_latency_avg.load(Ordering::Relaxed)).filter(|&t| t != u64::MAX)
+    }
+
+    /// Guest RAM's pages (= the disk slots the pager uses, from 0).
+    #[cfg_attr(not(feature = "trace"), allow(dead_code))]
+    pub fn guest_pages(&self) -> u64 {
+        self.guest_mib * asyncpf_core::overcommit::PAGES_PER_MIB as u64
     }
 
     /// Model time now, in counter ticks (see [`Self::model_now`]).

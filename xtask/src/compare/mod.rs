@@ -124,7 +124,11 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
     let start = Instant::now();
     let settings = Settings::new(plan, &tc.qemu_version);
     if !plan.no_build {
-        build::build(root, build::Select::BOTH)?;
+        if plan.runs.iter().any(|r| r.plan.trace.is_some()) {
+            build::build_traced(root)?;
+        } else {
+            build::build(root, build::Select::BOTH)?;
+        }
     }
     let report_dir = compare_dir(root).join("runs");
     let mut reports = Vec::new();
@@ -147,6 +151,9 @@ pub fn run_compare(root: &Path, tc: &Toolchain, plan: &ComparePlan) -> Result<bo
             match report.get("ok").and_then(Value::as_bool) {
                 Some(true) => println!("compare: {what}: ok in {wall:.1} s"),
                 _ => println!("compare: {what}: FAILED"),
+            }
+            if let Some(trace) = report.get("trace").filter(|t| !t.is_null()) {
+                println!("compare: {} {}", r.mode.name(), crate::trace::describe(trace));
             }
         }
         reports.push((r, report));

@@ -93,7 +93,14 @@ pub fn plan(args: &RunArgs, given: &Given) -> Result<ComparePlan> {
         tasks: args.tasks.unwrap_or(DEFAULT_TASKS),
         host_load: args.host_load,
     };
-    let runs = plan_runs(&params)?;
+    let mut runs = plan_runs(&params)?;
+    if let Some(file) = &args.trace {
+        // One trace per row: FILE with the row's name inserted.
+        for run in &mut runs {
+            let file = crate::trace::with_row(file, run.mode.name());
+            run.plan.trace = Some(crate::trace::TracePlan { file, mib: args.trace_mib });
+        }
+    }
     Ok(ComparePlan { params, json: args.json.clone(), quiet: args.quiet, no_build: args.no_build, runs })
 }
 

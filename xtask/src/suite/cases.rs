@@ -327,6 +327,7 @@ impl Case {
             kernel_kind: Default::default(),
             host_load: 0,
             lock_check: true,
+            trace: None,
         }
     }
 

@@ -1,9 +1,10 @@
-//! The cases of two runs each under `-icount`: `qemu/repeatable` (the same virtual times with
-//! and without host load) and `qemu/never-slower` (APF at latency 0 costs no time).
+//! The cases of the small overcommitted run under `-icount`: `qemu/repeatable` (the same
+//! virtual times with and without host load), `qemu/never-slower` (APF at latency 0 costs no
+//! time) and `qemu/trace` (the per-fault trace, read back independently).
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::Value;
 
 use crate::cli::{BackingPlan, RunPlan};
@@ -14,6 +15,88 @@ use super::assertions::failed_assertions;
 use super::cases::{EXPECT_OK, GUEST_OPT_APF, OVERCOMMITTED};
 
 pub(super) const REPEATABLE: &str = "qemu/repeatable";
+pub(super) const TRACE: &str = "qemu/trace";
+
+/// `qemu/trace`: the small overcommitted run of `qemu/repeatable` with APF and `--trace`; the
+/// runner's own checks (every asynchronous fault's life complete, the trace's counts equal to
+/// the run's counters, nothing dropped) and then an independent reader of the file
+/// (`tools/trace/check_trace.py`: Python's json module and the `jsonschema` package against
+/// the trace-event schema, slice nesting and flow chains as Perfetto needs them).
+pub(super) fn trace_test(root: &Path, tc: &Toolchain, timeout_secs: u64) -> Result<String> {
+    let file = root.join("target").join("xtask").join("trace").join("qemu-trace.json");
+    let plan = RunPlan {
+        trace: Some(crate::trace::TracePlan { file: file.clone(), mib: 32 }),
+        ..small_overcommit_plan(root, "qemu-trace", true, REPEATABLE_LATENCY_US, 0, timeout_secs)
+    };
+    let report = run::run(root, tc, &plan, false)?;
+    if let Some(f) = &report.failure {
+        anyhow::bail!("the traced run failed: {f}");
+    }
+    let hyp = &report.hyp;
+    let trace = &report.trace;
+    let get = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_u64).unwrap_or(u64::MAX);
+    let mut failures = Vec::new();
+    if get(trace, "/dropped") != 0 {
+        failures.push(format!("{} records dropped", get(trace, "/dropped")));
+    }
+    let (ours, run_figure) = (
+        trace.pointer("/summary/hypervisor_us_per_async_fault").and_then(Value::as_f64).unwrap_or(-1.0),
+        trace.get("run_hypervisor_us_per_async_fault").and_then(Value::as_f64).unwrap_or(-2.0),
+    );
+    if (ours - run_figure).abs() > 0.02 {
+        failures.push(format!("hypervisor time per asynchronous fault: trace {ours} us, run {run_figure} us"));
+    }
+    let checker = root.join("tools").join("trace").join("check_trace.py");
+    let output = std::process::Command::new("python3").arg(&checker).arg(&file).output().with_context(|| {
+        "cannot run python3 (the independent trace reader needs python3 and its jsonschema package: \
+         apt-get install python3-jsonschema)"
+    })?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "{} failed (it needs python3-jsonschema): {}",
+            checker.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let seen: Value = serde_json::from_slice(&output.stdout).context("the checker's answer is not JSON")?;
+    let async_faults = get(hyp, "/async_faults");
+    let expect = [
+        ("schema errors", get(&seen, "/schema_errors"), 0),
+        ("overlapping slices", get(&seen, "/overlapping_slices"), 0),
+        ("malformed flows", get(&seen, "/bad_flows"), 0),
+        ("flows (hyp.async_faults)", get(&seen, "/flows"), async_faults),
+        ("complete flows (hyp.async_faults)", get(&seen, "/complete_flows"), async_faults),
+        ("page_ready steps (apf.posted - apf.wake_alls)", get(&seen, "/steps/page_ready"), {
+            get(hyp, "/apf/posted").saturating_sub(get(hyp, "/apf/wake_alls"))
+        }),
+        ("disk reads (mem.page_ins + mem.retries)", get(&seen, "/disk_reads"), {
+            get(hyp, "/mem/page_ins").saturating_add(get(hyp, "/mem/retries"))
+        }),
+        ("disk write-backs (mem.dirty_writebacks)", get(&seen, "/disk_writes"), get(hyp, "/mem/dirty_writebacks")),
+        ("dropped", get(&seen, "/dropped"), 0),
+    ];
+    for (what, found, wanted) in expect {
+        if found != wanted {
+            failures.push(format!("{what}: the reader found {found}, expected {wanted}"));
+        }
+    }
+    if async_faults == 0 || async_faults == u64::MAX {
+        failures.push("no asynchronous fault in the run".into());
+    }
+    if !failures.is_empty() {
+        anyhow::bail!("{}", failures.join("; "));
+    }
+    Ok(format!(
+        "{} records ({} guest), 0 dropped; {} asynchronous faults, every one a complete flow; {} slices, {} disk requests; \
+         hypervisor {ours:.2} us per asynchronous fault (run: {run_figure:.2})",
+        get(trace, "/records"),
+        get(trace, "/guest_records"),
+        async_faults,
+        get(&seen, "/slices"),
+        get(&seen, "/disk_reads").saturating_add(get(&seen, "/disk_writes")),
+    ))
+}
+
 /// The repeatability case: a small overcommitted `overcommit` workload with asynchronous page
 /// faults (so both page_ready deliveries and synchronous waits), 1 vCPU, under `-icount`, run
 /// once on a quiet host and once beside [`REPEATABLE_HOST_LOAD`] busy processes.
@@ -57,6 +140,7 @@ fn small_overcommit_plan(
         host_load,
         // Measurements: the lock-order check's cost stays out of them, as in the main job.
         lock_check: false,
+        trace: None,
     }
 }
 

@@ -28,7 +28,7 @@ use crate::{build, run};
 use assertions::failed_assertions;
 use cases::{all_cases, Case};
 use host::{host_tests, negative_not_an_image};
-use icount::{never_slower, repeatable, NEVER_SLOWER, REPEATABLE};
+use icount::{never_slower, repeatable, trace_test, NEVER_SLOWER, REPEATABLE, TRACE};
 use lint::lint;
 
 mod assertions;
@@ -109,6 +109,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     if selected(REPEATABLE) && built {
         rows.push(timed(REPEATABLE, || repeatable(root, tc, args.timeout)));
     }
+    if selected(TRACE) && built {
+        rows.push(timed(TRACE, || trace_test(root, tc, args.timeout)));
+    }
     if selected(NEVER_SLOWER) && built {
         rows.push(timed(NEVER_SLOWER, || never_slower(root, tc, args.timeout)));
     }
@@ -150,7 +153,7 @@ fn test_names(filter: Option<&str>) -> Vec<String> {
     names.extend(cases);
     names.extend([NEGATIVE].into_iter().filter(|n| selected(n)).map(String::from));
     names.extend(probes);
-    let late = [REPEATABLE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
+    let late = [REPEATABLE, TRACE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
     names.extend(late.into_iter().filter(|n| selected(n)).map(String::from));
     names
 }
