@@ -367,6 +367,7 @@ pub struct Report {
     /// from the `overcommit` scenario; null otherwise.
     pub check: Value,
     /// `--trace`: the trace's file, record counts, its counters beside the run's, its summary.
+    #[serde(default)]
     pub trace: Value,
     pub failure: Option<String>,
     pub console_tail: Vec<String>,

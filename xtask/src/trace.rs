@@ -823,7 +823,7 @@ pub fn picture(doc: &Value, faults: usize) -> Result<String> {
         ("disk", n) if n.starts_with("read") => RGBColor(70, 130, 200),
         ("disk", _) => RGBColor(150, 110, 200),
         ("task", n) if n.starts_with("running") => RGBColor(120, 190, 120),
-        ("task", n) if n.starts_with("parked") => RGBColor(170, 170, 170),
+        ("task", n) if n.starts_with("parked") || n == "blocked" => RGBColor(170, 170, 170),
         ("task", _) => RGBColor(240, 210, 90),
         _ => RGBColor(0, 0, 0),
     };
@@ -868,8 +868,8 @@ pub fn picture(doc: &Value, faults: usize) -> Result<String> {
             }
         }
         let legend = [
-            "green: guest running a task (vCPU rows) / task running; light grey: guest idle / task parked on its token; \
-             yellow: task runnable",
+            "green: guest running a task (vCPU rows) / task running; light grey: guest idle / task parked on its token \
+             (or blocked); yellow: task runnable",
             "orange: hypervisor handling an exit; dark grey: vCPU waiting for a page; blue: disk read; purple: disk \
              write-back",
             "lines: one asynchronous fault each: stage-2 fault -> decision -> read submitted -> page_not_present -> \
