@@ -179,10 +179,41 @@ pub fn analyse(d: &Decoded) -> Analysis {
     // Reads by disk slot, in submission order (the read a fault waits for).
     let mut reads_of: HashMap<u64, Vec<usize>> = HashMap::new();
     // Every CPU's records, merged by time (disk records complete on any CPU).
+    // What happens on one vCPU, in its own log's order (with several vCPUs model time can step
+    // back on a CPU when a span is hidden: the exit clock then charges 0, and so does this).
+    for cpu in &d.cpus {
+        let mut last_fault: Option<&Event> = None;
+        let mut exited: Option<u64> = None;
+        for e in cpu {
+            match e.kind() {
+                Some(Kind::Exit) => exited = Some(e.time),
+                Some(Kind::Enter) => {
+                    if let Some(at) = exited.take() {
+                        el2_ticks[usize::from(e.aux).min(3)] += e.time.saturating_sub(at);
+                    }
+                }
+                Some(Kind::Fault) => last_fault = Some(e),
+                Some(Kind::PageNotPresent) => {
+                    let fault = last_fault;
+                    by_token.insert(e.a, lives.len());
+                    lives.push(Life {
+                        token: e.a,
+                        vcpu: e.cpu,
+                        ipa: fault.map_or(0, |f| f.a),
+                        far: e.b,
+                        flags: fault.map_or(0, |f| f.aux),
+                        fault: fault.map(|f| f.time),
+                        pnp: e.time,
+                        ..Life::default()
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    // Every CPU's records, merged by time: the disk's requests complete on any CPU.
     let mut all: Vec<&Event> = d.cpus.iter().flatten().collect();
     all.sort_by_key(|e| e.time);
-    let mut last_fault: HashMap<u8, &Event> = HashMap::new();
-    let mut exited: HashMap<u8, u64> = HashMap::new();
     for e in &all {
         let Some(kind) = e.kind() else {
             *counts.entry("unknown").or_default() += 1;
@@ -190,31 +221,6 @@ pub fn analyse(d: &Decoded) -> Analysis {
         };
         *counts.entry(kind_name(kind)).or_default() += 1;
         match kind {
-            Kind::Exit => {
-                exited.insert(e.cpu, e.time);
-            }
-            Kind::Enter => {
-                if let Some(at) = exited.remove(&e.cpu) {
-                    el2_ticks[usize::from(e.aux).min(3)] += e.time.saturating_sub(at);
-                }
-            }
-            Kind::Fault => {
-                last_fault.insert(e.cpu, e);
-            }
-            Kind::PageNotPresent => {
-                let fault = last_fault.get(&e.cpu);
-                by_token.insert(e.a, lives.len());
-                lives.push(Life {
-                    token: e.a,
-                    vcpu: e.cpu,
-                    ipa: fault.map_or(0, |f| f.a),
-                    far: e.b,
-                    flags: fault.map_or(0, |f| f.aux),
-                    fault: fault.map(|f| f.time),
-                    pnp: e.time,
-                    ..Life::default()
-                });
-            }
             Kind::HandlerDone => {
                 if let Some(&i) = by_token.get(&e.a) {
                     lives[i].handler.get_or_insert((e.time, e.aux != 0));
