@@ -150,7 +150,17 @@ pub fn cross_command(root: &Path, package: &str, target: &str) -> Command {
 /// The inner cargo's clippy for one package, `-D warnings` (own target directory, so that
 /// linting never invalidates the build's artefacts).
 pub fn cross_clippy_command(root: &Path, package: &str, target: &str) -> Command {
+    cross_clippy(root, package, target, &[])
+}
+
+/// As [`cross_clippy_command`], with the `trace` feature (the traced build of `--trace`).
+pub fn cross_clippy_traced_command(root: &Path, package: &str, target: &str) -> Command {
+    cross_clippy(root, package, target, &["--features", "trace"])
+}
+
+fn cross_clippy(root: &Path, package: &str, target: &str, extra: &[&str]) -> Command {
     let mut cmd = cross_cargo(root, "clippy", root.join("target").join("clippy"), package, target);
+    cmd.args(extra);
     // Debian's cargo-clippy (rust-web-clippy, matching the Debian compiler) before rustup's.
     let path = std::env::var_os("PATH").unwrap_or_default();
     let mut dirs = vec![PathBuf::from("/usr/bin")];

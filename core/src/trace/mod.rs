@@ -44,13 +44,13 @@ use asyncpf_contract::trace as guest_kinds;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[repr(u8)]
 pub enum Kind {
-    /// The vCPU enters the guest. `aux`: the [`ExitCause`] of the exit it ends.
+    /// The vCPU enters the guest. `aux`: the cause of the exit it ends ([`EXIT_CAUSES`]).
     Enter = 1,
     /// The vCPU left the guest. `a`: ESR_EL2's exception class (`aux` 1: an interrupt).
     Exit = 2,
     /// A stage-2 abort on guest RAM. `a`: IPA, `b`: FAR, `aux`: [`fault_flags`].
     Fault = 3,
-    /// The fault is resolved synchronously for this reason (`aux`: [`SyncReason`]).
+    /// The fault is resolved synchronously for this reason (`aux`: [`SYNC_REASONS`]).
     Sync = 4,
     /// page_not_present delivered. `a`: token, `b`: the faulting address.
     PageNotPresent = 5,

@@ -33,6 +33,11 @@ pub(super) fn lint(root: &Path) -> Result<String> {
     for (package, target) in build::cross_packages() {
         commands.push((format!("clippy {package} ({target})"), build::cross_clippy_command(root, package, target)));
     }
+    // The traced build (`--trace`): the hooks and the trace modules behind the `trace` feature.
+    for (package, target) in [(build::HYP_PACKAGE, build::HYP_TARGET), (build::GUEST_PACKAGE, build::GUEST_TARGET)] {
+        let cmd = build::cross_clippy_traced_command(root, package, target);
+        commands.push((format!("clippy {package} --features trace ({target})"), cmd));
+    }
     let clippy_runs = commands.len();
     // The host crates' documentation builds without a warning (broken links, stray HTML).
     let mut doc = Command::new(&cargo);
