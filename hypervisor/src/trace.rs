@@ -227,16 +227,12 @@ mod imp {
         if bytes == 0 {
             return 0;
         }
-        let in_one_page = ipa % PAGE_SIZE + bytes <= PAGE_SIZE;
-        if bytes % EVENT_BYTES as u64 != 0
-            || ipa % EVENT_BYTES as u64 != 0
-            || !in_one_page
-            || !vm.is_guest_ram(ipa, bytes)
-        {
+        let ram = vm.ram_base.0..vm.ram_base.0 + vm.ram_bytes;
+        let Some((page, offset)) = core_trace::validate_put(ipa, bytes, ram) else {
             GUEST_BAD_CALLS.fetch_add(1, Ordering::Relaxed);
             return smccc::INVALID_PARAMETER;
-        }
-        let page = ((ipa - vm.ram_base.0) / PAGE_SIZE) as usize;
+        };
+        let page = page as usize;
         let frame = match pager::get() {
             Some(pager) => match pager.pin(vcpu, page, on_interrupt) {
                 Some(frame) => frame.0,
@@ -251,8 +247,8 @@ mod imp {
         let mut guest = GUEST_LOG.lock();
         for n in 0..bytes / EVENT_BYTES as u64 {
             let mut record = [0u8; EVENT_BYTES];
-            let at = frame + ipa % PAGE_SIZE + n * EVENT_BYTES as u64;
-            // SAFETY: `at..at + 32` lies in the host frame of guest page `page` (checked: the
+            let at = frame + offset + n * EVENT_BYTES as u64;
+            // SAFETY: `at..at + 32` lies in the host frame of guest page `page` (`validate_put`: the
             // range is inside one page of guest RAM), kept resident by the pin (or mapped for
             // the VM's life without a pager); the guest may write it meanwhile, which can only
             // change the bytes read, and every byte pattern is a valid `[u8; 32]`.

@@ -251,6 +251,23 @@ pub fn admit_guest(bytes: &[u8; EVENT_BYTES], vcpu: u8) -> Option<Event> {
     }
 }
 
+/// TRACE_PUT(ipa, bytes)'s range (docs/abi.md §9): 32-byte aligned, a multiple of 32 bytes, at
+/// most [`MAX_GUEST_BATCH`] records, inside one 4 KiB page of guest RAM `ram`. Returns the
+/// guest page (from the start of RAM) and the offset in it; `None`: INVALID_PARAMETER. `bytes`
+/// must not be 0 (that call only asks whether the run is traced).
+pub fn validate_put(ipa: u64, bytes: u64, ram: core::ops::Range<u64>) -> Option<(u64, u64)> {
+    const PAGE: u64 = 4096;
+    let record = EVENT_BYTES as u64;
+    let fits = bytes != 0
+        && bytes <= (MAX_GUEST_BATCH * EVENT_BYTES) as u64
+        && bytes.is_multiple_of(record)
+        && ipa.is_multiple_of(record)
+        && ipa % PAGE + bytes <= PAGE
+        && ipa >= ram.start
+        && ipa.checked_add(bytes).is_some_and(|end| end <= ram.end);
+    fits.then(|| ((ipa - ram.start) / PAGE, ipa % PAGE))
+}
+
 /// The bookkeeping of one bounded log: `capacity` records, filled in order; a record that does
 /// not fit is counted as dropped, never written over an older one (the start of a fault's life
 /// matters as much as its end), and never silently lost.

@@ -98,7 +98,31 @@ fn events_of_an_area() {
     assert_eq!(all, std::vec![(0, 1), (0, 2), (1, 3)]);
 }
 
+#[test]
+fn guest_put_ranges() {
+    let ram = 0x4000_0000..0x4200_0000;
+    assert_eq!(validate_put(0x4000_1000, 4096, ram.clone()), Some((1, 0)));
+    assert_eq!(validate_put(0x4000_1fe0, 32, ram.clone()), Some((1, 0xfe0)));
+    assert_eq!(validate_put(0x4000_1fe0, 64, ram.clone()), None, "crosses a page");
+    assert_eq!(validate_put(0x4000_1010, 32, ram.clone()), None, "misaligned");
+    assert_eq!(validate_put(0x4000_1000, 40, ram.clone()), None, "not whole records");
+    assert_eq!(validate_put(0x4000_1000, 0, ram.clone()), None);
+    assert_eq!(validate_put(0x3fff_f000, 32, ram.clone()), None, "below RAM");
+    assert_eq!(validate_put(0x4200_0000, 32, ram.clone()), None, "above RAM");
+    assert_eq!(validate_put(0x4000_0020, u64::MAX - 31, ram), None, "wraps");
+}
+
 proptest! {
+    #[test]
+    fn put_ranges_stay_in_one_page_of_ram(ipa: u64, bytes in prop_oneof![0u64..8192, any::<u64>()]) {
+        let ram = 0x4000_0000u64..0x4800_0000;
+        if let Some((page, offset)) = validate_put(ipa, bytes, ram.clone()) {
+            prop_assert_eq!(ram.start + page * 4096 + offset, ipa);
+            prop_assert!(offset + bytes <= 4096 && bytes <= 4096 && bytes > 0);
+            prop_assert!(ipa + bytes <= ram.end);
+        }
+    }
+
     #[test]
     fn records_round_trip(time: u64, kind: u8, cpu: u8, aux: u16, x: u32, a: u64, b: u64) {
         let e = Event { time, kind, cpu, aux, x, a, b };
