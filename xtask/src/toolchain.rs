@@ -107,6 +107,13 @@ fn find_missing() -> (Vec<Missing>, Option<String>) {
     need(Path::new(RUST_SRC).join("core").is_dir(), RUST_SRC.into(), "rust-web-src", false);
     need(Path::new(LLD).exists(), LLD.into(), "lld", false);
     need(Path::new(DEBIAN_CLIPPY).is_file(), DEBIAN_CLIPPY.into(), "rust-web-clippy", false);
+    // The independent reader of `qemu/trace` (tools/trace/check_trace.py).
+    let jsonschema = std::process::Command::new("python3")
+        .args(["-c", "import jsonschema"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    need(jsonschema, "python3 with its jsonschema package".into(), "python3-jsonschema", false);
     let qemu = qemu_version();
     let qemu_ok = matches!(&qemu, Ok(v) if parse_qemu_major(v) == Some(QEMU_MAJOR));
     let what = match &qemu {
