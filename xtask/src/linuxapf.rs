@@ -29,6 +29,9 @@ const TOOLS: [(&str, &str); 6] = [
     ("flex", "flex"),
     ("bison", "bison"),
 ];
+/// The error's context when apt cannot install what the build needs (the `linux/apf` test
+/// skips then).
+pub const APT_UNAVAILABLE: &str = "apt-get cannot install the kernel source or the build tools";
 /// The tag of the unpacked, unpatched source in its git tree.
 const BASE_TAG: &str = "asyncpf-base";
 const MAKE_ARGS: [&str; 2] = ["ARCH=arm64", "CROSS_COMPILE=aarch64-linux-gnu-"];
@@ -52,8 +55,7 @@ fn ensure_packages() -> Result<()> {
     println!("linux: installing {}", missing.join(" "));
     let install = || run_checked(Command::new("apt-get").args(["install", "-y", "-q"]).args(&missing));
     if install().is_err() {
-        run_checked(Command::new("apt-get").args(["update", "-q"]))?;
-        install().context("apt-get cannot install the kernel source or the build tools")?;
+        run_checked(Command::new("apt-get").args(["update", "-q"])).and_then(|_| install()).context(APT_UNAVAILABLE)?;
     }
     Ok(())
 }

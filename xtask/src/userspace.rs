@@ -37,12 +37,16 @@ use crate::{bench, initramfs, linux, run};
 const BUSYBOX_PACKAGE: &str = "busybox-static:arm64";
 /// The prefix of the workload's result line.
 pub const RESULT_PREFIX: &str = "@linux-workload ";
+/// The prefix of the CPU hotplug exercise's line.
+pub const HOTPLUG_PREFIX: &str = "@linux-hotplug ";
 /// The prefix of apftouch's result line.
 pub const TOUCH_PREFIX: &str = "@linux-touch ";
 /// The prefix of the line with the APF client's counters (`/sys/kernel/debug/asyncpf`).
 pub const CLIENT_PREFIX: &str = "@linux-asyncpf ";
 
-/// The `/init` script. `asyncpf_mib=N` on the kernel command line is the data's size.
+/// The `/init` script. `asyncpf_mib=N` on the kernel command line is the data's size;
+/// `asyncpf_touch=PROCS,MIB,PASSES[,WORK]` runs apftouch first, and `asyncpf_hotplug=N` takes
+/// CPU 1 offline and online again N times while it runs.
 const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 exec 0</dev/console 1>/dev/console 2>&1
@@ -51,8 +55,20 @@ $bb mount -t proc proc /proc
 $bb mount -t tmpfs -o size=95% tmpfs /tmp
 mib=$($bb sed -n 's/.*asyncpf_mib=\([0-9]*\).*/\1/p' /proc/cmdline)
 now() { $bb cut -d' ' -f1 /proc/uptime; }
+$bb mount -t sysfs sysfs /sys 2>/dev/null && $bb mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 touch=$($bb sed -n 's/.*asyncpf_touch=\([0-9,]*\).*/\1/p' /proc/cmdline)
-[ -n "$touch" ] && [ -x /bin/apftouch ] && /bin/apftouch $(echo $touch | $bb tr , ' ')
+hotplug=$($bb sed -n 's/.*asyncpf_hotplug=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$touch" ] && [ -x /bin/apftouch ]; then
+  /bin/apftouch $(echo $touch | $bb tr , ' ') &
+  pid=$!
+  cpu1=/sys/devices/system/cpu/cpu1/online
+  i=0
+  while [ -n "$hotplug" ] && [ $i -lt $hotplug ] && [ -w $cpu1 ]; do
+    $bb sleep 2; echo 0 > $cpu1; $bb sleep 1; echo 1 > $cpu1; i=$((i + 1))
+  done
+  [ -n "$hotplug" ] && echo "@linux-hotplug cycles=$i online=$($bb cat /sys/devices/system/cpu/online)"
+  wait $pid
+fi
 t0=$(now)
 $bb dd if=/dev/urandom of=/tmp/data bs=1048576 count=$mib 2>/dev/null
 $bb sync
@@ -73,7 +89,6 @@ for x in mops sve sme paca; do case " $feat " in *" $x "*) hw="$hw${hw:+,}$x";; 
 k=$($bb uname -r)
 taint=$($bb cat /proc/sys/kernel/tainted)
 dma=$($bb dmesg | $bb grep -c ARCH_DMA_MINALIGN)
-$bb mount -t sysfs sysfs /sys 2>/dev/null && $bb mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
 stats=/sys/kernel/debug/asyncpf
 [ -r $stats ] && echo "@linux-asyncpf $($bb tr ' \n' '= ' < $stats)"
 echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4) kernel=$k tainted=$taint dma_minalign_warnings=$dma hwcaps=${hw:-none}"
@@ -142,6 +157,8 @@ pub struct WorkloadRow {
     pub result: Option<serde_json::Map<String, serde_json::Value>>,
     pub page_ins: Option<u64>,
     pub page_outs: Option<u64>,
+    /// The CPU hotplug line's fields (`asyncpf_hotplug=N`), when there was one.
+    pub hotplug: Option<serde_json::Map<String, serde_json::Value>>,
     /// apftouch's result line's fields, when it ran.
     pub touch: Option<serde_json::Map<String, serde_json::Value>>,
     /// The APF client's counters, when the kernel has it.
@@ -268,6 +285,7 @@ pub fn run_workload(
     };
     let client = tagged(CLIENT_PREFIX);
     let touch = tagged(TOUCH_PREFIX);
+    let hotplug = tagged(HOTPLUG_PREFIX);
     let uint = |p: &str| report.hyp.pointer(p).and_then(|v| v.as_u64());
     let failure =
         (!report.ok).then(|| report.failure.clone().unwrap_or_else(|| format!("the run ended {}", report.end)));
@@ -284,6 +302,7 @@ pub fn run_workload(
         result,
         page_ins: uint("/mem/page_ins"),
         page_outs: uint("/mem/page_outs"),
+        hotplug,
         touch,
         client,
         hyp_apf: report.hyp.get("apf").cloned(),
@@ -488,6 +507,52 @@ fn workload_runs(
     Ok(notes.join("; "))
 }
 
+/// The `linux/apf` test: the patched kernel (built, or found in its cache) on 2 vCPUs at
+/// G = 512, R = 128 MiB, L = 1 ms with the client on: apftouch's 4 processes touch 2 x 48 MiB
+/// while CPU 1 goes offline and online twice; no errors, faults accepted, every accepted task
+/// woken. Skipped, with a note, when apt cannot install the source or the tools.
+pub fn apf_test(root: &Path, tc: &Toolchain) -> Result<String> {
+    let kernel = match crate::linuxapf::build_kernel(root) {
+        Err(e) if format!("{e:#}").contains(crate::linuxapf::APT_UNAVAILABLE) => {
+            return Ok(format!("skipped: {}", format!("{e:#}").lines().next().unwrap_or("")));
+        }
+        other => other?,
+    };
+    let (_, initrd) = prepare_with(root, KernelSeries::V6_1, true)?;
+    let args = "asyncpf_touch=4,48,2 asyncpf_hotplug=2";
+    let row = run_workload(root, tc, &kernel, &initrd, 2, "max", 512, Some(128), 1000, 16, args, TEST_TIMEOUT_SECS)?;
+    let mut problems = row_problems(&row);
+    let client = |k: &str| row.client.as_ref().and_then(|c| c.get(k)).and_then(|v| v.as_u64());
+    let accepted = client("accepted").unwrap_or(0);
+    if accepted == 0 {
+        problems.push(format!("no fault accepted: {:?}", row.client));
+    }
+    if client("woken") != Some(accepted) || client("ring_errors") != Some(0) || client("no_memory") != Some(0) {
+        problems.push(format!("woken != accepted, or ring errors: {:?}", row.client));
+    }
+    let hotplug = row.hotplug.as_ref();
+    if hotplug.and_then(|h| h.get("cycles")).and_then(|v| v.as_u64()) != Some(2)
+        || hotplug.and_then(|h| h.get("online")).and_then(|v| v.as_str()) != Some("0-1")
+    {
+        problems.push(format!("CPU 1 did not go offline and online twice: {hotplug:?}"));
+    }
+    let hyp = |k: &str| row.hyp_apf.as_ref().and_then(|a| a.get(k)).and_then(|v| v.as_u64());
+    if hyp("ring_errors") != Some(0) {
+        problems.push(format!("the hypervisor saw ring errors: {:?}", row.hyp_apf));
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
+    }
+    Ok(format!(
+        "{accepted} accepted, {} early wakes, {} wake-alls, apftouch {} s, hyp posted {}, power_offs {}",
+        client("early_wakes").unwrap_or(0),
+        client("wake_alls").unwrap_or(0),
+        row.touch.as_ref().and_then(|t| t.get("seconds")).cloned().unwrap_or_default(),
+        hyp("posted").unwrap_or(0),
+        hyp("power_offs").unwrap_or(0),
+    ))
+}
+
 /// The test's runs: (R, MiB of data) at G = 512 MiB, 4x and 8x overcommit.
 const TEST_RUNS: [(u32, u64); 2] = [(128, 256), (64, 128)];
 /// The 6.12 test's run: 8x overcommit, a smaller file (the suite's time).
@@ -529,6 +594,7 @@ mod tests {
             result: parse_result(line),
             page_ins: Some(page_ins),
             page_outs: Some(page_ins),
+            hotplug: None,
             touch: None,
             client: None,
             hyp_apf: None,
