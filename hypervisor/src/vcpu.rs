@@ -256,7 +256,8 @@ fn vcpu_interrupt(vm: &Vm, index: usize, intid: u32) {
     match intid {
         gic::PPI_VIRTUAL_TIMER | gic::PPI_PHYS_TIMER | gic::PPI_PMU => vm.vgic.forward_level_ppi(index, intid),
         // A kick or an underflow: the flush before re-entry does the work.
-        gic::SGI_KICK | gic::PPI_MAINTENANCE => {}
+        gic::SGI_KICK => {}
+        gic::PPI_MAINTENANCE => crate::vgic::clear_underflow_request(),
         other => guest_diag!(Internal, "vCPU {index}: unexpected physical interrupt {other} ignored"),
     }
 }

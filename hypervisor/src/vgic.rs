@@ -96,6 +96,15 @@ pub fn park() -> u64 {
     saved
 }
 
+/// Withdraw the request for an underflow maintenance interrupt (ICH_HCR_EL2.UIE). The interrupt
+/// is level-sensitive: it stays asserted while UIE is set and at most one list register is
+/// valid, so [`crate::gic::drain`] would take it again and again at EL2 and never return to the
+/// guest. The flush before the next guest entry sets UIE again if interrupts still wait.
+pub fn clear_underflow_request() {
+    ICH_HCR_EL2.modify(ICH_HCR_EL2::UIE::CLEAR);
+    crate::arch::isb();
+}
+
 /// Undo [`park`] with the value it returned.
 pub fn unpark(saved: u64) {
     ICH_HCR_EL2.set(saved);

@@ -121,6 +121,16 @@ pub struct LinuxArgs {
     /// Where to write the rows as JSON (default: target/xtask/linux/linux.json).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Boot Debian's linux-source-6.12 with the APF client of linux/patches (built and cached
+    /// in target/linux/build-apf) instead of the cloud kernel, and run each configuration with
+    /// the client on and with `asyncpf=off` (the synchronous baseline).
+    #[arg(long)]
+    pub apf: bool,
+    /// Before the tmpfs workload, run linux/workload/apftouch (static, built with
+    /// aarch64-linux-gnu-gcc): PROCS processes each touching MIB MiB of anonymous memory for
+    /// PASSES passes, spinning WORK iterations between pages, checking every word.
+    #[arg(long, value_name = "PROCS,MIB,PASSES[,WORK]")]
+    pub touch: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

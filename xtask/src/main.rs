@@ -16,6 +16,7 @@ mod hostload;
 mod image;
 mod initramfs;
 mod linux;
+mod linuxapf;
 mod plot;
 mod probes;
 mod qemu;

@@ -58,8 +58,10 @@ const LINUX_WORKLOAD: &str = "linux/workload";
 /// The same on Debian's 6.12 (bookworm-backports), one run at 8x overcommit: 6.12 advertises
 /// FEAT_MOPS to its userspace, whose static glibc then copies with it.
 const LINUX_WORKLOAD_6_12: &str = "linux/workload-6.12";
+/// The patched kernel with the APF client (`cargo xtask linux --apf`), CPU hotplug included.
+const LINUX_APF: &str = "linux/apf";
 /// The Linux tests, which need the hypervisor built.
-const LINUX_TESTS: [&str; 3] = [LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
+const LINUX_TESTS: [&str; 4] = [LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12, LINUX_APF];
 const BENCH_SMOKE: &str = "bench/smoke";
 
 /// Runs the suite; true when everything selected passed.
@@ -128,6 +130,9 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     if selected(LINUX_WORKLOAD_6_12) && built {
         rows.push(timed(LINUX_WORKLOAD_6_12, || crate::userspace::workload_6_12_test(root, tc)));
     }
+    if selected(LINUX_APF) && built {
+        rows.push(timed(LINUX_APF, || crate::userspace::apf_test(root, tc)));
+    }
 
     println!("\n{:<28} {:>8}  result", "test", "seconds");
     for r in &rows {
@@ -153,7 +158,7 @@ fn test_names(filter: Option<&str>) -> Vec<String> {
     names.extend(cases);
     names.extend([NEGATIVE].into_iter().filter(|n| selected(n)).map(String::from));
     names.extend(probes);
-    let late = [REPEATABLE, TRACE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
+    let late = [REPEATABLE, TRACE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12, LINUX_APF];
     names.extend(late.into_iter().filter(|n| selected(n)).map(String::from));
     names
 }
