@@ -124,6 +124,16 @@ fn unpack_source(src: &Path) -> Result<()> {
 /// The source is reset to Debian's and the patches applied again; only the files they touch
 /// get new modification times, so `make` recompiles only what depends on them.
 pub fn build_kernel(root: &Path) -> Result<PathBuf> {
+    build_kernel_if(root, true).map(|image| image.expect("built when asked to"))
+}
+
+/// The patched kernel if its cached build is current (same source, fragment and patches);
+/// `None` without building when it is not.
+pub fn cached_kernel(root: &Path) -> Result<Option<PathBuf>> {
+    build_kernel_if(root, false)
+}
+
+fn build_kernel_if(root: &Path, build_if_stale: bool) -> Result<Option<PathBuf>> {
     let fragment_path = root.join("linux").join("asyncpf.config");
     let fragment = fs::read_to_string(&fragment_path).with_context(|| format!("{}", fragment_path.display()))?;
     let patches = patches(root)?;
@@ -137,7 +147,10 @@ pub fn build_kernel(root: &Path) -> Result<PathBuf> {
     let stamp = build.join("asyncpf-key");
     let image = build.join("arch").join("arm64").join("boot").join("Image");
     if image.exists() && fs::read_to_string(&stamp).is_ok_and(|k| k.trim() == key) {
-        return Ok(image);
+        return Ok(Some(image));
+    }
+    if !build_if_stale {
+        return Ok(None);
     }
     ensure_packages()?;
     unpack_source(&src)?;
@@ -179,7 +192,7 @@ pub fn build_kernel(root: &Path) -> Result<PathBuf> {
     }
     fs::write(&stamp, &key)?;
     println!("linux: built {} in {:.0} s", image.display(), started.elapsed().as_secs_f64());
-    Ok(image)
+    Ok(Some(image))
 }
 
 /// The page-touching workload `linux/workload/apftouch.c`, a static arm64 binary, compiled
