@@ -130,16 +130,9 @@ enum SyncReason {
 
 impl SyncReason {
     const COUNT: usize = 8;
-    const NAMES: [&'static str; Self::COUNT] = [
-        "after_decline",
-        "sdei_not_ready",
-        "delivering",
-        "user_only",
-        "irqs_masked",
-        "at_limit",
-        "unreadable",
-        "cheaper_to_wait",
-    ];
+    /// The names in the JSON (`apf.sync_reasons`), in this enum's order: the ones the trace
+    /// records and the runner reads back.
+    const NAMES: [&'static str; Self::COUNT] = asyncpf_core::trace::SYNC_REASONS;
 
     fn of(refusal: Refusal) -> Option<SyncReason> {
         match refusal {
