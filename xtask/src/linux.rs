@@ -79,9 +79,33 @@ fn linux_dir(root: &Path) -> PathBuf {
 pub fn run_checked(cmd: &mut Command) -> Result<String> {
     let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("cannot run {cmd:?}"))?;
     if !out.status.success() {
-        bail!("{cmd:?} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let unreachable = if apt_unreachable(&stderr) { format!(" ({ARCHIVE_UNREACHABLE})") } else { String::new() };
+        bail!("{cmd:?} failed ({}){unreachable}: {}", out.status, stderr.trim());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Said of an apt command that could not reach Debian's archive: the Linux tests are then
+/// skipped, with this reason, instead of failing (nothing cached, and nowhere to fetch from).
+pub const ARCHIVE_UNREACHABLE: &str = "apt cannot reach Debian's archive";
+
+/// Whether apt's error output says the archive could not be reached (no network, no name
+/// resolution, the mirror refused), rather than that a package is wrong.
+pub fn apt_unreachable(stderr: &str) -> bool {
+    ["Could not resolve", "Temporary failure resolving", "Failed to fetch", "Could not connect", "Unable to connect"]
+        .iter()
+        .any(|m| stderr.contains(m))
+}
+
+/// A Linux test's result, with "could not reach the archive" turned into a clear skip.
+pub fn skip_if_unreachable(result: Result<String>) -> Result<String> {
+    match result {
+        Err(e) if format!("{e:#}").contains(ARCHIVE_UNREACHABLE) => {
+            Ok(format!("skipped: {ARCHIVE_UNREACHABLE} and nothing is cached in target/linux/ ({e:#})"))
+        }
+        other => other,
+    }
 }
 
 /// The unpacked kernel Image of `series`, fetched once.
@@ -149,7 +173,10 @@ const INITRD_FAILED: &str = "Initramfs unpacking failed";
 
 /// Boot the kernel through this very binary's `run` on each CPU model and check how far it got.
 pub fn boot_test(root: &Path) -> Result<String> {
-    let kernel = fetch_kernel(root, KernelSeries::default())?;
+    let kernel = match fetch_kernel(root, KernelSeries::default()) {
+        Err(e) if format!("{e:#}").contains(ARCHIVE_UNREACHABLE) => return skip_if_unreachable(Err(e)),
+        other => other?,
+    };
     let mut notes = Vec::new();
     for cpu in CPU_MODELS {
         notes.push(boot_on(root, &kernel, cpu).with_context(|| format!("on -cpu {cpu}"))?);
@@ -223,6 +250,20 @@ fn boot_on(root: &Path, kernel: &Path, cpu: &str) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn apt_errors_that_mean_the_archive_is_unreachable() {
+        assert!(apt_unreachable(
+            "Err:1 http://deb.debian.org/debian bookworm InRelease\n  Temporary failure resolving 'deb.debian.org'"
+        ));
+        assert!(apt_unreachable("E: Failed to fetch http://deb.debian.org/debian/pool/main/l/linux.deb  Could not connect to deb.debian.org:80"));
+        assert!(!apt_unreachable("E: Unable to locate package linux-image-9.9-cloud-arm64"));
+        assert!(!apt_unreachable(""));
+        let skipped =
+            skip_if_unreachable(Err(anyhow::anyhow!("apt-get download failed ({ARCHIVE_UNREACHABLE})"))).unwrap();
+        assert!(skipped.starts_with("skipped: apt cannot reach"), "{skipped}");
+        assert!(skip_if_unreachable(Err(anyhow::anyhow!("a package is wrong"))).is_err());
+    }
     use super::*;
 
     #[test]

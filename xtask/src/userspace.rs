@@ -461,7 +461,7 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
 /// The `linux/workload` test: 4 vCPUs, G = 512 MiB, at 4x and 8x overcommit, on Debian's
 /// default (6.1) kernel.
 pub fn workload_test(root: &Path, tc: &Toolchain) -> Result<String> {
-    workload_runs(root, tc, KernelSeries::V6_1, &TEST_RUNS, &["sve"])
+    linux::skip_if_unreachable(workload_runs(root, tc, KernelSeries::V6_1, &TEST_RUNS, &["sve"]))
 }
 
 /// The `linux/workload-6.12` test: bookworm-backports' 6.12, whose userspace (BusyBox's static
@@ -469,7 +469,7 @@ pub fn workload_test(root: &Path, tc: &Toolchain) -> Result<String> {
 /// run requires `mops` in /proc/cpuinfo), one run at 8x overcommit. (Debian's kernels are
 /// built without CONFIG_ARM64_SME, so SME is left to the features probe.)
 pub fn workload_6_12_test(root: &Path, tc: &Toolchain) -> Result<String> {
-    workload_runs(root, tc, KernelSeries::V6_12, &TEST_RUNS_6_12, &["mops", "sve"])
+    linux::skip_if_unreachable(workload_runs(root, tc, KernelSeries::V6_12, &TEST_RUNS_6_12, &["mops", "sve"]))
 }
 
 fn workload_runs(
