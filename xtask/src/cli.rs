@@ -93,44 +93,149 @@ pub struct TraceSummaryArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct LinuxArgs {
-    /// vCPUs (each pinned to its own physical CPU).
-    #[arg(long, default_value_t = 4)]
-    pub vcpus: u32,
+    /// vCPUs (each pinned to its own physical CPU) [default: 4; with --apf: 1].
+    #[arg(long)]
+    pub vcpus: Option<u32>,
     /// QEMU CPU model (`-cpu`).
     #[arg(long, default_value = "max")]
     pub cpu: String,
-    /// Guest RAM G in MiB.
-    #[arg(long, value_name = "G", default_value_t = 512)]
-    pub guest_mib: u32,
-    /// Host memory R for guest RAM in MiB, one run each (R >= G: not paged).
-    #[arg(long, value_name = "R,...", value_delimiter = ',', default_values_t = [128u32, 64])]
-    pub resident_mib: Vec<u32>,
-    /// The backing disk's latency model in µs, one set of runs each.
-    #[arg(long, value_name = "L,...", value_delimiter = ',', default_values_t = [DEFAULT_BACKING_LATENCY_US])]
-    pub latencies: Vec<u64>,
-    /// MiB of random data the workload writes to tmpfs and reads back twice.
-    #[arg(long, default_value_t = 300)]
-    pub mib: u64,
+    /// Guest RAM G in MiB [default: 512; with --apf: 256].
+    #[arg(long, value_name = "G")]
+    pub guest_mib: Option<u32>,
+    /// Host memory R for guest RAM in MiB, one run each (R >= G: not paged) [default: 128,64;
+    /// with --apf: 64, a quarter of G].
+    #[arg(long, value_name = "R,...", value_delimiter = ',')]
+    pub resident_mib: Option<Vec<u32>>,
+    /// The backing disk's latency model in µs, one set of runs each [default: 50; with --apf:
+    /// 1000].
+    #[arg(long, value_name = "L,...", value_delimiter = ',')]
+    pub latencies: Option<Vec<u64>>,
+    /// MiB of random data the workload writes to tmpfs and reads back twice [default: 300; with
+    /// --apf: 0, apftouch only].
+    #[arg(long)]
+    pub mib: Option<u64>,
     /// Kill QEMU and fail a run after this many seconds.
     #[arg(long, default_value_t = 900)]
     pub timeout: u64,
     /// Debian's kernel: `6.1` (bookworm's linux-image-cloud-arm64) or `6.12` (bookworm-backports'),
-    /// each fetched with apt once and cached under target/linux/.
+    /// each fetched with apt once and cached under target/linux/ (not with --apf).
     #[arg(long, value_enum, value_name = "SERIES", default_value = "6.1")]
     pub kernel: crate::linux::KernelSeries,
-    /// Where to write the rows as JSON (default: target/xtask/linux/linux.json).
+    /// Where to write the rows as JSON (default: target/xtask/linux/linux.json, with --apf
+    /// target/xtask/linux/linux-apf.json).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Boot Debian's linux-source-6.12 with the APF client of linux/patches (built and cached
-    /// in target/linux/build-apf) instead of the cloud kernel, and run each configuration with
-    /// the client on and with `asyncpf=off` (the synchronous baseline).
+    /// The APF benchmark: boot Debian's linux-source-6.12 with the APF client of linux/patches
+    /// (built and cached in target/linux/build-apf) instead of the cloud kernel and run apftouch
+    /// side by side: the reference (R = G, nothing paged), synchronous (`asyncpf=off`) and
+    /// asynchronous (the client on), under -icount.
     #[arg(long)]
     pub apf: bool,
-    /// Before the tmpfs workload, run linux/workload/apftouch (static, built with
-    /// aarch64-linux-gnu-gcc): PROCS processes each touching MIB MiB of anonymous memory for
-    /// PASSES passes, spinning WORK iterations between pages, checking every word.
+    /// Run linux/workload/apftouch (static, built with aarch64-linux-gnu-gcc) before the tmpfs
+    /// workload: PROCS processes per vCPU, each touching MIB MiB of anonymous memory for PASSES
+    /// passes, spinning WORK iterations between pages, checking every word [with --apf:
+    /// 8,24,3,1000].
     #[arg(long, value_name = "PROCS,MIB,PASSES[,WORK]")]
-    pub touch: Option<String>,
+    pub touch: Option<Touch>,
+    /// Deterministic virtual time: QEMU `-icount shift=SHIFT,sleep=off` [default: host time;
+    /// with --apf: 3].
+    #[arg(long, value_name = "SHIFT")]
+    pub icount: Option<u32>,
+    /// With --apf: run in host time, without -icount (the figures then depend on the host).
+    #[arg(long, conflicts_with = "icount")]
+    pub host_time: bool,
+    /// Keep N busy processes running beside QEMU: under -icount the figures must not change.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub host_load: u32,
+}
+
+impl LinuxArgs {
+    /// The APF benchmark's apftouch: 8 processes per vCPU, 24 MiB each (3 x R at the default
+    /// G = 256, R = 64 MiB on one vCPU), 3 passes, 1000 spins between pages.
+    pub const APF_TOUCH: Touch = Touch { per_vcpu: 8, mib: 24, passes: 3, work: 1000 };
+
+    pub fn vcpus(&self) -> u32 {
+        self.vcpus.unwrap_or(if self.apf { 1 } else { 4 })
+    }
+
+    pub fn guest_mib(&self) -> u32 {
+        self.guest_mib.unwrap_or(if self.apf { 256 } else { 512 })
+    }
+
+    pub fn resident_mib(&self) -> Vec<u32> {
+        self.resident_mib.clone().unwrap_or_else(|| if self.apf { vec![self.guest_mib() / 4] } else { vec![128, 64] })
+    }
+
+    pub fn latencies(&self) -> Vec<u64> {
+        self.latencies.clone().unwrap_or_else(|| vec![if self.apf { 1000 } else { DEFAULT_BACKING_LATENCY_US }])
+    }
+
+    pub fn mib(&self) -> u64 {
+        self.mib.unwrap_or(if self.apf { 0 } else { 300 })
+    }
+
+    pub fn touch(&self) -> Option<Touch> {
+        self.touch.or(self.apf.then_some(Self::APF_TOUCH))
+    }
+
+    /// `-icount shift=`, or None for host time.
+    pub fn icount(&self) -> Result<Option<u32>> {
+        let shift = if self.host_time { None } else { self.icount.or(self.apf.then_some(3)) };
+        if let Some(shift) = shift.filter(|&s| s > MAX_ICOUNT_SHIFT) {
+            bail!("--icount {shift}: QEMU accepts shifts 0..={MAX_ICOUNT_SHIFT}");
+        }
+        Ok(shift)
+    }
+}
+
+/// apftouch's parameters (`--touch P,MIB,PASSES[,WORK]`), with P processes per vCPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Touch {
+    pub per_vcpu: u32,
+    pub mib: u32,
+    pub passes: u32,
+    /// Spins between two pages (computation between touches).
+    pub work: u64,
+}
+
+impl Touch {
+    /// The initramfs's `/init` runs apftouch with this kernel command-line word.
+    pub fn kernel_arg(&self, vcpus: u32) -> String {
+        format!("asyncpf_touch={},{},{},{}", self.per_vcpu * vcpus, self.mib, self.passes, self.work)
+    }
+}
+
+impl std::str::FromStr for Touch {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Touch, String> {
+        let numbers: Vec<u64> = s
+            .split(',')
+            .map(|w| w.trim().parse::<u64>().map_err(|e| format!("{w:?}: {e}")))
+            .collect::<std::result::Result<_, _>>()?;
+        let small = |n: u64, what: &str, max: u64| {
+            if (1..=max).contains(&n) {
+                Ok(n as u32)
+            } else {
+                Err(format!("{what} must be 1 to {max}, not {n}"))
+            }
+        };
+        match numbers[..] {
+            [procs, mib, passes, ref work @ ..] if work.len() <= 1 => Ok(Touch {
+                per_vcpu: small(procs, "PROCS (processes per vCPU)", 64)?,
+                mib: small(mib, "MIB", 4096)?,
+                passes: small(passes, "PASSES", 1000)?,
+                work: work.first().copied().unwrap_or(0),
+            }),
+            _ => Err(format!("{s:?}: expected PROCS,MIB,PASSES[,WORK]")),
+        }
+    }
+}
+
+impl std::fmt::Display for Touch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{},{},{},{}", self.per_vcpu, self.mib, self.passes, self.work)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -666,6 +771,45 @@ pub(crate) mod tests {
     use super::*;
 
     /// `run` options as clap would parse them from `args` (after `run`).
+    fn parse_linux(args: &[&str]) -> LinuxArgs {
+        let mut argv = vec!["xtask", "linux"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("arguments parse").command {
+            Command::Linux(l) => l,
+            other => panic!("expected linux, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn linux_defaults_depend_on_apf() {
+        let plain = parse_linux(&[]);
+        assert_eq!((plain.vcpus(), plain.guest_mib(), plain.resident_mib()), (4, 512, vec![128, 64]));
+        assert_eq!((plain.mib(), plain.touch(), plain.icount().unwrap()), (300, None, None));
+        assert_eq!(plain.latencies(), vec![DEFAULT_BACKING_LATENCY_US]);
+        let apf = parse_linux(&["--apf"]);
+        assert_eq!((apf.vcpus(), apf.guest_mib(), apf.resident_mib()), (1, 256, vec![64]));
+        assert_eq!((apf.mib(), apf.touch(), apf.icount().unwrap()), (0, Some(LinuxArgs::APF_TOUCH), Some(3)));
+        assert_eq!(apf.latencies(), vec![1000]);
+        assert_eq!(parse_linux(&["--apf", "--guest-mib", "512"]).resident_mib(), vec![128], "R = G / 4");
+        assert_eq!(parse_linux(&["--apf", "--host-time"]).icount().unwrap(), None);
+        assert!(parse_linux(&["--apf", "--icount", "11"]).icount().is_err());
+        let argv = ["xtask", "linux", "--apf", "--host-time", "--icount", "3"];
+        assert!(Cli::try_parse_from(argv).is_err(), "--host-time and --icount conflict");
+    }
+
+    #[test]
+    fn touch_parses_and_names_each_mistake() {
+        let t: Touch = "8,24,3".parse().unwrap();
+        assert_eq!(t, Touch { per_vcpu: 8, mib: 24, passes: 3, work: 0 });
+        assert_eq!(t.kernel_arg(4), "asyncpf_touch=32,24,3,0", "PROCS is per vCPU");
+        let t: Touch = "2,16,2,500".parse().unwrap();
+        assert_eq!((t.work, t.to_string()), (500, "2,16,2,500".to_string()));
+        assert_eq!(t.to_string().parse::<Touch>().unwrap(), t);
+        for bad in ["", "8,24", "8,24,3,1,2", "0,24,3", "8,0,3", "8,24,0", "65,24,3", "8,x,3", "8,24,-1"] {
+            assert!(bad.parse::<Touch>().is_err(), "{bad:?}");
+        }
+    }
+
     pub(crate) fn parse_run(args: &[&str]) -> RunArgs {
         let mut argv = vec!["xtask", "run"];
         argv.extend_from_slice(args);

@@ -180,6 +180,10 @@ pub fn command_line(plan: &RunPlan, inputs: &Inputs) -> Vec<String> {
     }
     if let Some(shift) = plan.icount {
         push(&["-icount", &format!("shift={shift},sleep=off")]);
+        // QEMU's random numbers for the guest (FEAT_RNG's RNDR, which Linux seeds its CRNG
+        // and so its address-space layouts with) from a fixed seed: otherwise two runs of the
+        // same Linux touch different pages and the figures differ.
+        push(&["-seed", &plan.seed.to_string()]);
     }
     // Diagnostics only (e.g. a TCG plugin: tools/insnprof): words appended to every QEMU
     // command line. Shown in the report's command line like the rest.
@@ -410,7 +414,7 @@ mod tests {
             shell_join(&argv),
             "/usr/bin/qemu-system-aarch64 -M virt,gic-version=3 -cpu a64fx -smp 2 -m 128 \
              -nographic -nic none -no-reboot -kernel /i/Image -append 'scenario=ipi seed=1' \
-             -icount shift=3,sleep=off"
+             -icount shift=3,sleep=off -seed 1"
         );
         assert!(!argv.iter().any(|a| a.contains("semihosting")));
     }

@@ -7,11 +7,13 @@
 //!
 //! ```text
 //! @linux-workload mib=300 write_sum=… read1_sum=… read2_sum=… match=yes write_s=… read1_s=… read2_s=… total_s=…
-//!     kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0 hwcaps=sve,sme,paca
+//!     kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0 log_problems=0 hwcaps=sve,sme,paca
 //! ```
 //!
 //! (`tainted` is `/proc/sys/kernel/tainted`, `dma_minalign_warnings` the count of Linux's
-//! "ARCH_DMA_MINALIGN smaller than CTR_EL0.CWG" lines in its log, `hwcaps` which of `mops`,
+//! "ARCH_DMA_MINALIGN smaller than CTR_EL0.CWG" lines in its log, `log_problems` the count of
+//! WARN, BUG, oops, RCU stall, lockup and hung-task lines in it (the first few are echoed as
+//! `@linux-log` lines), `hwcaps` which of `mops`,
 //! `sve`, `sme` and `paca` the kernel tells its userspace about in `/proc/cpuinfo`) and powers
 //! off. The data does not fit the resident memory, so the hypervisor pages it
 //! through its disk: Linux's own page cache and tmpfs are what is overcommitted. A run passes
@@ -46,7 +48,7 @@ pub const CLIENT_PREFIX: &str = "@linux-asyncpf ";
 
 /// The `/init` script. `asyncpf_mib=N` on the kernel command line is the data's size;
 /// `asyncpf_touch=PROCS,MIB,PASSES[,WORK]` runs apftouch first, and `asyncpf_hotplug=N` takes
-/// CPU 1 offline and online again N times while it runs.
+/// CPU 1 offline and online again every 2 s while it runs, at most N times.
 const INIT_SCRIPT: &str = r#"#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs dev /dev
 exec 0</dev/console 1>/dev/console 2>&1
@@ -63,8 +65,8 @@ if [ -n "$touch" ] && [ -x /bin/apftouch ]; then
   pid=$!
   cpu1=/sys/devices/system/cpu/cpu1/online
   i=0
-  while [ -n "$hotplug" ] && [ $i -lt $hotplug ] && [ -w $cpu1 ]; do
-    $bb sleep 2; echo 0 > $cpu1; $bb sleep 1; echo 1 > $cpu1; i=$((i + 1))
+  while [ -n "$hotplug" ] && [ $i -lt $hotplug ] && [ -w $cpu1 ] && kill -0 $pid 2>/dev/null; do
+    $bb sleep 1; echo 0 > $cpu1; $bb sleep 1; echo 1 > $cpu1; i=$((i + 1))
   done
   [ -n "$hotplug" ] && echo "@linux-hotplug cycles=$i online=$($bb cat /sys/devices/system/cpu/online)"
   wait $pid
@@ -89,9 +91,14 @@ for x in mops sve sme paca; do case " $feat " in *" $x "*) hw="$hw${hw:+,}$x";; 
 k=$($bb uname -r)
 taint=$($bb cat /proc/sys/kernel/tainted)
 dma=$($bb dmesg | $bb grep -c ARCH_DMA_MINALIGN)
+# What must never be in the kernel log: a WARN or BUG, an oops, an RCU stall, a soft or hard
+# lockup, a hung task. The first few such lines are shown.
+logp='WARNING:|BUG:|Oops|Unable to handle|detected stall|soft lockup|hard LOCKUP|blocked for more than'
+$bb dmesg | $bb grep -E "$logp" | $bb head -n 5 | while read -r l; do echo "@linux-log $l"; done
+nlog=$($bb dmesg | $bb grep -cE "$logp")
 stats=/sys/kernel/debug/asyncpf
 [ -r $stats ] && echo "@linux-asyncpf $($bb tr ' \n' '= ' < $stats)"
-echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4) kernel=$k tainted=$taint dma_minalign_warnings=$dma hwcaps=${hw:-none}"
+echo "@linux-workload mib=$mib bytes=$size write_sum=$w read1_sum=$r1 read2_sum=$r2 match=$m write_s=$(el $t0 $t2) read1_s=$(el $t2 $t3) read2_s=$(el $t3 $t4) total_s=$(el $t0 $t4) kernel=$k tainted=$taint dma_minalign_warnings=$dma log_problems=$nlog hwcaps=${hw:-none}"
 $bb poweroff -f
 "#;
 
@@ -151,12 +158,17 @@ pub struct WorkloadRow {
     pub mib: u64,
     /// What the kernel command line adds (`asyncpf=off` for the APF kernel's baseline).
     pub kernel_args: String,
+    /// QEMU `-icount shift=` of the run (virtual time), or None (host time).
+    pub icount: Option<u32>,
     pub ok: bool,
     pub failure: Option<String>,
     /// The guest's result line's fields (`match`, the sums, the times in seconds).
     pub result: Option<serde_json::Map<String, serde_json::Value>>,
     pub page_ins: Option<u64>,
     pub page_outs: Option<u64>,
+    /// Faults that waited for the disk with their vCPU stopped (the hypervisor's
+    /// `mem.blocking_faults`).
+    pub blocking_faults: Option<u64>,
     /// The CPU hotplug line's fields (`asyncpf_hotplug=N`), when there was one.
     pub hotplug: Option<serde_json::Map<String, serde_json::Value>>,
     /// apftouch's result line's fields, when it ran.
@@ -174,7 +186,7 @@ pub fn parse_result(line: &str) -> Option<serde_json::Map<String, serde_json::Va
 }
 
 /// The `key=value` words of a line.
-fn parse_fields(rest: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
+pub fn parse_fields(rest: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let mut fields = serde_json::Map::new();
     for word in rest.split_whitespace() {
         let (key, value) = word.split_once('=')?;
@@ -191,7 +203,7 @@ fn parse_fields(rest: &str) -> Option<serde_json::Map<String, serde_json::Value>
 }
 
 /// Why a row failed, if it did.
-fn row_problems(row: &WorkloadRow) -> Vec<String> {
+pub fn row_problems(row: &WorkloadRow) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(f) = &row.failure {
         problems.push(f.clone());
@@ -212,6 +224,12 @@ fn row_problems(row: &WorkloadRow) -> Vec<String> {
                 problems
                     .push(format!("Linux warned about ARCH_DMA_MINALIGN {:?} times", r.get("dma_minalign_warnings")));
             }
+            if r.get("log_problems").and_then(|v| v.as_f64()) != Some(0.0) {
+                problems.push(format!(
+                    "the kernel log has {:?} WARN, BUG, oops, RCU stall, lockup or hung-task lines",
+                    r.get("log_problems")
+                ));
+            }
         }
     }
     if row.kernel_args.contains("asyncpf_touch=") {
@@ -229,45 +247,61 @@ fn row_problems(row: &WorkloadRow) -> Vec<String> {
     problems
 }
 
+/// One boot of a Linux kernel with the workload's initramfs.
+#[derive(Debug, Clone)]
+pub struct LinuxRun {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub vcpus: u32,
+    pub cpu: String,
+    pub guest_mib: u32,
+    /// R (`None`: guest RAM is not paged).
+    pub resident_mib: Option<u32>,
+    pub latency_us: u64,
+    /// MiB of the tmpfs workload.
+    pub mib: u64,
+    /// What the kernel command line adds (`asyncpf=off`, `asyncpf_touch=…`).
+    pub kernel_args: String,
+    pub timeout_secs: u64,
+    /// QEMU `-icount shift=` (virtual time), or host time.
+    pub icount: Option<u32>,
+    /// Busy host processes beside QEMU (`--host-load`).
+    pub host_load: u32,
+}
+
+impl LinuxRun {
+    /// The run on the same kernel and initramfs with other words on the command line.
+    pub fn with_args(&self, kernel_args: &str) -> LinuxRun {
+        LinuxRun { kernel_args: kernel_args.into(), ..self.clone() }
+    }
+}
+
 /// Boot Linux with the workload once.
-#[allow(clippy::too_many_arguments)]
-pub fn run_workload(
-    root: &Path,
-    tc: &Toolchain,
-    kernel: &Path,
-    initrd: &Path,
-    vcpus: u32,
-    cpu: &str,
-    guest_mib: u32,
-    resident_mib: Option<u32>,
-    backing_latency_us: u64,
-    mib: u64,
-    kernel_args: &str,
-    timeout_secs: u64,
-) -> Result<WorkloadRow> {
+pub fn run_workload(root: &Path, tc: &Toolchain, run: &LinuxRun) -> Result<WorkloadRow> {
     let plan = RunPlan {
         scenario: "linux-workload".into(),
-        vcpus,
-        pcpus: vcpus,
-        cpu: cpu.into(),
-        guest_mib,
+        vcpus: run.vcpus,
+        pcpus: run.vcpus,
+        cpu: run.cpu.clone(),
+        guest_mib: run.guest_mib,
         seed: 1,
         json: None,
-        guest_kernel: Some(kernel.to_path_buf()),
+        guest_kernel: Some(run.kernel.clone()),
         guest_cmdline: Some(
-            format!("console=ttyAMA0 panic=-1 quiet asyncpf_mib={mib} {kernel_args}").trim_end().into(),
+            format!("console=ttyAMA0 panic=-1 quiet asyncpf_mib={} {}", run.mib, run.kernel_args).trim_end().into(),
         ),
-        timeout_secs,
-        icount: None,
+        timeout_secs: run.timeout_secs,
+        icount: run.icount,
         bare: false,
         quiet: true,
-        backing: BackingPlan { latency_us: backing_latency_us, ..BackingPlan::default() },
-        resident_mib,
+        backing: BackingPlan { latency_us: run.latency_us, ..BackingPlan::default() },
+        resident_mib: run.resident_mib,
         foreign: Some(ForeignJudge { expect: ExpectEnd::Off, success_pattern: Some(SUCCESS_PATTERN.into()) }),
-        initrd: Some(initrd.to_path_buf()),
+        initrd: Some(run.initrd.clone()),
         kernel_kind: Default::default(),
-        host_load: 0,
-        lock_check: true,
+        host_load: run.host_load,
+        // Measured runs (under -icount) leave the lock-order check out, as the main job does.
+        lock_check: run.icount.is_none(),
         trace: None,
     };
     let report = run::run(root, tc, &plan, true)?;
@@ -290,18 +324,20 @@ pub fn run_workload(
     let failure =
         (!report.ok).then(|| report.failure.clone().unwrap_or_else(|| format!("the run ended {}", report.end)));
     Ok(WorkloadRow {
-        vcpus,
-        cpu: cpu.into(),
-        guest_mib,
-        resident_mib,
-        backing_latency_us,
-        mib,
-        kernel_args: kernel_args.into(),
+        vcpus: run.vcpus,
+        cpu: run.cpu.clone(),
+        guest_mib: run.guest_mib,
+        resident_mib: run.resident_mib,
+        backing_latency_us: run.latency_us,
+        mib: run.mib,
+        kernel_args: run.kernel_args.clone(),
+        icount: run.icount,
         ok: report.ok,
         failure,
         result,
         page_ins: uint("/mem/page_ins"),
         page_outs: uint("/mem/page_outs"),
+        blocking_faults: uint("/mem/blocking_faults"),
         hotplug,
         touch,
         client,
@@ -312,65 +348,68 @@ pub fn run_workload(
 
 /// The kernel of `series` and the workload's initramfs (written under `target/linux/`).
 pub fn prepare(root: &Path, series: KernelSeries) -> Result<(PathBuf, PathBuf)> {
-    prepare_with(root, series, false)
+    let kernel = linux::fetch_kernel(root, series)?;
+    Ok((kernel, workload_initrd(root, false)?))
 }
 
-/// [`prepare`], with apftouch in the initramfs if `touch`.
-fn prepare_with(root: &Path, series: KernelSeries, touch: bool) -> Result<(PathBuf, PathBuf)> {
-    let kernel = linux::fetch_kernel(root, series)?;
+/// The workload's initramfs, with apftouch if `touch`, written to `target/linux/`.
+pub fn workload_initrd(root: &Path, touch: bool) -> Result<PathBuf> {
     let busybox = fs::read(fetch_busybox(root)?)?;
     let touch = if touch { Some(fs::read(crate::linuxapf::build_touch(root)?)?) } else { None };
-    let initrd = root.join("target").join("linux").join("workload.cpio.gz");
+    let name = if touch.is_some() { "workload-touch.cpio.gz" } else { "workload.cpio.gz" };
+    let initrd = root.join("target").join("linux").join(name);
     fs::write(&initrd, workload_initramfs(&busybox, touch.as_deref())?)?;
-    Ok((kernel, initrd))
+    Ok(initrd)
 }
 
-/// `cargo xtask linux`: one run per `--resident-mib` (and latency, and with `--apf` per client
-/// setting), a table, JSON.
+/// A value of a row's tagged line (`row.touch`, `row.client`, `row.result`), as text.
+pub fn field(fields: Option<&serde_json::Map<String, serde_json::Value>>, key: &str) -> String {
+    fields.and_then(|f| f.get(key)).map_or("-".to_string(), |v| v.to_string().trim_matches('"').to_string())
+}
+
+/// `cargo xtask linux`: one run per `--resident-mib` and latency, a table, JSON. With `--apf`,
+/// the APF benchmark ([`crate::linuxapf::bench`]).
 pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> {
-    let (mut kernel, initrd) = prepare_with(root, args.kernel, args.touch.is_some())?;
-    // With --apf: the patched kernel, the client on and then off (the synchronous baseline).
-    let settings: &[&str] = if args.apf {
-        kernel = crate::linuxapf::build_kernel(root)?;
-        &["", "asyncpf=off"]
-    } else {
-        &[""]
-    };
-    let touch = args.touch.as_ref().map_or(String::new(), |t| format!(" asyncpf_touch={t}"));
+    if args.apf {
+        return crate::linuxapf::bench::run(root, tc, args);
+    }
+    let touch = args.touch();
+    let (kernel, _) = prepare(root, args.kernel)?;
+    let initrd = workload_initrd(root, touch.is_some())?;
+    let (vcpus, guest_mib, mib) = (args.vcpus(), args.guest_mib(), args.mib());
     println!(
-        "linux: {} with BusyBox; {} vCPUs, cpu {}, G = {} MiB, {} MiB of random data through tmpfs",
+        "linux: {} with BusyBox; {vcpus} vCPUs, cpu {}, G = {guest_mib} MiB, {mib} MiB of random data through tmpfs",
         kernel.display(),
-        args.vcpus,
         args.cpu,
-        args.guest_mib,
-        args.mib
     );
+    let base = LinuxRun {
+        kernel: kernel.clone(),
+        initrd,
+        vcpus,
+        cpu: args.cpu.clone(),
+        guest_mib,
+        resident_mib: None,
+        latency_us: 0,
+        mib,
+        kernel_args: touch.map_or(String::new(), |t| t.kernel_arg(vcpus)),
+        timeout_secs: args.timeout,
+        icount: args.icount()?,
+        host_load: args.host_load,
+    };
     let mut rows = Vec::new();
-    for &latency in &args.latencies {
-        for &resident in &args.resident_mib {
-            for &kernel_args in settings {
-                let resident = (resident < args.guest_mib).then_some(resident);
-                println!("linux: R = {resident:?} MiB, L = {latency} us {kernel_args}...");
-                let row = run_workload(
-                    root,
-                    tc,
-                    &kernel,
-                    &initrd,
-                    args.vcpus,
-                    &args.cpu,
-                    args.guest_mib,
-                    resident,
-                    latency,
-                    args.mib,
-                    &format!("{kernel_args}{touch}"),
-                    args.timeout,
-                )?;
-                rows.push(row);
-            }
+    for latency in args.latencies() {
+        for resident in args.resident_mib() {
+            let resident = (resident < guest_mib).then_some(resident);
+            println!("linux: R = {resident:?} MiB, L = {latency} us...");
+            rows.push(run_workload(
+                root,
+                tc,
+                &LinuxRun { resident_mib: resident, latency_us: latency, ..base.clone() },
+            )?);
         }
     }
     println!(
-        "\n{:>6} {:>6} {:>8} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7} {:>11}  result",
+        "\n{:>6} {:>6} {:>8} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8} {:>7}  result",
         "R_MiB",
         "L_us",
         "page_ins",
@@ -382,20 +421,14 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
         "total_s",
         "wall_s",
         "tainted",
-        "kernel_args"
     );
     let mut all_ok = true;
     for row in &rows {
-        let field = |k: &str| {
-            row.result
-                .as_ref()
-                .and_then(|r| r.get(k))
-                .map_or("-".to_string(), |v| v.to_string().trim_matches('"').to_string())
-        };
+        let field = |k: &str| field(row.result.as_ref(), k);
         let problems = row_problems(row);
         all_ok &= problems.is_empty();
         println!(
-            "{:>6} {:>6} {:>8} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8.1} {:>7} {:>11}  {}",
+            "{:>6} {:>6} {:>8} {:>9} {:>5} {:>8} {:>8} {:>9} {:>9} {:>8.1} {:>7}  {}",
             row.resident_mib.map_or("-".into(), |r| r.to_string()),
             row.backing_latency_us,
             row.page_ins.map_or("-".into(), |p| p.to_string()),
@@ -407,18 +440,15 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
             field("total_s"),
             row.wall_seconds,
             field("tainted"),
-            if row.kernel_args.contains("asyncpf=off") { "asyncpf=off" } else { "-" },
             if problems.is_empty() { "ok".to_string() } else { format!("FAILED: {}", problems.join("; ")) }
         );
     }
     for row in rows.iter().filter(|r| r.touch.is_some()) {
-        let t = row.touch.as_ref().expect("filtered");
-        let get = |k: &str| t.get(k).map_or("-".into(), |v| v.to_string());
+        let get = |k: &str| field(row.touch.as_ref(), k);
         println!(
-            "apftouch R={:?} L={} {:>11}: procs={} mib={} passes={} work={} errors={} seconds={}",
+            "apftouch R={:?} L={}: procs={} mib={} passes={} work={} errors={} seconds={}",
             row.resident_mib,
             row.backing_latency_us,
-            if row.kernel_args.contains("asyncpf=off") { "asyncpf=off" } else { "-" },
             get("procs"),
             get("mib"),
             get("passes"),
@@ -426,27 +456,6 @@ pub fn run_linux(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> 
             get("errors"),
             get("seconds"),
         );
-    }
-    if args.apf {
-        println!("\nAPF: the client's counters (/sys/kernel/debug/asyncpf) and the hypervisor's apf result");
-        for row in &rows {
-            let hyp = |k: &str| row.hyp_apf.as_ref().and_then(|a| a.get(k)).map_or("-".into(), |v| v.to_string());
-            let client = row.client.as_ref().map_or("client off".to_string(), |c| {
-                c.iter().map(|(k, v)| format!("{k}={}", v.to_string().trim_matches('"'))).collect::<Vec<_>>().join(" ")
-            });
-            println!(
-                "R={:?} L={} {:>11}: {client}; hyp dispatched={} accepted={} declined={} posted={} wake_alls={} ring_errors={}",
-                row.resident_mib,
-                row.backing_latency_us,
-                if row.kernel_args.contains("asyncpf=off") { "asyncpf=off" } else { "asyncpf=on" },
-                hyp("dispatched"),
-                hyp("accepted"),
-                hyp("declined"),
-                hyp("posted"),
-                hyp("wake_alls"),
-                hyp("ring_errors"),
-            );
-        }
     }
     let json = args.json.clone().unwrap_or_else(|| root.join("target").join("xtask").join("linux").join("linux.json"));
     let release = rows.iter().find_map(|r| r.result.as_ref()?.get("kernel")?.as_str().map(String::from));
@@ -482,8 +491,21 @@ fn workload_runs(
     let (kernel, initrd) = prepare(root, series)?;
     let mut notes = Vec::new();
     for &(resident, mib) in runs {
-        let row =
-            run_workload(root, tc, &kernel, &initrd, 4, "max", 512, Some(resident), 50, mib, "", TEST_TIMEOUT_SECS)?;
+        let run = LinuxRun {
+            kernel: kernel.clone(),
+            initrd: initrd.clone(),
+            vcpus: 4,
+            cpu: "max".into(),
+            guest_mib: 512,
+            resident_mib: Some(resident),
+            latency_us: 50,
+            mib,
+            kernel_args: String::new(),
+            timeout_secs: TEST_TIMEOUT_SECS,
+            icount: None,
+            host_load: 0,
+        };
+        let row = run_workload(root, tc, &run)?;
         let problems = row_problems(&row);
         if !problems.is_empty() {
             bail!("R = {resident} MiB: {}", problems.join("; "));
@@ -507,68 +529,12 @@ fn workload_runs(
     Ok(notes.join("; "))
 }
 
-/// The `linux/apf` test: the patched kernel (built, or found in its cache) on 2 vCPUs at
-/// G = 512, R = 128 MiB, L = 1 ms with the client on: apftouch's 4 processes touch 2 x 48 MiB
-/// while CPU 1 goes offline and online twice; no errors, faults accepted, every accepted task
-/// woken. Skipped, with a note, when apt cannot install the source or the tools.
-/// `build`: build the patched kernel if its cache is stale (a cold build takes 3 to 13 minutes
-/// on 2 cores); otherwise the test runs only when the cached build is current, and says it
-/// skipped when it is not, so that the whole suite stays well within CI's time.
-pub fn apf_test(root: &Path, tc: &Toolchain, build: bool) -> Result<String> {
-    let kernel =
-        if build { crate::linuxapf::build_kernel(root).map(Some) } else { crate::linuxapf::cached_kernel(root) };
-    let kernel = match kernel {
-        Err(e) if format!("{e:#}").contains(crate::linuxapf::APT_UNAVAILABLE) => {
-            return Ok(format!("skipped: {}", format!("{e:#}").lines().next().unwrap_or("")));
-        }
-        Ok(None) => {
-            return Ok("skipped: the patched kernel is not built (a cold build takes 3-13 min); \
-                       `cargo xtask test --filter linux/apf` or `cargo xtask linux --apf` builds it"
-                .into())
-        }
-        Ok(Some(kernel)) => kernel,
-        Err(e) => return Err(e),
-    };
-    let (_, initrd) = prepare_with(root, KernelSeries::V6_1, true)?;
-    let args = "asyncpf_touch=4,48,2 asyncpf_hotplug=2";
-    let row = run_workload(root, tc, &kernel, &initrd, 2, "max", 512, Some(128), 1000, 16, args, TEST_TIMEOUT_SECS)?;
-    let mut problems = row_problems(&row);
-    let client = |k: &str| row.client.as_ref().and_then(|c| c.get(k)).and_then(|v| v.as_u64());
-    let accepted = client("accepted").unwrap_or(0);
-    if accepted == 0 {
-        problems.push(format!("no fault accepted: {:?}", row.client));
-    }
-    if client("woken") != Some(accepted) || client("ring_errors") != Some(0) || client("no_memory") != Some(0) {
-        problems.push(format!("woken != accepted, or ring errors: {:?}", row.client));
-    }
-    let hotplug = row.hotplug.as_ref();
-    if hotplug.and_then(|h| h.get("cycles")).and_then(|v| v.as_u64()) != Some(2)
-        || hotplug.and_then(|h| h.get("online")).and_then(|v| v.as_str()) != Some("0-1")
-    {
-        problems.push(format!("CPU 1 did not go offline and online twice: {hotplug:?}"));
-    }
-    let hyp = |k: &str| row.hyp_apf.as_ref().and_then(|a| a.get(k)).and_then(|v| v.as_u64());
-    if hyp("ring_errors") != Some(0) {
-        problems.push(format!("the hypervisor saw ring errors: {:?}", row.hyp_apf));
-    }
-    if !problems.is_empty() {
-        bail!("{}", problems.join("; "));
-    }
-    Ok(format!(
-        "{accepted} accepted, {} early wakes, {} wake-alls, apftouch {} s, hyp posted {}, power_offs {}",
-        client("early_wakes").unwrap_or(0),
-        client("wake_alls").unwrap_or(0),
-        row.touch.as_ref().and_then(|t| t.get("seconds")).cloned().unwrap_or_default(),
-        hyp("posted").unwrap_or(0),
-        hyp("power_offs").unwrap_or(0),
-    ))
-}
-
 /// The test's runs: (R, MiB of data) at G = 512 MiB, 4x and 8x overcommit.
 const TEST_RUNS: [(u32, u64); 2] = [(128, 256), (64, 128)];
 /// The 6.12 test's run: 8x overcommit, a smaller file (the suite's time).
 const TEST_RUNS_6_12: [(u32, u64); 1] = [(64, 128)];
-const TEST_TIMEOUT_SECS: u64 = 600;
+/// A Linux test run's timeout.
+pub const TEST_TIMEOUT_SECS: u64 = 600;
 
 #[cfg(test)]
 mod tests {
@@ -600,11 +566,13 @@ mod tests {
             backing_latency_us: 50,
             mib: 300,
             kernel_args: String::new(),
+            icount: None,
             ok: true,
             failure: None,
             result: parse_result(line),
             page_ins: Some(page_ins),
             page_outs: Some(page_ins),
+            blocking_faults: None,
             hotplug: None,
             touch: None,
             client: None,
@@ -612,13 +580,15 @@ mod tests {
             wall_seconds: 1.0,
         };
         let good = "@linux-workload mib=300 write_sum=a read1_sum=a read2_sum=a match=yes total_s=1 \
-                    kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0";
+                    kernel=6.1.0-57-cloud-arm64 tainted=0 dma_minalign_warnings=0 log_problems=0";
         assert!(row_problems(&row(good, 10)).is_empty());
         assert_eq!(row_problems(&row(&good.replace("match=yes", "match=no"), 10)).len(), 1);
         assert_eq!(row_problems(&row(&good.replace("mib=300", "mib=30"), 10)).len(), 1);
         assert_eq!(row_problems(&row(good, 0)).len(), 1, "R < G must page");
         assert_eq!(row_problems(&row(&good.replace("tainted=0", "tainted=8704"), 10)).len(), 1);
         assert_eq!(row_problems(&row(&good.replace("warnings=0", "warnings=3"), 10)).len(), 1);
+        assert_eq!(row_problems(&row(&good.replace("log_problems=0", "log_problems=2"), 10)).len(), 1);
+        assert_eq!(row_problems(&row(&good.replace(" log_problems=0", ""), 10)).len(), 1, "the count is required");
         assert_eq!(row_problems(&row("nothing", 10)).len(), 1);
     }
 

@@ -58,10 +58,9 @@ const LINUX_WORKLOAD: &str = "linux/workload";
 /// The same on Debian's 6.12 (bookworm-backports), one run at 8x overcommit: 6.12 advertises
 /// FEAT_MOPS to its userspace, whose static glibc then copies with it.
 const LINUX_WORKLOAD_6_12: &str = "linux/workload-6.12";
-/// The patched kernel with the APF client (`cargo xtask linux --apf`), CPU hotplug included.
-const LINUX_APF: &str = "linux/apf";
-/// The Linux tests, which need the hypervisor built.
-const LINUX_TESTS: [&str; 4] = [LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12, LINUX_APF];
+/// The Linux tests, which need the hypervisor built (and the APF client's,
+/// `crate::linuxapf::cases::TESTS`).
+const LINUX_TESTS: [&str; 3] = [LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
 const BENCH_SMOKE: &str = "bench/smoke";
 
 /// Runs the suite; true when everything selected passed.
@@ -87,7 +86,8 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     let mut built = true;
     // The probe and Linux tests need the hypervisor (and the probes) built too.
     let probe_tests = crate::probes::TESTS.iter().filter(|(name, _)| selected(name));
-    let linux_tests = LINUX_TESTS.iter().any(|name| selected(name));
+    let apf_tests = crate::linuxapf::cases::TESTS.iter().filter(|(name, _)| selected(name));
+    let linux_tests = LINUX_TESTS.iter().any(|name| selected(name)) || apf_tests.clone().next().is_some();
     if !cases.is_empty() || selected(BUILD) || probe_tests.clone().next().is_some() || linux_tests {
         let row = timed(BUILD, || build::build(root, build::Select::ALL).map(|()| String::new()));
         built = row.passed;
@@ -130,10 +130,10 @@ pub fn run_suite(root: &Path, tc: &Toolchain, args: &TestArgs) -> Result<bool> {
     if selected(LINUX_WORKLOAD_6_12) && built {
         rows.push(timed(LINUX_WORKLOAD_6_12, || crate::userspace::workload_6_12_test(root, tc)));
     }
-    if selected(LINUX_APF) && built {
-        // Only a filter that names the test builds the patched kernel (see `apf_test`).
-        let build = args.filter.as_deref().is_some_and(|f| f.contains("linux/a") && LINUX_APF.contains(f));
-        rows.push(timed(LINUX_APF, || crate::userspace::apf_test(root, tc, build)));
+    if built {
+        for (name, test) in apf_tests {
+            rows.push(timed(name, || test(root, tc)));
+        }
     }
 
     println!("\n{:<28} {:>8}  result", "test", "seconds");
@@ -154,14 +154,18 @@ fn test_names(filter: Option<&str>) -> Vec<String> {
     let probes: Vec<String> =
         crate::probes::TESTS.iter().map(|(name, _)| name.to_string()).filter(|n| selected(n)).collect();
     let mut names: Vec<String> = [HOST_TESTS, LINT].into_iter().filter(|n| selected(n)).map(String::from).collect();
-    if !cases.is_empty() || selected(BUILD) || !probes.is_empty() || LINUX_TESTS.iter().any(|n| selected(n)) {
+    let apf: Vec<String> =
+        crate::linuxapf::cases::TESTS.iter().map(|(name, _)| name.to_string()).filter(|n| selected(n)).collect();
+    let linux = LINUX_TESTS.iter().any(|n| selected(n)) || !apf.is_empty();
+    if !cases.is_empty() || selected(BUILD) || !probes.is_empty() || linux {
         names.push(BUILD.into());
     }
     names.extend(cases);
     names.extend([NEGATIVE].into_iter().filter(|n| selected(n)).map(String::from));
     names.extend(probes);
-    let late = [REPEATABLE, TRACE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12, LINUX_APF];
+    let late = [REPEATABLE, TRACE, NEVER_SLOWER, BENCH_SMOKE, LINUX, LINUX_WORKLOAD, LINUX_WORKLOAD_6_12];
     names.extend(late.into_iter().filter(|n| selected(n)).map(String::from));
+    names.extend(apf);
     names
 }
 

@@ -7,6 +7,9 @@
 //! patches are applied again) and built in `target/linux/build-apf/`, stamped with a hash of
 //! the tarball's name, the patches and the fragment: a later run reuses the Image until one of
 //! them changes, and then rebuilds what the change touches.
+//!
+//! [`bench`] is `cargo xtask linux --apf`, the side-by-side benchmark; [`cases`] are the
+//! client's tests in `cargo xtask test`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,18 +19,23 @@ use anyhow::{bail, Context, Result};
 
 use crate::linux::run_checked;
 
+pub mod bench;
+pub mod cases;
+
 /// The Debian package with the kernel source the patches apply to.
 const SOURCE_PACKAGE: &str = "linux-source-6.12";
 /// Where that package puts the source.
 const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.12.tar.xz";
 /// What the build needs besides the source, with the command each provides.
-const TOOLS: [(&str, &str); 6] = [
+const TOOLS: [(&str, &str); 7] = [
     ("libc6-dev-arm64-cross", "/usr/aarch64-linux-gnu/lib/libc.a"),
     ("gcc-aarch64-linux-gnu", "aarch64-linux-gnu-gcc"),
     ("make", "make"),
     ("bc", "bc"),
     ("flex", "flex"),
     ("bison", "bison"),
+    // checkpatch.pl checks SPDX identifiers with scripts/spdxcheck.py, which needs PLY.
+    ("python3-ply", "/usr/lib/python3/dist-packages/ply/__init__.py"),
 ];
 /// The error's context when apt cannot install what the build needs (the `linux/apf` test
 /// skips then).
@@ -124,16 +132,6 @@ fn unpack_source(src: &Path) -> Result<()> {
 /// The source is reset to Debian's and the patches applied again; only the files they touch
 /// get new modification times, so `make` recompiles only what depends on them.
 pub fn build_kernel(root: &Path) -> Result<PathBuf> {
-    build_kernel_if(root, true).map(|image| image.expect("built when asked to"))
-}
-
-/// The patched kernel if its cached build is current (same source, fragment and patches);
-/// `None` without building when it is not.
-pub fn cached_kernel(root: &Path) -> Result<Option<PathBuf>> {
-    build_kernel_if(root, false)
-}
-
-fn build_kernel_if(root: &Path, build_if_stale: bool) -> Result<Option<PathBuf>> {
     let fragment_path = root.join("linux").join("asyncpf.config");
     let fragment = fs::read_to_string(&fragment_path).with_context(|| format!("{}", fragment_path.display()))?;
     let patches = patches(root)?;
@@ -147,10 +145,7 @@ fn build_kernel_if(root: &Path, build_if_stale: bool) -> Result<Option<PathBuf>>
     let stamp = build.join("asyncpf-key");
     let image = build.join("arch").join("arm64").join("boot").join("Image");
     if image.exists() && fs::read_to_string(&stamp).is_ok_and(|k| k.trim() == key) {
-        return Ok(Some(image));
-    }
-    if !build_if_stale {
-        return Ok(None);
+        return Ok(image);
     }
     ensure_packages()?;
     unpack_source(&src)?;
@@ -192,7 +187,19 @@ fn build_kernel_if(root: &Path, build_if_stale: bool) -> Result<Option<PathBuf>>
     }
     fs::write(&stamp, &key)?;
     println!("linux: built {} in {:.0} s", image.display(), started.elapsed().as_secs_f64());
-    Ok(Some(image))
+    Ok(image)
+}
+
+/// `scripts/checkpatch.pl --strict` on `linux/patches/`, in the unpacked source: the number
+/// of patches, each clean, or an error with checkpatch's report.
+pub fn checkpatch(root: &Path) -> Result<usize> {
+    ensure_packages()?;
+    let src = root.join("target").join("linux").join("src").join(SOURCE_PACKAGE);
+    unpack_source(&src)?;
+    let patches = patches(root)?;
+    let output = cases::run_checkpatch(&src, &patches)?;
+    cases::checkpatch_output_clean(&output, patches.len())?;
+    Ok(patches.len())
 }
 
 /// The page-touching workload `linux/workload/apftouch.c`, a static arm64 binary, compiled
