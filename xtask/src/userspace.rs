@@ -58,6 +58,11 @@ $bb mount -t tmpfs -o size=95% tmpfs /tmp
 mib=$($bb sed -n 's/.*asyncpf_mib=\([0-9]*\).*/\1/p' /proc/cmdline)
 now() { $bb cut -d' ' -f1 /proc/uptime; }
 $bb mount -t sysfs sysfs /sys 2>/dev/null && $bb mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+# asyncpf_fail=P: the client's fault injection fails P % of the allocations that remember a
+# page_ready which came before its task slept (the lost-wake-up path).
+fail=$($bb sed -n 's/.*asyncpf_fail=\([0-9]*\).*/\1/p' /proc/cmdline)
+f=/sys/kernel/debug/asyncpf_fail_early
+if [ -n "$fail" ] && [ -d $f ]; then echo 0 > $f/verbose; echo -1 > $f/times; echo $fail > $f/probability; fi
 touch=$($bb sed -n 's/.*asyncpf_touch=\([0-9,]*\).*/\1/p' /proc/cmdline)
 hotplug=$($bb sed -n 's/.*asyncpf_hotplug=\([0-9]*\).*/\1/p' /proc/cmdline)
 if [ -n "$touch" ] && [ -x /bin/apftouch ]; then

@@ -60,6 +60,20 @@ fn hyp_count(row: &WorkloadRow, key: &str) -> Option<u64> {
 /// Why an APF row failed: [`row_problems`] (the run, apftouch's errors, the kernel log) and
 /// what the mode requires of the client and the hypervisor.
 pub fn apf_problems(mode: Mode, row: &WorkloadRow) -> Vec<String> {
+    problems(mode, row, false)
+}
+
+/// [`apf_problems`] of an asynchronous row whose early page_ready allocations were failed on
+/// purpose (`asyncpf_fail=P`): `no_memory` must then be counted, and every task still woken.
+pub fn apf_problems_with_lost_allocations(row: &WorkloadRow) -> Vec<String> {
+    let mut problems = problems(Mode::Asynchronous, row, true);
+    if client_count(row, "no_memory").unwrap_or(0) == 0 {
+        problems.push(format!("the injected allocation failures did not show as no_memory: {:?}", row.client));
+    }
+    problems
+}
+
+fn problems(mode: Mode, row: &WorkloadRow, lost_allocations: bool) -> Vec<String> {
     let mut problems = row_problems(row);
     if row.touch.is_none() || touch_seconds(row).is_none() {
         problems.push("no apftouch result".into());
@@ -85,7 +99,8 @@ pub fn apf_problems(mode: Mode, row: &WorkloadRow) -> Vec<String> {
             if client_count(row, "woken") != Some(accepted) {
                 problems.push(format!("woken != accepted: {:?}", row.client));
             }
-            for key in ["ring_errors", "no_memory"] {
+            let keys: &[&str] = if lost_allocations { &["ring_errors"] } else { &["ring_errors", "no_memory"] };
+            for key in keys {
                 if client_count(row, key) != Some(0) {
                     problems.push(format!("the client counted {key}: {:?}", row.client));
                 }
@@ -344,6 +359,8 @@ mod tests {
         assert_eq!(apf_problems(Mode::Asynchronous, &row(Some(&lost), hyp_on.clone())).len(), 1);
         let no_memory = on.replace("no_memory=0", "no_memory=1");
         assert_eq!(apf_problems(Mode::Asynchronous, &row(Some(&no_memory), hyp_on.clone())).len(), 1);
+        assert!(apf_problems_with_lost_allocations(&row(Some(&no_memory), hyp_on.clone())).is_empty());
+        assert_eq!(apf_problems_with_lost_allocations(&row(Some(on), hyp_on.clone())).len(), 1, "nothing injected");
         assert_eq!(apf_problems(Mode::Reference, &row(None, hyp_off.clone())).len(), 1, "the reference paged out");
         let mut failed = row(Some(on), hyp_on);
         failed.touch = failed.touch.map(|mut t| {

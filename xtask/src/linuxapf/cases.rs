@@ -4,6 +4,8 @@
 //!   `scripts/checkpatch.pl --strict` finds nothing in `linux/patches/`;
 //! - `linux/apf/v1`: one vCPU at 4x overcommit under -icount, apftouch with the client on and
 //!   off: no errors either way, faults accepted (and every accepted task woken) only with it on;
+//!   and with the client's fault injection failing half of the allocations that remember a
+//!   page_ready which came before its task slept: counted as `no_memory`, no task left asleep;
 //! - `linux/apf/v4-a64fx-hotplug`: four vCPUs on `-cpu a64fx` (a 256-byte writeback granule)
 //!   in host time (the vCPUs really run at once), CPU 1 taken offline and online every 2 s
 //!   while apftouch's tasks fault and wait for their pages: every offline's WAKE_ALL is
@@ -18,7 +20,7 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
 
-use super::bench::{apf_problems, touch_seconds, Mode};
+use super::bench::{apf_problems, apf_problems_with_lost_allocations, touch_seconds, Mode};
 use crate::cli::Touch;
 use crate::toolchain::Toolchain;
 use crate::userspace::{field, run_workload, workload_initrd, LinuxRun, WorkloadRow, TEST_TIMEOUT_SECS};
@@ -94,17 +96,31 @@ fn v1_test(root: &Path, tc: &Toolchain) -> Result<String> {
     let touch = Touch { per_vcpu: 4, mib: 16, passes: 2, work: 0 };
     let on = apf_run(root, image, 1, "max", touch, Some(3))?;
     let off = on.with_args(&format!("{} {}", Mode::Synchronous.kernel_arg(), on.kernel_args));
+    // Half of the allocations that remember an early page_ready fail: no task may sleep on.
+    let lossy = on.with_args(&format!("{} asyncpf_fail={LOST_ALLOCATION_PERCENT}", on.kernel_args));
     let on = checked(Mode::Asynchronous, run_workload(root, tc, &on)?)?;
     let off = checked(Mode::Synchronous, run_workload(root, tc, &off)?)?;
+    let lossy = run_workload(root, tc, &lossy)?;
+    let problems = apf_problems_with_lost_allocations(&lossy);
+    if !problems.is_empty() {
+        bail!("with asyncpf_fail={LOST_ALLOCATION_PERCENT}: {}", problems.join("; "));
+    }
     Ok(format!(
-        "client on: {} accepted, {} early wakes, apftouch {} s; asyncpf=off: apftouch {} s, {} page-ins (model time)",
+        "client on: {} accepted, {} early wakes, apftouch {} s; asyncpf=off: apftouch {} s, {} page-ins; \
+         {} % early allocations failed: {} no_memory, all {} woken (model time)",
         field(on.client.as_ref(), "accepted"),
         field(on.client.as_ref(), "early_wakes"),
         touch_seconds(&on).unwrap_or(f64::NAN),
         touch_seconds(&off).unwrap_or(f64::NAN),
         off.page_ins.unwrap_or(0),
+        LOST_ALLOCATION_PERCENT,
+        field(lossy.client.as_ref(), "no_memory"),
+        field(lossy.client.as_ref(), "woken"),
     ))
 }
+
+/// The share of early page_ready allocations `linux/apf/v1`'s third run fails (`asyncpf_fail`).
+const LOST_ALLOCATION_PERCENT: u32 = 50;
 
 /// At most this many offline/online cycles of CPU 1, one every 2 s while apftouch runs.
 const HOTPLUG_CYCLES: u64 = 30;
