@@ -64,15 +64,15 @@ mod tests;
 /// The guest command-line key that turns asynchronous page faults on (`guest::cmdline`).
 const GUEST_OPT_APF: &str = "apf";
 
-/// One of the three runs.
+/// One of the three runs (of the main job, and of `cargo xtask linux --apf`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Mode {
-    /// R = G, `apf=off`: no paging I/O.
+    /// R = G: no paging I/O (the main job's guest with `apf=off`).
     Reference,
-    /// R < G, `apf=off`.
+    /// R < G, asynchronous page faults off.
     Synchronous,
-    /// R < G, `apf=on`.
+    /// R < G, asynchronous page faults on.
     Asynchronous,
 }
 

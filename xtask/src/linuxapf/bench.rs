@@ -19,28 +19,16 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::cli::LinuxArgs;
+pub use crate::compare::Mode;
 use crate::toolchain::Toolchain;
 use crate::userspace::{field, row_problems, run_workload, workload_initrd, LinuxRun, WorkloadRow};
 
-/// How a row runs apftouch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Mode {
-    /// R = G: nothing paged out.
-    Reference,
-    /// The client off (`asyncpf=off`).
-    Synchronous,
-    /// The client on.
-    Asynchronous,
-}
-
-impl Mode {
-    /// What the kernel command line says for this mode.
-    pub fn kernel_arg(self) -> &'static str {
-        match self {
-            Mode::Synchronous => "asyncpf=off",
-            Mode::Reference | Mode::Asynchronous => "",
-        }
+/// The main job's three runs ([`Mode`]) on Linux: the client off (`asyncpf=off`) in the
+/// synchronous row, on in the others (in the reference nothing is paged out).
+pub fn kernel_arg(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Synchronous => "asyncpf=off",
+        Mode::Reference | Mode::Asynchronous => "",
     }
 }
 
@@ -199,8 +187,8 @@ pub fn run(root: &Path, tc: &Toolchain, args: &LinuxArgs) -> Result<bool> {
         host_load: args.host_load,
     };
     let run_mode = |mode: Mode, resident: u32, latency: u64| -> Result<BenchRow> {
-        let args = format!("{} {}", mode.kernel_arg(), touch.kernel_arg(vcpus)).trim().to_string();
-        println!("linux --apf: {mode:?}, R = {resident} MiB, L = {latency} us ...");
+        let args = format!("{} {}", kernel_arg(mode), touch.kernel_arg(vcpus)).trim().to_string();
+        println!("linux --apf: {}, R = {resident} MiB, L = {latency} us ...", mode.name());
         let run = LinuxRun { resident_mib: Some(resident), latency_us: latency, kernel_args: args, ..base.clone() };
         let row = run_workload(root, tc, &run)?;
         let problems = apf_problems(mode, &row);
@@ -257,7 +245,7 @@ fn print_report(rows: &[BenchRow], comparisons: &[Comparison]) {
     for r in rows {
         println!(
             "{:<13} {:>6} {:>6} {:>9} {:>9} {:>9} {:>9} {:>7} {:>10}  {}",
-            format!("{:?}", r.mode).to_lowercase(),
+            r.mode.name(),
             r.row.backing_latency_us,
             r.row.resident_mib.map_or("-".into(), |m| m.to_string()),
             field(r.row.touch.as_ref(), "seconds"),

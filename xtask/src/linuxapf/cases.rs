@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use anyhow::{bail, Result};
 
-use super::bench::{apf_problems, apf_problems_with_lost_allocations, touch_seconds, Mode};
+use super::bench::{apf_problems, apf_problems_with_lost_allocations, kernel_arg, touch_seconds, Mode};
 use crate::cli::Touch;
 use crate::toolchain::Toolchain;
 use crate::userspace::{field, run_workload, workload_initrd, LinuxRun, WorkloadRow, TEST_TIMEOUT_SECS};
@@ -95,7 +95,7 @@ fn v1_test(root: &Path, tc: &Toolchain) -> Result<String> {
     // G = 128, R = 32 MiB (4x overcommit); 4 processes x 16 MiB = 2 x R.
     let touch = Touch { per_vcpu: 4, mib: 16, passes: 2, work: 0 };
     let on = apf_run(root, image, 1, "max", touch, Some(3))?;
-    let off = on.with_args(&format!("{} {}", Mode::Synchronous.kernel_arg(), on.kernel_args));
+    let off = on.with_args(&format!("{} {}", kernel_arg(Mode::Synchronous), on.kernel_args));
     // Half of the allocations that remember an early page_ready fail: no task may sleep on.
     let lossy = on.with_args(&format!("{} asyncpf_fail={LOST_ALLOCATION_PERCENT}", on.kernel_args));
     let on = checked(Mode::Asynchronous, run_workload(root, tc, &on)?)?;
