@@ -70,10 +70,17 @@ if [ -n "$touch" ] && [ -x /bin/apftouch ]; then
   pid=$!
   cpu1=/sys/devices/system/cpu/cpu1/online
   i=0
+  # Faults accepted whose task has not been woken yet (one read of the client's counters;
+  # 0 without the client): tokens outstanding.
+  st() { $bb awk '$1 == "accepted" { a = $2 } $1 == "woken" { w = $2 } END { print (a > w) ? a - w : 0 }' \
+    /sys/kernel/debug/asyncpf 2>/dev/null || echo 0; }
+  out=0
   while [ -n "$hotplug" ] && [ $i -lt $hotplug ] && [ -w $cpu1 ] && kill -0 $pid 2>/dev/null; do
-    $bb sleep 1; echo 0 > $cpu1; $bb sleep 1; echo 1 > $cpu1; i=$((i + 1))
+    $bb sleep 1
+    out=$((out + $(st)))
+    echo 0 > $cpu1; $bb sleep 1; echo 1 > $cpu1; i=$((i + 1))
   done
-  [ -n "$hotplug" ] && echo "@linux-hotplug cycles=$i online=$($bb cat /sys/devices/system/cpu/online)"
+  [ -n "$hotplug" ] && echo "@linux-hotplug cycles=$i online=$($bb cat /sys/devices/system/cpu/online) outstanding=$out"
   wait $pid
 fi
 t0=$(now)

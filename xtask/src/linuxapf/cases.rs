@@ -124,18 +124,23 @@ const LOST_ALLOCATION_PERCENT: u32 = 50;
 
 /// At most this many offline/online cycles of CPU 1, one every 2 s while apftouch runs.
 const HOTPLUG_CYCLES: u64 = 30;
+/// The disk's latency in the hotplug test: long enough that tasks are parked on tokens at
+/// most instants.
+const HOTPLUG_LATENCY_US: u64 = 5_000;
 /// The least number of cycles the test accepts.
-const MIN_HOTPLUG_CYCLES: u64 = 3;
+const MIN_HOTPLUG_CYCLES: u64 = 2;
 
 fn hotplug_test(root: &Path, tc: &Toolchain) -> Result<String> {
     let image = match kernel(root)? {
         Ok(image) => image,
         Err(skip) => return Ok(skip),
     };
-    // G = 256, R = 64 MiB; 8 processes x 16 MiB = 2 x R; host time, so that the vCPUs really
-    // run at once.
-    let touch = Touch { per_vcpu: 2, mib: 16, passes: 2, work: 0 };
+    // G = 256, R = 32 MiB; 8 processes x 8 MiB = 2 x R; L = 5 ms so that tasks are parked on
+    // tokens when CPU 1 goes offline; host time, so that the vCPUs really run at once.
+    let touch = Touch { per_vcpu: 2, mib: 8, passes: 2, work: 0 };
     let mut run = apf_run(root, image, 4, "a64fx", touch, None)?;
+    run.latency_us = HOTPLUG_LATENCY_US;
+    run.resident_mib = Some(32);
     run.kernel_args.push_str(&format!(" asyncpf_hotplug={HOTPLUG_CYCLES}"));
     let row = checked(Mode::Asynchronous, run_workload(root, tc, &run)?)?;
     let hotplug = row.hotplug.as_ref();
@@ -156,12 +161,17 @@ fn hotplug_test(root: &Path, tc: &Toolchain) -> Result<String> {
     if client("wake_alls").unwrap_or(0) < cycles {
         problems.push(format!("fewer WAKE_ALLs than offlines ({cycles}): {:?}", row.client));
     }
+    // Summed over the offlines: faults accepted whose task had not been woken yet.
+    let outstanding = hotplug.and_then(|h| h.get("outstanding")).and_then(|v| v.as_u64()).unwrap_or(0);
+    if outstanding == 0 {
+        problems.push(format!("no offline happened while tokens were outstanding: {hotplug:?}"));
+    }
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
     }
     Ok(format!(
-        "granule 256, {} accepted and woken, CPU 1 offline/online x{cycles}: {} wake-alls waking {} tasks, {} tokens \
-         in flight at APF_DISABLE; apftouch {} s (host time)",
+        "granule 256, {} accepted and woken, CPU 1 offline/online x{cycles} with {outstanding} tokens outstanding in \
+         all: {} wake-alls waking {} tasks, {} tokens in flight at APF_DISABLE; apftouch {} s (host time)",
         field(row.client.as_ref(), "accepted"),
         field(row.client.as_ref(), "wake_alls"),
         field(row.client.as_ref(), "wake_all_woken"),
