@@ -8,7 +8,7 @@
 //! the tarball's name, the patches and the fragment: a later run reuses the Image until one of
 //! them changes, and then rebuilds what the change touches.
 //!
-//! [`bench`] is `cargo xtask linux --apf`, the side-by-side benchmark; [`cases`] are the
+//! [`bench`](mod@bench) is `cargo xtask linux --apf`, the side-by-side benchmark; [`cases`] are the
 //! client's tests in `cargo xtask test`.
 
 use std::fs;
