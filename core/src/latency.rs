@@ -98,6 +98,35 @@ pub fn wait_timer(
     }
 }
 
+/// Virtual time: how far a CPU's sleep in `wfi` overshot the timer that ended it, in counter
+/// ticks, to be hidden from model time so that the sleep ends exactly at that timer's deadline.
+///
+/// Under `-icount` with `sleep=off`, when every CPU sleeps, QEMU jumps virtual time to the
+/// earliest armed timer. But the jump is made by QEMU's main-loop thread
+/// (`icount_start_warp_timer` in `main_loop_wait`, which runs whenever the host wakes that
+/// thread, e.g. for a disk completion) from its view of the clock, and the instructions the CPU
+/// executed since it last synchronised the clock (the `wfi` itself at least; a guest's idle
+/// path since its last counter read) reach that view only when the CPU's thread gets back to
+/// its loop. A jump made in between lands that many instructions past the deadline. Whether it
+/// happens depends on how the host schedules QEMU's two threads (measured: about 10 of 160,000
+/// waits per run, 8 ns each, on a busy host), and those nanoseconds move every later event.
+///
+/// `before`: the counter right before `wfi`; `after`: right after it; `deadlines`: the compare
+/// values, in counter ticks, of the timers armed across the sleep (`None`: not armed). Only a
+/// deadline still ahead at `before` can have ended the sleep, and QEMU jumps to the earliest:
+/// the overshoot is how far `after` is past it (the few instructions from the deadline to
+/// `after` included, which are the same in every run). Zero when no deadline was ahead, or
+/// the CPU woke before it (an interrupt already pending, or a timer this does not know of):
+/// then nothing is hidden, and model time never goes backwards.
+pub fn wake_overshoot(before: u64, after: u64, deadlines: impl IntoIterator<Item = Option<u64>>) -> u64 {
+    deadlines
+        .into_iter()
+        .flatten()
+        .filter(|&deadline| deadline > before)
+        .min()
+        .map_or(0, |expected| after.saturating_sub(expected))
+}
+
 /// Virtual time with several vCPUs: which of the `cpus` CPUs that run vCPUs are held while a
 /// request is late (asleep with no timer, or polling the device, running no guest
 /// instruction), and since when all of them are. Such a span runs no guest instruction, so it
@@ -225,6 +254,22 @@ mod tests {
     }
 
     #[test]
+    fn wake_overshoot_ends_the_sleep_at_the_earliest_deadline_ahead() {
+        // Woken 3 ticks past the earliest deadline ahead (the later one and the unarmed one do
+        // not count): those 3 are hidden.
+        assert_eq!(wake_overshoot(100, 503, [Some(900), Some(500), None]), 3);
+        // A jump that overshot by 8 more: the same model time afterwards.
+        assert_eq!(503 - wake_overshoot(100, 503, [Some(500)]), 511 - wake_overshoot(100, 511, [Some(500)]));
+        // Deadlines at or before `before` had fired already (masked, or their interrupt taken
+        // into account): not what ended the sleep.
+        assert_eq!(wake_overshoot(100, 503, [Some(100), Some(40), Some(500)]), 3);
+        // Nothing ahead, or woken before it (an interrupt already pending): nothing hidden.
+        assert_eq!(wake_overshoot(100, 503, [Some(100), None]), 0);
+        assert_eq!(wake_overshoot(100, 104, [Some(500)]), 0);
+        assert_eq!(wake_overshoot(100, 104, []), 0);
+    }
+
+    #[test]
     fn hold_span_hides_only_while_every_cpu_is_held_and_late() {
         let mut h = HoldSpan::new(2);
         assert!(!h.enter(10), "one of two CPUs held: nothing hidden");
@@ -282,6 +327,23 @@ mod tests {
                     _ => {}
                 }
                 prop_assert!(hidden <= safe, "hid {} of {} safe ticks", hidden, safe);
+            }
+        }
+    }
+
+    proptest! {
+        /// The sleep's model end never goes backwards (at or after `before`) and, when a
+        /// deadline ahead ended it, is that deadline whatever the overshoot.
+        #[test]
+        fn wake_overshoot_is_monotonic_and_exact(before in 0u64..1000, slept in 0u64..2000,
+                                                 deadlines in proptest::collection::vec(proptest::option::of(0u64..3000), 0..6)) {
+            let after = before + slept;
+            let hidden = wake_overshoot(before, after, deadlines.iter().copied());
+            prop_assert!(after - hidden >= before);
+            let expected = deadlines.iter().flatten().copied().filter(|&d| d > before).min();
+            match expected {
+                Some(e) if after >= e => prop_assert_eq!(after - hidden, e),
+                _ => prop_assert_eq!(hidden, 0),
             }
         }
     }

@@ -199,8 +199,15 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
         pager.hold_while_late(|intid| vcpu_interrupt(vm, index, intid));
     }
     vm.sdei.deliver_signalled(index, regs);
-    if let (Some(apf), Some(pager)) = (&vm.apf, pager::get()) {
-        trap_wfi(apf.on_entry(vm.signals(), pager, index));
+    // Whether a trapped WFI is to return at once (page_ready completions wait for ring space).
+    let mut wfi_backlog = false;
+    if let Some(pager) = pager::get() {
+        if let Some(apf) = &vm.apf {
+            wfi_backlog = apf.on_entry(vm.signals(), pager, index);
+        }
+        // Virtual time with one vCPU: the guest's WFI sleeps in the hypervisor, whose sleeps
+        // end when the timer says (`Pager::timed_wfi`).
+        trap_wfi(wfi_backlog || pager.sleeps_guest_wfi());
     }
     vm.vgic.flush(index);
     if let Some(pager) = pager::get() {
@@ -212,7 +219,7 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
     crate::trace::exit(clock.exited_at, exit != ExitKind::Sync);
     STATS.exits.inc();
     match exit {
-        ExitKind::Sync => handle_sync(vm, index, regs),
+        ExitKind::Sync => handle_sync(vm, index, regs, wfi_backlog),
         ExitKind::Irq | ExitKind::Fiq => {
             STATS.irq_exits.inc();
             mark_exit(index, ExitCause::Interrupt);
@@ -233,10 +240,11 @@ fn run_once(vm: &Vm, index: usize, regs: &mut GuestRegs, clock: &mut ExitClock) 
     }
 }
 
-/// Trap the guest's WFI (HCR_EL2.TWI) or not. Trapped only while the vCPU's page_ready
-/// completions wait for ring space: the guest makes room without a call, so a vCPU that emptied
-/// its ring and sleeps in `wfi` with nothing else pending must exit for them to be posted.
-/// Otherwise WFI runs natively: the vCPU owns its physical CPU.
+/// Trap the guest's WFI (HCR_EL2.TWI) or not. Trapped while the vCPU's page_ready completions
+/// wait for ring space: the guest makes room without a call, so a vCPU that emptied its ring and
+/// sleeps in `wfi` with nothing else pending must exit for them to be posted. And in virtual
+/// time with one vCPU, where the hypervisor sleeps for the guest ([`guest_wfi`]). Otherwise WFI
+/// runs natively: the vCPU owns its physical CPU.
 fn trap_wfi(trap: bool) {
     if HCR_EL2.is_set(HCR_EL2::TWI) != trap {
         HCR_EL2.modify(if trap { HCR_EL2::TWI::SET } else { HCR_EL2::TWI::CLEAR });
@@ -267,7 +275,32 @@ pub fn pager_interrupt(intid: u32) -> bool {
     pager::get().is_some_and(|pager| pager.handle_interrupt(intid))
 }
 
-fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
+/// The guest's trapped WFI (`wfi_backlog`: trapped for page_ready completions waiting for ring
+/// space).
+fn guest_wfi(vm: &Vm, index: usize, regs: &mut GuestRegs, esr: u64, wfi_backlog: bool) {
+    regs.pc += trap::instruction_bytes(esr);
+    if wfi_backlog {
+        // The next entry posts them, and the guest, back from its WFI, finds them.
+        STATS.backlog_wfi_exits.inc();
+        return;
+    }
+    let Some(pager) = pager::get() else { return };
+    // Virtual time, one vCPU: sleep here as the guest's WFI would, until an interrupt (not at
+    // all if one is pending for it already). A WFIT (its timeout not modelled) returns at
+    // once, as a WFI may.
+    if trap::iss(esr) & ISS_WFX_TI != ISS_WFX_TI_WFI || pager.is_late() || vm.vgic.has_pending(index) {
+        return;
+    }
+    pager.close_window();
+    pager.timed_wfi();
+    handle_physical_interrupts(vm, index);
+}
+
+/// ESR_EL2.ISS of a trapped WFx: TI, which instruction (0: WFI, 1: WFE, 2: WFIT, 3: WFET).
+const ISS_WFX_TI: u64 = 0b11;
+const ISS_WFX_TI_WFI: u64 = 0b00;
+
+fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs, wfi_backlog: bool) -> bool {
     let esr = ESR_EL2.get();
     let iss = trap::iss(esr);
     match trap::exception_class(esr) {
@@ -290,11 +323,9 @@ fn handle_sync(vm: &Vm, index: usize, regs: &mut GuestRegs) -> bool {
             true
         }
         ec::WFX => {
-            // Only trapped while page_ready completions wait for ring space (`trap_wfi`): the
-            // next entry posts them, and the guest, back from its WFI, finds them. (A WFE is
-            // never trapped: HCR_EL2.TWE stays clear.)
-            STATS.backlog_wfi_exits.inc();
-            regs.pc += trap::instruction_bytes(esr);
+            // Trapped for page_ready completions waiting for ring space, or in virtual time
+            // with one vCPU (`trap_wfi`). (A WFE is never trapped: HCR_EL2.TWE stays clear.)
+            guest_wfi(vm, index, regs, esr, wfi_backlog);
             true
         }
         _ => {
@@ -359,7 +390,13 @@ fn hypercall_exit(vm: &Vm, index: usize, regs: &mut GuestRegs, immediate: u16) -
         Outcome::Suspend => {
             regs.x[0] = asyncpf_contract::psci::SUCCESS as u64;
             if !vm.vgic.has_pending(index) {
-                arch::wait_for_interrupt();
+                match pager::get() {
+                    Some(pager) if !pager.is_late() => {
+                        pager.close_window();
+                        pager.timed_wfi();
+                    }
+                    _ => arch::wait_for_interrupt(),
+                }
             }
             true
         }

@@ -5,7 +5,10 @@
 
 use core::arch::asm;
 
-use aarch64_cpu::registers::{Readable, Writeable, CNTFRQ_EL0, CNTHP_CTL_EL2, CNTPCT_EL0};
+use aarch64_cpu::registers::{
+    Readable, Writeable, CNTFRQ_EL0, CNTHP_CTL_EL2, CNTPCT_EL0, CNTP_CTL_EL0, CNTP_CVAL_EL0, CNTVOFF_EL2, CNTV_CTL_EL0,
+    CNTV_CVAL_EL0,
+};
 
 use crate::arch;
 
@@ -72,6 +75,30 @@ pub fn set_el2_timer(deadline: Option<Ticks>) {
     }
     arch::isb();
 }
+
+/// The compare values, in counter ticks, of the timers of this CPU that QEMU's `-icount` can
+/// advance virtual time to while it sleeps (an enabled timer is one, masked or not): the EL2
+/// timer, the guest's virtual timer (its compare value plus CNTVOFF_EL2) and its physical
+/// timer; `None` for a disabled one (see `asyncpf_core::latency::wake_overshoot`).
+pub fn armed_deadlines() -> [Option<u64>; 3] {
+    let enabled = |ctl: u64| ctl & CTL_ENABLE != 0;
+    [
+        enabled(CNTHP_CTL_EL2.get()).then(el2_timer_compare),
+        enabled(CNTV_CTL_EL0.get()).then(|| CNTV_CVAL_EL0.get().checked_add(CNTVOFF_EL2.get())).flatten(),
+        enabled(CNTP_CTL_EL0.get()).then(|| CNTP_CVAL_EL0.get()),
+    ]
+}
+
+/// CNTHP_CVAL_EL2 (`aarch64-cpu` does not have it).
+fn el2_timer_compare() -> u64 {
+    let value: u64;
+    // SAFETY: reading the EL2 physical timer's compare value at EL2 has no side effects.
+    unsafe { asm!("mrs {}, cnthp_cval_el2", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    value
+}
+
+/// CNT*_CTL.ENABLE.
+const CTL_ENABLE: u64 = 1;
 
 /// [`Ticks::json_micros`]: formats without allocating.
 pub struct JsonMicros(Option<Ticks>);

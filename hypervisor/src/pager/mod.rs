@@ -57,7 +57,10 @@
 //! * with one vCPU, model time is the counter minus `Pager::hidden` ticks: it stands still from
 //!   the start of every poll until the CPU enters the guest or sleeps ([`Pager::close_window`]),
 //!   and during the virtqueue work of every lock release; the completion work itself is charged
-//!   back (`Pager::charge`); the guest's counter follows through CNTVOFF_EL2.
+//!   back (`Pager::charge`); the guest's counter follows through CNTVOFF_EL2;
+//! * with one vCPU, every sleep with timers armed (a waiting vCPU's, the guest's trapped WFI)
+//!   ends in model time at the deadline that ended it: how far QEMU's jump overshot it, which
+//!   depends on the host, is hidden too ([`Pager::timed_wfi`]).
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;

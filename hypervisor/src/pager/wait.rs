@@ -67,7 +67,7 @@ impl Pager {
                     self.close_window();
                     self.arm_wait_timer();
                     let before = clock::now();
-                    arch::wait_for_interrupt();
+                    self.timed_wfi();
                     self.count_sleep(SLEEP_WAIT, clock::now().saturating_sub(before).0);
                 }
             }
@@ -171,6 +171,47 @@ impl Pager {
         self.set_timer((due != u64::MAX).then_some(Ticks(due)));
     }
 
+    /// Sleep in `wfi` until an interrupt, with the timers armed as they are: model time runs
+    /// on. Virtual time with one vCPU: a sleep that a timer ended ends, in model time, exactly
+    /// at that timer's deadline. QEMU's `-icount` jump to the deadline can overshoot it by
+    /// instructions the CPU had executed but not yet accounted when QEMU's main loop made the
+    /// jump, which depends on the host (`asyncpf_core::latency::wake_overshoot`); the overshoot
+    /// is hidden like a poll, and the guest's counter (CNTVOFF_EL2) and the EL2 timer (its
+    /// deadline is in model time) follow at once, before any interrupt is looked at. Model time
+    /// must be running (not pinned: a window hides the sleep anyway), and no request late
+    /// (then [`Self::frozen_wfi`]).
+    pub fn timed_wfi(&self) {
+        if !self.hide {
+            arch::wait_for_interrupt();
+            return;
+        }
+        let before = clock::now();
+        arch::wait_for_interrupt();
+        let after = clock::now();
+        if self.pinned.load(Ordering::Acquire) != u64::MAX {
+            return;
+        }
+        let deadlines = clock::armed_deadlines();
+        let overshoot = latency::wake_overshoot(before.0, after.0, deadlines);
+        if overshoot == 0 {
+            return;
+        }
+        let hidden = self.hidden.fetch_add(overshoot, Ordering::AcqRel) + overshoot;
+        CNTVOFF_EL2.set(hidden);
+        // (Re-armed whether it fired or not: it is then pending exactly when model time has
+        // reached its deadline, as in a run without the overshoot.)
+        if let Some(el2) = deadlines[0] {
+            clock::set_el2_timer(Some(Ticks(el2.saturating_add(overshoot))));
+        }
+        arch::isb();
+    }
+
+    /// Whether the guest's WFI is to sleep in the hypervisor ([`Self::timed_wfi`]): virtual time
+    /// with one vCPU, where a sleep's end must not depend on the host.
+    pub fn sleeps_guest_wfi(&self) -> bool {
+        self.hide
+    }
+
     /// With several vCPUs in virtual time: this CPU is held for a late request (it runs no
     /// guest instruction until [`Self::leave_held`]). When every CPU that runs a vCPU is, a
     /// span of hidden time starts ([`HoldSpan`]).
@@ -255,7 +296,7 @@ impl Pager {
             self.leave_held();
         } else {
             self.close_window();
-            arch::wait_for_interrupt();
+            self.timed_wfi();
         }
     }
 }
